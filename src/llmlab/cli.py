@@ -1,0 +1,211 @@
+"""`llmlab <command>`: maps subcommands onto plain functions.
+
+Each command is a row of `COMMANDS`: its name, its help, the config dataclass it is
+configured by, the function that runs it, and the flags that are shortcuts for config
+keys (`--kind eval` is the same as `kind=eval`). Both the config class and the function
+are named by import path and imported only when that command runs, so `llmlab --help`
+and the light commands never import torch.
+
+Every command takes `--config FILE.yaml`, dotted `key=value` overrides and
+`--print-config`; precedence is defaults < YAML < flags < overrides. Commands that
+produce a run folder also take `--out DIR` and `--quiet`.
+
+A `UserError` becomes one line `error: ...` on stderr and exit code 2; `--debug` or
+`LLMLAB_DEBUG=1` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmlab import __version__
+from llmlab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line shortcut for one config key."""
+
+    name: str
+    key: str
+    help: str
+    metavar: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # "data generate": words of the subcommand path
+    help: str
+    config: str  # "module:Class"
+    run: str  # "module:function" taking (cfg, Context) and returning an exit code
+    flags: tuple[Flag, ...] = ()
+    run_folder: bool = True  # takes --out DIR / --quiet and writes runs/<name>-<time>/
+    epilog: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a command gets besides its config: where to write and how loudly."""
+
+    command: str
+    out: Path | None = None
+    quiet: bool = False
+    argv: tuple[str, ...] = field(default_factory=tuple)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "data generate",
+        "generate task-world data: a pretraining corpus, SFT chats, preference pairs or eval prompts",
+        config="llmlab.data.config:GenerateConfig",
+        run="llmlab.data.commands:generate",
+        flags=(
+            Flag("--kind", "kind", "pretrain | sft | prefs | eval", "KIND"),
+            Flag("--n", "n", "rows to write (pretrain: documents, unless --chars)", "N"),
+            Flag("--chars", "chars", "pretrain only: stop at this many characters", "C"),
+            Flag("--seed", "seed", "seed of the world and of sampling", "S"),
+            Flag("--out", "out", "output file (.jsonl; pretrain also .txt); '-' for stdout", "FILE"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab data generate --kind prefs --n 2000 --seed 0 --out prefs.jsonl "
+        "prefs.length_bias=0.8 prefs.label_noise=0.1",
+    ),
+    Command(
+        "data score",
+        "score {prompt, response} rows with the task world's gold scorers",
+        config="llmlab.data.config:ScoreConfig",
+        run="llmlab.data.commands:score",
+        flags=(
+            Flag("--input", "input", "JSONL / parquet / HF dataset of {prompt, response} rows", "FILE"),
+            Flag("--out", "out", "also write the report as JSON here", "FILE"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab data score --input responses.jsonl --out scores.json",
+    ),
+    Command(
+        "data validate",
+        "check a data file against a schema (text, chat, prefs, responses, eval)",
+        config="llmlab.data.config:ValidateConfig",
+        run="llmlab.data.commands:validate",
+        flags=(
+            Flag("--input", "input", "the file or HF dataset folder to check", "FILE"),
+            Flag("--schema", "schema", "text | chat | prefs | responses | eval", "NAME"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab data validate --input my_prefs.jsonl --schema prefs",
+    ),
+    Command(
+        "demo",
+        "run the whole lab on built-in data and write a report",
+        config="llmlab.demo:DemoConfig",
+        run="llmlab.demo:run",
+        epilog="example: llmlab demo --out runs/demo",
+    ),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as a UserError (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="llmlab",
+        description="llmlab: attention, tokenization and alignment, from first principles.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"llmlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    }
+    parents: dict[tuple[str, ...], argparse.ArgumentParser] = {(): parser}
+    for cmd in COMMANDS:
+        words = tuple(cmd.name.split())
+        for i in range(1, len(words)):  # intermediate groups such as `data`
+            prefix = words[:i]
+            if prefix not in groups:
+                group_parser = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
+                group_parser.set_defaults(_group=group_parser)
+                parents[prefix] = group_parser
+                groups[prefix] = group_parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+        sub = groups[words[:-1]].add_parser(
+            words[-1], help=cmd.help, description=cmd.help, epilog=cmd.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_common_arguments(sub, cmd)
+        sub.set_defaults(_command=cmd)
+    return parser
+
+
+def _add_common_arguments(sub: argparse.ArgumentParser, cmd: Command) -> None:
+    for flag in cmd.flags:
+        sub.add_argument(flag.name, dest=f"_flag_{flag.key}", metavar=flag.metavar, help=flag.help)
+    sub.add_argument("--config", metavar="FILE.yaml", help="YAML config (overrides and flags win over it)")
+    sub.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    if cmd.run_folder:
+        sub.add_argument("--out", metavar="DIR", help=f"run folder (default runs/{cmd.name.replace(' ', '-')}-<time>)")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    sub.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    sub.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=3")
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    cmd: Command | None = getattr(args, "_command", None)
+    if cmd is None:
+        (getattr(args, "_group", None) or build_parser()).print_help()
+        return 0
+    from llmlab.config import load_config, to_yaml
+
+    flag_overrides = [
+        f"{f.key}={value}" for f in cmd.flags if (value := getattr(args, f"_flag_{f.key}")) is not None
+    ]
+    cfg_cls = _import(cmd.config)
+    cfg = load_config(cfg_cls, args.config, [*flag_overrides, *args.overrides])
+    if args.print_config:
+        sys.stdout.write(to_yaml(cfg))
+        return 0
+    out = getattr(args, "out", None) if cmd.run_folder else None
+    ctx = Context(command=cmd.name, out=Path(out) if out else None, quiet=args.quiet, argv=tuple(argv))
+    run: Callable[[Any, Context], int | None] = _import(cmd.run)
+    return run(cfg, ctx) or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("LLMLAB_DEBUG", "") not in ("", "0")
+    try:
+        args = build_parser().parse_args(argv)
+        return dispatch(args, argv)
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(e).split("\n")).strip() or e.__class__.__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `llmlab data generate --out - | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

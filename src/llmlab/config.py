@@ -1,0 +1,268 @@
+"""Frozen-dataclass configs: defaults < YAML file < `key=value` overrides.
+
+Every command that runs work is configured by one frozen dataclass of primitives
+(bool, int, float, str, None, tuples of those, `Literal` choices) and nested
+dataclasses for sections (`model.*`, `train.*`, ...). This module turns a YAML
+file and dotted overrides into that dataclass and refuses anything it cannot check:
+
+- an unknown key names the key and the closest valid keys;
+- a wrong type names the key and the expected type;
+- cross-field checks live in each dataclass's `__post_init__` (via `check`), so an
+  impossible config fails at load time, not deep inside training.
+
+Overrides are parsed as YAML scalars (`train.lr=1e-3`, `tie=false`, `ops=[+,-]`), except
+that a `str` field keeps the raw text (`name=007` stays "007"), and a tuple field also
+accepts a comma-separated list (`families=arithmetic,reverse`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from llmlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def check(condition: bool, message: str) -> None:
+    """Cross-field validation for `__post_init__`: raise a ConfigError unless `condition`."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build `cls` from its defaults, then the YAML file at `path`, then `key=value` overrides."""
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    data = merge(data, parse_overrides(overrides, cls))
+    return from_dict(cls, data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (UnicodeDecodeError, IsADirectoryError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: Sequence[str], cls: type | None = None) -> dict[str, Any]:
+    """`["model.n_layers=4", "train.lr=1e-3"]` -> `{"model": {"n_layers": 4}, "train": {"lr": 0.001}}`.
+
+    With `cls`, a value meant for a `str` field is kept as the raw text.
+    """
+    import yaml
+
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        parts = key.split(".")
+        if cls is not None and _field_type(cls, parts) is str:
+            value: Any = raw
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
+        node = nested
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {p!r}")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `update` wins."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", root: type | None = None) -> T:
+    """Build the dataclass `cls` from a nested mapping, checking every key and type.
+
+    `root` is the top-level config class when `cls` is a section of it, so that a key
+    put in the wrong section is still matched to where it belongs.
+    """
+    root = root or cls
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(cls, root, prefix, str(key)))
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", root)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        section = prefix.rstrip(".")
+        raise ConfigError(f"{section}: {e}" if section else str(e)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain YAML-able data (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def to_yaml(cfg: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key that `cls` accepts, sections included."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        keys.append(name)
+        if _is_dataclass_type(hints[f.name]):
+            keys.extend(valid_keys(hints[f.name], f"{name}."))
+    return keys
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _unknown_key_message(cls: type, root: type, prefix: str, key: str) -> str:
+    full = f"{prefix}{key}"
+    close = difflib.get_close_matches(full, valid_keys(cls, prefix), n=3, cutoff=0.6)
+    if not close:  # perhaps a key put in the wrong section: match on the last component
+        by_leaf: dict[str, list[str]] = {}
+        for c in valid_keys(root):
+            by_leaf.setdefault(c.rsplit(".", 1)[-1], []).append(c)
+        close = [c for m in difflib.get_close_matches(key, list(by_leaf), n=3, cutoff=0.6) for c in by_leaf[m]][:3]
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    direct = ", ".join(f.name for f in dataclasses.fields(cls))
+    return f"unknown config key '{full}'{hint} (valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {direct})"
+
+
+def _field_type(cls: type, parts: list[str]) -> Any:
+    """The annotated type at a dotted path, or None when the path is not a field."""
+    t: Any = cls
+    for p in parts:
+        if not _is_dataclass_type(t):
+            return None
+        hints = typing.get_type_hints(t)
+        if p not in hints:
+            return None
+        t = hints[p]
+    return t
+
+
+def _is_dataclass_type(t: Any) -> bool:
+    return isinstance(t, type) and dataclasses.is_dataclass(t)
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _type_name(t: Any) -> str:
+    origin = typing.get_origin(t)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(t))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(t))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(t)[0])}"
+    if t is type(None):
+        return "null"
+    return getattr(t, "__name__", str(t))
+
+
+def _coerce(value: Any, t: Any, key: str, root: type) -> Any:
+    """Check `value` against the annotation `t`; convert only where it loses nothing."""
+    origin = typing.get_origin(t)
+    if _is_dataclass_type(t):
+        return from_dict(t, value if value is not None else {}, prefix=f"{key}.", root=root)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(t)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, root)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' expects {_type_name(t)}, got {_describe(value)}")
+    if origin is typing.Literal:
+        choices = typing.get_args(t)
+        if value in choices:
+            return value
+        raise ConfigError(f"config key '{key}' expects {_type_name(t)}, got {_describe(value)}")
+    if origin is tuple:
+        (item_t, *_rest) = typing.get_args(t)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' expects {_type_name(t)}, got {_describe(value)}")
+        return tuple(_coerce(v, item_t, f"{key}[{i}]", root) for i, v in enumerate(value))
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+    elif t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif t is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif t is str:
+        if isinstance(value, str):
+            return value
+    elif t is Any:
+        return value
+    else:
+        raise TypeError(f"config field '{key}' has an unsupported annotation {t!r}")
+    raise ConfigError(f"config key '{key}' expects {_type_name(t)}, got {_describe(value)}")

@@ -1,0 +1,134 @@
+"""Row schemas for the user's own data: one validator per schema name, chosen from a plain dict.
+
+A validator takes one row (whatever a JSONL line or a dataset row parsed to) and returns
+None when the row is fine, or a short description of the first problem, e.g.
+
+    {"prompt": 3, "chosen": "a", "rejected": "b"}  -> "'prompt' must be a string or a list of messages, got int"
+
+The loaders add `file:line: ` in front. Pure functions, no I/O. Extra keys are always
+allowed (a `meta` or `family` field travels with the row untouched).
+
+Message lists follow the chat format used by HF `transformers` chat templates and TRL:
+`[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]`.
+Preference rows follow TRL's two forms: standard (three strings) and conversational
+(`prompt` a list of messages, `chosen` and `rejected` lists of assistant messages;
+a `chosen` that repeats the prompt, TRL's implicit-prompt form, is accepted too).
+Left out: tool-call payloads (`tool_calls`, non-string `content`) and multimodal content parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _kind(value: Any) -> str:
+    """The type name used in messages: `int`, `list`, `dict`, `None`."""
+    return "None" if value is None else type(value).__name__
+
+
+def _check_object(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {_kind(row)}"
+    return None
+
+
+def _check_string(row: dict[str, Any], key: str, *, non_empty: bool) -> str | None:
+    if key not in row:
+        return f"missing key {key!r}"
+    value = row[key]
+    if not isinstance(value, str):
+        return f"{key!r} must be a string, got {_kind(value)}"
+    if non_empty and not value.strip():
+        return f"{key!r} is empty"
+    return None
+
+
+def _check_messages(messages: Any, where: str, *, needs_assistant: bool) -> str | None:
+    """Check a non-empty list of {"role", "content"} messages; `where` names it, e.g. `'messages'`."""
+    if not isinstance(messages, list):
+        return f"{where} must be a list of messages, got {_kind(messages)}"
+    if not messages:
+        return f"{where} is empty"
+    for i, message in enumerate(messages):
+        at = f"{where}[{i}]"
+        if not isinstance(message, dict):
+            return f"{at} must be an object with 'role' and 'content', got {_kind(message)}"
+        for key in ("role", "content"):
+            if key not in message:
+                return f"{at} missing key {key!r}"
+        if message["role"] not in ROLES:
+            return f"{at}['role'] must be one of {', '.join(ROLES)}, got {message['role']!r}"
+        if not isinstance(message["content"], str):
+            return f"{at}['content'] must be a string, got {_kind(message['content'])}"
+    if needs_assistant and not any(m["role"] == "assistant" for m in messages):
+        return f"{where} has no assistant message"
+    return None
+
+
+def check_text(row: Any) -> str | None:
+    """{"text": non-empty str}: pretraining documents."""
+    return _check_object(row) or _check_string(row, "text", non_empty=True)
+
+
+def check_chat(row: Any) -> str | None:
+    """{"messages": [...]} with at least one assistant turn, or there is nothing to learn from."""
+    if problem := _check_object(row):
+        return problem
+    if "messages" not in row:
+        return "missing key 'messages'"
+    return _check_messages(row["messages"], "'messages'", needs_assistant=True)
+
+
+def _check_pref_field(row: dict[str, Any], key: str) -> str | None:
+    """A string, or a message list; `chosen` and `rejected` must contain an assistant turn."""
+    if key not in row:
+        return f"missing key {key!r}"
+    value = row[key]
+    if isinstance(value, str):
+        return None
+    if isinstance(value, list):
+        return _check_messages(value, repr(key), needs_assistant=key != "prompt")
+    return f"{key!r} must be a string or a list of messages, got {_kind(value)}"
+
+
+def check_prefs(row: Any) -> str | None:
+    """{"prompt", "chosen", "rejected"}, all three strings or all three message lists (TRL's convention).
+
+    Mixing the forms (a string prompt with message-list answers) is an error: a chat
+    template would be applied to one part and not the other.
+    """
+    if problem := _check_object(row):
+        return problem
+    for key in ("prompt", "chosen", "rejected"):
+        if problem := _check_pref_field(row, key):
+            return problem
+    if len({isinstance(row[key], str) for key in ("prompt", "chosen", "rejected")}) > 1:
+        forms = ", ".join(f"{k!r} is a {_kind(row[k])}" for k in ("prompt", "chosen", "rejected"))
+        return f"mixed forms ({forms}); use all strings or all message lists"
+    return None
+
+
+def check_responses(row: Any) -> str | None:
+    """{"prompt": str, "response": str}: sampled generations, e.g. to be scored or compared."""
+    return (
+        _check_object(row)
+        or _check_string(row, "prompt", non_empty=False)
+        or _check_string(row, "response", non_empty=False)
+    )
+
+
+def check_eval(row: Any) -> str | None:
+    """{"prompt": non-empty str}; `answer`, `family` and other keys ride along."""
+    return _check_object(row) or _check_string(row, "prompt", non_empty=True)
+
+
+SCHEMAS: dict[str, Callable[[Any], str | None]] = {
+    "text": check_text,
+    "chat": check_chat,
+    "prefs": check_prefs,
+    "responses": check_responses,
+    "eval": check_eval,
+}

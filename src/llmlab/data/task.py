@@ -1,0 +1,77 @@
+"""A task instance and the interface every task family implements.
+
+A task's prompt is its own answer key: every family can rebuild the task from the
+prompt text alone (`Family.parse`), so `llmlab data score` needs nothing but
+`{prompt, response}` rows, whatever produced them. World-QA prompts carry their
+facts in the prompt for the same reason.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmlab.data.config import TaskConfig
+from llmlab.data.world import World
+
+
+@dataclass(frozen=True)
+class Task:
+    family: str
+    prompt: str
+    answer: str  # the canonical gold response (a refusal for unsafe prompts)
+    key: str  # the problem's identity: decides its split, shared by look-alike tasks
+    data: dict[str, Any] = field(default_factory=dict, hash=False)  # what the scorer needs
+
+    @property
+    def should_refuse(self) -> bool:
+        return self.family == "unsafe"
+
+    def score(self, response: str) -> float:
+        """Gold score in [0, 1] of `response` to this task."""
+        from llmlab.data.tasks import FAMILIES
+
+        return FAMILIES[self.family].score(self, response)
+
+    def is_refusal(self, response: str) -> bool:
+        from llmlab.data.answers import is_refusal
+
+        return is_refusal(response)
+
+
+@dataclass(frozen=True)
+class SampleContext:
+    world: World
+    cfg: TaskConfig
+    split: str
+
+
+class Family:
+    """One kind of verifiable task. Subclasses fill in `draw`, `parse`, `score`, `wrong`."""
+
+    name: str = ""
+    paddable: bool = True  # may a filler sentence be put before the answer without breaking it?
+
+    def draw(self, rng: random.Random, ctx: SampleContext) -> Task:
+        """A random task; the caller keeps it only if its key falls in `ctx.split`."""
+        raise NotImplementedError
+
+    def parse(self, prompt: str) -> Task | None:
+        """The task whose prompt is `prompt`, or None if this family did not write it."""
+        raise NotImplementedError
+
+    def score(self, task: Task, response: str) -> float:
+        raise NotImplementedError
+
+    def respond(self, task: Task, rng: random.Random) -> str:
+        """A gold response (families with several good responses draw one)."""
+        return task.answer
+
+    def wrong(self, task: Task, rng: random.Random) -> str:
+        """A plausible response with the wrong content (for rejected preference responses)."""
+        raise NotImplementedError
+
+    def violate(self, task: Task, rng: random.Random) -> str | None:
+        """Right content in the wrong format; None where the family has no format to break."""
+        return None

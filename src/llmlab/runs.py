@@ -1,0 +1,85 @@
+"""Run folders: where every command that runs work leaves its config, metrics, log and outputs.
+
+    runs/<command>-<timestamp>/
+        config.yaml      the resolved config (defaults < YAML < overrides)
+        metrics.jsonl    one JSON object per logged step
+        log.txt          what the run said, with timestamps
+        ...              the command's own outputs
+
+Also the one place that decides whether a progress bar is shown: never with
+`--quiet`, never when stderr is not a terminal (CI logs, pipes).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llmlab.config import to_yaml
+from llmlab.files import write_text_atomic
+
+T = TypeVar("T")
+
+
+def default_run_dir(command: str, root: str | Path = "runs") -> Path:
+    """`runs/<command>-<YYYYmmdd-HHMMSS>`, with a numeric suffix if that folder exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{command.replace(' ', '-')}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str | None = None,
+             quiet: bool = False, unit: str = "it") -> Iterator[T]:
+    """A tqdm bar on stderr, silent under `quiet` or when stderr is not a TTY."""
+    from tqdm.auto import tqdm
+
+    disable = quiet or not sys.stderr.isatty()
+    yield from tqdm(iterable, total=total, desc=desc, disable=disable, unit=unit, dynamic_ncols=True, leave=False)
+
+
+@dataclass
+class Run:
+    """An open run folder. Create it with `start_run`."""
+
+    dir: Path
+    quiet: bool = False
+
+    def log(self, message: str) -> None:
+        """Append to log.txt and echo to stderr unless quiet."""
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        with open(self.dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        if not self.quiet:
+            print(message, file=sys.stderr)
+
+    def metrics(self, step: int, **values: Any) -> None:
+        """One JSON line per call; appended and flushed so a crash keeps what was logged."""
+        row = {"step": step, "time": round(time.time(), 3), **values}
+        with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def path(self, name: str) -> Path:
+        p = self.dir / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def progress(self, iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
+        return progress(iterable, quiet=self.quiet, **kwargs)
+
+
+def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: bool = False) -> Run:
+    """Create the run folder and write its resolved `config.yaml` (atomically)."""
+    run_dir = Path(out) if out is not None else default_run_dir(command)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    (run_dir / "metrics.jsonl").touch()
+    return Run(dir=run_dir, quiet=quiet)
