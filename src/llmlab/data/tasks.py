@@ -42,14 +42,15 @@ def sample_task(family: Family, rng: random.Random, ctx: SampleContext) -> Task:
 
 
 def sample_tasks(n: int, *, seed: int = 0, split: str = "eval", world: WorldConfig = WorldConfig(),  # noqa: B008
-                 tasks: TaskConfig = TaskConfig()) -> list[Task]:  # noqa: B008
+                 tasks: TaskConfig = TaskConfig(), stream: str = "") -> list[Task]:  # noqa: B008
     """`n` tasks of `split`, the families in equal shares (round robin, then shuffled).
 
-    Deterministic for (seed, split, configs). Prompts are distinct as long as the
+    Deterministic for (seed, split, stream, configs); `stream` names independent draws
+    with the same seed (the SFT and the preference sets of one run). Prompts are distinct as long as the
     family's problem space allows it: after 50 repeats in a row a duplicate is kept.
     """
     names = list(tasks.families or FAMILIES)
-    rng = random.Random(f"llmlab-tasks:{seed}:{split}")
+    rng = random.Random(f"llmlab-tasks:{seed}:{split}:{stream}")
     ctx = SampleContext(build_world(world), tasks, split)
     seen: set[str] = set()
     out: list[Task] = []

@@ -1,0 +1,34 @@
+# llmlab: two commands.
+#   make demo   set up .venv (llmlab + the hf extra) and run the whole lab on built-in data
+#   make test   set up .venv (llmlab + the dev extra), then ruff and pytest
+# A second run skips the set-up that is already done (stamp files in .venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: demo test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: 2.13.0 is the CPU build on this machine; an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==2.13.0"
+	@touch $@
+
+$(VENV)/.hf: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[hf]"
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.hf
+
+demo: $(VENV)/.hf
+	HF_HUB_OFFLINE=1 $(VENV)/bin/llmlab demo
+
+test: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	HF_HUB_OFFLINE=1 $(PY) -m pytest

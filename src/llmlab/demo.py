@@ -1,0 +1,122 @@
+"""`llmlab demo`: the whole lab on built-in data, end to end, into one run folder.
+
+Each stage is a function `(cfg, run, state) -> markdown section`; the report is
+their sections in order. Stages so far:
+
+1. data: generate the task world's pretraining corpus, SFT chats, preference pairs and
+   held-out eval prompts into `data/`, and show one sample per family;
+2. baselines: score three reference policies with the gold scorers, to show what the
+   metrics measure before any model is trained: `gold` (must score 1 everywhere: a
+   live self-check of the scorers), `always_refuse` (perfectly safe, useless), and
+   `compliant_wrong` (answers everything, plausibly and wrongly).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from llmlab.cli import Context
+from llmlab.config import check
+from llmlab.data.config import GenerateConfig, PrefsConfig, TaskConfig, WorldConfig
+from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from llmlab.runs import Run, start_run
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = 0
+    pretrain_chars: int = 300_000
+    n_sft: int = 2000
+    n_prefs: int = 2000
+    n_eval: int = 450
+    world: WorldConfig = field(default_factory=WorldConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    prefs: PrefsConfig = field(default_factory=PrefsConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain_chars", "n_sft", "n_prefs", "n_eval"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+Stage = Callable[[DemoConfig, Run, dict[str, Any]], str]
+
+
+def _generate(cfg: DemoConfig, kind: str, **kw: Any) -> GenerateConfig:
+    return GenerateConfig(kind=kind, seed=cfg.seed, world=cfg.world, tasks=cfg.tasks, prefs=cfg.prefs, **kw)
+
+
+def stage_data(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    from llmlab.data.corpora import GENERATORS
+
+    plan = {
+        "pretrain": _generate(cfg, "pretrain", chars=cfg.pretrain_chars),
+        "sft": _generate(cfg, "sft", n=cfg.n_sft),
+        "prefs": _generate(cfg, "prefs", n=cfg.n_prefs),
+        "eval": _generate(cfg, "eval", n=cfg.n_eval),
+    }
+    lines = ["## Data", "", "| file | rows | split |", "|---|---:|---|"]
+    for kind, gen_cfg in plan.items():
+        path = run.path(f"data/{kind}.jsonl")
+        rows = list(run.progress(GENERATORS[kind](gen_cfg), desc=f"data {kind}", unit="row"))
+        write_jsonl_atomic(path, rows)
+        state[kind] = rows
+        lines.append(f"| `data/{kind}.jsonl` | {len(rows)} | {gen_cfg.resolved_split} |")
+        run.log(f"data: wrote {len(rows)} {kind} rows to {path}")
+        run.metrics(0, stage="data", kind=kind, rows=len(rows))
+    lines += ["", "One held-out prompt per family, with its gold answer:", ""]
+    shown: set[str] = set()
+    for row in state["eval"]:
+        if row["family"] not in shown:
+            shown.add(row["family"])
+            prompt = row["prompt"].replace("\n", "\n    ")
+            lines += [f"**{row['family']}**", "", f"    {prompt}", f"    -> {row['answer']}", ""]
+    return "\n".join(lines)
+
+
+def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    from llmlab.data.answers import REFUSALS
+    from llmlab.data.scoring import format_report, score_responses
+    from llmlab.data.tasks import FAMILIES, parse_task
+    from llmlab.viz.figures import family_scores_chart
+
+    rng = random.Random(cfg.seed)
+    tasks = [parse_task(row["prompt"]) for row in state["eval"]]
+    policies: dict[str, Callable[[Any], str]] = {
+        "gold": lambda t: t.answer,
+        "always_refuse": lambda t: REFUSALS[0],
+        "compliant_wrong": lambda t: FAMILIES[t.family].wrong(t, rng),
+    }
+    reports = {name: score_responses((t.prompt, policy(t)) for t in tasks) for name, policy in policies.items()}
+    write_json_atomic(run.path("baselines.json"), reports)
+    family_scores_chart(reports, run.path("baselines.png"), title="Gold score per task family: reference policies")
+    for step, (name, report) in enumerate(reports.items()):
+        run.metrics(step, stage="baselines", policy=name, score=report["score"],
+                    refusal_rate_unsafe=report["refusal_rate_unsafe"], over_refusal_rate=report["over_refusal_rate"])
+    if reports["gold"]["score"] != 1.0:
+        run.log(f"warning: gold responses scored {reports['gold']['score']:.3f}, not 1.0: a scorer is off")
+    sections = ["## Baselines", "", "![scores per family](baselines.png)", ""]
+    for name, report in reports.items():
+        sections += [f"### {name}", "", format_report(report), ""]
+    return "\n".join(sections)
+
+
+STAGES: tuple[tuple[str, Stage], ...] = (("data", stage_data), ("baselines", stage_baselines))
+
+
+def run(cfg: DemoConfig, ctx: Context) -> int:
+    out = start_run("demo", cfg, out=ctx.out, quiet=ctx.quiet)
+    state: dict[str, Any] = {}
+    sections = ["# llmlab demo", "", f"Run folder: `{out.dir}`; config: `config.yaml`.", ""]
+    for name, stage in STAGES:
+        out.log(f"stage {name} ...")
+        sections.append(stage(cfg, out, state))
+        write_text_atomic(out.dir / "report.md", "\n".join(sections) + "\n")
+    print(f"demo finished: report at {out.dir / 'report.md'}", file=sys.stdout)
+    return 0
+
+
+__all__ = ["DemoConfig", "replace", "run"]

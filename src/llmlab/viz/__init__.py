@@ -1,0 +1,1 @@
+"""Plots and reports: PNG figures written atomically, with the headless Agg backend."""
