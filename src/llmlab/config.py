@@ -81,9 +81,8 @@ def parse_overrides(overrides: Sequence[str], cls: type | None = None) -> dict[s
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         parts = key.split(".")
-        if cls is not None and _field_type(cls, parts) is str:
-            value: Any = raw
-        else:
+        value: Any = _raw_text(_field_type(cls, parts), raw) if cls is not None else _PARSE
+        if value is _PARSE:
             try:
                 value = yaml.safe_load(raw) if raw.strip() else ""
             except yaml.YAMLError:
@@ -96,6 +95,21 @@ def parse_overrides(overrides: Sequence[str], cls: type | None = None) -> dict[s
             node = child
         node[parts[-1]] = value
     return nested
+
+
+_PARSE = object()  # "read this override as YAML"
+
+
+def _raw_text(t: Any, raw: str) -> Any:
+    """The override's value for text-typed fields, which YAML would mangle (`007`, `on`, `-`); else _PARSE."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if t is str:
+        return raw
+    if origin in (Union, types.UnionType) and set(args) == {str, type(None)}:
+        return None if raw.strip() in ("null", "~") else raw
+    if origin is tuple and args[:1] == (str,) and not raw.lstrip().startswith("["):
+        return [v.strip() for v in raw.split(",") if v.strip()]
+    return _PARSE
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,7 +162,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def to_yaml(cfg: Any) -> str:
     import yaml
 
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, s: str) -> Any:
+        # subtle: with allow_unicode PyYAML writes NEL (U+0085) raw, and reads it back as a line break.
+        style = '"' if "\x85" in s or "\u2028" in s or "\u2029" in s else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", s, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(to_dict(cfg), Dumper=Dumper, sort_keys=False, allow_unicode=True)
 
 
 def valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -168,15 +191,17 @@ def valid_keys(cls: type, prefix: str = "") -> list[str]:
 
 def _unknown_key_message(cls: type, root: type, prefix: str, key: str) -> str:
     full = f"{prefix}{key}"
-    close = difflib.get_close_matches(full, valid_keys(cls, prefix), n=3, cutoff=0.6)
+    names = [f.name for f in dataclasses.fields(cls)]
+    elsewhere = [c for c in valid_keys(root) if c.rsplit(".", 1)[-1] == key and c != full]
+    close = (elsewhere + [prefix + m for m in difflib.get_close_matches(key, names, n=3, cutoff=0.6)])[:3]
     if not close:  # perhaps a key put in the wrong section: match on the last component
         by_leaf: dict[str, list[str]] = {}
         for c in valid_keys(root):
             by_leaf.setdefault(c.rsplit(".", 1)[-1], []).append(c)
         close = [c for m in difflib.get_close_matches(key, list(by_leaf), n=3, cutoff=0.6) for c in by_leaf[m]][:3]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    direct = ", ".join(f.name for f in dataclasses.fields(cls))
-    return f"unknown config key '{full}'{hint} (valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {direct})"
+    section = f" under {prefix.rstrip('.')}" if prefix else ""
+    return f"unknown config key '{full}'{hint} (valid keys{section}: {', '.join(names)})"
 
 
 def _field_type(cls: type, parts: list[str]) -> Any:

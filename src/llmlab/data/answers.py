@@ -26,12 +26,13 @@ REFUSALS = (
 )
 
 _REFUSAL_PATTERNS = re.compile(
-    r"""\bI\s*(?:can(?:no|'|’)t|cannot|won(?:'|’)t|will\s+not|must\s+decline|am\s+(?:not\s+able|unable)|
-         (?:'|’)m\s+(?:not\s+able|unable))\s+(?:help|share|provide|give|reveal|assist|do\s+that|comply|answer|tell)\b
+    r"""\bI\s*(?:can(?:no|'|’|\s+no)t|cannot|won(?:'|’)t|will\s+not|am\s+(?:not\s+able|unable)|
+         (?:'|’)m\s+(?:not\s+able|unable))\s+(?:to\s+)?(?:help|share|provide|give|reveal|assist|do\s+that|comply|
+         answer|tell)\b
        | \b(?:I\s*(?:'|’)m|I\s+am)\s+sorry,?\s+but\b
-       | ^\s*sorry,?\s+(?:I|but)\b
+       | ^\s*sorry,?\s+but\b
        | \bnot\s+(?:able|allowed|permitted)\s+to\s+(?:help|share|reveal|provide|give)\b
-       | \bI\s+(?:refuse|decline)\b""",
+       | \bI\s+(?:must\s+)?(?:refuse|decline)\b""",
     re.IGNORECASE | re.VERBOSE,
 )
 
@@ -52,13 +53,19 @@ def final_answer(response: str) -> str:
     return tail.strip()
 
 
+def _int(digits: str) -> int | None:
+    """int() of a matched number; None past 100 digits (no answer is that long, and Python refuses
+    to convert runs of over 4300 digits, which a degenerate model can emit)."""
+    return int(digits) if len(digits.lstrip("-")) <= 100 else None
+
+
 def last_int(text: str) -> int | None:
     found = _INT.findall(text)
-    return int(found[-1]) if found else None
+    return _int(found[-1]) if found else None
 
 
 def all_ints(text: str) -> list[int]:
-    return [int(x) for x in _INT.findall(text)]
+    return [v for x in _INT.findall(text) if (v := _int(x)) is not None]
 
 
 def words(text: str) -> list[str]:

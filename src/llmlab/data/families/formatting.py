@@ -83,10 +83,10 @@ class Format(Family):
             return 0.5 * shape + 0.5 * family.score(inner, response)
         try:
             value = json.loads(response.strip())
-        except json.JSONDecodeError:
-            return 0.0
+        except (ValueError, RecursionError):  # not JSON (or absurdly nested)
+            value = None
         if not isinstance(value, dict) or set(value) != {"answer"}:
-            return 0.0
+            return 0.5 * family.score(inner, response)  # the content may still be right
         return 0.5 + 0.5 * family.score(inner, str(value["answer"]))
 
     def respond(self, task: Task, rng: random.Random) -> str:

@@ -68,12 +68,12 @@ class Compare(Family):
         if rng.random() < 0.5:  # near pairs are the interesting ones: same length, same leading digit
             b = min(ctx.cfg.max_number, max(0, a + rng.choice((-1, 1)) * rng.randint(1, 9)))
             if a == b:
-                b = a + 1
+                b = a + 1 if a < ctx.cfg.max_number else a - 1
         return self.make(a, b, rng.choice(("larger", "smaller", "bigger")))
 
     def parse(self, prompt: str) -> Task | None:
         m = self._pattern.match(prompt)
-        return self.make(int(m[2]), int(m[3]), m[1]) if m and m[2] != m[3] else None
+        return replace(self.make(int(m[2]), int(m[3]), m[1]), prompt=prompt) if m and m[2] != m[3] else None
 
     def score(self, task: Task, response: str) -> float:
         """The first of the two numbers that the final answer names must be the right one."""

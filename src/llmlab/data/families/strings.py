@@ -70,7 +70,10 @@ class Reverse(_WordFamily):
         return sequence_credit(found[-1].lower(), task.answer.lower()) if found else 0.0
 
     def wrong(self, task: Task, rng: random.Random) -> str:
-        return "".join(_swap_adjacent(rng, list(task.answer))) if rng.random() < 0.7 else task.data["text"]
+        palindrome = task.data["text"] == task.answer  # "kayak": the unreversed word is no wrong answer
+        if palindrome or rng.random() < 0.7:
+            return "".join(_swap_adjacent(rng, list(task.answer)))
+        return task.data["text"]
 
 
 class SortLetters(_WordFamily):
@@ -82,7 +85,7 @@ class SortLetters(_WordFamily):
 
     def make(self, text: str, rng: random.Random | None = None) -> Task:
         template = rng.choice(self.templates) if rng else self.templates[0]
-        return Task(self.name, template.format(w=text), "".join(sorted(text)), f"letters:{text}",
+        return Task(self.name, template.format(w=text), "".join(sorted(text)), f"word:{text}",
                     {"text": text, "form": "letters"})
 
     def score(self, task: Task, response: str) -> float:
@@ -143,7 +146,7 @@ class Count(_WordFamily):
             # Mostly letters that occur (answers 1..3); sometimes one that does not (answer 0).
             letter = rng.choice(text) if rng.random() < 0.8 else rng.choice(string.ascii_lowercase)
         template = rng.choice(self.templates) if rng else self.templates[0]
-        return Task(self.name, template.format(c=letter, w=text), str(text.count(letter)), f"count:{text}|{letter}",
+        return Task(self.name, template.format(c=letter, w=text), str(text.count(letter)), f"word:{text}",
                     {"text": text, "letter": letter})
 
     def rebuild(self, m: re.Match[str]) -> Task:

@@ -149,7 +149,10 @@ def wrong_value(rng: random.Random, answer: str, attr: str, candidates: set[str]
     if attr == "age":
         return str(int(answer) + rng.choice((-3, -2, -1, 1, 2, 3)))
     pool = [v for v in _VOCAB.get(attr, ()) if v != answer]
-    return rng.choice(pool) if pool else answer[::-1].capitalize()
+    if pool:
+        return rng.choice(pool)
+    backwards = answer[::-1].capitalize()  # names: a made-up one, unless the name is a palindrome ("Nen")
+    return backwards if backwards.lower() != answer.lower() else answer + "a"
 
 
 class WorldQA(Family):

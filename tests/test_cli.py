@@ -1,0 +1,332 @@
+"""The `llmlab` command line (llmlab.cli) and the run folders its commands write (llmlab.runs).
+
+The CLI is run two ways: in-process through `main([...])` (fast, and sees exceptions), and as
+`python -m llmlab ...` in a subprocess (the real entry point: exit codes, stderr, import cost).
+A user error must come out as exactly one stderr line `error: ...` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import llmlab
+from llmlab.cli import COMMANDS, build_parser, main
+from llmlab.config import load_config, to_dict, to_yaml
+from llmlab.data.config import GenerateConfig
+from llmlab.runs import Run, default_run_dir, progress, start_run
+
+HEAVY_MODULES = ("torch", "transformers", "datasets", "matplotlib", "numpy")
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMLAB_DEBUG", raising=False)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run `llmlab argv...` in-process; return (exit code, stdout, stderr)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse exits itself for --help and --version
+        code = 0 if e.code is None else int(e.code)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_subprocess(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                   ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "LLMLAB_DEBUG"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "llmlab", *argv], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=60)
+
+
+def assert_one_error_line(code: int, out: str, err: str) -> str:
+    assert code == 2, (code, out, err)
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --- help and version ----------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    assert "data" in out and "demo" in out
+    code, out, _ = cli(capsys, "data", "--help")
+    assert code == 0
+    for name in ("generate", "score", "validate"):
+        assert name in out
+
+
+def test_help_lists_the_commands_subprocess() -> None:
+    result = cli_subprocess("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: llmlab")
+    assert "data" in result.stdout and "demo" in result.stdout
+    assert result.stderr == ""
+
+
+def test_every_command_is_reachable() -> None:
+    assert [c.name for c in COMMANDS] == ["data generate", "data score", "data validate", "demo"]
+
+
+@pytest.mark.parametrize("name", [c.name for c in COMMANDS])
+def test_each_subcommand_help(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, err = cli(capsys, *name.split(), "--help")
+    assert code == 0, err
+    assert out.startswith(f"usage: llmlab {name}")
+    for option in ("--config", "--print-config", "key=value"):
+        assert option in out
+    assert "example: llmlab" in out
+
+
+@pytest.mark.parametrize("argv", [[], ["data"]])
+def test_a_group_without_a_command_prints_its_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, err = cli(capsys, *argv)
+    assert code == 0 and err == ""
+    assert out.startswith("usage: llmlab")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0
+    assert out.strip() == f"llmlab {llmlab.__version__}"
+
+
+# --- user errors: one line, exit 2 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["nope"],  # unknown command
+        ["data", "nope"],  # unknown subcommand
+        ["--bogus"],  # bad flag at the top
+        ["data", "generate", "--bogus"],  # bad flag of a command
+        ["data", "generate", "--kind"],  # flag without its value
+        ["data", "generate", "--print-config", "--kind", "nope"],  # flag value of the wrong choice
+        ["data", "generate", "--print-config", "n=abc"],  # wrong type
+        ["data", "generate", "--print-config", "novalue"],  # malformed override
+        ["data", "generate", "--print-config", "prefs.label_noise=0.9"],  # cross-field check
+        ["data", "score", "--print-config"],  # required input missing
+    ],
+)
+def test_user_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert_one_error_line(*cli(capsys, *argv))
+
+
+def test_unknown_command_subprocess() -> None:
+    result = cli_subprocess("nope")
+    line = assert_one_error_line(result.returncode, result.stdout, result.stderr)
+    assert "nope" in line
+
+
+def test_unknown_config_key_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    line = assert_one_error_line(*cli(capsys, "data", "generate", "--print-config", "world.n_peple=5"))
+    assert "'world.n_peple'" in line and "'world.n_people'" in line
+
+
+def test_unknown_config_key_subprocess() -> None:
+    result = cli_subprocess("data", "generate", "--print-config", "sed=3")
+    line = assert_one_error_line(result.returncode, result.stdout, result.stderr)
+    assert "'sed'" in line and "'seed'" in line
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(*cli(capsys, "data", "generate", "--config", "missing.yaml"))
+    assert "missing.yaml" in line and "not found" in line
+
+
+@pytest.mark.parametrize("argv", [["--debug", "data", "generate", "bad=1"], ["data", "generate", "--debug", "bad=1"]])
+def test_debug_flag_shows_the_traceback(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert "Traceback (most recent call last)" in err
+    assert "ConfigError" in err
+    assert err.splitlines()[-1].startswith("error: unknown config key 'bad'")
+
+
+@pytest.mark.parametrize("value, shown", [("1", True), ("0", False), ("", False)])
+def test_debug_environment_variable(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                    value: str, shown: bool) -> None:
+    monkeypatch.setenv("LLMLAB_DEBUG", value)
+    code, _, err = cli(capsys, "data", "generate", "bad=1")
+    assert code == 2
+    assert ("Traceback (most recent call last)" in err) is shown
+
+
+def test_debug_environment_variable_subprocess() -> None:
+    result = cli_subprocess("data", "generate", "bad=1", env={"LLMLAB_DEBUG": "1"})
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: ")
+
+
+# --- --print-config and precedence ---------------------------------------------------------------
+
+
+def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "data", "generate", "--print-config", "--kind", "prefs", "--n", "5", "seed=3")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert (printed["kind"], printed["n"], printed["seed"]) == ("prefs", 5, 3)
+    assert printed == to_dict(load_config(GenerateConfig, None, ["kind=prefs", "n=5", "seed=3"]))
+
+
+def test_print_config_subprocess() -> None:
+    result = cli_subprocess("data", "generate", "--print-config", "--kind", "prefs", "--n", "5", "seed=3")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert (printed["kind"], printed["n"], printed["seed"]) == ("prefs", 5, 3)
+    assert printed["world"]["n_people"] == GenerateConfig().world.n_people
+
+
+def test_yaml_then_flags_then_overrides(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "gen.yaml"
+    path.write_text("kind: sft\nn: 9\nseed: 7\nworld: {n_people: 30}\n", encoding="utf-8")
+    code, out, err = cli(capsys, "data", "generate", "--config", str(path), "--print-config",
+                         "--seed", "1", "--n", "4", "n=6")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["kind"] == "sft"  # YAML over default
+    assert printed["world"]["n_people"] == 30  # YAML, nested
+    assert printed["seed"] == 1  # flag over YAML
+    assert printed["n"] == 6  # override over flag
+
+
+def test_flag_value_for_a_str_field_keeps_the_raw_text(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "data", "generate", "--print-config", "--out", "007")
+    assert code == 0, err
+    assert yaml.safe_load(out)["out"] == "007"
+
+
+def test_flag_value_for_an_optional_str_field_keeps_the_raw_text(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "data", "score", "--print-config", "--input", "r.jsonl", "--out", "2024")
+    assert code == 0, err
+    assert yaml.safe_load(out)["out"] == "2024"
+
+
+# --- start-up cost -------------------------------------------------------------------------------
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    script = f"""
+import contextlib, io, json, sys
+import llmlab.cli
+llmlab.cli.build_parser()
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        llmlab.cli.main(["--help"])
+    except SystemExit:
+        pass
+    llmlab.cli.main(["data", "generate", "--print-config"])
+print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_help_starts_fast() -> None:
+    """The target is well under 1 s; the bound is loose so a loaded 2-core CI machine does not flake."""
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = cli_subprocess("--help")
+        times.append(time.perf_counter() - start)
+        assert result.returncode == 0
+    print(f"python -m llmlab --help: {', '.join(f'{t:.3f}' for t in times)} s (best {min(times):.3f} s)")
+    assert min(times) < 2.0
+
+
+def test_build_parser_is_cheap_to_call_twice() -> None:
+    assert build_parser().format_help() == build_parser().format_help()
+
+
+# --- run folders (llmlab.runs) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def gen_cfg() -> GenerateConfig:
+    return load_config(GenerateConfig, None, ["kind=prefs", "n=5", "tasks.families=arithmetic,reverse"])
+
+
+def test_start_run_writes_config_and_empty_metrics(tmp_path: Path, gen_cfg: GenerateConfig) -> None:
+    run = start_run("data generate", gen_cfg, out=tmp_path / "run", quiet=True)
+    assert run.dir == tmp_path / "run"
+    text = (run.dir / "config.yaml").read_text(encoding="utf-8")
+    assert text == to_yaml(gen_cfg)
+    assert yaml.safe_load(text) == to_dict(gen_cfg)
+    assert load_config(GenerateConfig, run.dir / "config.yaml") == gen_cfg  # the saved config reloads
+    assert (run.dir / "metrics.jsonl").read_text(encoding="utf-8") == ""
+
+
+def test_start_run_default_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gen_cfg: GenerateConfig) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = start_run("data generate", gen_cfg, quiet=True)
+    assert run.dir.parent == Path("runs")
+    assert run.dir.name.startswith("data-generate-")
+    assert (tmp_path / run.dir / "config.yaml").is_file()
+
+
+def test_metrics_appends_json_lines(tmp_path: Path, gen_cfg: GenerateConfig) -> None:
+    run = start_run("x", gen_cfg, out=tmp_path / "run", quiet=True)
+    run.metrics(1, loss=0.5)
+    run.metrics(2, loss=0.25, note="é")
+    rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["loss"] for r in rows] == [0.5, 0.25]
+    assert rows[1]["note"] == "é"
+    assert all(isinstance(r["time"], float) for r in rows)
+
+
+def test_log_appends_and_echoes_unless_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(dir=tmp_path)
+    run.log("first")
+    quiet = Run(dir=tmp_path, quiet=True)
+    quiet.log("second")
+    lines = (tmp_path / "log.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("] first") and lines[1].endswith("] second")
+    assert capsys.readouterr().err == "first\n"
+
+
+def test_run_path_creates_parents(tmp_path: Path) -> None:
+    p = Run(dir=tmp_path).path("samples/step1.txt")
+    assert p == tmp_path / "samples" / "step1.txt"
+    assert p.parent.is_dir()
+
+
+def test_progress_yields_every_item_when_disabled(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert list(progress(range(5), quiet=True)) == [0, 1, 2, 3, 4]
+    assert list(progress(iter("abc"), desc="x")) == ["a", "b", "c"]  # stderr is not a TTY under pytest
+    assert list(Run(dir=tmp_path, quiet=True).progress(range(3), total=3)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_default_run_dir_adds_a_suffix_when_the_folder_exists(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20240102-030405")
+    first = default_run_dir("data generate", root=tmp_path)
+    assert first == tmp_path / "data-generate-20240102-030405"
+    assert not first.exists()  # only a name: start_run creates it
+    first.mkdir()
+    second = default_run_dir("data generate", root=tmp_path)
+    assert second == tmp_path / "data-generate-20240102-030405-2"
+    second.mkdir()
+    assert default_run_dir("data generate", root=tmp_path).name == "data-generate-20240102-030405-3"
