@@ -38,6 +38,7 @@ class Flag:
     key: str
     help: str
     metavar: str | None = None
+    nargs: str | None = None  # "+" for a list of values (a tuple config key)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_common_arguments(sub: argparse.ArgumentParser, cmd: Command) -> None:
     for flag in cmd.flags:
-        sub.add_argument(flag.name, dest=f"_flag_{flag.key}", metavar=flag.metavar, help=flag.help)
+        sub.add_argument(flag.name, dest=f"_flag_{flag.key}", metavar=flag.metavar, help=flag.help, nargs=flag.nargs)
     sub.add_argument("--config", metavar="FILE.yaml", help="YAML config (overrides and flags win over it)")
     sub.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     if cmd.run_folder:
@@ -173,11 +174,8 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     from llmlab.config import load_config, to_yaml
 
-    flag_overrides = [
-        f"{f.key}={value}" for f in cmd.flags if (value := getattr(args, f"_flag_{f.key}")) is not None
-    ]
-    cfg_cls = _import(cmd.config)
-    cfg = load_config(cfg_cls, args.config, [*flag_overrides, *args.overrides])
+    flags = {f.key: value for f in cmd.flags if (value := getattr(args, f"_flag_{f.key}")) is not None}
+    cfg = load_config(_import(cmd.config), args.config, args.overrides, flags=flags)
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0

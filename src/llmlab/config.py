@@ -36,9 +36,25 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build `cls` from its defaults, then the YAML file at `path`, then `key=value` overrides."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                flags: Mapping[str, str | Sequence[str]] | None = None) -> T:
+    """Build `cls` from its defaults, then the YAML file at `path`, then `flags`, then `key=value` overrides.
+
+    `flags` maps dotted keys to command-line flag values: a string is read like an override,
+    a list (a flag that takes several values) is used as it is.
+    """
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    for key, value in (flags or {}).items():
+        if isinstance(value, str):
+            data = merge(data, parse_overrides([f"{key}={value}"], cls))
+        else:
+            node: dict[str, Any] = {}
+            *sections, leaf = key.split(".")
+            cursor = node
+            for part in sections:
+                cursor = cursor.setdefault(part, {})
+            cursor[leaf] = list(value)
+            data = merge(data, node)
     data = merge(data, parse_overrides(overrides, cls))
     return from_dict(cls, data)
 

@@ -1,0 +1,158 @@
+"""The interface every llmlab tokenizer shares, and special-token safety.
+
+    tok.encode("hello <|endoftext|>")                    # the special's text is encoded as ordinary text
+    tok.encode(text, allowed_special={"<|endoftext|>"})  # ... or as the special token, when allowed
+    tok.encode(text, allowed_special="all")
+    tok.encode(text, disallowed_special="raise")          # tiktoken's behaviour: a special's text raises
+
+Default: user text never turns into special tokens. Unlike tiktoken we do not raise by
+default, because a model should read a pasted "<|endoftext|>" as text, not choke on it;
+pass `disallowed_special="raise"` to be told instead. (HF tokenizers always matches
+added tokens in the text; llmlab's tokenizer.json files keep that HF behaviour there.)
+"""
+
+from __future__ import annotations
+
+import codecs
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import regex
+
+from llmlab.errors import UserError
+
+AllowedSpecial = Literal["all"] | Iterable[str]
+
+
+class SpecialTokenError(UserError):
+    """The text contains a special token's string that the caller did not allow."""
+
+
+class Tokenizer(ABC):
+    """Shared interface: subclasses implement `_encode_ordinary`, `_token_bytes` and the vocabulary."""
+
+    special_tokens: dict[str, int]
+
+    # ------------------------------------------------------------------ to implement
+
+    @abstractmethod
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text in which nothing is special."""
+
+    @abstractmethod
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of an ordinary token (KeyError for specials and unknown ids)."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def token_to_id(self, token: bytes | str) -> int | None: ...
+
+    @abstractmethod
+    def save(self, directory: str | Path) -> None: ...
+
+    # ------------------------------------------------------------------ shared
+
+    def id_to_token(self, token_id: int) -> bytes | str:
+        """A special token's string, or an ordinary token's bytes."""
+        for text, i in self.special_tokens.items():
+            if i == token_id:
+                return text
+        return self.token_bytes(token_id)
+
+    def encode(self, text: str, *, allowed_special: AllowedSpecial = (),
+               disallowed_special: Literal["text", "raise"] = "text") -> list[int]:
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise SpecialTokenError(f"not special tokens of this tokenizer: {', '.join(sorted(unknown))}")
+        if disallowed_special == "raise":
+            disallowed = set(self.special_tokens) - allowed
+            if disallowed and (m := _specials_regex(tuple(sorted(disallowed))).search(text)):
+                raise SpecialTokenError(
+                    f"text contains the special token {m.group()!r} at character {m.start()}; pass it in "
+                    "allowed_special to encode it as special, or disallowed_special='text' to encode it as text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        ids: list[int] = []
+        start = 0
+        for m in _specials_regex(tuple(sorted(allowed))).finditer(text):
+            ids += self.encode_ordinary(text[start:m.start()])
+            ids.append(self.special_tokens[m.group()])
+            start = m.end()
+        ids += self.encode_ordinary(text[start:])
+        return ids
+
+    def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
+        """Encode many texts; with more than one worker, in processes (each with its own cache)."""
+        import os
+
+        workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+        if workers <= 1 or len(texts) < 2 * workers:
+            return [self.encode(t, **kwargs) for t in texts]
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        chunk = max(1, len(texts) // (workers * 4))
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(partial(_encode_one, self, kwargs), texts, chunksize=chunk))
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        out = bytearray()
+        specials = {i: t.encode("utf-8") for t, i in self.special_tokens.items()}
+        for i in ids:
+            special = specials.get(i)
+            out += special if special is not None else self.token_bytes(i)
+        return bytes(out)
+
+    def decode(self, ids: Iterable[int], *, errors: str = "replace") -> str:
+        """Text of `ids`; bytes that do not form complete UTF-8 characters become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+
+def _encode_one(tok: Tokenizer, kwargs: dict, text: str) -> list[int]:
+    return tok.encode(text, **kwargs)
+
+
+_SPECIAL_REGEX_CACHE: dict[tuple[str, ...], regex.Pattern[str]] = {}
+
+
+def _specials_regex(specials: tuple[str, ...]) -> regex.Pattern[str]:
+    """Alternation of the specials, longest first so "<|im_start|>" wins over a prefix of it."""
+    pattern = _SPECIAL_REGEX_CACHE.get(specials)
+    if pattern is None:
+        ordered = sorted(specials, key=len, reverse=True)
+        pattern = _SPECIAL_REGEX_CACHE[specials] = regex.compile("|".join(regex.escape(s) for s in ordered))
+    return pattern
+
+
+class StreamDecoder:
+    """Feed ids one at a time; get text only once its UTF-8 characters are complete.
+
+    >>> dec = tok.stream_decoder(); [dec.push(i) for i in tok.encode("é")]   # e.g. ['', 'é']
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        return self._utf8.decode(self._tokenizer.decode_bytes([token_id]))
+
+    def flush(self) -> str:
+        """What is left at the end (an incomplete character becomes U+FFFD)."""
+        return self._utf8.decode(b"", final=True)
+
+    def __call__(self, ids: Iterable[int]) -> Iterator[str]:
+        for i in ids:
+            if text := self.push(i):
+                yield text
+        if text := self.flush():
+            yield text

@@ -1,0 +1,185 @@
+"""Byte-level BPE: the tokenizer (encoder and decoder) for a list of merges.
+
+Text goes through the HF pipeline order, each stage testable alone:
+
+    normalizer (normalizers.py) -> pre-tokenizer (pre_tokenizers.py) -> BPE per chunk -> ids
+    ids -> bytes of each token -> UTF-8 (decoder; incomplete characters -> U+FFFD)
+
+Encoding a chunk: start from its UTF-8 bytes, then repeatedly merge the adjacent pair
+with the lowest merge rank, every occurrence left to right, until no pair has a rank:
+
+    merges: (h,e)->he rank 0, (l,l)->ll rank 1, (he,ll)->hell rank 2
+    "hello": h e l l o -> he l l o -> he ll o -> hell o
+
+Chunks repeat a lot in natural text, so their ids are cached.
+
+Token ids of a trained llmlab tokenizer follow tiktoken's layout: 0..255 are the bytes,
+256.. the merges in order, then the special tokens. Tokenizers loaded from an HF file
+keep that file's ids; nothing here assumes the layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from llmlab.errors import UserError
+from llmlab.tokenizers.base import Tokenizer
+from llmlab.tokenizers.normalizers import NORMALIZERS
+from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+
+_CACHE_LIMIT = 1 << 20  # chunks; the cache is cleared when it grows past this
+
+
+class BPETokenizer(Tokenizer):
+    def __init__(self, vocab: Mapping[bytes, int], merges: Sequence[tuple[bytes, bytes]], *,
+                 special_tokens: Mapping[str, int] | None = None, pre_tokenizer: PreTokenizer | None = None,
+                 normalizer: str = "none", add_prefix_space: bool = False, ignore_merges: bool = False) -> None:
+        """`vocab` maps every ordinary token's bytes to its id; it must hold all 256 single bytes.
+
+        `add_prefix_space` and `ignore_merges` reproduce HF options of files we load: a space
+        put before the text (GPT-2/RoBERTa style), and a chunk that is itself a token taking
+        that token without merging (Llama 3 style).
+        """
+        self.vocab = dict(vocab)
+        self.merges = list(merges)
+        self.special_tokens = dict(special_tokens or {})
+        self.pre_tokenizer = pre_tokenizer or PreTokenizer.named("gpt2")
+        if normalizer not in NORMALIZERS:
+            raise UserError(f"unknown normalizer {normalizer!r}; choose one of {', '.join(NORMALIZERS)}")
+        self.normalizer = normalizer
+        self.add_prefix_space = add_prefix_space
+        self.ignore_merges = ignore_merges
+        self._check()
+        self._id_to_bytes = {i: b for b, i in self.vocab.items()}
+        self._byte_ids = [self.vocab[bytes([b])] for b in range(256)]
+        # (left id, right id) -> (rank, merged id)
+        self._ranks = {(self.vocab[a], self.vocab[b]): (rank, self.vocab[a + b])
+                       for rank, (a, b) in enumerate(self.merges)}
+        self._normalize = NORMALIZERS[normalizer]
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_merges(cls, merges: Sequence[tuple[bytes, bytes]], *, special_tokens: Sequence[str] = (),
+                    **kwargs: Any) -> BPETokenizer:
+        """The tiktoken layout: bytes are ids 0..255, merge i makes id 256 + i, specials follow."""
+        vocab = {bytes([b]): b for b in range(256)}
+        for a, b in merges:
+            vocab[a + b] = len(vocab)
+        specials = {s: len(vocab) + i for i, s in enumerate(special_tokens)}
+        return cls(vocab, merges, special_tokens=specials, **kwargs)
+
+    def _check(self) -> None:
+        missing = [b for b in range(256) if bytes([b]) not in self.vocab]
+        if missing:
+            raise UserError(f"byte-level BPE needs all 256 bytes in the vocabulary; missing {len(missing)}, "
+                            f"e.g. byte 0x{missing[0]:02X}")
+        for rank, (a, b) in enumerate(self.merges):
+            for part in (a, b, a + b):
+                if part not in self.vocab:
+                    raise UserError(f"merge {rank} ({a!r}, {b!r}): token {part!r} is not in the vocabulary")
+        ids = list(self.vocab.values()) + list(self.special_tokens.values())
+        if len(set(ids)) != len(ids):
+            raise UserError("two tokens share one id")
+        for s in self.special_tokens:
+            if not s:
+                raise UserError("a special token is the empty string")
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        text = self._normalize(text)
+        if self.add_prefix_space and text and not text.startswith(" "):
+            text = " " + text
+        ids: list[int] = []
+        cache = self._cache
+        for chunk in self.pre_tokenizer.split(text):
+            cached = cache.get(chunk)
+            if cached is None:
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cached = cache[chunk] = self._encode_chunk(chunk)
+            ids += cached
+        return ids
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        try:
+            data = chunk.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: no UTF-8 bytes exist for it
+            raise UserError(f"cannot encode {chunk[e.start:e.end]!r} at character {e.start} of a chunk: "
+                            "lone surrogates have no UTF-8 form") from None
+        if self.ignore_merges and (whole := self.vocab.get(data)) is not None:
+            return [whole]
+        ids = [self._byte_ids[b] for b in data]
+        ranks = self._ranks
+        while len(ids) > 1:
+            best = None
+            best_rank = len(ranks)
+            for pair in pairwise(ids):
+                found = ranks.get(pair)
+                if found is not None and found[0] < best_rank:
+                    best_rank, best = found[0], pair
+            if best is None:
+                break
+            new_id = ranks[best][1]
+            merged: list[int] = []
+            i, n = 0, len(ids)
+            while i < n:
+                if i < n - 1 and ids[i] == best[0] and ids[i + 1] == best[1]:
+                    merged.append(new_id)
+                    i += 2
+                else:
+                    merged.append(ids[i])
+                    i += 1
+            ids = merged
+        return ids
+
+    # ------------------------------------------------------------------ vocabulary
+
+    def token_bytes(self, token_id: int) -> bytes:
+        try:
+            return self._id_to_bytes[token_id]
+        except KeyError:
+            raise UserError(f"token id {token_id} is not in the vocabulary (size {self.vocab_size})") from None
+
+    def token_to_id(self, token: bytes | str) -> int | None:
+        if isinstance(token, str):
+            if token in self.special_tokens:
+                return self.special_tokens[token]
+            token = token.encode("utf-8")
+        return self.vocab.get(token)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    def merge_rank(self, token_id: int) -> int | None:
+        """Which merge made this token (None for single bytes and specials)."""
+        return self._merge_rank_of.get(token_id)
+
+    @property
+    def _merge_rank_of(self) -> dict[int, int]:
+        if not hasattr(self, "_merge_rank_cache"):
+            self._merge_rank_cache = {new: rank for rank, new in self._ranks.values()}
+        return self._merge_rank_cache
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, directory: str | Path) -> None:
+        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`."""
+        from llmlab.tokenizers.hf_io import save_tokenizer
+
+        save_tokenizer(self, directory)
+
+    def to_tiktoken(self, name: str = "llmlab") -> Any:
+        """A `tiktoken.Encoding` with the same pattern, merges and specials (needs ids in merge order)."""
+        from llmlab.tokenizers.tiktoken_io import to_tiktoken
+
+        return to_tiktoken(self, name)
+
+    def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state

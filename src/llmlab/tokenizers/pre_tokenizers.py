@@ -1,0 +1,58 @@
+"""Pre-tokenizers: split text into chunks that BPE merges never cross.
+
+Each is one regular expression (the `regex` module, for `\\p{L}` classes), chosen by name:
+
+    gpt2        GPT-2's pattern: contractions, ` ?letters`, ` ?digits`, ` ?other`, whitespace
+    cl100k      GPT-4's: case-insensitive contractions, digits in groups of at most 3, newlines apart
+    digits      gpt2 with every digit its own chunk (numbers tokenize digit by digit, as in Llama)
+    whitespace  runs of non-space and runs of space; lossless, unlike HF's `Whitespace`,
+                which drops the spaces
+
+Every pattern matches every character of any input, so the chunks join back to the
+text exactly (a test checks it). A file may be cut into blocks at any newline that is
+followed by a non-space character: no chunk of these patterns spans such a point,
+which is what lets the trainer count a large file in parallel blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import regex
+
+GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+CL100K = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+          r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+DIGITS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+WHITESPACE = r"""\S+|\s+"""
+
+PATTERNS: dict[str, str] = {"gpt2": GPT2, "cl100k": CL100K, "digits": DIGITS, "whitespace": WHITESPACE}
+
+
+@dataclass(frozen=True)
+class PreTokenizer:
+    """A split pattern, by name (`gpt2`) or as a raw regex (for tokenizer.json files we load)."""
+
+    pattern: str
+    name: str = field(default="custom", compare=False)
+
+    @classmethod
+    def named(cls, name: str) -> PreTokenizer:
+        if name not in PATTERNS:
+            from llmlab.errors import UserError
+
+            raise UserError(f"unknown pre-tokenizer {name!r}; choose one of {', '.join(PATTERNS)}")
+        return cls(PATTERNS[name], name)
+
+    @classmethod
+    def from_pattern(cls, pattern: str) -> PreTokenizer:
+        name = next((n for n, p in PATTERNS.items() if p == pattern), "custom")
+        return cls(pattern, name)
+
+    @cached_property
+    def compiled(self) -> regex.Pattern[str]:
+        return regex.compile(self.pattern)
+
+    def split(self, text: str) -> list[str]:
+        return self.compiled.findall(text)
