@@ -13,6 +13,7 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert code == 0
     assert f"report at {out / 'report.md'}" in capsys.readouterr().out
     for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "baselines.png", "baselines.json",
+                 "tokenizer/tokenizer.json", "tokenizer/vocab.txt",
                  "data/pretrain.jsonl", "data/sft.jsonl", "data/prefs.jsonl", "data/eval.jsonl"):
         assert (out / name).is_file(), name
     assert yaml.safe_load((out / "config.yaml").read_text())["n_eval"] == 45
@@ -22,5 +23,12 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert baselines["always_refuse"]["over_refusal_rate"] == 1.0
     assert baselines["compliant_wrong"]["accuracy"] == 0.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["stage"] for m in metrics} == {"data", "baselines"}
+    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "baselines"}
+    from llmlab.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(out / "tokenizer")
+    # 5000 characters run out of pairs seen twice before 1024 tokens
+    assert 100 < len(tok.merges) <= 1024 - 257 and tok.vocab_size == 257 + len(tok.merges)
+    assert "<|endoftext|>" in tok.special_tokens
+    assert "## Tokenizer" in (out / "report.md").read_text()
     assert (out / "baselines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

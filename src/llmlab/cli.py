@@ -39,6 +39,7 @@ class Flag:
     help: str
     metavar: str | None = None
     nargs: str | None = None  # "+" for a list of values (a tuple config key)
+    switch: bool = False  # a flag without a value that sets the key to true (`--ids`)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,49 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab data validate --input my_prefs.jsonl --schema prefs",
     ),
     Command(
+        "tokenizer train",
+        "train a byte-level BPE tokenizer; writes tokenizer.json (HF format) and vocab.txt",
+        config="llmlab.tokenizers.config:TrainTokenizerConfig",
+        run="llmlab.tokenizers.commands:train",
+        flags=(
+            Flag("--algo", "algo", "bpe", "ALGO"),
+            Flag("--vocab-size", "vocab_size", "256 bytes + merges + special tokens", "N"),
+            Flag("--input", "input", "text files (default: the task world's pretraining corpus)", "FILE", nargs="+"),
+            Flag("--pre-tokenizer", "pre_tokenizer", "gpt2 | cl100k | digits | whitespace", "NAME"),
+            Flag("--errors", "errors", "strict (default) or replace: what to do with non-UTF-8 bytes", "MODE"),
+        ),
+        epilog="example: llmlab tokenizer train --vocab-size 8192 --input corpus.txt --out runs/tok8k",
+    ),
+    Command(
+        "tokenizer encode",
+        "encode text: tokens coloured in a terminal, or ids with --ids",
+        config="llmlab.tokenizers.config:EncodeConfig",
+        run="llmlab.tokenizers.commands:encode",
+        flags=(
+            Flag("--tokenizer", "tokenizer", "a folder with tokenizer.json (or the file)", "DIR"),
+            Flag("--text", "text", "the text to encode", "TEXT"),
+            Flag("--input", "input", "a file to encode", "FILE"),
+            Flag("--ids", "ids", "print token ids instead of tokens", switch=True),
+            Flag("--allowed-special", "allowed_special", "special tokens to honour in the text, or 'all'", "S",
+                 nargs="+"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab tokenizer encode --tokenizer runs/tok8k --text 'Hello world' --ids",
+    ),
+    Command(
+        "tokenizer decode",
+        "decode token ids (space or comma separated) back to text",
+        config="llmlab.tokenizers.config:DecodeConfig",
+        run="llmlab.tokenizers.commands:decode",
+        flags=(
+            Flag("--tokenizer", "tokenizer", "a folder with tokenizer.json (or the file)", "DIR"),
+            Flag("--ids", "ids", "the ids, e.g. '72 101 108'", "IDS"),
+            Flag("--input", "input", "a file of ids", "FILE"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab tokenizer decode --tokenizer runs/tok8k --ids '464 3290 318'",
+    ),
+    Command(
         "demo",
         "run the whole lab on built-in data and write a report",
         config="llmlab.demo:DemoConfig",
@@ -152,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_common_arguments(sub: argparse.ArgumentParser, cmd: Command) -> None:
     for flag in cmd.flags:
-        sub.add_argument(flag.name, dest=f"_flag_{flag.key}", metavar=flag.metavar, help=flag.help, nargs=flag.nargs)
+        if flag.switch:
+            sub.add_argument(flag.name, dest=f"_flag_{flag.key}", action="store_const", const="true", help=flag.help)
+        else:
+            sub.add_argument(flag.name, dest=f"_flag_{flag.key}", metavar=flag.metavar, help=flag.help,
+                             nargs=flag.nargs)
     sub.add_argument("--config", metavar="FILE.yaml", help="YAML config (overrides and flags win over it)")
     sub.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     if cmd.run_folder:

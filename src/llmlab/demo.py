@@ -5,7 +5,9 @@ their sections in order. Stages so far:
 
 1. data: generate the task world's pretraining corpus, SFT chats, preference pairs and
    held-out eval prompts into `data/`, and show one sample per family;
-2. baselines: score three reference policies with the gold scorers, to show what the
+2. tokenizer: train a byte-level BPE tokenizer on the pretraining corpus, save it as
+   `tokenizer/` (HF tokenizer.json + vocab.txt) and show how it splits a held-out prompt;
+3. baselines: score three reference policies with the gold scorers, to show what the
    metrics measure before any model is trained: `gold` (must score 1 everywhere: a
    live self-check of the scorers), `always_refuse` (perfectly safe, useless), and
    `compliant_wrong` (answers everything, plausibly and wrongly).
@@ -16,14 +18,14 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmlab.cli import Context
 from llmlab.config import check
 from llmlab.data.config import GenerateConfig, PrefsConfig, TaskConfig, WorldConfig
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from llmlab.runs import Run, start_run
+from llmlab.runs import Run, progress_bar, start_run
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class DemoConfig:
     n_sft: int = 2000
     n_prefs: int = 2000
     n_eval: int = 450
+    vocab_size: int = 1024
     world: WorldConfig = field(default_factory=WorldConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     prefs: PrefsConfig = field(default_factory=PrefsConfig)
@@ -40,6 +43,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("pretrain_chars", "n_sft", "n_prefs", "n_eval"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        check(self.vocab_size >= 257, f"vocab_size must be at least 257 (256 bytes + 1 special), got {self.vocab_size}")
 
 
 Stage = Callable[[DemoConfig, Run, dict[str, Any]], str]
@@ -77,6 +81,41 @@ def stage_data(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stage_tokenizer(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    import time
+
+    from llmlab.tokenizers import train_bpe
+    from llmlab.tokenizers.bytelevel import visible
+
+    docs = [row["text"] for row in state["pretrain"]]
+    bar = progress_bar(total=cfg.vocab_size - 257, desc="tokenizer merges", unit="merge", quiet=run.quiet)
+    start = time.perf_counter()
+    tok = train_bpe(docs, vocab_size=cfg.vocab_size, special_tokens=["<|endoftext|>"],
+                    on_merge=lambda step, count: bar.update(1))
+    seconds = time.perf_counter() - start
+    bar.close()
+    tok.save(run.path("tokenizer"))
+    state["tokenizer"] = tok
+    prompts = [row["prompt"] for row in state["eval"]]
+    n_bytes = sum(len(p.encode("utf-8")) for p in prompts)
+    n_tokens = sum(len(ids) for ids in tok.encode_batch(prompts, num_workers=1))
+    run.metrics(0, stage="tokenizer", merges=len(tok.merges), seconds=round(seconds, 3),
+                bytes_per_token=n_bytes / n_tokens)
+    run.log(f"tokenizer: {len(tok.merges)} merges in {seconds:.1f} s, {n_bytes / n_tokens:.2f} bytes/token on eval")
+    sample = next(p for p in prompts if "\n" not in p)
+    pieces = " | ".join(visible(tok.token_bytes(i)) for i in tok.encode(sample))
+    longest = sorted((tok.token_bytes(256 + i) for i in range(len(tok.merges))), key=len, reverse=True)[:8]
+    return "\n".join([
+        "## Tokenizer", "",
+        f"Byte-level BPE, GPT-2 pre-tokenizer, {tok.vocab_size} tokens ({len(tok.merges)} merges) trained in "
+        f"{seconds:.1f} s on the pretraining corpus; saved as `tokenizer/tokenizer.json` (loads in HF "
+        "`tokenizers` and `transformers`) with a readable `tokenizer/vocab.txt`.", "",
+        f"Held-out eval prompts: {n_bytes / n_tokens:.2f} bytes per token ({n_tokens} tokens for {n_bytes} bytes).",
+        "", f"How it splits `{sample}`:", "", f"    {pieces}", "",
+        "Longest tokens: " + ", ".join(f"`{visible(t)}`" for t in longest), "",
+    ])
+
+
 def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     from llmlab.data.answers import REFUSALS
     from llmlab.data.scoring import format_report, score_responses
@@ -104,7 +143,11 @@ def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     return "\n".join(sections)
 
 
-STAGES: tuple[tuple[str, Stage], ...] = (("data", stage_data), ("baselines", stage_baselines))
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("data", stage_data),
+    ("tokenizer", stage_tokenizer),
+    ("baselines", stage_baselines),
+)
 
 
 def run(cfg: DemoConfig, ctx: Context) -> int:
@@ -118,5 +161,3 @@ def run(cfg: DemoConfig, ctx: Context) -> int:
     print(f"demo finished: report at {out.dir / 'report.md'}", file=sys.stdout)
     return 0
 
-
-__all__ = ["DemoConfig", "replace", "run"]

@@ -46,6 +46,14 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str | Non
     yield from tqdm(iterable, total=total, desc=desc, disable=disable, unit=unit, dynamic_ncols=True, leave=False)
 
 
+def progress_bar(*, total: int | None, desc: str, unit: str = "it", quiet: bool = False) -> Any:
+    """A tqdm bar to update by hand (`bar.update(n)`), with the same silence rules as `progress`."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True,
+                leave=False)
+
+
 @dataclass
 class Run:
     """An open run folder. Create it with `start_run`."""

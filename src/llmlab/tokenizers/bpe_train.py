@@ -1,10 +1,10 @@
 """The fast byte-level BPE trainer: count words once, then merge with incremental pair counts.
 
 1. Count the unique pre-tokenized chunks ("words") of the corpus. Files are read in
-   blocks cut at newlines followed by a non-space character (no chunk spans such a point,
-   see pre_tokenizers.py), so a file larger than memory streams through, and big inputs
-   are counted in parallel processes. Memory grows with the number of unique words,
-   not with the corpus.
+   blocks cut only at a "<non-space>\n" followed by a non-space character (no chunk
+   differs at such a point, see pre_tokenizers.py), so a file larger than memory
+   streams through, and big inputs are counted in parallel processes. Memory grows
+   with the number of unique words, not with the corpus.
 2. Keep, for every adjacent pair of tokens, its count over all words (weighted by word
    frequency) and the set of words it occurs in; a max-heap orders pairs by count.
 3. Merge the top pair: only the words that contain it are rewritten, and the pair
@@ -48,7 +48,13 @@ def count_block(block: str, pattern: str, normalizer: str) -> Counter[str]:
 
 
 def iter_file_blocks(path: str | Path, *, errors: str = "strict", block_chars: int = BLOCK_CHARS) -> Iterator[str]:
-    """Blocks of about `block_chars`, cut only at a newline followed by a non-space character.
+    """Blocks of about `block_chars`, cut only between a line ending in "<non-space>\n" and a
+    line starting with a non-space character.
+
+    subtle: at such a point the lone "\n" is a chunk of its own whether or not the text goes
+    on, so blocks count exactly like the whole file. A cut after "  \n" or "\r\n" would not
+    be safe: at the end of a block `\\s+(?!\\S)` takes the whole whitespace run, while in the
+    whole text it leaves the newline apart.
 
     A non-UTF-8 byte raises a UserError with its byte offset (or is replaced, errors="replace").
     """
@@ -66,13 +72,18 @@ def iter_file_blocks(path: str | Path, *, errors: str = "strict", block_chars: i
                 raise UserError(f"{path}: not valid UTF-8 at byte offset {offset + e.start} (line {lineno}); "
                                 "pass --errors replace to replace bad bytes") from None
             offset += len(raw)
-            if size >= block_chars and line[:1] and not line[:1].isspace():
+            if size >= block_chars and line[:1] and not line[:1].isspace() and _ends_cleanly(buf[-1]):
                 yield "".join(buf)
                 buf, size = [], 0
             buf.append(line)
             size += len(line)
     if buf:
         yield "".join(buf)
+
+
+def _ends_cleanly(line: str) -> bool:
+    """True for a line ending in a non-space character and a bare "\n"."""
+    return len(line) >= 2 and line[-1] == "\n" and not line[-2].isspace()
 
 
 def count_words(blocks: Iterable[str], *, pre_tokenizer: PreTokenizer, normalizer: str = "none",
@@ -93,12 +104,14 @@ def count_words(blocks: Iterable[str], *, pre_tokenizer: PreTokenizer, normalize
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     total.update(fut.result())
+                    size = pending.pop(fut)
                     if progress:
-                        progress(pending.pop(fut))
+                        progress(size)
         for fut in list(pending):
             total.update(fut.result())
+            size = pending.pop(fut)
             if progress:
-                progress(pending.pop(fut))
+                progress(size)
     return total
 
 

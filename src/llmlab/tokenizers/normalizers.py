@@ -14,5 +14,7 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
     "none": lambda text: text,
     "nfc": lambda text: unicodedata.normalize("NFC", text),
     "nfkc": lambda text: unicodedata.normalize("NFKC", text),
-    "lowercase": str.lower,
+    # subtle: str.lower() turns a word-final "Σ" into "ς"; HF's Lowercase maps each character
+    # alone ("Σ" -> "σ" everywhere), so we do too: "AΣ" -> "aσ"
+    "lowercase": lambda text: text.replace("Σ", "σ").lower(),
 }

@@ -9,9 +9,10 @@ Each is one regular expression (the `regex` module, for `\\p{L}` classes), chose
                 which drops the spaces
 
 Every pattern matches every character of any input, so the chunks join back to the
-text exactly (a test checks it). A file may be cut into blocks at any newline that is
-followed by a non-space character: no chunk of these patterns spans such a point,
-which is what lets the trainer count a large file in parallel blocks.
+text exactly (a test checks it). A file may be cut into blocks between a line that ends in
+"<non-space>\n" and a line that starts with a non-space character: every pattern here makes
+that "\n" a chunk of its own, with or without the text after it, which is what lets the
+trainer count a large file in parallel blocks.
 """
 
 from __future__ import annotations

@@ -1,0 +1,97 @@
+"""An llmlab byte-level BPE tokenizer as a `tiktoken.Encoding`, when it can be one exactly.
+
+tiktoken keeps no merge list. Its `mergeable_ranks` maps each token's bytes to a rank,
+which is also the token's id, and it encodes a chunk like this (tiktoken's
+`_educational.py`):
+
+    1. if the whole chunk is a token, that token           (HF's ignore_merges)
+    2. else start from the bytes and repeatedly join the adjacent pair whose joined
+       bytes have the lowest rank, until no joined pair is a token
+
+llmlab joins only the pairs of its merge list, ranked by merge. The two agree when ranking
+a merge by the id of the token it makes keeps the merge order, so we check, and raise
+otherwise:
+  - every merged token is made by exactly one merge, and their ids increase in merge order
+  - every token is a single byte or made by a merge (tiktoken would build any token)
+  - without ignore_merges, every token encodes to itself (step 1 changes nothing)
+Not checked: tiktoken would also join a token's bytes split another way (a + bc, where
+the merge is ab + c). A merge list learned by BPE training never meets that case (once
+b + c is merged no b is left before a c), and a trained one passes the checks (llmlab's
+ids are 256.. in merge order; HF's trainer numbers merges in order too); the tests
+compare the encodings on hard strings and on random text (hypothesis).
+
+Left out: normalizers and add_prefix_space, which tiktoken has no place for (UserError).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import TYPE_CHECKING
+
+from llmlab.errors import UserError
+
+if TYPE_CHECKING:
+    import tiktoken
+
+    from llmlab.tokenizers.bpe import BPETokenizer
+
+
+def to_tiktoken(tok: BPETokenizer, name: str = "llmlab") -> tiktoken.Encoding:
+    """The same pattern, tokens (rank = id) and special tokens as a `tiktoken.Encoding`."""
+    check_tiktoken_compatible(tok)
+    import tiktoken  # lazily: an optional dependency, and a slow import
+
+    return tiktoken.Encoding(name, pat_str=tok.pre_tokenizer.pattern, mergeable_ranks=dict(tok.vocab),
+                             special_tokens=dict(tok.special_tokens))
+
+
+def check_tiktoken_compatible(tok: BPETokenizer) -> None:
+    """Raise a UserError that says why tiktoken would encode differently from `tok`."""
+    if tok.normalizer != "none":
+        raise UserError(f"tiktoken has no normalizer; this tokenizer normalizes with {tok.normalizer!r}")
+    if tok.add_prefix_space:
+        raise UserError("tiktoken cannot add a prefix space; this tokenizer has add_prefix_space")
+    made_by: dict[bytes, int] = {}
+    last_id = -1
+    for rank, (a, b) in enumerate(tok.merges):
+        token = a + b
+        if token in made_by:
+            raise UserError(f"merges {made_by[token]} and {rank} both make {token!r}; tiktoken ranks a token once")
+        made_by[token] = rank
+        token_id = tok.vocab[token]
+        if token_id <= last_id:
+            raise UserError(f"merge {rank} makes {token!r} with id {token_id}, below the id {last_id} of an earlier "
+                            "merge; tiktoken ranks merges by id, so ids must increase in merge order")
+        last_id = token_id
+    for token, token_id in tok.vocab.items():
+        if len(token) > 1 and token not in made_by:
+            raise UserError(f"token {token!r} (id {token_id}) is made by no merge; tiktoken would build it anyway")
+    if not tok.ignore_merges:
+        ranks = {pair: rank for rank, pair in enumerate(tok.merges)}
+        for token in made_by:
+            if (parts := merge_by_rank(token, ranks)) != [token]:
+                raise UserError(f"token {token!r} encodes to {parts} by its merges; tiktoken takes a chunk that is "
+                                "a token whole (set ignore_merges to match)")
+
+
+def merge_by_rank(data: bytes, ranks: dict[tuple[bytes, bytes], int]) -> list[bytes]:
+    """llmlab's BPE on bytes (bpe.py has the fast one, on ids): join the lowest-ranked pair, everywhere.
+
+    b"hello", {(b"h", b"e"): 0, (b"l", b"l"): 1, (b"he", b"ll"): 2} -> [b"hell", b"o"]
+    """
+    parts = [bytes([b]) for b in data]
+    while len(parts) > 1:
+        best = min(pairwise(parts), key=lambda pair: ranks.get(pair, len(ranks)))
+        if best not in ranks:
+            break
+        merged: list[bytes] = []
+        i = 0
+        while i < len(parts):  # every occurrence, left to right
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return parts
