@@ -43,7 +43,7 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def token_bytes(self, token_id: int) -> bytes:
-        """The bytes of an ordinary token (KeyError for specials and unknown ids)."""
+        """The bytes of an ordinary token (a UserError for specials and unknown ids)."""
 
     @property
     @abstractmethod
@@ -66,7 +66,14 @@ class Tokenizer(ABC):
 
     def encode(self, text: str, *, allowed_special: AllowedSpecial = (),
                disallowed_special: Literal["text", "raise"] = "text") -> list[int]:
-        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if disallowed_special not in ("text", "raise"):
+            raise UserError(f"disallowed_special must be 'text' or 'raise', got {disallowed_special!r}")
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif isinstance(allowed_special, str):  # one token, not its characters
+            allowed = {allowed_special}
+        else:
+            allowed = set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:
             raise SpecialTokenError(f"not special tokens of this tokenizer: {', '.join(sorted(unknown))}")

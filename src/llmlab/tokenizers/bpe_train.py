@@ -216,6 +216,10 @@ def train_bpe(texts: Iterable[str] | None = None, *, files: Sequence[str | Path]
     `vocab_size` counts the 256 bytes, the merges and the special tokens, as HF does.
     """
     num_merges = check_training_args(vocab_size, special_tokens)
+    if isinstance(texts, str):  # one text, not an iterable of its characters
+        texts = [texts]
+    if errors not in ("strict", "replace"):
+        raise UserError(f"errors must be 'strict' or 'replace', got {errors!r}")
     pre = PreTokenizer.named(pre_tokenizer)
     if normalizer not in NORMALIZERS:
         raise UserError(f"unknown normalizer {normalizer!r}; choose one of {', '.join(NORMALIZERS)}")

@@ -10,11 +10,23 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {
-    "none": lambda text: text,
-    "nfc": lambda text: unicodedata.normalize("NFC", text),
-    "nfkc": lambda text: unicodedata.normalize("NFKC", text),
-    # subtle: str.lower() turns a word-final "Σ" into "ς"; HF's Lowercase maps each character
-    # alone ("Σ" -> "σ" everywhere), so we do too: "AΣ" -> "aσ"
-    "lowercase": lambda text: text.replace("Σ", "σ").lower(),
-}
+
+def identity(text: str) -> str:
+    return text
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
+
+
+def lowercase(text: str) -> str:
+    # subtle: str.lower() turns a word-final Σ into ς; HF lowercases per character (σ), and we match HF.
+    return text.replace("Σ", "σ").lower()
+
+
+# Module-level functions, not lambdas, so that tokenizers pickle into encode_batch's workers.
+NORMALIZERS: dict[str, Callable[[str], str]] = {"none": identity, "nfc": nfc, "nfkc": nfkc, "lowercase": lowercase}

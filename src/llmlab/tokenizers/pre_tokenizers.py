@@ -10,9 +10,9 @@ Each is one regular expression (the `regex` module, for `\\p{L}` classes), chose
 
 Every pattern matches every character of any input, so the chunks join back to the
 text exactly (a test checks it). A file may be cut into blocks between a line that ends in
-"<non-space>\n" and a line that starts with a non-space character: every pattern here makes
-that "\n" a chunk of its own, with or without the text after it, which is what lets the
-trainer count a large file in parallel blocks.
+"<non-space>\n" and a line that starts with a non-space character: with every pattern here a
+chunk ends at that "\n" and the chunks before it are the same with or without the text
+after it, which is what lets the trainer count a large file in parallel blocks.
 """
 
 from __future__ import annotations
