@@ -95,18 +95,22 @@ class Tokenizer(ABC):
         return ids
 
     def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
-        """Encode many texts; with more than one worker, in processes (each with its own cache)."""
+        """Encode many texts; with more than one worker, in processes.
+
+        Each worker gets the tokenizer once (pool initializer) and one contiguous slice of
+        the texts, so it pays for pickling the vocabulary once and keeps a warm chunk cache.
+        """
         import os
 
         workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
         if workers <= 1 or len(texts) < 2 * workers:
             return [self.encode(t, **kwargs) for t in texts]
         from concurrent.futures import ProcessPoolExecutor
-        from functools import partial
 
-        chunk = max(1, len(texts) // (workers * 4))
-        with ProcessPoolExecutor(workers) as pool:
-            return list(pool.map(partial(_encode_one, self, kwargs), texts, chunksize=chunk))
+        size = -(-len(texts) // workers)
+        slices = [(list(texts[i:i + size]), kwargs) for i in range(0, len(texts), size)]
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(self,)) as pool:
+            return [ids for part in pool.map(_encode_slice, slices) for ids in part]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         out = bytearray()
@@ -124,8 +128,18 @@ class Tokenizer(ABC):
         return StreamDecoder(self)
 
 
-def _encode_one(tok: Tokenizer, kwargs: dict, text: str) -> list[int]:
-    return tok.encode(text, **kwargs)
+_WORKER_TOKENIZER: Tokenizer | None = None  # set once per encode_batch worker process
+
+
+def _init_worker(tok: Tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tok
+
+
+def _encode_slice(job: tuple[list[str], dict]) -> list[list[int]]:
+    texts, kwargs = job
+    assert _WORKER_TOKENIZER is not None
+    return [_WORKER_TOKENIZER.encode(t, **kwargs) for t in texts]
 
 
 _SPECIAL_REGEX_CACHE: dict[tuple[str, ...], regex.Pattern[str]] = {}

@@ -177,7 +177,8 @@ def learn_merges(word_counts: dict[str, int], num_merges: int, *, min_frequency:
                 delta[pair] -= f
             for pair in pairwise(merged):
                 delta[pair] += f
-                where[pair].add(wi)
+                if new in pair:  # other pairs of the new word were pairs of the old one: indexed
+                    where[pair].add(wi)
             words[wi] = merged
         for pair, d in delta.items():
             if d:
