@@ -1,0 +1,22 @@
+"""Attention: a NumPy reference (`reference`), PyTorch backends behind one `attention` function,
+masks (causal, sliding window, block-sparse, padding), and cost estimates (`explain`).
+
+`llmlab.attention.reference` and `llmlab.attention.explain` need only NumPy; the PyTorch
+parts are imported on first use, so `import llmlab.attention.reference` stays light.
+"""
+
+from typing import Any
+
+__all__ = ["BACKENDS", "BlockLayout", "attention", "bigbird", "local_global", "local_strided"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("attention", "BACKENDS"):
+        from llmlab.attention import functional
+
+        return getattr(functional, name)
+    if name in ("BlockLayout", "bigbird", "local_global", "local_strided"):
+        from llmlab.attention import masks
+
+        return getattr(masks, name)
+    raise AttributeError(name)
