@@ -130,8 +130,8 @@ class FlashAttentionFunction(torch.autograd.Function):
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: MaskSpec,
-                    key_padding_mask: torch.Tensor | None, scale: float, *, q_block: int = 128,
-                    k_block: int = 128) -> torch.Tensor:
+                    key_padding_mask: torch.Tensor | None, scale: float, *, q_block: int = 256,
+                    k_block: int = 256) -> torch.Tensor:
     """q: (B, Hq, T, D), k, v: (B, Hkv, S, D) -> (B, Hq, T, D)."""
     B, Hq, T, D = q.shape
     Hkv = k.shape[1]

@@ -31,7 +31,7 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True, window: int | None = None,
               block_mask: BlockLayout | None = None, key_padding_mask: torch.Tensor | None = None,
               scale: float | None = None, backend: str = "sdpa", return_weights: bool = False,
-              q_block: int = 128, k_block: int = 128) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+              q_block: int = 256, k_block: int = 256) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention under the given masks; see the module docstring for shapes.
 
     `key_padding_mask` (B, S) is True for real tokens. A query that can see no key outputs
