@@ -148,6 +148,37 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab tokenizer decode --tokenizer runs/tok8k --ids '464 3290 318'",
     ),
     Command(
+        "viz attention",
+        "attention maps of your text (PNG grid + interactive HTML); for now from a random NumPy reference model",
+        config="llmlab.viz.commands:VizAttentionConfig",
+        run="llmlab.viz.commands:viz_attention",
+        flags=(
+            Flag("--text", "text", "the text: split into words and punctuation (at most 512 tokens)", "TEXT"),
+            Flag("--layer", "layer", "only this layer in the PNG (0-based; the HTML has them all)", "L"),
+            Flag("--head", "head", "only this head in the PNG (0-based)", "H"),
+            Flag("--seed", "seed", "seed of the random weights and token vectors", "S"),
+        ),
+        epilog="example: llmlab viz attention --text 'The cat sat on the mat. The cat slept.' --layer 1 "
+        "--out runs/attn n_heads=8",
+    ),
+    Command(
+        "attention explain",
+        "FLOPs, bytes moved, KV-cache size and arithmetic intensity of naive, flash, GQA, window and decode",
+        config="llmlab.viz.commands:AttentionExplainConfig",
+        run="llmlab.viz.commands:explain_attention",
+        flags=(
+            Flag("--seq-len", "seq_len", "tokens in the sequence (and in the KV cache for decode)", "T"),
+            Flag("--heads", "n_heads", "query heads", "H"),
+            Flag("--kv-heads", "n_kv_heads", "key/value heads (H: MHA, 1: MQA, between: GQA)", "G"),
+            Flag("--head-dim", "head_dim", "size of one head", "D"),
+            Flag("--window", "window", "sliding-window size, adds the window rows", "W"),
+            Flag("--dtype-bytes", "dtype_bytes", "bytes per value: 2 bf16/fp16, 4 fp32, 1 fp8", "B"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab attention explain --seq-len 8192 --heads 32 --kv-heads 8 --head-dim 128 "
+        "--window 4096 n_layers=32 batch=8",
+    ),
+    Command(
         "demo",
         "run the whole lab on built-in data and write a report",
         config="llmlab.demo:DemoConfig",

@@ -1,0 +1,187 @@
+"""`llmlab viz attention` and `llmlab attention explain`: look at attention, and at what it costs.
+
+`viz attention` has no trained model yet, so it runs the NumPy reference
+(`reference.multi_head_attention`) over a tiny random transformer, which is enough to see
+what the maps look like (the causal triangle, heads that differ, repeated words that
+attend alike) and that the page shows real reference output:
+
+    text --split_words--> tokens --embed--> x (T, d_model) --n_layers x [x = x + MHA(x)]--> weights (L, H, T, T)
+
+- tokens: the regex `\\w+|[^\\w\\s]`, i.e. runs of letters/digits/underscore, and each other
+  non-space character alone ("Don't stop!" -> Don ' t stop !). Whitespace is dropped.
+- embeddings: one seeded N(0, 1) vector per distinct token string (seeded by `seed` and the
+  first 8 bytes of the token's SHA-256, so the same word gets the same vector in every run
+  and on every machine) plus the sinusoidal position encoding of "Attention Is All You Need".
+- layers: random projections with std 1/sqrt(d_model), residual connections only (no norms,
+  no MLP): the maps are those of an untrained model, not of language.
+
+`attention explain` prints the table of `llmlab.attention.explain`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llmlab.cli import Context
+from llmlab.config import check
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MAX_TOKENS = 512  # the page embeds L * H * T * T weights; 512 tokens is ~10 MB of JSON
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def split_words(text: str) -> list[str]:
+    """Words and punctuation: "The cat's <b>mat</b>!" -> The cat ' s < b > mat < / b > !"""
+    return _WORD.findall(text)
+
+
+@dataclass(frozen=True)
+class VizAttentionConfig:
+    """`llmlab viz attention`: attention maps of a random NumPy reference model over your text."""
+
+    text: str = ""
+    layer: int | None = None  # 0-based; None: every layer in the PNG
+    head: int | None = None  # 0-based; None: every head in the PNG
+    seed: int = 0  # weights and token vectors
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 64  # n_heads * head_dim
+    causal: bool = True
+
+    def __post_init__(self) -> None:
+        n_tokens = len(split_words(self.text))
+        check(n_tokens > 0, "text is empty: pass the text to look at with --text '...'")
+        check(n_tokens <= MAX_TOKENS, f"text has {n_tokens} tokens; at most {MAX_TOKENS} fit in the maps")
+        for name in ("n_layers", "n_heads", "d_model"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        check(self.d_model % self.n_heads == 0,
+              f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        check(self.layer is None or 0 <= self.layer < self.n_layers,
+              f"layer {self.layer} is out of range: the model has {self.n_layers} layers, 0..{self.n_layers - 1}")
+        check(self.head is None or 0 <= self.head < self.n_heads,
+              f"head {self.head} is out of range: the model has {self.n_heads} heads, 0..{self.n_heads - 1}")
+
+
+@dataclass(frozen=True)
+class AttentionExplainConfig:
+    """`llmlab attention explain`: FLOPs, bytes, KV cache and intensity of the attention variants."""
+
+    seq_len: int = 4096
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    head_dim: int = 128
+    window: int | None = None  # sliding window in tokens; None: no window rows
+    dtype_bytes: int = 2  # 2: bf16 / fp16, 4: fp32, 1: fp8
+    batch: int = 1
+    n_layers: int = 1
+    q_block: int = 128  # query rows per flash tile
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype_bytes", "batch", "n_layers",
+                     "q_block"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        check(self.n_heads % self.n_kv_heads == 0,
+              f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}: each K/V head "
+              "serves n_heads / n_kv_heads query heads")
+        check(self.window is None or self.window >= 1, f"window must be at least 1, got {self.window}")
+
+
+# --------------------------------------------------------------------------- the toy model
+
+
+def token_vector(token: str, *, seed: int, d_model: int) -> np.ndarray:
+    """N(0, 1) vector of one token string: the same string, seed and size always give the same vector."""
+    import numpy as np
+
+    digest = hashlib.sha256(token.encode("utf-8", errors="surrogatepass")).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")]).standard_normal(d_model)
+
+
+def sinusoidal_positions(T: int, d_model: int) -> np.ndarray:
+    """(T, d_model): PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))."""
+    import numpy as np
+
+    p = np.arange(T)[:, None]  # (T, 1)
+    freq = 10000.0 ** (-np.arange(0, d_model, 2) / d_model)  # (ceil(d/2),)
+    pe = np.zeros((T, d_model))
+    pe[:, 0::2] = np.sin(p * freq)
+    pe[:, 1::2] = np.cos(p * freq)[:, : d_model // 2]
+    return pe
+
+
+def embed(tokens: list[str], *, seed: int, d_model: int) -> np.ndarray:
+    """(T, d_model): token vectors plus positions, so a repeated word differs only by where it is."""
+    import numpy as np
+
+    vectors = {t: token_vector(t, seed=seed, d_model=d_model) for t in dict.fromkeys(tokens)}
+    return np.stack([vectors[t] for t in tokens]) + sinusoidal_positions(len(tokens), d_model)
+
+
+def random_layers(*, seed: int, n_layers: int, d_model: int) -> list[tuple[np.ndarray, ...]]:
+    """(w_q, w_k, w_v, w_o) per layer, each (d_model, d_model) with entries N(0, 1/d_model)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [tuple(rng.normal(0.0, d_model ** -0.5, (d_model, d_model)) for _ in range(4)) for _ in range(n_layers)]
+
+
+def toy_attention(x: np.ndarray, layers: list[tuple[np.ndarray, ...]], *, n_heads: int,
+                  causal: bool = True) -> np.ndarray:
+    """Attention weights (L, H, T, T) of the stack x = x + MHA(x), one reference call per layer."""
+    import numpy as np
+
+    from llmlab.attention.reference import multi_head_attention
+
+    maps = []
+    for w_q, w_k, w_v, w_o in layers:
+        out, weights = multi_head_attention(x, w_q, w_k, w_v, w_o, n_heads=n_heads, causal=causal)
+        maps.append(weights)  # (H, T, T)
+        x = x + out  # residual
+    return np.stack(maps)  # (L, H, T, T)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def viz_attention(cfg: VizAttentionConfig, ctx: Context) -> int:
+    import numpy as np
+
+    from llmlab.files import write_json_atomic
+    from llmlab.runs import start_run
+    from llmlab.viz.attention import attention_grid_png, attention_html
+
+    tokens = split_words(cfg.text)
+    x = embed(tokens, seed=cfg.seed, d_model=cfg.d_model)
+    weights = toy_attention(x, random_layers(seed=cfg.seed, n_layers=cfg.n_layers, d_model=cfg.d_model),
+                            n_heads=cfg.n_heads, causal=cfg.causal)  # (L, H, T, T)
+    run = start_run("viz-attention", cfg, out=ctx.out, quiet=ctx.quiet)
+    layers = list(range(cfg.n_layers)) if cfg.layer is None else [cfg.layer]
+    heads = list(range(cfg.n_heads)) if cfg.head is None else [cfg.head]
+    title = (f"random {cfg.n_layers}-layer, {cfg.n_heads}-head model (seed {cfg.seed}, "
+             f"{'causal' if cfg.causal else 'bidirectional'}; untrained: no --model yet)")
+    paths = [run.path("attention.png"), run.path("attention.html"), run.path("tokens.json")]
+    attention_grid_png(weights[np.ix_(layers, heads)], tokens, paths[0], title=title, layers=layers, heads=heads)
+    attention_html(weights, tokens, paths[1], title=f"attention: {title}", layer=cfg.layer, head=cfg.head)
+    write_json_atomic(paths[2], {"text": cfg.text, "split": _WORD.pattern, "tokens": tokens})
+    run.log(f"{len(tokens)} tokens, {cfg.n_layers} layers x {cfg.n_heads} heads; wrote {run.dir}")
+    for path in paths:
+        print(path)
+    return 0
+
+
+def explain_attention(cfg: AttentionExplainConfig, ctx: Context) -> int:
+    from llmlab.attention.explain import explain, format_explain
+
+    rows = explain(cfg.seq_len, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, window=cfg.window, batch=cfg.batch,
+                   dtype_bytes=cfg.dtype_bytes, n_layers=cfg.n_layers, q_block=cfg.q_block)
+    header = (f"attention cost: T={cfg.seq_len:,}, {cfg.n_heads} heads, {cfg.n_kv_heads} kv heads, head dim "
+              f"{cfg.head_dim}, batch {cfg.batch}, {cfg.n_layers} layer(s), {cfg.dtype_bytes}-byte values, "
+              f"causal, q_block {cfg.q_block}; FLOPs count 2 per multiply-add")
+    sys.stdout.write(format_explain(rows, header=header))
+    return 0
