@@ -23,7 +23,10 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert baselines["always_refuse"]["over_refusal_rate"] == 1.0
     assert baselines["compliant_wrong"]["accuracy"] == 0.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "baselines"}
+    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines"}
+    errors = {m["backend"]: m["max_abs_err"] for m in metrics if m["stage"] == "attention"}
+    assert set(errors) == {"naive", "sdpa", "flash"} and max(errors.values()) < 1e-5
+    assert (out / "attention" / "attention.png").is_file() and (out / "attention" / "attention.html").is_file()
     from llmlab.tokenizers import load_tokenizer
 
     tok = load_tokenizer(out / "tokenizer")

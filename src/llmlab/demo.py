@@ -7,7 +7,9 @@ their sections in order. Stages so far:
    held-out eval prompts into `data/`, and show one sample per family;
 2. tokenizer: train a byte-level BPE tokenizer on the pretraining corpus, save it as
    `tokenizer/` (HF tokenizer.json + vocab.txt) and show how it splits a held-out prompt;
-3. baselines: score three reference policies with the gold scorers, to show what the
+3. attention: check the naive, sdpa and flash backends against the NumPy reference, time them,
+   and draw the attention maps (PNG + HTML) of a held-out prompt through a random model;
+4. baselines: score three reference policies with the gold scorers, to show what the
    metrics measure before any model is trained: `gold` (must score 1 everywhere: a
    live self-check of the scorers), `always_refuse` (perfectly safe, useless), and
    `compliant_wrong` (answers everything, plausibly and wrongly).
@@ -116,6 +118,45 @@ def stage_tokenizer(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     ])
 
 
+def stage_attention(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    import time
+
+    import numpy as np
+    import torch
+
+    from llmlab.attention import attention
+    from llmlab.attention.reference import attention_mask, grouped_attention
+    from llmlab.viz.attention import attention_grid_png, attention_html
+    from llmlab.viz.commands import embed, random_layers, split_words, toy_attention
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows = ["| backend | max abs error vs float64 NumPy (GQA 8:2, T=257, causal) | forward ms (T=1024, 8 heads, D=64) |",
+            "|---|---:|---:|"]
+    q, k, v = (torch.randn(1, h, 257, 32, generator=gen) for h in (8, 2, 2))
+    ref, _ = grouped_attention(*(t.double().numpy() for t in (q, k, v)), attention_mask(257, 257))
+    big = [torch.randn(1, 8, 1024, 64, generator=gen) for _ in range(3)]
+    for backend in ("naive", "sdpa", "flash"):
+        err = float(np.abs(attention(q, k, v, backend=backend).double().numpy() - ref).max())
+        attention(*big, backend=backend)  # warm-up
+        start = time.perf_counter()
+        attention(*big, backend=backend)
+        ms = (time.perf_counter() - start) * 1000
+        rows.append(f"| {backend} | {err:.1e} | {ms:.0f} |")
+        run.metrics(0, stage="attention", backend=backend, max_abs_err=err, forward_ms=round(ms, 1))
+    prompt = next(p for p in (row["prompt"] for row in state["eval"]) if "\n" not in p)
+    tokens = split_words(prompt)
+    weights = toy_attention(embed(tokens, seed=cfg.seed, d_model=64),
+                            random_layers(seed=cfg.seed, n_layers=2, d_model=64), n_heads=4)
+    title = f"random 2-layer, 4-head model on a held-out prompt (seed {cfg.seed})"
+    attention_grid_png(weights, tokens, run.path("attention/attention.png"), title=title)
+    attention_html(weights, tokens, run.path("attention/attention.html"), title=title)
+    return "\n".join([
+        "## Attention", "", *rows, "",
+        "Attention maps of a random (untrained) model on a held-out prompt: `attention/attention.html` lets "
+        "you hover a token to see where each head looks.", "", "![attention maps](attention/attention.png)", "",
+    ])
+
+
 def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     from llmlab.data.answers import REFUSALS
     from llmlab.data.scoring import format_report, score_responses
@@ -146,6 +187,7 @@ def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("data", stage_data),
     ("tokenizer", stage_tokenizer),
+    ("attention", stage_attention),
     ("baselines", stage_baselines),
 )
 
