@@ -45,6 +45,8 @@ class BlockLayout:
 def local_strided(n_blocks: int, block_size: int, *, local: int, stride: int) -> BlockLayout:
     """Sparse Transformer (Child et al. 2019), strided form in blocks: the `local` most recent
     blocks, plus every block that ends a stride (j % stride == stride - 1) as a summary column."""
+    if local < 1 or stride < 1:
+        raise UserError(f"local and stride must be at least 1, got local={local}, stride={stride}")
     i = torch.arange(n_blocks)[:, None]
     j = torch.arange(n_blocks)[None, :]
     layout = ((i - j).abs() < local) | (j % stride == stride - 1)
@@ -137,7 +139,7 @@ def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: MaskSp
     if k.shape != v.shape or k.shape[0] != B or k.shape[3] != D:
         raise UserError(f"k and v must be (B, Hkv, S, D) matching q {tuple(q.shape)}; got {tuple(k.shape)}, "
                         f"{tuple(v.shape)}")
-    if Hq % Hkv:
+    if Hkv == 0 or Hq % Hkv:
         raise UserError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
     if S < T:
         raise UserError(f"fewer keys ({S}) than queries ({T}): queries are the last T of S positions")

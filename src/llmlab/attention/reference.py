@@ -16,6 +16,8 @@ What it leaves out: dropout, biases, rotary embeddings (the model adds those), s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -56,7 +58,7 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, ma
                                  scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """softmax(q k^T * scale + mask) v for q: (..., T, d), k, v: (..., S, d); returns (out, weights)."""
     d_k = q.shape[-1]
-    scale = 1.0 / np.sqrt(d_k) if scale is None else scale
+    scale = 1.0 / math.sqrt(d_k) if scale is None else scale  # a Python float: keeps float32 float32
     scores = q @ np.swapaxes(k, -1, -2) * scale  # (..., T, S)
     if mask is not None:
         scores = np.where(mask, scores, -np.inf)
