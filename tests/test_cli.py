@@ -82,7 +82,7 @@ def test_help_lists_the_commands_subprocess() -> None:
 def test_every_command_is_reachable() -> None:
     assert [c.name for c in COMMANDS] == ["data generate", "data score", "data validate", "tokenizer train",
                                           "tokenizer encode", "tokenizer decode", "viz attention",
-                                          "attention explain", "demo"]
+                                          "attention explain", "bench attention", "demo"]
 
 
 @pytest.mark.parametrize("name", [c.name for c in COMMANDS])

@@ -179,6 +179,23 @@ COMMANDS: tuple[Command, ...] = (
         "--window 4096 n_layers=32 batch=8",
     ),
     Command(
+        "bench attention",
+        "check, then time naive, sdpa and flash attention (prefill forward / forward+backward, decode) and "
+        "measure their peak memory; writes table.md, results.json and attention.png",
+        config="llmlab.bench.attention:BenchAttentionConfig",
+        run="llmlab.bench.attention:bench_attention",
+        flags=(
+            Flag("--max-len", "max_len", "longest prefill; lengths double from min_len (256)", "T"),
+            Flag("--heads", "heads", "query heads", "H"),
+            Flag("--kv-heads", "kv_heads", "key/value heads of the GQA rows (= --heads: MHA rows only)", "G"),
+            Flag("--head-dim", "head_dim", "size of one head", "D"),
+            Flag("--backends", "backends", "backends to time: naive sdpa flash (naive is the oracle either way)",
+                 "NAME", nargs="+"),
+            Flag("--repeats", "repeats", "timed runs per case after the measured one; the median is kept", "N"),
+        ),
+        epilog="example: llmlab bench attention --max-len 2048 --backends sdpa flash --out runs/bench-attn threads=2",
+    ),
+    Command(
         "demo",
         "run the whole lab on built-in data and write a report",
         config="llmlab.demo:DemoConfig",

@@ -17,9 +17,9 @@ out of window, empty blocks) are skipped; tiles it shows entirely need no mask.
 
 GQA ("packed" as in FA's decode kernels): the Hq / Hkv query heads that share a key/value
 head become extra rows of one query matrix, ordered by position, so K and V are read once
-per group and every product is a plain batched matmul. Tiles hold a fixed number of score
-elements (q_block x k_block): a short query tile (decode) gets a long key tile, so
-one-token decode is a few large matmuls rather than many small ones.
+per group and every product is a plain batched matmul. A query tile is q_block positions
+(times the G heads of the group); a short query tile (decode) gets a long key tile, up to
+q_block x k_block keys, so one-token decode is a few large matmuls rather than many small ones.
 Scores and softmax statistics are float32 (float64 for float64 inputs), as in FA.
 A query that sees no key gets output 0 and lse = +inf, so its backward is 0 too.
 """
@@ -51,11 +51,12 @@ def _tile_scores(qt: torch.Tensor, kt: torch.Tensor, scale: float, tile: torch.T
 
 
 def _tiles(T: int, S: int, G: int, q_block: int, k_block: int) -> tuple[int, int]:
-    """(rows per query tile, keys per key tile): rows a multiple of G, about q_block x k_block scores."""
-    rows = max(G, (q_block // G) * G)
-    rows = min(rows, T * G)
-    keys = min(S, max(k_block, (q_block * k_block) // rows))
-    return rows, keys
+    """(rows per query tile, keys per key tile): q_block positions x G heads of a group per query
+    tile, so a GQA tile does an MHA tile's work per head; a short query tile (decode) gets up to
+    q_block x k_block keys, so decoding is a few long matmuls."""
+    positions = min(q_block, T)
+    keys = min(S, max(k_block, (q_block * k_block) // positions))
+    return positions * G, keys
 
 
 def _row_mask(spec: MaskSpec, r0: int, r1: int, G: int, offset: int, k0: int, k1: int,
