@@ -112,7 +112,10 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     offset = S - T
     rows, keys = _tiles(T, S, G, q_block, k_block)
     acc = _acc_dtype(q.dtype)
-    delta = (dout.to(acc) * out.to(acc)).sum(dim=-1)  # (B, Hkv, R): rowsum(dO * O)
+    delta = torch.empty(q.shape[:-1], dtype=acc, device=q.device)  # (B, Hkv, R): rowsum(dO * O)
+    for r0 in range(0, R, rows):  # tile by tile: dO * O in one go would be a full-size temporary
+        r1 = min(r0 + rows, R)
+        delta[..., r0:r1] = (dout[..., r0:r1, :].to(acc) * out[..., r0:r1, :].to(acc)).sum(dim=-1)
     dq = torch.zeros(q.shape, dtype=acc, device=q.device)
     dk = torch.zeros(k.shape, dtype=acc, device=q.device)
     dv = torch.zeros(v.shape, dtype=acc, device=q.device)
