@@ -82,8 +82,8 @@ def encode(cfg: EncodeConfig, ctx: Context) -> int:
         pieces = [tok.decode([i]) for i in ids]
         print("".join(f"\x1b[48;5;{_COLOURS[k % len(_COLOURS)]}m\x1b[30m{p}\x1b[0m" for k, p in enumerate(pieces)))
     else:
-        print(" ".join(visible(tok.id_to_token(i)) if isinstance(tok.id_to_token(i), bytes)
-                       else str(tok.id_to_token(i)) for i in ids))
+        tokens = (tok.id_to_token(i) for i in ids)
+        print(" ".join(visible(t) if isinstance(t, bytes) else t for t in tokens))
     if not ctx.quiet:
         n_bytes = len(text.encode("utf-8", errors="surrogatepass"))
         print(f"{len(ids)} tokens, {n_bytes} bytes, {n_bytes / max(1, len(ids)):.2f} bytes/token", file=sys.stderr)
