@@ -103,11 +103,21 @@ class World:
     people: tuple[Person, ...]
     places: tuple[Place, ...]
 
+    def __post_init__(self) -> None:
+        # The splits are asked for at every draw: hash every name once, here.
+        f = self.config.eval_fraction
+        splits = {
+            split: (tuple(p for p in self.people if split_of(f"person:{p.name}", f) == split),
+                    tuple(p for p in self.places if split_of(f"place:{p.name}", f) == split))
+            for split in ("train", "eval")
+        }
+        object.__setattr__(self, "_splits", splits)  # frozen: set once, derived from the fields
+
     def people_in(self, split: str) -> tuple[Person, ...]:
-        return tuple(p for p in self.people if split_of(f"person:{p.name}", self.config.eval_fraction) == split)
+        return self._splits[split][0]
 
     def places_in(self, split: str) -> tuple[Place, ...]:
-        return tuple(p for p in self.places if split_of(f"place:{p.name}", self.config.eval_fraction) == split)
+        return self._splits[split][1]
 
     def place(self, name: str) -> Place:
         return next(p for p in self.places if p.name == name)
