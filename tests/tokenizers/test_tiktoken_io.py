@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,7 @@ from llmlab.errors import UserError
 from llmlab.tokenizers.bpe import BPETokenizer
 from llmlab.tokenizers.bpe_train import train_bpe
 from llmlab.tokenizers.hf_io import load_tokenizer, save_tokenizer
-from llmlab.tokenizers.tiktoken_io import merge_by_rank, to_tiktoken
+from llmlab.tokenizers.tiktoken_io import to_tiktoken
 
 tiktoken = pytest.importorskip("tiktoken")
 tokenizers = pytest.importorskip("tokenizers")
@@ -113,9 +114,31 @@ def test_a_token_its_merges_do_not_reach_raises():
     vocab = {bytes([i]): i for i in range(256)} | {b"bc": 256, b"ab": 257, b"abc": 258}
     tok = BPETokenizer(vocab, [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
     assert merge_by_rank(b"abc", {pair: r for r, pair in enumerate(tok.merges)}) == [b"a", b"bc"]
+    assert [tok.token_bytes(i) for i in tok.encode_bytes(b"abc")] == [b"a", b"bc"]
     with pytest.raises(UserError, match=r"encodes to \[b'a', b'bc'\]"):
         tok.to_tiktoken()
     _variant(tok, ignore_merges=True).to_tiktoken()  # with ignore_merges llmlab takes it whole too
+
+
+def merge_by_rank(data: bytes, ranks: dict[tuple[bytes, bytes], int]) -> list[bytes]:
+    """An independent BPE on bytes, the oracle for BPETokenizer.encode_bytes: join the lowest-ranked pair,
+    everywhere. b"hello", {(b"h", b"e"): 0, (b"l", b"l"): 1, (b"he", b"ll"): 2} -> [b"hell", b"o"]"""
+    parts = [bytes([b]) for b in data]
+    while len(parts) > 1:
+        best = min(pairwise(parts), key=lambda pair: ranks.get(pair, len(ranks)))
+        if best not in ranks:
+            break
+        merged: list[bytes] = []
+        i = 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return parts
 
 
 def test_merge_by_rank_matches_the_tokenizer():
@@ -123,6 +146,7 @@ def test_merge_by_rank_matches_the_tokenizer():
     ranks = {pair: r for r, pair in enumerate(tok.merges)}
     for word in ["hello", " the", "aaaaaaa", "日本語"]:
         assert [tok.vocab[t] for t in merge_by_rank(word.encode(), ranks)] == tok.encode_ordinary(word)
+        assert tok.encode_bytes(word.encode()) == tok.encode_ordinary(word)
 
 
 _ENCODERS: dict[str, tuple] = {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmlab.errors import UserError
 from llmlab.tokenizers.base import Tokenizer
@@ -31,6 +31,30 @@ from llmlab.tokenizers.normalizers import NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 
 _CACHE_LIMIT = 1 << 20  # chunks; the cache is cleared when it grows past this
+
+
+T = TypeVar("T")
+
+
+def merge_pair(items: Sequence[T], pair: tuple[T, T], new: T) -> list[T]:
+    """Every occurrence of the adjacent `pair`, left to right, replaced by `new`.
+
+    >>> merge_pair([1, 2, 3, 1, 2], (1, 2), 4)
+    [4, 3, 4]
+    >>> merge_pair("aaa", ("a", "a"), "A")   # overlapping: the left one wins
+    ['A', 'a']
+    """
+    a, b = pair
+    out: list[T] = []
+    i, n = 0, len(items)
+    while i < n:
+        if i < n - 1 and items[i] == a and items[i + 1] == b:
+            out.append(new)
+            i += 2
+        else:
+            out.append(items[i])
+            i += 1
+    return out
 
 
 class BPETokenizer(Tokenizer):
@@ -112,6 +136,10 @@ class BPETokenizer(Tokenizer):
                             "lone surrogates have no UTF-8 form") from None
         if self.ignore_merges and (whole := self.vocab.get(data)) is not None:
             return [whole]
+        return self.encode_bytes(data)
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Plain BPE on bytes: merge the lowest-ranked adjacent pair, everywhere, until none has a rank."""
         ids = [self._byte_ids[b] for b in data]
         ranks = self._ranks
         while len(ids) > 1:
@@ -123,17 +151,7 @@ class BPETokenizer(Tokenizer):
                     best_rank, best = found[0], pair
             if best is None:
                 break
-            new_id = ranks[best][1]
-            merged: list[int] = []
-            i, n = 0, len(ids)
-            while i < n:
-                if i < n - 1 and ids[i] == best[0] and ids[i + 1] == best[1]:
-                    merged.append(new_id)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
-            ids = merged
+            ids = merge_pair(ids, best, ranks[best][1])
         return ids
 
     # ------------------------------------------------------------------ vocabulary

@@ -29,7 +29,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from llmlab.errors import UserError
-from llmlab.tokenizers.bpe import BPETokenizer
+from llmlab.tokenizers.bpe import BPETokenizer, merge_pair
 from llmlab.tokenizers.bytelevel import HF_BYTE_ORDER
 from llmlab.tokenizers.normalizers import NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
@@ -115,19 +115,6 @@ def count_words(blocks: Iterable[str], *, pre_tokenizer: PreTokenizer, normalize
     return total
 
 
-def _merge_word(word: tuple[int, ...], a: int, b: int, new: int) -> tuple[int, ...]:
-    out: list[int] = []
-    i, n = 0, len(word)
-    while i < n:
-        if i < n - 1 and word[i] == a and word[i + 1] == b:
-            out.append(new)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
-
-
 def learn_merges(word_counts: dict[str, int], num_merges: int, *, min_frequency: int = 2,
                  on_merge: Callable[[int, int], None] | None = None) -> list[tuple[bytes, bytes]]:
     """The merges, in order, as byte pairs; stops early when no pair occurs `min_frequency` times.
@@ -169,7 +156,7 @@ def learn_merges(word_counts: dict[str, int], num_merges: int, *, min_frequency:
         delta: defaultdict[tuple[int, int], int] = defaultdict(int)
         for wi in where.pop((a, b)):
             old = words[wi]
-            merged = _merge_word(old, a, b, new)
+            merged = tuple(merge_pair(old, (a, b), new))
             if len(merged) == len(old):
                 continue  # the index is stale: this word no longer holds the pair
             f = freqs[wi]

@@ -25,7 +25,6 @@ Left out: normalizers and add_prefix_space, which tiktoken has no place for (Use
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from llmlab.errors import UserError
@@ -67,31 +66,8 @@ def check_tiktoken_compatible(tok: BPETokenizer) -> None:
         if len(token) > 1 and token not in made_by:
             raise UserError(f"token {token!r} (id {token_id}) is made by no merge; tiktoken would build it anyway")
     if not tok.ignore_merges:
-        ranks = {pair: rank for rank, pair in enumerate(tok.merges)}
         for token in made_by:
-            if (parts := merge_by_rank(token, ranks)) != [token]:
+            if (parts := [tok.token_bytes(i) for i in tok.encode_bytes(token)]) != [token]:
                 raise UserError(f"token {token!r} encodes to {parts} by its merges; tiktoken takes a chunk that is "
                                 "a token whole (set ignore_merges to match)")
 
-
-def merge_by_rank(data: bytes, ranks: dict[tuple[bytes, bytes], int]) -> list[bytes]:
-    """llmlab's BPE on bytes (bpe.py has the fast one, on ids): join the lowest-ranked pair, everywhere.
-
-    b"hello", {(b"h", b"e"): 0, (b"l", b"l"): 1, (b"he", b"ll"): 2} -> [b"hell", b"o"]
-    """
-    parts = [bytes([b]) for b in data]
-    while len(parts) > 1:
-        best = min(pairwise(parts), key=lambda pair: ranks.get(pair, len(ranks)))
-        if best not in ranks:
-            break
-        merged: list[bytes] = []
-        i = 0
-        while i < len(parts):  # every occurrence, left to right
-            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
-                merged.append(parts[i] + parts[i + 1])
-                i += 2
-            else:
-                merged.append(parts[i])
-                i += 1
-        parts = merged
-    return parts
