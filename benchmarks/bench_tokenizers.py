@@ -387,8 +387,8 @@ def bench_encode(merges: list[tuple[bytes, bytes]], hf_file: Path, heldout: str,
 
     single: dict[str, Timed] = {}
     tok = fresh()
-    single["llmlab cold"] = timed(lambda: tok.encode(heldout))
-    single["llmlab warm"] = min((timed(lambda: tok.encode(heldout)) for _ in range(3)),
+    single["llmlab cold"] = timed(lambda tok=tok: tok.encode(heldout))
+    single["llmlab warm"] = min((timed(lambda tok=tok: tok.encode(heldout)) for _ in range(3)),
                                 key=lambda t: t.seconds)
     hf = Tokenizer.from_file(str(hf_file))
     single["HF cold"] = timed(lambda: hf.encode(heldout))
@@ -567,6 +567,162 @@ def report(*, args: argparse.Namespace, corpus: Corpus, threads: int, cores: int
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------------------------- WordPiece
+
+def bench_wordpiece(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str, bool]:
+    """llmlab's WordPiece trainer (both scores) against HF's WordPieceTrainer: (markdown, all checks ok).
+
+    Same text blocks, vocab size, specials and min_frequency 2 for all; training in this process
+    (HF with its rayon threads, llmlab on one core), fastest of `repeat`. Correctness first: the
+    file llmlab saves must encode the held-out text in HF exactly as in llmlab. Then held-out
+    encode MB/s (one `encode` of the whole text, warm: best of 3 after a first pass), bytes per
+    token, tokens per word (BERT words) and UNK rate. HF's trainer merges by frequency (BPE), so
+    llmlab score="frequency" is the like-for-like row; "likelihood" is WordPiece's own criterion.
+    Targets: training within 5x of HF, bytes/token within 2% of HF.
+    """
+    import tempfile
+
+    from llmlab.tokenizers.bert_text import BertNormalizer, bert_pre_tokenize
+    from llmlab.tokenizers.bpe_train import iter_file_blocks
+    from llmlab.tokenizers.wordpiece_train import train_wordpiece
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    train_file = corpus.small if quick else corpus.train
+    blocks = list(iter_file_blocks(train_file))
+    heldout = corpus.heldout.read_text(encoding="utf-8")
+    n_bytes = len(heldout.encode())
+    n_words = len(bert_pre_tokenize(BertNormalizer()(heldout)))
+
+    def train_hf(v: int) -> Any:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer()
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.train_from_iterator(blocks, trainers.WordPieceTrainer(vocab_size=v, special_tokens=specials,
+                                                                  min_frequency=2, show_progress=False))
+        return tok
+
+    lines = [f"## WordPiece ({train_file.name}, {sum(len(b.encode()) for b in blocks) / MB:.2f} MB; "
+             f"held-out {n_bytes / MB:.2f} MB, {n_words:,} words)", "",
+             "| vocab | trainer | train s | train / HF | encode MB/s (warm) | bytes/token | bytes/token / HF | "
+             "tokens/word | UNK rate | held-out ids == HF on llmlab's file |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|:--:|"]
+    ok_all = True
+    for v in [2048] if quick else [8192]:
+        hf = min((timed(lambda v=v: train_hf(v)) for _ in range(repeat)), key=lambda t: t.seconds)
+        hf_ids = hf.value.encode(heldout, add_special_tokens=False).ids
+        hf.value.encode(heldout)  # first pass, as for llmlab (its cache)
+        hf_warm = min((timed(lambda hf=hf: hf.value.encode(heldout)) for _ in range(3)), key=lambda t: t.seconds)
+        rows = [("HF WordPieceTrainer", hf.seconds, n_bytes / MB / hf_warm.seconds, hf_ids,
+                 hf.value.token_to_id("[UNK]"), "-")]
+        for score in ("likelihood", "frequency"):
+            ours = min((timed(lambda v=v, score=score: train_wordpiece(blocks, v, score=score)) for _ in range(repeat)),
+                       key=lambda t: t.seconds)
+            tok = ours.value
+            ids = tok.encode(heldout)  # also the first pass that warms its cache
+            with tempfile.TemporaryDirectory() as d:
+                tok.save(d)
+                same = Tokenizer.from_file(f"{d}/tokenizer.json").encode(heldout, add_special_tokens=False).ids == ids
+            ok_all &= same
+            warm = min((timed(lambda tok=tok: tok.encode(heldout)) for _ in range(3)), key=lambda t: t.seconds)
+            rows.append((f"llmlab {score}", ours.seconds, n_bytes / MB / warm.seconds, ids, tok.unk_id,
+                         "ok" if same else "MISMATCH"))
+        for name, seconds, mbs, ids, unk, same in rows:
+            bpt = n_bytes / len(ids)
+            lines.append(f"| {v} | {name} | {seconds:.2f} | {seconds / hf.seconds:.2f}x | {mbs:.2f} | {bpt:.3f} | "
+                         f"{bpt / (n_bytes / len(hf_ids)):.4f} | {len(ids) / n_words:.3f} | "
+                         f"{ids.count(unk) / len(ids):.4%} | {same} |")
+    return "\n".join(lines) + "\n", ok_all
+
+
+# ---------------------------------------------------------------------------------------------- Unigram
+
+def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str, bool]:
+    """llmlab's Unigram trainer against SentencePiece's and HF's UnigramTrainer: (markdown, checks ok).
+
+    All three train on the same non-empty lines (SentencePiece's sentences), identity
+    normalisation, no removal of extra spaces, the same vocab size (SentencePiece's <unk>, and
+    HF's too, counted in it); SentencePiece on all cores, llmlab on one. Correctness first: the
+    SentencePiece model loaded into llmlab must encode the held-out lines exactly as
+    SentencePiece, and llmlab's saved tokenizer.json must encode them in HF as in llmlab. Then
+    encode MB/s (all held-out lines, warm), bytes per token and UNK rate on the held-out lines.
+    Targets: training within 10x of SentencePiece, bytes/token within 2% of it.
+    """
+    import io
+    import tempfile
+
+    import sentencepiece as spm
+
+    from llmlab.tokenizers.unigram_io import load_sentencepiece_model
+    from llmlab.tokenizers.unigram_train import train_unigram
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    train_file = corpus.small if quick else corpus.train
+    lines = [ln for ln in train_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    held = [ln for ln in corpus.heldout.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    n_bytes = sum(len(ln.encode()) for ln in held)
+    cores = len(os.sched_getaffinity(0))
+
+    def train_spm(v: int) -> bytes:
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=v,
+                                       model_type="unigram", normalization_rule_name="identity",
+                                       remove_extra_whitespaces=False, bos_id=-1, eos_id=-1, minloglevel=2,
+                                       num_threads=cores, max_sentence_length=1 << 20)
+        return buf.getvalue()
+
+    def train_hf(v: int) -> Any:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tok.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=v, unk_token="<unk>",
+                                                               special_tokens=["<unk>"], show_progress=False))
+        return tok
+
+    def speed(encode: Callable[[str], list[int]]) -> tuple[float, list[int]]:
+        ids = [i for ln in held for i in encode(ln)]  # first pass (fills caches)
+        best = min((timed(lambda: [encode(ln) for ln in held]) for _ in range(2)), key=lambda t: t.seconds)
+        return n_bytes / MB / best.seconds, ids
+
+    lines_out = [f"## Unigram ({train_file.name}, {len(lines):,} lines; held-out {n_bytes / MB:.2f} MB, "
+                 f"{len(held):,} lines)", "",
+                 "| vocab | trainer | train s | train / spm | encode MB/s (warm) | bytes/token | "
+                 "bytes/token / spm | UNK rate |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    checks: list[str] = []
+    ok_all = True
+    for v in [2048] if quick else [8192]:
+        sp_run = min((timed(lambda v=v: train_spm(v)) for _ in range(repeat)), key=lambda t: t.seconds)
+        sp = spm.SentencePieceProcessor(model_proto=sp_run.value)
+        ours_run = min((timed(lambda v=v: train_unigram(lines, v, normalizer="none")) for _ in range(repeat)),
+                       key=lambda t: t.seconds)
+        hf_run = timed(lambda v=v: train_hf(v))
+        ours = ours_run.value
+        imported = load_sentencepiece_model(sp_run.value)
+        same_spm = all(imported.encode(ln) == sp.encode(ln) for ln in held)
+        with tempfile.TemporaryDirectory() as d:
+            ours.save(d)
+            hf_file = Tokenizer.from_file(f"{d}/tokenizer.json")
+            same_hf = all(hf_file.encode(ln).ids == ours.encode(ln) for ln in held)
+        ok_all &= same_spm and same_hf
+        checks += [f"- vocab {v}: SentencePiece model loaded in llmlab encodes the held-out lines as "
+                   f"SentencePiece: {'ok' if same_spm else 'MISMATCH'}",
+                   f"- vocab {v}: llmlab's tokenizer.json in HF encodes them as llmlab: "
+                   f"{'ok' if same_hf else 'MISMATCH'}"]
+        sp_mbs, sp_ids = speed(sp.encode)
+        rows = [("sentencepiece", sp_run.seconds, sp_mbs, sp_ids, sp.unk_id())]
+        ours_mbs, ours_ids = speed(ours.encode)
+        rows.append(("llmlab", ours_run.seconds, ours_mbs, ours_ids, ours.unk_id))
+        hf_mbs, hf_ids = speed(lambda ln, hf=hf_run.value: hf.encode(ln).ids)
+        rows.append(("HF UnigramTrainer", hf_run.seconds, hf_mbs, hf_ids, hf_run.value.token_to_id("<unk>")))
+        spm_bpt = n_bytes / len(sp_ids)
+        for name, seconds, mbs, ids, unk in rows:
+            bpt = n_bytes / len(ids)
+            lines_out.append(f"| {v} | {name} | {seconds:.2f} | {seconds / sp_run.seconds:.2f}x | {mbs:.2f} | "
+                             f"{bpt:.3f} | {bpt / spm_bpt:.4f} | {ids.count(unk) / len(ids):.4%} |")
+    return "\n".join([*lines_out, "", *checks]) + "\n", ok_all
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -577,6 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="training runs per trainer; the fastest is kept")
     parser.add_argument("--reference-merges", type=int, default=None,
                         help="merges to time the textbook trainer for (default 200; 50 with --quick)")
+    parser.add_argument("--wordpiece", action="store_true", help="run only the WordPiece benchmark")
+    parser.add_argument("--unigram", action="store_true", help="run only the Unigram benchmark")
     parser.add_argument("--output", type=Path, default=None,
                         help="markdown file for the tables (default benchmarks/results/tokenizers[_quick].md)")
     for hidden in ("--_train", "--_corpus", "--_vocab", "--_out"):
@@ -593,6 +751,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # HF reads RAYON_NUM_THREADS once, when its thread pool starts: set it before importing tokenizers
     os.environ["RAYON_NUM_THREADS"] = str(cores)
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    if args.unigram:
+        table, passed = bench_unigram(build_corpus(), quick=args.quick, repeat=1)
+        output = args.output or RESULTS / ("unigram_quick.md" if args.quick else "unigram.md")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table)
+        print(table)
+        return 0 if passed else 1
+    if args.wordpiece:
+        table, passed = bench_wordpiece(build_corpus(), quick=args.quick, repeat=args.repeat)
+        output = args.output or RESULTS / ("wordpiece_quick.md" if args.quick else "wordpiece.md")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table)
+        print(table)
+        return 0 if passed else 1
     start = time.perf_counter()
     load_start = os.getloadavg()[0]
     vocab_sizes = [2048] if args.quick else [8192, 32768]

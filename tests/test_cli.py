@@ -81,8 +81,10 @@ def test_help_lists_the_commands_subprocess() -> None:
 
 def test_every_command_is_reachable() -> None:
     assert [c.name for c in COMMANDS] == ["data generate", "data score", "data validate", "tokenizer train",
-                                          "tokenizer encode", "tokenizer decode", "viz attention",
-                                          "attention explain", "bench attention", "demo"]
+                                          "tokenizer encode", "tokenizer decode", "tokenizer stats",
+                                          "tokenizer compare", "tokenizer sweep", "tokenizer extend", "pretrain",
+                                          "generate", "chat", "export-hf", "viz attention",
+                                          "attention explain", "bench attention", "dpo", "eval-prefs", "demo"]
 
 
 @pytest.mark.parametrize("name", [c.name for c in COMMANDS])

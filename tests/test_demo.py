@@ -5,11 +5,16 @@ import json
 import yaml
 
 from llmlab.cli import main
+from llmlab.data.chat import CHAT_SPECIALS
 
 
 def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--quiet", "pretrain_chars=5000", "n_sft=20", "n_prefs=20", "n_eval=45"])
+    code = main(["demo", "--out", str(out), "--quiet", "pretrain_chars=20000", "n_sft=20", "n_prefs=20", "n_eval=45",
+                 "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
+                 "model.max_seq_len=64", "train.max_steps=4", "train.seq_len=32", "train.batch_size=4",
+                 "train.eval_every=2", "train.eval_batches=1", "train.checkpoint_every=2", "train.warmup_steps=1",
+                 "train.sample_tokens=8"])
     assert code == 0
     assert f"report at {out / 'report.md'}" in capsys.readouterr().out
     for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "baselines.png", "baselines.json",
@@ -23,7 +28,7 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert baselines["always_refuse"]["over_refusal_rate"] == 1.0
     assert baselines["compliant_wrong"]["accuracy"] == 0.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines"}
+    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines", "pretrain"}
     errors = {m["backend"]: m["max_abs_err"] for m in metrics if m["stage"] == "attention"}
     assert set(errors) == {"naive", "sdpa", "flash"} and max(errors.values()) < 1e-5
     assert (out / "attention" / "attention.png").is_file() and (out / "attention" / "attention.html").is_file()
@@ -31,7 +36,14 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
 
     tok = load_tokenizer(out / "tokenizer")
     # 5000 characters run out of pairs seen twice before 1024 tokens
-    assert 100 < len(tok.merges) <= 1024 - 257 and tok.vocab_size == 257 + len(tok.merges)
-    assert "<|endoftext|>" in tok.special_tokens
+    assert 100 < len(tok.merges) <= 1024 - 261 and tok.vocab_size == 261 + len(tok.merges)
+    assert set(tok.special_tokens) == set(CHAT_SPECIALS)
     assert "## Tokenizer" in (out / "report.md").read_text()
     assert (out / "baselines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the pretraining stage: an ordinary pretrain run folder with a loadable model, curves and the report section
+    for name in ("pretrain/model.safetensors", "pretrain/model.yaml", "pretrain/samples.jsonl",
+                 "pretrain/curves.png", "pretrain/attention.png"):
+        assert (out / name).is_file(), name
+    pretrain_rows = [m for m in metrics if m["stage"] == "pretrain"]
+    assert [m["step"] for m in pretrain_rows] == [2, 4] and all(m["val_ppl"] > 1 for m in pretrain_rows)
+    assert "## Pretraining" in (out / "report.md").read_text()

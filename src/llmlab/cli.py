@@ -61,7 +61,18 @@ class Context:
     out: Path | None = None
     quiet: bool = False
     argv: tuple[str, ...] = field(default_factory=tuple)
+    overrides: tuple[str, ...] = ()  # the key=value overrides as given (a resumed run re-applies them)
+    flags: dict[str, Any] = field(default_factory=dict)  # config keys set by flags, as given
 
+
+SAMPLING_FLAGS = (  # shared by `generate` and `chat`
+    Flag("--max-new-tokens", "max_new_tokens", "tokens to generate at most", "N"),
+    Flag("--temperature", "temperature", "0 is greedy; higher is more random", "T"),
+    Flag("--top-k", "top_k", "sample among the k most likely tokens", "K"),
+    Flag("--top-p", "top_p", "sample among the most likely tokens holding probability p (nucleus)", "P"),
+    Flag("--seed", "seed", "seed of the sampler", "S"),
+    Flag("--device", "device", "auto | cpu | cuda", "D"),
+)
 
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -110,10 +121,13 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:TrainTokenizerConfig",
         run="llmlab.tokenizers.commands:train",
         flags=(
-            Flag("--algo", "algo", "bpe", "ALGO"),
+            Flag("--algo", "algo", "bpe | wordpiece | unigram", "ALGO"),
             Flag("--vocab-size", "vocab_size", "256 bytes + merges + special tokens", "N"),
             Flag("--input", "input", "text files (default: the task world's pretraining corpus)", "FILE", nargs="+"),
-            Flag("--pre-tokenizer", "pre_tokenizer", "gpt2 | cl100k | digits | whitespace", "NAME"),
+            Flag("--pre-tokenizer", "pre_tokenizer", "gpt2 | cl100k | digits | whitespace | script (bpe only)",
+                 "NAME"),
+            Flag("--language-input", "language_input", "LANG=FILE per language (with language_alpha=0.3: "
+                 "temperature-sampled, as XLM-R)", "LANG=FILE", nargs="+"),
             Flag("--errors", "errors", "strict (default) or replace: what to do with non-UTF-8 bytes", "MODE"),
         ),
         epilog="example: llmlab tokenizer train --vocab-size 8192 --input corpus.txt --out runs/tok8k",
@@ -148,12 +162,121 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab tokenizer decode --tokenizer runs/tok8k --ids '464 3290 318'",
     ),
     Command(
+        "tokenizer stats",
+        "analyse tokenizers on texts: bytes/token, fertility, UNKs, vocabulary use, per script, premium",
+        config="llmlab.tokenizers.config:StatsConfig",
+        run="llmlab.tokenizers.commands:stats",
+        flags=(
+            Flag("--tokenizer", "tokenizer", "folders with tokenizer.json (or the files)", "DIR", nargs="+"),
+            Flag("--eval", "eval", "text files (default: built-in parallel sentences in 7 languages)", "FILE",
+                 nargs="+"),
+        ),
+        epilog="example: llmlab tokenizer stats --tokenizer runs/tok8k runs/tok32k --eval held_out.txt",
+    ),
+    Command(
+        "tokenizer compare",
+        "tokenize one text with several tokenizers: a table and the tokens coloured (terminal and HTML)",
+        config="llmlab.tokenizers.config:CompareConfig",
+        run="llmlab.tokenizers.commands:compare",
+        flags=(
+            Flag("--tokenizer", "tokenizer", "folders with tokenizer.json (or the files)", "DIR", nargs="+"),
+            Flag("--text", "text", "the text", "TEXT"),
+            Flag("--input", "input", "a file with the text", "FILE"),
+        ),
+        epilog="example: llmlab tokenizer compare --tokenizer runs/bpe runs/unigram --text 'Привет, world!'",
+    ),
+    Command(
+        "tokenizer sweep",
+        "train a grid of algorithms x vocabulary sizes; writes a table and compression vs vocab size",
+        config="llmlab.tokenizers.config:SweepConfig",
+        run="llmlab.tokenizers.commands:sweep",
+        flags=(
+            Flag("--algos", "algos", "comma-separated: bpe,wordpiece,unigram", "A,B"),
+            Flag("--vocab-sizes", "vocab_sizes", "comma-separated, k = 1024: 1k,4k,16k", "N,M"),
+            Flag("--input", "input", "training text files (default: built-in corpora)", "FILE", nargs="+"),
+            Flag("--eval", "eval", "evaluation text files (default: built-in multilingual + code-mixed)", "FILE",
+                 nargs="+"),
+        ),
+        epilog="example: llmlab tokenizer sweep --algos bpe,unigram --vocab-sizes 1k,4k,16k --out runs/sweep",
+    ),
+    Command(
+        "tokenizer extend",
+        "add domain tokens to a BPE tokenizer (learned merges or given strings); old ids unchanged",
+        config="llmlab.tokenizers.config:ExtendConfig",
+        run="llmlab.tokenizers.commands:extend",
+        flags=(
+            Flag("--tokenizer", "tokenizer", "the BPE tokenizer to extend (folder or tokenizer.json)", "DIR"),
+            Flag("--domain", "domain", "a text file of the domain (to learn tokens and report the gain)", "FILE"),
+            Flag("--num-tokens", "num_tokens", "new tokens to learn on --domain", "N"),
+            Flag("--tokens", "tokens", "or: comma-separated strings to add as tokens", "A,B"),
+        ),
+        epilog="example: llmlab tokenizer extend --tokenizer runs/tok8k --domain k8s.txt --num-tokens 200 "
+        "--out runs/tok8k-k8s",
+    ),
+    Command(
+        "pretrain",
+        "pretrain a Llama-style model (next-token prediction) on text or the built-in corpus; resumable, torchrun",
+        config="llmlab.train.config:PretrainConfig",
+        run="llmlab.train.commands:pretrain",
+        flags=(
+            Flag("--input", "data.input", "text / JSONL / parquet files or HF datasets on disk (default: built-in)",
+                 "FILE", nargs="+"),
+            Flag("--tokenizer", "data.tokenizer", "a tokenizer folder (default: train a BPE on the data)", "DIR"),
+            Flag("--resume", "resume", "continue a run folder or checkpoint exactly where it stopped", "DIR"),
+            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+        ),
+        epilog="example: llmlab pretrain --out runs/pt model.d_model=256 model.n_layers=4 train.max_steps=2000\n"
+        "         torchrun --nproc_per_node=2 -m llmlab pretrain --out runs/pt-ddp train.batch_size=16",
+    ),
+    Command(
+        "generate",
+        "continue a prompt with a model (llmlab folder or local HF Llama/Mistral/Qwen2 folder), streaming",
+        config="llmlab.model.commands:GenerateTextConfig",
+        run="llmlab.model.commands:generate",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder or a local HF model folder", "DIR"),
+            Flag("--prompt", "prompt", "the text to continue", "TEXT"),
+            Flag("--chat", "chat", "send the prompt as a user turn of the model's chat template", switch=True),
+            *SAMPLING_FLAGS,
+        ),
+        run_folder=False,
+        epilog="example: llmlab generate --model runs/pt --prompt 'Once upon a time' --temperature 0",
+    ),
+    Command(
+        "chat",
+        "talk to a model in the terminal (its own chat template, else llmlab's); /reset, /exit",
+        config="llmlab.model.commands:ChatConfig",
+        run="llmlab.model.commands:chat",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder or a local HF model folder", "DIR"),
+            Flag("--system", "system", "a system message", "TEXT"),
+            *SAMPLING_FLAGS,
+        ),
+        run_folder=False,
+        epilog="example: llmlab chat --model runs/sft --temperature 0.7",
+    ),
+    Command(
+        "export-hf",
+        "write an llmlab model as a Hugging Face folder (LlamaForCausalLM + tokenizer) for transformers",
+        config="llmlab.model.commands:ExportHFConfig",
+        run="llmlab.model.commands:export_hf",
+        flags=(
+            Flag("--model", "model", "the llmlab model folder", "DIR"),
+            Flag("--out", "out", "the HF folder to write", "HF_DIR"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab export-hf --model runs/pt --out hf/pt && "
+        "python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('hf/pt')\"",
+    ),
+    Command(
         "viz attention",
-        "attention maps of your text (PNG grid + interactive HTML); for now from a random NumPy reference model",
+        "attention maps of your text through a trained model (--model) or a random reference model (PNG + HTML)",
         config="llmlab.viz.commands:VizAttentionConfig",
         run="llmlab.viz.commands:viz_attention",
         flags=(
             Flag("--text", "text", "the text: split into words and punctuation (at most 512 tokens)", "TEXT"),
+            Flag("--model", "model", "a trained model folder (llmlab or HF); default: a random reference model",
+                 "DIR"),
             Flag("--layer", "layer", "only this layer in the PNG (0-based; the HTML has them all)", "L"),
             Flag("--head", "head", "only this head in the PNG (0-based)", "H"),
             Flag("--seed", "seed", "seed of the random weights and token vectors", "S"),
@@ -194,6 +317,39 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--repeats", "repeats", "timed runs per case after the measured one; the median is kept", "N"),
         ),
         epilog="example: llmlab bench attention --max-len 2048 --backends sdpa flash --out runs/bench-attn threads=2",
+    ),
+    Command(
+        "dpo",
+        "preference-tune a model (DPO, IPO, hinge, cDPO, robust, SimPO, ORPO, KTO) on pairs; evaluates at the end",
+        config="llmlab.align.config:DPOConfig",
+        run="llmlab.align.dpo_train:command",
+        flags=(
+            Flag("--model", "model", "the policy to start from: an llmlab or local HF model folder", "DIR"),
+            Flag("--loss", "loss", "sigmoid | hinge | ipo | cdpo | robust | simpo | orpo | kto", "NAME"),
+            Flag("--beta", "beta", "KL strength (SimPO: reward scale; ORPO: odds-ratio weight)", "B"),
+            Flag("--input", "data.input", "preference files {prompt, chosen, rejected} (default: the task world)",
+                 "FILE", nargs="+"),
+            Flag("--reference", "reference", "copy (a frozen second model) | precompute (one pass, then freed)",
+                 "MODE"),
+            Flag("--resume", "resume", "continue a run folder or checkpoint exactly where it stopped", "DIR"),
+            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+        ),
+        epilog="example: llmlab dpo --model runs/sft --loss sigmoid --beta 0.1 --out runs/dpo train.lr=5e-6\n"
+        "         torchrun --nproc_per_node=2 -m llmlab dpo --model runs/sft --reference precompute lora.r=16",
+    ),
+    Command(
+        "eval-prefs",
+        "held-out preference accuracy and base-vs-aligned task scores (accuracy, refusals, length)",
+        config="llmlab.align.config:EvalPrefsConfig",
+        run="llmlab.align.evaluate:command",
+        flags=(
+            Flag("--model", "model", "the aligned model (a dpo run folder or any model folder)", "DIR"),
+            Flag("--base", "base", "the model it started from (default: read from the dpo run's config)", "DIR"),
+            Flag("--input", "data.input", "held-out preference files (default: the task world's eval split)",
+                 "FILE", nargs="+"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab eval-prefs --model runs/dpo --base runs/sft --out runs/dpo-eval",
     ),
     Command(
         "demo",
@@ -276,7 +432,8 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sys.stdout.write(to_yaml(cfg))
         return 0
     out = getattr(args, "out", None) if cmd.run_folder else None
-    ctx = Context(command=cmd.name, out=Path(out) if out else None, quiet=args.quiet, argv=tuple(argv))
+    ctx = Context(command=cmd.name, out=Path(out) if out else None, quiet=args.quiet, argv=tuple(argv),
+                  overrides=tuple(args.overrides), flags=flags)
     run: Callable[[Any, Context], int | None] = _import(cmd.run)
     return run(cfg, ctx) or 0
 

@@ -150,6 +150,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", root: 
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _over_section_defaults(data, fields)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
@@ -160,6 +161,18 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "", root: 
     except ConfigError as e:
         section = prefix.rstrip(".")
         raise ConfigError(f"{section}: {e}" if section else str(e)) from None
+
+
+def _over_section_defaults(data: Mapping[str, Any], fields: dict[str, dataclasses.Field]) -> Mapping[str, Any]:
+    """A section given in part keeps its parent's defaults for the rest: `model.d_model=128` on a
+    config whose `model` defaults to a small preset changes d_model only, not the preset."""
+    out = dict(data)
+    for name, f in fields.items():
+        if isinstance(out.get(name), Mapping):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                out[name] = merge(to_dict(default), out[name])
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -12,7 +12,11 @@ their sections in order. Stages so far:
 4. baselines: score three reference policies with the gold scorers, to show what the
    metrics measure before any model is trained: `gold` (must score 1 everywhere: a
    live self-check of the scorers), `always_refuse` (perfectly safe, useless), and
-   `compliant_wrong` (answers everything, plausibly and wrongly).
+   `compliant_wrong` (answers everything, plausibly and wrongly);
+5. pretrain: train a small Llama-style model on the pretraining corpus with the stage-2
+   tokenizer (`pretrain/`, an ordinary `llmlab pretrain` run folder), and show its loss
+   curves, validation perplexity and bits per byte, greedy samples, and the attention
+   maps of the trained model on the held-out prompt of stage 3.
 """
 
 from __future__ import annotations
@@ -20,24 +24,33 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmlab.cli import Context
 from llmlab.config import check
+from llmlab.data.chat import CHAT_SPECIALS
 from llmlab.data.config import GenerateConfig, PrefsConfig, TaskConfig, WorldConfig
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from llmlab.model.config import ModelConfig
 from llmlab.runs import Run, progress_bar, start_run
+from llmlab.train.config import TrainConfig
+
+# Sized to train in a few minutes on 2 CPU cores; the same stage runs bigger models on a GPU.
+DEMO_MODEL = ModelConfig(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=256)
+DEMO_TRAIN = TrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100,
+                         eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    pretrain_chars: int = 300_000
+    pretrain_chars: int = 1_000_000
     n_sft: int = 2000
     n_prefs: int = 2000
     n_eval: int = 450
-    vocab_size: int = 1024
+    model: ModelConfig = DEMO_MODEL  # model.vocab_size is also the tokenizer's size
+    train: TrainConfig = DEMO_TRAIN
     world: WorldConfig = field(default_factory=WorldConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     prefs: PrefsConfig = field(default_factory=PrefsConfig)
@@ -45,7 +58,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("pretrain_chars", "n_sft", "n_prefs", "n_eval"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        check(self.vocab_size >= 257, f"vocab_size must be at least 257 (256 bytes + 1 special), got {self.vocab_size}")
+        check(self.model.vocab_size >= 256 + len(CHAT_SPECIALS),
+              f"model.vocab_size must be at least 256 bytes + {len(CHAT_SPECIALS)} special tokens")
 
 
 Stage = Callable[[DemoConfig, Run, dict[str, Any]], str]
@@ -90,9 +104,11 @@ def stage_tokenizer(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     from llmlab.tokenizers.bytelevel import visible
 
     docs = [row["text"] for row in state["pretrain"]]
-    bar = progress_bar(total=cfg.vocab_size - 257, desc="tokenizer merges", unit="merge", quiet=run.quiet)
+    vocab_size = cfg.model.vocab_size
+    bar = progress_bar(total=vocab_size - 256 - len(CHAT_SPECIALS), desc="tokenizer merges", unit="merge",
+                       quiet=run.quiet)
     start = time.perf_counter()
-    tok = train_bpe(docs, vocab_size=cfg.vocab_size, special_tokens=["<|endoftext|>"],
+    tok = train_bpe(docs, vocab_size=vocab_size, special_tokens=CHAT_SPECIALS,
                     on_merge=lambda step, count: bar.update(1))
     seconds = time.perf_counter() - start
     bar.close()
@@ -184,11 +200,62 @@ def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     return "\n".join(sections)
 
 
+def stage_pretrain(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    import json
+
+    from llmlab.train.config import PretrainConfig, PretrainDataConfig
+    from llmlab.train.pretrain import pretrain
+    from llmlab.viz.attention import attention_grid_png
+    from llmlab.viz.commands import model_attention
+    from llmlab.viz.training import loss_curves_png, read_metrics
+
+    data = PretrainDataConfig(input=(str(run.dir / "data" / "pretrain.jsonl"),), tokenizer=str(run.dir / "tokenizer"),
+                              cache_dir=str(run.dir / ".cache"))
+    pcfg = PretrainConfig(model=cfg.model, train=replace(cfg.train, seed=cfg.seed), data=data)
+    folder = pretrain(pcfg, out=run.dir / "pretrain", quiet=run.quiet)
+    rows = read_metrics(folder / "metrics.jsonl")
+    loss_curves_png(rows, run.path("pretrain/curves.png"), title="pretraining on the task-world corpus")
+    train_rows = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_loss" in r]
+    speed = sorted(r["tokens_per_s"] for r in train_rows[1:] or train_rows)
+    mfu = sorted(r["mfu"] for r in train_rows[1:] or train_rows)
+    final = val[-1]
+    for r in val:
+        run.metrics(r["step"], stage="pretrain", val_loss=r["val_loss"], val_ppl=r["val_ppl"], val_bpb=r["val_bpb"])
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    last = [x for x in samples if x["step"] == samples[-1]["step"]]
+    prompt = next(p for p in (row["prompt"] for row in state["eval"]) if "\n" not in p)
+    weights, tokens = model_attention(str(folder), prompt)
+    attention_grid_png(weights, tokens, run.path("pretrain/attention.png"),
+                       title=f"trained {cfg.model.n_layers}-layer model on a held-out prompt")
+    m, t = cfg.model, pcfg.train
+    lines = [
+        "## Pretraining", "",
+        f"A Llama-style model ({m.num_params() / 1e6:.2f}M parameters: d_model {m.d_model}, {m.n_layers} layers, "
+        f"{m.n_heads} query / {m.kv_heads} key-value heads, SwiGLU, RoPE, RMSNorm) trained for {t.max_steps} steps "
+        f"of {t.batch_size} x {t.seq_len} tokens on `data/pretrain.jsonl` with the stage-2 tokenizer. The run "
+        "folder `pretrain/` is an ordinary `llmlab pretrain` run: `llmlab generate --model <run>/pretrain "
+        "--prompt ...` continues text, `llmlab export-hf` makes it a transformers model.", "",
+        "| step | val loss | val perplexity | bits per byte |", "|---:|---:|---:|---:|",
+        *(f"| {r['step']} | {r['val_loss']:.3f} | {r['val_ppl']:.1f} | {r['val_bpb']:.3f} |" for r in val), "",
+        f"Throughput: median {speed[len(speed) // 2]:,.0f} tokens/s, MFU {mfu[len(mfu) // 2]:.1%} of this machine's "
+        "measured matmul peak.", "",
+        "![loss curves](pretrain/curves.png)", "",
+        f"Greedy continuations of held-out openings after step {final['step']}:", "",
+        *(f"- `{x['prompt']}` → `{x['completion'][:160]}`" for x in last), "",
+        "Attention of the trained model on a held-out prompt (compare with the random model above):", "",
+        "![trained attention](pretrain/attention.png)", "",
+    ]
+    state["pretrain_dir"] = folder
+    return "\n".join(lines)
+
+
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("data", stage_data),
     ("tokenizer", stage_tokenizer),
     ("attention", stage_attention),
     ("baselines", stage_baselines),
+    ("pretrain", stage_pretrain),
 )
 
 

@@ -163,7 +163,7 @@ def test_grid_hides_tick_labels_for_long_texts(tmp_path):
     (["--text", "a b", "--head", "4"], "head 4 is out of range"),
     (["--text", "a b", "--head", "-1"], "head -1 is out of range"),
     (["--text", "a b", "d_model=30"], "not a multiple of n_heads"),
-    (["--text", "a b", "--model", "x"], "unrecognized arguments"),
+    (["--text", "a b", "--model", "x"], "x: no such model folder"),
 ])
 def test_user_errors_are_one_line_exit_2(capsys, tmp_path, argv, phrase):
     code, out, err = run_cli(capsys, *argv, "--out", str(tmp_path / "r"))

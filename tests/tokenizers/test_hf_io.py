@@ -340,7 +340,7 @@ def _missing_byte(data: dict) -> None:
 
 CORRUPT = {
     "top-level-list": (lambda data: data.clear(), r"top level: not a JSON object"),
-    "model-type": (_set("model.type", "WordPiece"), r"model\.type: 'WordPiece'"),
+    "model-type": (_set("model.type", "WordLevel"), r"model\.type: 'WordLevel'"),
     "byte-fallback": (_set("model.byte_fallback", True), r"model\.byte_fallback"),
     "subword-prefix": (_set("model.continuing_subword_prefix", "##"), r"model\.continuing_subword_prefix"),
     "dropout": (_set("model.dropout", 0.1), r"model\.dropout"),

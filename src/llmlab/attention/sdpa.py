@@ -20,6 +20,8 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Mask
     gqa = q.shape[1] != k.shape[1]
     plain_causal = spec == MaskSpec(causal=True) and key_padding_mask is None and T == S and scale != 0
     # subtle: with scale 0 PyTorch's CPU causal kernel computes -inf * 0 = NaN; the mask path is right
+    if spec == MaskSpec(causal=True) and key_padding_mask is None and T == 1:  # decode: sees every key
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
     if plain_causal:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     mask = dense_mask(T, S, spec, key_padding_mask, q.device)  # (B or 1, 1, T, S) or None

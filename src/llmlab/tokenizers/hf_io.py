@@ -159,6 +159,14 @@ def from_hf_json(data: Any) -> BPETokenizer:
     model = data.get("model")
     if not isinstance(model, dict):
         raise UserError("model: missing or not an object")
+    if model.get("type") == "WordPiece":
+        from llmlab.tokenizers.wordpiece_io import from_hf_json as wordpiece_from_hf_json
+
+        return wordpiece_from_hf_json(data)
+    if model.get("type") == "Unigram":
+        from llmlab.tokenizers.unigram_io import from_hf_json as unigram_from_hf_json
+
+        return unigram_from_hf_json(data)
     _check_byte_level_bpe(model)
     specials = _read_added_tokens(data.get("added_tokens") or [])
     vocab = _read_vocab(model.get("vocab"), specials)

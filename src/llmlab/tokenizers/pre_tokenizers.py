@@ -7,6 +7,17 @@ Each is one regular expression (the `regex` module, for `\\p{L}` classes), chose
     digits      gpt2 with every digit its own chunk (numbers tokenize digit by digit, as in Llama)
     whitespace  runs of non-space and runs of space; lossless, unlike HF's `Whitespace`,
                 which drops the spaces
+    script      for multilingual and code-mixed text: a chunk never spans two scripts
+                (Latin, Cyrillic, Greek, Devanagari, Arabic, ... runs), each CJK ideograph is a
+                chunk and each kana run is one (CJK has no spaces to split at), every digit is
+                a chunk and every punctuation or symbol character is one (`==`, `->`, `("` in
+                code become single-character chunks that BPE cannot glue to words)
+
+`script` splits digits one by one rather than cl100k's groups of up to 3: a multilingual
+vocabulary is short of room for words, and 1-3 digit groups would take up to 1,110 of it,
+while single digits make numbers tokenize the same way in every script and context.
+The script names are Unicode Script properties (`\\p{Cyrillic}`), which Python's `regex`
+and HF tokenizers' Oniguruma read alike, so the pattern runs unchanged from tokenizer.json.
 
 Every pattern matches every character of any input, so the chunks join back to the
 text exactly (a test checks it). A file may be cut into blocks between a line that ends in
@@ -27,8 +38,14 @@ CL100K = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| 
           r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 DIGITS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 WHITESPACE = r"""\S+|\s+"""
+_ALPHABETS = ("Latin", "Cyrillic", "Greek", "Armenian", "Georgian", "Hebrew", "Arabic", "Devanagari", "Bengali",
+              "Gujarati", "Tamil", "Telugu", "Thai", "Hangul")
+SCRIPT = ("|".join(rf" ?[\p{{{name}}}\p{{M}}]+" for name in _ALPHABETS)
+          + r"""| ?\p{Han}\p{M}*| ?\p{Hiragana}+| ?[\p{Katakana}ー]+| ?\p{L}\p{M}*|\p{N}| ?[^\s\p{L}\p{N}]"""
+          r"""|\s+(?!\S)|\s+""")
 
-PATTERNS: dict[str, str] = {"gpt2": GPT2, "cl100k": CL100K, "digits": DIGITS, "whitespace": WHITESPACE}
+PATTERNS: dict[str, str] = {"gpt2": GPT2, "cl100k": CL100K, "digits": DIGITS, "whitespace": WHITESPACE,
+                         "script": SCRIPT}
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ import hashlib
 import re
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmlab.cli import Context
 from llmlab.config import check
+from llmlab.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,9 +44,11 @@ def split_words(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class VizAttentionConfig:
-    """`llmlab viz attention`: attention maps of a random NumPy reference model over your text."""
+    """`llmlab viz attention`: attention maps of a trained model (--model) or of a random NumPy
+    reference model over your text."""
 
     text: str = ""
+    model: str = ""  # an llmlab or HF model folder; empty: the random reference model below
     layer: int | None = None  # 0-based; None: every layer in the PNG
     head: int | None = None  # 0-based; None: every head in the PNG
     seed: int = 0  # weights and token vectors
@@ -55,13 +58,16 @@ class VizAttentionConfig:
     causal: bool = True
 
     def __post_init__(self) -> None:
+        check(bool(self.text.strip()), "text is empty: pass the text to look at with --text '...'")
         n_tokens = len(split_words(self.text))
-        check(n_tokens > 0, "text is empty: pass the text to look at with --text '...'")
-        check(n_tokens <= MAX_TOKENS, f"text has {n_tokens} tokens; at most {MAX_TOKENS} fit in the maps")
+        check(bool(self.model) or n_tokens <= MAX_TOKENS,
+              f"text has {n_tokens} tokens; at most {MAX_TOKENS} fit in the maps")
         for name in ("n_layers", "n_heads", "d_model"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         check(self.d_model % self.n_heads == 0,
               f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.model:  # the model's own layer and head counts are checked once it is loaded
+            return
         check(self.layer is None or 0 <= self.layer < self.n_layers,
               f"layer {self.layer} is out of range: the model has {self.n_layers} layers, 0..{self.n_layers - 1}")
         check(self.head is None or 0 <= self.head < self.n_heads,
@@ -149,6 +155,24 @@ def toy_attention(x: np.ndarray, layers: list[tuple[np.ndarray, ...]], *, n_head
 # --------------------------------------------------------------------------- commands
 
 
+def model_attention(model_dir: str, text: str) -> tuple[Any, list[str]]:
+    """(weights (L, H, T, T) as NumPy, the tokens as visible strings) of a model on `text`."""
+    import torch
+
+    from llmlab.model.io import load_model
+    from llmlab.tokenizers.bytelevel import visible
+
+    model, tokenizer = load_model(model_dir)
+    if tokenizer is None:
+        raise UserError(f"{model_dir}: the model folder has no tokenizer.json")
+    ids = tokenizer.encode(text)[:MAX_TOKENS]
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), return_attention=True)
+    weights = torch.stack([w[0] for w in out.attentions]).float().numpy()  # (L, H, T, T)
+    return weights, [visible(tokenizer.token_bytes(i)) if i not in tokenizer.special_tokens.values()
+                     else str(tokenizer.id_to_token(i)) for i in ids]
+
+
 def viz_attention(cfg: VizAttentionConfig, ctx: Context) -> int:
     import numpy as np
 
@@ -156,20 +180,29 @@ def viz_attention(cfg: VizAttentionConfig, ctx: Context) -> int:
     from llmlab.runs import start_run
     from llmlab.viz.attention import attention_grid_png, attention_html
 
-    tokens = split_words(cfg.text)
-    x = embed(tokens, seed=cfg.seed, d_model=cfg.d_model)
-    weights = toy_attention(x, random_layers(seed=cfg.seed, n_layers=cfg.n_layers, d_model=cfg.d_model),
-                            n_heads=cfg.n_heads, causal=cfg.causal)  # (L, H, T, T)
+    if cfg.model:
+        weights, tokens = model_attention(cfg.model, cfg.text)
+        n_layers, n_heads = weights.shape[:2]
+        for name, value, n in (("layer", cfg.layer, n_layers), ("head", cfg.head, n_heads)):
+            if value is not None and not 0 <= value < n:
+                raise UserError(f"{name} {value} is out of range: the model has {n} {name}s, 0..{n - 1}")
+        title = f"{cfg.model}: {n_layers} layers x {n_heads} heads"
+    else:
+        tokens = split_words(cfg.text)
+        x = embed(tokens, seed=cfg.seed, d_model=cfg.d_model)
+        weights = toy_attention(x, random_layers(seed=cfg.seed, n_layers=cfg.n_layers, d_model=cfg.d_model),
+                                n_heads=cfg.n_heads, causal=cfg.causal)  # (L, H, T, T)
+        n_layers, n_heads = cfg.n_layers, cfg.n_heads
+        title = (f"random {cfg.n_layers}-layer, {cfg.n_heads}-head model (seed {cfg.seed}, "
+                 f"{'causal' if cfg.causal else 'bidirectional'}; untrained: pass --model for a trained one)")
     run = start_run("viz-attention", cfg, out=ctx.out, quiet=ctx.quiet)
-    layers = list(range(cfg.n_layers)) if cfg.layer is None else [cfg.layer]
-    heads = list(range(cfg.n_heads)) if cfg.head is None else [cfg.head]
-    title = (f"random {cfg.n_layers}-layer, {cfg.n_heads}-head model (seed {cfg.seed}, "
-             f"{'causal' if cfg.causal else 'bidirectional'}; untrained: no --model yet)")
+    layers = list(range(n_layers)) if cfg.layer is None else [cfg.layer]
+    heads = list(range(n_heads)) if cfg.head is None else [cfg.head]
     paths = [run.path("attention.png"), run.path("attention.html"), run.path("tokens.json")]
     attention_grid_png(weights[np.ix_(layers, heads)], tokens, paths[0], title=title, layers=layers, heads=heads)
     attention_html(weights, tokens, paths[1], title=f"attention: {title}", layer=cfg.layer, head=cfg.head)
-    write_json_atomic(paths[2], {"text": cfg.text, "split": _WORD.pattern, "tokens": tokens})
-    run.log(f"{len(tokens)} tokens, {cfg.n_layers} layers x {cfg.n_heads} heads; wrote {run.dir}")
+    write_json_atomic(paths[2], {"text": cfg.text, "split": f"the tokenizer of {cfg.model}" if cfg.model else _WORD.pattern, "tokens": tokens})
+    run.log(f"{len(tokens)} tokens, {n_layers} layers x {n_heads} heads; wrote {run.dir}")
     for path in paths:
         print(path)
     return 0

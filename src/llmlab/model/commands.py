@@ -1,0 +1,194 @@
+"""`llmlab generate`, `llmlab chat` and `llmlab export-hf`: thin commands over the model package."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from llmlab.cli import Context
+from llmlab.config import check
+from llmlab.errors import UserError
+
+if TYPE_CHECKING:
+    from llmlab.tokenizers.base import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The sampling flags shared by `generate` and `chat`."""
+
+    model: str = ""
+    max_new_tokens: int = 128
+    temperature: float = 0.8  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required (--model DIR: an llmlab model folder or a local HF folder)")
+        check(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        check(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1, got {self.top_k}")
+        check(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.repetition_penalty > 0, f"repetition_penalty must be positive, got {self.repetition_penalty}")
+
+
+@dataclass(frozen=True)
+class GenerateTextConfig(SamplingOptions):
+    """`llmlab generate`."""
+
+    prompt: str = ""
+    chat: bool = False  # wrap the prompt as one user turn of the model's chat template
+
+
+@dataclass(frozen=True)
+class ChatConfig(SamplingOptions):
+    """`llmlab chat`."""
+
+    system: str = ""  # an optional system message
+
+
+@dataclass(frozen=True)
+class ExportHFConfig:
+    """`llmlab export-hf`."""
+
+    model: str = ""
+    out: str = ""
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required (--model DIR)")
+        check(bool(self.out), "out is required (--out HF_DIR)")
+
+
+def _load(opts: SamplingOptions) -> tuple[Any, Tokenizer, Any]:
+    import torch
+
+    from llmlab.model.io import load_model
+    from llmlab.train.distributed import pick_device
+
+    device = pick_device(opts.device)
+    model, tokenizer = load_model(opts.model, device=device,
+                                  dtype=torch.bfloat16 if device.type == "cuda" else None)
+    if tokenizer is None:
+        raise UserError(f"{opts.model}: the model folder has no tokenizer.json")
+    generator = torch.Generator(device=device).manual_seed(opts.seed)
+    return model, tokenizer, generator
+
+
+def _sampling(opts: SamplingOptions, stop_tokens: tuple[int, ...]) -> Any:
+    from llmlab.model.generate import SamplingConfig
+
+    return SamplingConfig(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_k=opts.top_k,
+                          top_p=opts.top_p, repetition_penalty=opts.repetition_penalty, stop_tokens=stop_tokens)
+
+
+def _stop_tokens(tokenizer: Tokenizer) -> tuple[int, ...]:
+    from llmlab.data.chat import END
+
+    names = (END, "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
+    return tuple(tokenizer.special_tokens[n] for n in names if n in tokenizer.special_tokens)
+
+
+def _fit(ids: list[int], model: Any, max_new_tokens: int) -> list[int]:
+    """Keep the end of an over-long prompt so prompt + new tokens fit the model's context."""
+    room = model.cfg.max_seq_len - max_new_tokens
+    if room < 1:
+        raise UserError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in max_seq_len "
+                        f"{model.cfg.max_seq_len}")
+    return ids[-room:]
+
+
+def _stream(model: Any, tokenizer: Tokenizer, ids: list[int], opts: SamplingOptions, generator: Any) -> str:
+    """Print the continuation as it is generated; return it."""
+    from llmlab.model.generate import Engine
+
+    stops = _stop_tokens(tokenizer)
+    decoder = tokenizer.stream_decoder()
+    pieces = []
+    for (token,) in Engine(model).stream([_fit(ids, model, opts.max_new_tokens)], _sampling(opts, stops),
+                                         generator=generator):
+        if token is None or token in stops:
+            break
+        piece = decoder.push(token)
+        pieces.append(piece)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    tail = decoder.flush()
+    sys.stdout.write(tail + "\n")
+    return "".join(pieces) + tail
+
+
+def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, str]], model_dir: str) -> list[int]:
+    """The model's own chat template when its folder carries one (tokenizer_config.json, HF style),
+    else llmlab's; ends with the assistant's turn opening."""
+    import json
+
+    from llmlab.data.chat import render_ids
+
+    config = Path(model_dir) / "tokenizer_config.json"
+    template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    if not template:
+        return render_ids(tokenizer, messages, add_generation_prompt=True)[0]
+    import jinja2.sandbox
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    text = env.from_string(template).render(messages=messages, add_generation_prompt=True,
+                                            bos_token="", eos_token="")
+    return tokenizer.encode(text, allowed_special="all")  # HF's behaviour: markers in the template are specials
+
+
+def generate(cfg: GenerateTextConfig, ctx: Context) -> int:
+    if not cfg.prompt:
+        raise UserError("give a prompt: --prompt TEXT")
+    model, tokenizer, generator = _load(cfg)
+    if cfg.chat:
+        ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": cfg.prompt}], cfg.model)
+    else:
+        ids = tokenizer.encode(cfg.prompt)
+    if not ids:
+        raise UserError("the prompt encodes to no tokens")
+    _stream(model, tokenizer, ids, cfg, generator)
+    return 0
+
+
+def chat(cfg: ChatConfig, ctx: Context) -> int:
+    """Read user turns from stdin (one line each; /reset forgets the conversation, /exit ends it)."""
+    model, tokenizer, generator = _load(cfg)
+    system = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    messages = list(system)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("you> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            messages = list(system)
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        if interactive:
+            sys.stdout.write("model> ")
+        reply = _stream(model, tokenizer, chat_prompt_ids(tokenizer, messages, cfg.model), cfg, generator)
+        messages.append({"role": "assistant", "content": reply})
+
+
+def export_hf(cfg: ExportHFConfig, ctx: Context) -> int:
+    from llmlab.model.hf_io import export_hf as write_hf
+    from llmlab.model.io import is_llmlab_model, load_model
+
+    if not is_llmlab_model(cfg.model):
+        raise UserError(f"{cfg.model}: not an llmlab model folder (no model.yaml)")
+    model, tokenizer = load_model(cfg.model)
+    out = write_hf(model, cfg.out, tokenizer)
+    if not ctx.quiet:
+        print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})",
+              file=sys.stderr)
+    return 0

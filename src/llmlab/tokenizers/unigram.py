@@ -1,0 +1,503 @@
+"""The Unigram language-model tokenizer (SentencePiece's default model): encoder and decoder.
+
+Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959), and SentencePiece's
+`unigram_model.cc`. A vocabulary of pieces, each with a log-probability; a text's
+segmentation is the one whose pieces' log-probabilities sum highest (Viterbi):
+
+    pieces  ▁a: -1.0  b: -2.0  ▁ab: -2.5  a: -3.0  ▁: -3.0
+    "ab" -> "▁ab" -> ▁ab (-2.5) beats ▁a b (-3.0) and ▁ a b (-8.0)
+
+Whitespace is a character like any other, written "▁" (U+2581), as SentencePiece does:
+
+    normalizer (NFKC by default) -> " " -> "▁", and "▁" before the text (add_dummy_prefix)
+    -> split before every "▁" into words -> Viterbi per word (cached) -> ids
+    ids -> pieces, "▁" -> " ", bytes of <0xNN> pieces joined -> UTF-8 -> one leading " " dropped
+
+Every space stays in the pieces, so decode(encode(s)) == normalize(s). Splitting into words
+changes nothing when no piece has a "▁" after its first character, which holds for every
+model SentencePiece trains (split_by_whitespace) and llmlab trains.
+
+A character no piece covers gets a lattice node of its own with score min(score) - 10
+(SentencePiece's kUnkPenalty). With `byte_fallback` it becomes its UTF-8 bytes as <0xNN>
+pieces, so nothing is unknown; otherwise it is `<unk>`, and a run of unknown characters is
+one `<unk>`, as SentencePiece and HF do.
+
+`encode_sample` draws segmentations for subword regularisation: forward-filtering
+backward-sampling over the whole lattice, each path with probability proportional to
+P(path)^alpha (nbest_size < 0), or one of the n best paths (nbest_size > 1).
+
+Left out: SentencePiece's user-defined pieces (always matched), `treat_whitespace_as_suffix`,
+its precompiled normalisation maps: `nmt_nfkc` (its default) is NFKC plus folding control
+characters and odd spaces to " ", so text with such characters normalises differently here
+(llmlab's `nfkc` is Python's unicodedata NFKC). `remove_extra_whitespaces` (SentencePiece's
+default, off by default here because it loses spaces) is supported for imported models.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import regex
+
+from llmlab.errors import UserError
+from llmlab.tokenizers.base import StreamDecoder, Tokenizer
+from llmlab.tokenizers.normalizers import NORMALIZERS
+
+SPACE = "\u2581"  # "▁", SentencePiece's visible space
+UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
+UNK = -1  # the token id of an unknown-character edge inside a lattice
+_CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
+_WORDS = regex.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
+_EXTRA_SPACES = regex.compile(" {2,}")
+
+
+class Edge(NamedTuple):
+    """A lattice node: the piece `token` (UNK for an unknown character) covers text[start:end]."""
+
+    start: int
+    end: int
+    token: int
+    score: float
+
+
+Lattice = list[list[Edge]]  # lattice[end]: the edges that end at `end`, by start ascending
+
+
+def byte_piece(b: int) -> str:
+    """The piece of one byte under byte fallback: 0xE6 -> "<0xE6>"."""
+    return f"<0x{b:02X}>"
+
+
+def escape(text: str, *, add_dummy_prefix: bool, remove_extra_whitespaces: bool = False) -> str:
+    """SentencePiece's whitespace handling of normalised text: " a  b" -> "▁▁a▁▁b".
+
+    remove_extra_whitespaces first strips spaces at both ends and squeezes runs: " a  b" -> "▁a▁b".
+    Empty text stays empty (no dummy prefix), as in SentencePiece.
+    """
+    if remove_extra_whitespaces:
+        text = _EXTRA_SPACES.sub(" ", text.strip(" "))
+    if not text:
+        return ""
+    text = text.replace(" ", SPACE)
+    return SPACE + text if add_dummy_prefix else text
+
+
+def split_words(escaped: str) -> list[str]:
+    """Escaped text cut before every "▁": "▁a▁▁b" -> ["▁a", "▁", "▁b"] ("ab▁c" -> ["ab", "▁c"])."""
+    return _WORDS.findall(escaped)
+
+
+def chunk_pattern(name: str) -> str:
+    """The Split regex of the llmlab pre-tokenizer `name`, run after the dummy prefix is added:
+    the pattern, with an optional "▁" in front so that the prefix stays on the first chunk.
+
+        script: "▁Hello wörld(1)" -> ["▁Hello", " wörld", "(", "1", ")"]   (not ["▁", "Hello", ...])
+    """
+    from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+
+    return f"{SPACE}?(?:{PreTokenizer.named(name).pattern})"
+
+
+def text_words(normalized: str, *, add_dummy_prefix: bool, remove_extra_whitespaces: bool = False,
+               chunks: regex.Pattern[str] | None = None) -> list[str]:
+    """The words of normalised text that the lattices see, pieces never crossing two of them.
+
+    Without a pre-tokenizer: escape, then cut before every "▁". With one (`chunks`, compiled
+    from `chunk_pattern`), as HF's Sequence[Split(regex, Isolated), Metaspace] does: the
+    dummy prefix, then the regex's chunks, then in each chunk " " -> "▁" and a cut before "▁":
+
+        script: "a(b c)" -> "▁a(b c)" -> ["▁a", "(", "b", " c", ")"] -> ["▁a", "(", "b", "▁c", ")"]
+    """
+    if chunks is None:
+        return split_words(escape(normalized, add_dummy_prefix=add_dummy_prefix,
+                                  remove_extra_whitespaces=remove_extra_whitespaces))
+    if remove_extra_whitespaces:
+        normalized = _EXTRA_SPACES.sub(" ", normalized.strip(" "))
+    if not normalized:
+        return []
+    text = SPACE + normalized if add_dummy_prefix else normalized
+    return [w for chunk in chunks.findall(text) for w in split_words(chunk.replace(" ", SPACE))]
+
+
+# ---------------------------------------------------------------------- the lattice (pure functions)
+
+
+def build_lattice(text: str, vocab: Mapping[str, tuple[int, float]], *, max_len: int, unk_score: float) -> Lattice:
+    """Every piece of `vocab` (piece -> (id, score)) at every position of `text`.
+
+    A position that no one-character piece covers gets an UNK edge of one character, so a
+    path through the lattice always exists.
+    """
+    n = len(text)
+    lattice: Lattice = [[] for _ in range(n + 1)]
+    for start in range(n):
+        single = False
+        for end in range(start + 1, min(n, start + max_len) + 1):
+            hit = vocab.get(text[start:end])
+            if hit is not None:
+                lattice[end].append(Edge(start, end, hit[0], hit[1]))
+                single = single or end == start + 1
+        if not single:
+            lattice[start + 1].append(Edge(start, start + 1, UNK, unk_score))
+    for edges in lattice:
+        edges.sort(key=lambda e: e.start)
+    return lattice
+
+
+def viterbi(lattice: Lattice, *, float32: bool = False) -> list[Edge]:
+    """The highest-scoring path, with the tie rule and arithmetic of SentencePiece's and HF's encoders.
+
+    Both walk starts in ascending order and replace the best path into `end` only when a
+    candidate scores strictly more (`candidate > best`), so among equal scores the path whose
+    last piece starts earliest wins.
+
+    subtle: "equal" depends on rounding. Paths of the same pieces in another order ("-" + "----"
+    vs "----" + "-") are equal in exact arithmetic, but their rounded sums can differ in the
+    last bit, and that bit decides. HF (and llmlab by default) sums in float64 from the start of
+    each word. SentencePiece (`float32=True`, for imported .model files) sums in float32 from
+    the start of the whole text: best[end] = float32(best[start] + score), compared in float32.
+    Tested against both on tie-heavy text ("  ---------", digit runs).
+    """
+    if float32:
+        return viterbi_float32(lattice)[0]
+    n = len(lattice) - 1
+    best = [0.0] * (n + 1)
+    back: list[Edge | None] = [None] * (n + 1)
+    for end in range(1, n + 1):
+        for edge in lattice[end]:
+            score = best[edge.start] + edge.score
+            if back[end] is None or score > best[end]:
+                best[end], back[end] = score, edge
+    return _backtrack(back, n)
+
+
+def viterbi_float32(lattice: Lattice, *, start: float = 0.0) -> tuple[list[Edge], float]:
+    """SentencePiece's Viterbi (see `viterbi`) from a running total `start`: (path, its total).
+
+    Words can be walked one at a time, each from the total of the text before it (no piece
+    crosses a word), but not cached by word: the rounding depends on that total.
+    """
+    n = len(lattice) - 1
+    best = array("f", [start] * (n + 1))  # storing into a float32 array rounds
+    back: list[Edge | None] = [None] * (n + 1)
+    cand = array("f", [0.0])
+    for end in range(1, n + 1):
+        for edge in lattice[end]:
+            cand[0] = best[edge.start] + edge.score
+            if back[end] is None or cand[0] > best[end]:
+                best[end], back[end] = cand[0], edge
+    return _backtrack(back, n), best[n]
+
+
+def _to_float32(x: float) -> float:
+    """x rounded to the nearest float32: 0.1 -> 0.10000000149011612."""
+    return _F32.unpack(_F32.pack(x))[0]
+
+
+_F32 = struct.Struct("f")
+
+
+def _backtrack(back: Sequence[Edge | None], end: int) -> list[Edge]:
+    path: list[Edge] = []
+    while end > 0:
+        edge = back[end]
+        assert edge is not None
+        path.append(edge)
+        end = edge.start
+    return path[::-1]
+
+
+def forward(lattice: Lattice, *, theta: float = 1.0) -> list[float]:
+    """alpha[i] = log of the summed exp(theta * score) of all paths from 0 to i."""
+    n = len(lattice) - 1
+    alpha = [-math.inf] * (n + 1)
+    alpha[0] = 0.0
+    for end in range(1, n + 1):
+        alpha[end] = _logsumexp([alpha[e.start] + theta * e.score for e in lattice[end]])
+    return alpha
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs, default=-math.inf)
+    if m == -math.inf:
+        return m
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def sample_path(lattice: Lattice, *, theta: float, rng: random.Random) -> list[Edge]:
+    """Forward-filtering backward-sampling: a path drawn with probability exp(theta * score(path)) / Z.
+
+    After the forward pass, alpha[end] sums every path into `end`; walking back from the end,
+    the edge into `end` is drawn with probability exp(alpha[start] + theta * score - alpha[end]).
+    """
+    alpha = forward(lattice, theta=theta)
+    path: list[Edge] = []
+    end = len(lattice) - 1
+    while end > 0:
+        edges = lattice[end]
+        weights = [math.exp(alpha[e.start] + theta * e.score - alpha[end]) for e in edges]
+        edge = rng.choices(edges, weights=weights)[0]
+        path.append(edge)
+        end = edge.start
+    return path[::-1]
+
+
+def nbest_paths(lattice: Lattice, n: int) -> list[tuple[float, list[Edge]]]:
+    """The `n` highest-scoring paths, best first: a Viterbi that keeps n partial paths per position.
+
+    Exact (every path's prefix to a position is among that position's n best if the path is
+    among the n best); SentencePiece gets the same list with an A* search.
+    """
+    size = len(lattice) - 1
+    # kept[i]: up to n (score, edge, rank of the partial path at edge.start) for paths 0 -> i
+    kept: list[list[tuple[float, Edge | None, int]]] = [[] for _ in range(size + 1)]
+    kept[0] = [(0.0, None, 0)]
+    for end in range(1, size + 1):
+        cands = [(s + e.score, e, rank) for e in lattice[end] for rank, (s, _, _) in enumerate(kept[e.start])]
+        cands.sort(key=lambda c: -c[0])  # stable: ties keep the earlier start, as viterbi does
+        kept[end] = cands[:n]
+    out = []
+    for score, edge, rank in kept[size]:
+        path: list[Edge] = []
+        while edge is not None:
+            path.append(edge)
+            _, edge, rank = kept[edge.start][rank]
+        out.append((score, path[::-1]))
+    return out
+
+
+# ---------------------------------------------------------------------- the tokenizer
+
+
+class UnigramTokenizer(Tokenizer):
+    def __init__(self, pieces: Sequence[tuple[str, float]], *, unk_id: int = 0, byte_fallback: bool = False,
+                 special_tokens: Mapping[str, int] | None = None, normalizer: str = "nfkc",
+                 add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False,
+                 unused: Iterable[int] = (), float32: bool = False, pre_tokenizer: str | None = None) -> None:
+        """`pieces[id] = (piece, log-probability)` for every id.
+
+        Ids named by `special_tokens` and `unk_id` are never matched in text (the unk piece is a
+        special token too, so HF's files agree); with `byte_fallback` the pieces "<0x00>".."<0xFF>"
+        are the bytes. `unused` ids (SentencePiece's UNUSED pieces) are never produced.
+        `float32` sums path scores as SentencePiece does (see `viterbi`), which decides exact ties
+        as SentencePiece; off, they are decided as HF `tokenizers` decides them. `pre_tokenizer`
+        (an llmlab pre-tokenizer name, e.g. "script") splits the text into chunks before the
+        lattice, so no piece crosses two chunks (see `text_words`).
+        """
+        self.pieces = [(str(p), float(s)) for p, s in pieces]
+        self.unk_id = unk_id
+        self.byte_fallback = byte_fallback
+        if not 0 <= unk_id < len(self.pieces):
+            raise UserError(f"unk_id {unk_id} is not an id of the {len(self.pieces)} pieces")
+        self.special_tokens = dict(special_tokens or {})
+        self.special_tokens.setdefault(self.pieces[unk_id][0], unk_id)
+        if normalizer not in NORMALIZERS:
+            raise UserError(f"unknown normalizer {normalizer!r}; choose one of {', '.join(NORMALIZERS)}")
+        self.normalizer = normalizer
+        self.add_dummy_prefix = add_dummy_prefix
+        self.remove_extra_whitespaces = remove_extra_whitespaces
+        self.unused = frozenset(unused)
+        self._check()
+        specials = set(self.special_tokens.values())
+        self._byte_ids: list[int] = []
+        if byte_fallback:
+            ids = {p: i for i, (p, _) in enumerate(self.pieces)}
+            missing = [b for b in range(256) if byte_piece(b) not in ids]
+            if missing:
+                raise UserError(f"byte_fallback needs the pieces <0x00>..<0xFF>; {byte_piece(missing[0])} is missing")
+            self._byte_ids = [ids[byte_piece(b)] for b in range(256)]
+        skip = specials | set(self._byte_ids) | self.unused
+        # piece -> (id, score) for the pieces that text can match
+        self.vocab = {p: (i, s) for i, (p, s) in enumerate(self.pieces) if i not in skip}
+        self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
+        self.max_len = max((len(p) for p in self.vocab), default=1)
+        self.unk_score = min((s for _, s in self.vocab.values()), default=0.0) - UNK_PENALTY
+        self.float32 = float32
+        self.pre_tokenizer = pre_tokenizer
+        self._chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
+        if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
+            self.unk_score = _to_float32(self.unk_score)
+        self._normalize = NORMALIZERS[normalizer]
+        self._cache: dict[str, list[int]] = {}
+        self._lattices: dict[str, Lattice] = {}  # float32 mode: paths depend on the text before
+
+    def _check(self) -> None:
+        seen: dict[str, int] = {}
+        for i, (p, s) in enumerate(self.pieces):
+            if not p:
+                raise UserError(f"piece {i} is the empty string")
+            if p in seen:
+                raise UserError(f"pieces {seen[p]} and {i} are both {p!r}")
+            if not math.isfinite(s):
+                raise UserError(f"piece {i} ({p!r}) has score {s}")
+            seen[p] = i
+        for text, i in self.special_tokens.items():
+            if not (0 <= i < len(self.pieces)) or self.pieces[i][0] != text:
+                raise UserError(f"special token {text!r} must be the piece of its id {i}")
+
+    # ------------------------------------------------------------------ encoding
+
+    def normalize(self, text: str) -> str:
+        """The text the lattices see: normalised, spaces as "▁", "▁" in front (add_dummy_prefix)."""
+        return escape(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
+                      remove_extra_whitespaces=self.remove_extra_whitespaces)
+
+    def words(self, text: str) -> list[str]:
+        """The words of `text`, each its own lattice; they join to `normalize(text)`."""
+        return text_words(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
+                          remove_extra_whitespaces=self.remove_extra_whitespaces, chunks=self._chunks)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        if self.float32:
+            return self._encode_float32(text)
+        ids: list[int] = []
+        cache = self._cache
+        for word in self.words(text):
+            cached = cache.get(word)
+            if cached is None:
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cached = cache[word] = self._ids(viterbi(self.lattice(word), float32=self.float32), word)
+            ids += cached
+        return ids
+
+    def _encode_float32(self, text: str) -> list[int]:
+        """SentencePiece's arithmetic: each word's Viterbi starts from the total before it, so
+        words' lattices are cached, not their paths."""
+        ids: list[int] = []
+        total = 0.0
+        cache = self._lattices
+        for word in self.words(text):
+            lattice = cache.get(word)
+            if lattice is None:
+                if len(cache) >= _CACHE_LIMIT >> 4:
+                    cache.clear()
+                lattice = cache[word] = self.lattice(word)
+            path, total = viterbi_float32(lattice, start=total)
+            ids += self._ids(path, word)
+        return ids
+
+    def lattice(self, text: str) -> Lattice:
+        """The lattice of already normalised text."""
+        return build_lattice(text, self.vocab, max_len=self.max_len, unk_score=self.unk_score)
+
+    def encode_sample(self, text: str, *, alpha: float = 0.1, nbest_size: int = -1,
+                      generator: random.Random | None = None, seed: int | None = None) -> list[int]:
+        """One random segmentation, for subword regularisation (Kudo 2018), as SentencePiece samples:
+
+        nbest_size < 0: any path, with probability proportional to P(path)^alpha (forward-filtering
+        backward-sampling); nbest_size > 1: one of the n best paths, P proportional to P(path)^alpha;
+        nbest_size 0 or 1: the Viterbi path. Smaller alpha gives more uniform samples.
+        Pass a `generator` (random.Random) or a `seed`.
+        """
+        if (generator is None) == (seed is None):
+            raise UserError("encode_sample needs exactly one of generator= and seed=")
+        rng = generator if generator is not None else random.Random(seed)
+        words = self.words(text)
+        normalized = "".join(words)
+        lattice = self._text_lattice(words)
+        if nbest_size < 0:
+            return self._ids(sample_path(lattice, theta=alpha, rng=rng), normalized)
+        if nbest_size <= 1:
+            return self._ids(viterbi(lattice, float32=self.float32), normalized)
+        paths = nbest_paths(lattice, nbest_size)
+        top = paths[0][0]
+        weights = [math.exp(alpha * (score - top)) for score, _ in paths]
+        return self._ids(rng.choices([p for _, p in paths], weights=weights)[0], normalized)
+
+    def _text_lattice(self, words: list[str]) -> Lattice:
+        """The lattices of the words, one after the other: the lattice `encode_ordinary` walks."""
+        lattice: Lattice = [[]]
+        offset = 0
+        for word in words:
+            for edges in self.lattice(word)[1:]:
+                lattice.append([e._replace(start=e.start + offset, end=e.end + offset) for e in edges])
+            offset += len(word)
+        return lattice
+
+    def _ids(self, path: Sequence[Edge], text: str) -> list[int]:
+        """Token ids of a path over `text`; unknown characters become their UTF-8 bytes (byte
+        fallback) or one <unk> per run of them."""
+        ids: list[int] = []
+        in_unknown = False
+        for edge in path:
+            if edge.token != UNK:
+                ids.append(edge.token)
+                in_unknown = False
+            elif self.byte_fallback:
+                ids += [self._byte_ids[b] for b in _utf8(text[edge.start:edge.end])]
+            elif not in_unknown:
+                ids.append(self.unk_id)
+                in_unknown = True
+        return ids
+
+    # ------------------------------------------------------------------ vocabulary and decoding
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if token_id in self._byte_of:
+            return bytes([self._byte_of[token_id]])
+        if not (0 <= token_id < len(self.pieces)) or token_id in self.special_tokens.values():
+            raise UserError(f"token id {token_id} is not an ordinary piece (vocabulary size {self.vocab_size})")
+        return self.pieces[token_id][0].replace(SPACE, " ").encode("utf-8")
+
+    def token_to_id(self, token: bytes | str) -> int | None:
+        if isinstance(token, bytes):
+            token = token.decode("utf-8", errors="replace").replace(" ", SPACE)
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        hit = self.vocab.get(token)
+        return None if hit is None else hit[0]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The pieces' bytes joined, less the one space that add_dummy_prefix put in front."""
+        data = super().decode_bytes(ids)
+        return data[1:] if self.add_dummy_prefix and data.startswith(b" ") else data
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _PrefixStreamDecoder(self)
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, directory: str | Path) -> None:
+        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`."""
+        from llmlab.tokenizers.unigram_io import save_unigram
+
+        save_unigram(self, directory)
+
+    def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        state["_lattices"] = {}
+        return state
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"cannot encode {text!r}: lone surrogates have no UTF-8 form") from None
+
+
+class _PrefixStreamDecoder(StreamDecoder):
+    """Streams like the base decoder, dropping the dummy-prefix space before the first token only."""
+
+    def __init__(self, tokenizer: UnigramTokenizer) -> None:
+        super().__init__(tokenizer)
+        self._first = tokenizer.add_dummy_prefix
+
+    def push(self, token_id: int) -> str:
+        data = Tokenizer.decode_bytes(self._tokenizer, [token_id])
+        if self._first and data:
+            self._first = False
+            data = data[1:] if data.startswith(b" ") else data
+        return self._utf8.decode(data)

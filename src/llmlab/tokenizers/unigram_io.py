@@ -1,0 +1,278 @@
+"""Unigram tokenizers in other formats: HF `tokenizer.json` (write and read) and SentencePiece `.model` (read).
+
+tokenizer.json, as `tokenizers` 0.2x writes a Unigram model, with SentencePiece's whitespace rule:
+
+    "normalizer": Sequence[NFKC?, Prepend("▁")?]    NFKC unless normalizer "none"; Prepend = add_dummy_prefix
+    "pre_tokenizer": Metaspace(replacement "▁", prepend_scheme "never", split true)   " " -> "▁", cut before "▁"
+                     or Sequence[Split(llmlab pattern, Isolated), Metaspace(...)] with a pre_tokenizer
+    "model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0], ["▁the", -3.2], ...], "byte_fallback": b}
+    "decoder": Sequence[Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0)?]
+
+    subtle: the dummy prefix is a Prepend normalizer, not Metaspace's prepend_scheme: Metaspace adds
+    "▁" only when the text does not start with one, so " a" and "a" would both become "▁a" and
+    decoding could not give the leading space back. SentencePiece (and llmlab) prepend always.
+
+Scores are read as HF reads them (`hf_score`: its JSON parser can be one ULP off for 17 digits,
+which decides exact ties), so a loaded file encodes as HF encodes it; trained scores have 15
+significant digits, which both read exactly. Special tokens (and <unk>) are `added_tokens`, also listed in `vocab` at their ids, as HF requires.
+Reading accepts what llmlab writes and Metaspace files with prepend_scheme "always"/"first" (the
+dummy prefix then differs for text that starts with a space, as said above).
+
+A SentencePiece `.model` is a protobuf `ModelProto`; it is parsed here with a minimal wire-format
+reader (no protobuf dependency). Read: the pieces (piece, score, type), trainer_spec.model_type
+and byte_fallback, normalizer_spec name, add_dummy_prefix, remove_extra_whitespaces. Normalisation
+rules: "identity" -> none, "nfkc" -> NFKC; "nmt_nfkc" (the default) also maps to NFKC, which
+differs for control characters and unusual spaces (SentencePiece removes or folds them to " ").
+Refused: BPE/word/char models, user-defined pieces, treat_whitespace_as_suffix, custom rule maps.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.unigram import SPACE, UnigramTokenizer, chunk_pattern
+
+_NORMALIZERS = {"NFKC": "nfkc", "NFC": "nfc", "Lowercase": "lowercase"}
+_NORMALIZER_TYPES = {name: hf for hf, name in _NORMALIZERS.items()}
+_REPLACE_SPACE = {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}
+
+
+# ---------------------------------------------------------------------- tokenizer.json
+
+
+def save_unigram(tok: UnigramTokenizer, directory: str | Path) -> None:
+    """Write `tokenizer.json` (HF format) and `vocab.txt` (`id<TAB>piece<TAB>score`) into `directory`."""
+    directory = Path(directory)
+    write_json_atomic(directory / "tokenizer.json", to_hf_json(tok))
+    write_text_atomic(directory / "vocab.txt", "".join(f"{i}\t{p}\t{s:.6f}\n" for i, (p, s) in enumerate(tok.pieces)))
+
+
+def to_hf_json(tok: UnigramTokenizer) -> dict[str, Any]:
+    if tok.remove_extra_whitespaces:
+        raise UserError("remove_extra_whitespaces has no exact HF normalizer; save a tokenizer without it")
+    if tok.unused:
+        raise UserError("SentencePiece UNUSED pieces have no HF equivalent")
+    normalizers = [{"type": _NORMALIZER_TYPES[tok.normalizer]}] if tok.normalizer != "none" else []
+    if tok.add_dummy_prefix:
+        normalizers.append({"type": "Prepend", "prepend": SPACE})
+    decoders = [_REPLACE_SPACE, {"type": "ByteFallback"}, {"type": "Fuse"}]
+    if tok.add_dummy_prefix:
+        decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    added = [{"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for text, i in sorted(tok.special_tokens.items(), key=lambda t: t[1])]
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": normalizers} if normalizers else None,
+        "pre_tokenizer": _pre_tokenizer_json(tok),
+        "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {"type": "Unigram", "unk_id": tok.unk_id, "vocab": [[p, s] for p, s in tok.pieces],
+                  "byte_fallback": tok.byte_fallback},
+    }
+
+
+_METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "never", "split": True}
+
+
+def _pre_tokenizer_json(tok: UnigramTokenizer) -> dict[str, Any]:
+    """Metaspace, after a Split(regex, Isolated) of the chunks when the tokenizer has a pre-tokenizer."""
+    if tok.pre_tokenizer is None:
+        return _METASPACE
+    split = {"type": "Split", "pattern": {"Regex": chunk_pattern(tok.pre_tokenizer)}, "behavior": "Isolated",
+             "invert": False}
+    return {"type": "Sequence", "pretokenizers": [split, _METASPACE]}
+
+
+def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
+    """A Unigram tokenizer from a parsed tokenizer.json; UserErrors name the field at fault."""
+    model = data.get("model")
+    if not (isinstance(model, dict) and model.get("type") == "Unigram"):
+        raise UserError("model.type: not 'Unigram'")
+    vocab = model.get("vocab")
+    if not (isinstance(vocab, list) and all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                                            and isinstance(v[1], int | float) for v in vocab)):
+        raise UserError("model.vocab: must be a list of [piece, score]")
+    unk_id = model.get("unk_id")
+    if not isinstance(unk_id, int):
+        raise UserError("model.unk_id: llmlab needs an unknown piece (an integer id)")
+    specials: dict[str, int] = {}
+    for n, entry in enumerate(data.get("added_tokens") or []):
+        if not (isinstance(entry, dict) and isinstance(entry.get("content"), str) and isinstance(entry.get("id"), int)):
+            raise UserError(f"added_tokens[{n}]: needs a string `content` and an integer `id`")
+        specials[entry["content"]] = entry["id"]
+    normalizer, prefix = _read_normalizer(data.get("normalizer"))
+    spec = data.get("pre_tokenizer")
+    pre_tokenizer = None
+    if isinstance(spec, dict) and spec.get("type") == "Sequence":
+        pre_tokenizer, spec = _read_split(spec.get("pretokenizers"))
+    prefix = _read_pre_tokenizer(spec) or prefix
+    return UnigramTokenizer([(p, hf_score(float(s))) for p, s in vocab], unk_id=unk_id, special_tokens=specials,
+                            byte_fallback=bool(model.get("byte_fallback", False)), normalizer=normalizer,
+                            add_dummy_prefix=prefix, pre_tokenizer=pre_tokenizer)
+
+
+def _read_split(steps: Any) -> tuple[str, Any]:
+    """(llmlab pre-tokenizer name, the Metaspace step) of a Sequence[Split(regex, Isolated), Metaspace]."""
+    from llmlab.tokenizers.pre_tokenizers import PATTERNS
+
+    if not (isinstance(steps, list) and len(steps) == 2 and isinstance(steps[0], dict)
+            and steps[0].get("type") == "Split" and steps[0].get("behavior") == "Isolated"
+            and not steps[0].get("invert")):
+        raise UserError("pre_tokenizer: llmlab reads a Unigram Sequence of Split(regex, Isolated) and Metaspace only")
+    pattern = (steps[0].get("pattern") or {}).get("Regex")
+    names = [name for name in PATTERNS if chunk_pattern(name) == pattern]
+    if not names:
+        raise UserError("pre_tokenizer: the Split regex is not one of llmlab's pre-tokenizers "
+                        f"({', '.join(PATTERNS)}) with the '▁?' prefix that llmlab writes")
+    return names[0], steps[1]
+
+
+_POW10 = [float(f"1e{k}") for k in range(309)]  # serde_json's POW10 table: correctly rounded literals
+
+
+def hf_score(x: float) -> float:
+    """The float64 that HF `tokenizers` reads for the JSON number `repr(x)`.
+
+    subtle: serde_json (without its float_roundtrip feature) parses "d1d2...dn" x 10^e as
+    float(d1...dn) / 10^-e, which is exact for up to 15 digits but may be one ULP off for the
+    17 digits of a float32 score written as a double: "-7.6636810302734375" -> -7.663681030273437.
+    One ULP decides exact ties (see `viterbi`), so llmlab reads the numbers as HF does. Python
+    and HF (ryu) both write the shortest round-trip digits, so repr(x) has the file's digits.
+    """
+    if not math.isfinite(x) or x == 0:
+        return x
+    sign, digits, exp = Decimal(repr(x)).as_tuple()
+    assert isinstance(exp, int)
+    if abs(exp) >= len(_POW10):
+        return x
+    f = float(int("".join(map(str, digits))))
+    f = f * _POW10[exp] if exp >= 0 else f / _POW10[-exp]
+    return -f if sign else f
+
+
+def _read_normalizer(spec: Any) -> tuple[str, bool]:
+    """(llmlab normalizer, dummy prefix) of the `normalizer` field."""
+    steps = [] if spec is None else spec.get("normalizers", []) if spec.get("type") == "Sequence" else [spec]
+    names, prefix = [], False
+    for step in steps:
+        kind = step.get("type") if isinstance(step, dict) else None
+        if kind == "Prepend" and step.get("prepend") == SPACE:
+            prefix = True
+        elif kind in _NORMALIZERS:
+            names.append(_NORMALIZERS[kind])
+        else:
+            raise UserError(f"normalizer: {kind!r} is not supported for Unigram (NFKC, NFC, Lowercase, Prepend('▁'))")
+    if len(set(names)) > 1:
+        raise UserError(f"normalizer: the Sequence {names} is not one llmlab normalizer")
+    return (names[0] if names else "none"), prefix
+
+
+def _read_pre_tokenizer(spec: Any) -> bool:
+    """Whether the pre-tokenizer adds the dummy prefix (Metaspace with prepend_scheme always/first)."""
+    if not (isinstance(spec, dict) and spec.get("type") == "Metaspace" and spec.get("replacement") == SPACE):
+        raise UserError("pre_tokenizer: llmlab reads Unigram files with a Metaspace('▁') pre-tokenizer")
+    return spec.get("prepend_scheme", "always") in ("always", "first")
+
+
+# ---------------------------------------------------------------------- SentencePiece .model
+
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED = 1, 2, 3, 4, 5  # piece types (6: BYTE)
+_SPM_NORMALIZERS = {"identity": "none", "nfkc": "nfkc", "nmt_nfkc": "nfkc"}
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of a protobuf message: varints as ints, 32-bit as raw 4 bytes, length-delimited as bytes."""
+    i, n = 0, len(data)
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            if i >= n:
+                raise UserError("not a SentencePiece model: truncated protobuf")
+            b = data[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return result
+
+    while i < n:
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            yield field, varint()
+        elif wire == 1:
+            yield field, data[i:i + 8]
+            i += 8
+        elif wire == 2:
+            size = varint()
+            yield field, data[i:i + size]
+            i += size
+        elif wire == 5:
+            yield field, data[i:i + 4]
+            i += 4
+        else:
+            raise UserError(f"not a SentencePiece model: protobuf wire type {wire}")
+
+
+def load_sentencepiece_model(path: str | Path) -> UnigramTokenizer:
+    """A UnigramTokenizer from a SentencePiece `.model` file (or its bytes) that encodes like
+    `sentencepiece.SentencePieceProcessor` (see the module docstring for the normaliser)."""
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()
+    pieces: list[tuple[str, float]] = []
+    types: list[int] = []
+    model_type, byte_fallback, suffix = 1, False, False
+    norm_name, dummy, extra = "nmt_nfkc", True, True
+    for field, value in _fields(data):
+        if field == 1 and isinstance(value, bytes):  # SentencePiece {1: piece, 2: score, 3: type}
+            piece, score, kind = "", 0.0, _NORMAL
+            for f, v in _fields(value):
+                if f == 1 and isinstance(v, bytes):
+                    piece = v.decode("utf-8")
+                elif f == 2 and isinstance(v, bytes):
+                    score = struct.unpack("<f", v)[0]
+                elif f == 3 and isinstance(v, int):
+                    kind = v
+            pieces.append((piece, score))
+            types.append(kind)
+        elif field == 2 and isinstance(value, bytes):  # TrainerSpec
+            for f, v in _fields(value):
+                if f == 3 and isinstance(v, int):
+                    model_type = v
+                elif f == 35 and isinstance(v, int):
+                    byte_fallback = bool(v)
+                elif f == 24 and isinstance(v, int):
+                    suffix = bool(v)
+        elif field == 3 and isinstance(value, bytes):  # NormalizerSpec
+            for f, v in _fields(value):
+                if f == 1 and isinstance(v, bytes):
+                    norm_name = v.decode("utf-8")
+                elif f == 3 and isinstance(v, int):
+                    dummy = bool(v)
+                elif f == 4 and isinstance(v, int):
+                    extra = bool(v)
+    if model_type != 1:
+        raise UserError(f"SentencePiece model_type {model_type} is not Unigram (1)")
+    if suffix:
+        raise UserError("SentencePiece treat_whitespace_as_suffix is not supported")
+    if _USER_DEFINED in types:
+        raise UserError("SentencePiece user-defined pieces are not supported")
+    if norm_name not in _SPM_NORMALIZERS:
+        raise UserError(f"SentencePiece normalization rule {norm_name!r} is not supported "
+                        f"({', '.join(_SPM_NORMALIZERS)})")
+    if _UNKNOWN not in types:
+        raise UserError("SentencePiece model without an unknown piece")
+    specials = {p: i for i, ((p, _), t) in enumerate(zip(pieces, types, strict=True)) if t in (_UNKNOWN, _CONTROL)}
+    return UnigramTokenizer(pieces, unk_id=types.index(_UNKNOWN), byte_fallback=byte_fallback,
+                            special_tokens=specials, normalizer=_SPM_NORMALIZERS[norm_name],
+                            add_dummy_prefix=dummy, remove_extra_whitespaces=extra,
+                            unused=[i for i, t in enumerate(types) if t == _UNUSED], float32=True)
+

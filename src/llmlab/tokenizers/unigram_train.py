@@ -1,0 +1,579 @@
+"""Training a Unigram LM tokenizer: EM over every word's lattice, then pruning by loss.
+
+Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and SentencePiece's
+`trainer_unigram.cc`, which this follows step by step:
+
+1. Count the unique words: normalise each text, spaces -> "▁", "▁" in front, cut before
+   every "▁" (SentencePiece's split_by_whitespace). Everything after works on unique words
+   weighted by their counts, so memory and time grow with the vocabulary of the corpus.
+2. Required characters: the most frequent characters that together make up
+   `character_coverage` of all characters. The rest are unknown (<unk>, or bytes).
+3. Seed pieces: the characters, and the substrings of 2..max_piece_length known characters
+   inside words that occur at least twice, the `seed_size` best by frequency x length.
+   SentencePiece finds them with a suffix array over the corpus and keeps only maximal
+   repeats; counting every substring of the unique words gives the same counts (a word is
+   never crossed), and the non-maximal ones are dropped in the first pruning rounds.
+   Initial score: log(freq x length / total).
+4. EM, `num_sub_iterations` times. E-step: forward-backward over each word's lattice gives
+   every piece's expected count. M-step: drop pieces expected fewer than 0.5 times, and set
+   score = digamma(count) - digamma(total): SentencePiece's Bayesian ("DPified") EM, a
+   sparse prior that pushes rare pieces down; plain EM would use log(count / total).
+5. Prune to max(1.1 x target, shrinking_factor x size). Each piece's loss is how much the
+   corpus likelihood drops if it is removed, approximated as SentencePiece does: its Viterbi
+   count moves to its second-best segmentation (the best one without the piece itself).
+   Pieces never on a Viterbi path go first; pieces without an alternative (characters) stay.
+6. Repeat 4-5 until at most 1.1 x target pieces are left; keep the required characters and
+   then the best-scoring pieces.
+
+The fast part: all lattices of all unique words are flat NumPy arrays of edges (start node,
+end node, piece), built once for the seed vocabulary; each round masks out the dead pieces.
+Forward and backward passes run layer by layer (the edges that end, or start, at the k-th
+character of their word), vectorised over all words at once. Substrings are found by a
+64-bit polynomial hash of random per-character values; two different substrings of the same
+length collide with probability ~n^2 / 2^65 (about 1e-7 for a million of them).
+`unigram.py`'s pure-Python lattice is the oracle these are tested against.
+
+Left out: SentencePiece's script and number splitting (split_by_unicode_script,
+split_by_number: its pieces never mix scripts, e.g. "a1" or "x." can be pieces here),
+sentence sampling (input_sentence_size), user-defined symbols, multithreading.
+"""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import regex
+
+from llmlab.errors import UserError
+from llmlab.tokenizers.normalizers import NORMALIZERS
+from llmlab.tokenizers.unigram import (
+    SPACE,
+    UNK_PENALTY,
+    UnigramTokenizer,
+    byte_piece,
+    chunk_pattern,
+    text_words,
+)
+
+UNK_PIECE = "<unk>"
+EXPECTED_MIN = 0.5  # SentencePiece's kExpectedFrequencyThreshold: the M-step drops rarer pieces
+DESIRED_SLACK = 1.1  # EM and pruning stop at 1.1 x the target; the final cut takes the best
+_MISSING_CHAR_GAP = 1e-4  # required characters EM dropped get scores just below the lowest
+_B = np.uint64(0x9E3779B97F4A7C15)  # hash multiplier (odd)
+_TABLE = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 21, dtype=np.uint64)  # per char id
+
+
+def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool = False,
+                  character_coverage: float = 0.9995, max_piece_length: int = 16, seed_size: int = 1_000_000,
+                  shrinking_factor: float = 0.75, num_sub_iterations: int = 2, special_tokens: Sequence[str] = (),
+                  normalizer: str = "nfkc", add_dummy_prefix: bool = True, split_by_unicode_script: bool = True,
+                  split_by_number: bool = True, pre_tokenizer: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> UnigramTokenizer:
+    """Train a Unigram tokenizer on `texts` (each one a "sentence" with its own "▁" prefix).
+
+    `vocab_size` counts every id: <unk> (id 0), the special tokens, the 256 byte pieces with
+    `byte_fallback`, and the learned pieces. A corpus too small to hold that many pieces gives
+    a smaller vocabulary (SentencePiece raises instead). `split_by_unicode_script` and
+    `split_by_number` are SentencePiece's options of the same names (both on by default, as there):
+    no piece mixes scripts ("self(" or "x." are no pieces), nor digits with letters ("a1").
+    `pre_tokenizer` (an llmlab pre-tokenizer name) cuts texts into chunks first; the tokenizer
+    keeps it, so pieces never cross chunks in training or encoding.
+    """
+    if isinstance(texts, str):  # one text, not an iterable of its characters
+        texts = [texts]
+    n_meta = 1 + len(special_tokens) + (256 if byte_fallback else 0)
+    target = vocab_size - n_meta
+    if target < 1:
+        raise UserError(f"vocab_size {vocab_size} leaves no room for pieces after {n_meta} fixed ids "
+                        "(<unk>, special tokens, 256 bytes with byte_fallback)")
+    if not 0 < character_coverage <= 1:
+        raise UserError(f"character_coverage must be in (0, 1], got {character_coverage}")
+    if not 0 < shrinking_factor < 1:
+        raise UserError(f"shrinking_factor must be in (0, 1), got {shrinking_factor}")
+    if max_piece_length < 1 or num_sub_iterations < 1:
+        raise UserError("max_piece_length and num_sub_iterations must be at least 1")
+    if len(set(special_tokens)) != len(special_tokens) or UNK_PIECE in special_tokens:
+        raise UserError(f"special tokens must be distinct and not {UNK_PIECE!r}: {list(special_tokens)}")
+    if normalizer not in NORMALIZERS:
+        raise UserError(f"unknown normalizer {normalizer!r}; choose one of {', '.join(NORMALIZERS)}")
+    say = progress or (lambda _: None)
+
+    chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
+    counts = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+    if not counts:
+        raise UserError("the training corpus is empty")
+    chars = required_chars(counts, character_coverage)
+    if len(chars) > target:
+        raise UserError(f"vocab_size {vocab_size} is too small: {len(chars)} characters are required at "
+                        f"character_coverage {character_coverage} (plus {n_meta} fixed ids)")
+    words = _Strings.of(list(counts), chars, weights=np.fromiter(counts.values(), np.float64, len(counts)))
+    breaks = script_breaks(words, chars, split_by_number=split_by_number) if split_by_unicode_script else None
+    pieces, seed_scores, hashes = seed_pieces(words, chars, max_piece_length=max_piece_length, seed_size=seed_size,
+                                              breaks=breaks)
+    say(f"{len(counts):,} unique words, {len(chars):,} required characters, {len(pieces):,} seed pieces")
+    scores = em_and_prune(words, pieces, seed_scores, hashes, chars, target=target,
+                          shrinking_factor=shrinking_factor,
+                          num_sub_iterations=num_sub_iterations, say=say)
+    final = finalize(pieces, scores, chars, target)
+    meta = [(UNK_PIECE, 0.0), *((s, 0.0) for s in special_tokens),
+            *((byte_piece(b), 0.0) for b in range(256) if byte_fallback)]
+    return UnigramTokenizer(meta + final, unk_id=0, byte_fallback=byte_fallback,
+                            special_tokens={s: 1 + i for i, s in enumerate(special_tokens)},
+                            normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, pre_tokenizer=pre_tokenizer)
+
+
+# ---------------------------------------------------------------------- words, characters, seeds
+
+
+def count_words(texts: Iterable[str], *, normalizer: str, add_dummy_prefix: bool,
+                chunks: regex.Pattern[str] | None = None) -> Counter[str]:
+    """Unique escaped words and their counts: ["a b", "b"] -> {"▁a": 1, "▁b": 2}."""
+    normalize = NORMALIZERS[normalizer]
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(text_words(normalize(text), add_dummy_prefix=add_dummy_prefix, chunks=chunks))
+    return counts
+
+
+def required_chars(counts: Counter[str], coverage: float) -> dict[str, int]:
+    """The most frequent characters, in order, until they make up `coverage` of all (as SentencePiece)."""
+    chars: Counter[str] = Counter()
+    for word, n in counts.items():
+        for c, k in Counter(word).items():
+            chars[c] += k * n
+    total = sum(chars.values())
+    out: dict[str, int] = {}
+    covered = 0
+    for c, n in sorted(chars.items(), key=lambda t: (-t[1], t[0])):
+        if covered / total >= coverage:
+            break
+        out[c] = n
+        covered += n
+    return out
+
+
+@dataclass(frozen=True)
+class _Strings:
+    """Many strings as flat arrays: the unique words, or the pieces themselves."""
+
+    text: str  # all strings, concatenated
+    codes: np.ndarray  # (N,) char id of each position: 1 + rank among required chars, 0 = unknown
+    owner: np.ndarray  # (N,) which string each position belongs to
+    offsets: np.ndarray  # (S + 1,) string k is text[offsets[k]:offsets[k + 1]]
+    weights: np.ndarray  # (S,) how often each string occurs
+
+    @classmethod
+    def of(cls, strings: Sequence[str], chars: dict[str, int], *, weights: np.ndarray | None = None) -> _Strings:
+        text = "".join(strings)
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        known = np.array(sorted(ord(c) for c in chars), dtype=np.uint32)
+        rank = {ord(c): i for i, c in enumerate(chars)}  # by frequency
+        ids = np.array([1 + rank[int(p)] for p in known], dtype=np.int64)
+        at = np.minimum(np.searchsorted(known, points), max(len(known) - 1, 0))
+        codes = np.where(known[at] == points, ids[at], 0) if len(known) else np.zeros(len(points), np.int64)
+        lengths = np.fromiter((len(s) for s in strings), np.int64, len(strings))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        owner = np.repeat(np.arange(len(strings)), lengths)
+        return cls(text, codes, owner, offsets, np.ones(len(strings)) if weights is None else weights)
+
+    def windows(self, max_len: int, *,
+                breaks: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(L, start positions, hashes) of every run of L known characters inside one string,
+        in ascending position order; with `breaks`, no run crosses a position where it is True."""
+        ends = self.offsets[1:][self.owner]
+        pos = np.flatnonzero(self.codes > 0)
+        h = _TABLE[self.codes[pos]]
+        for length in range(1, max_len + 1):
+            if not pos.size:
+                return
+            yield length, pos, h
+            nxt = pos + length
+            ok = nxt < ends[pos]
+            pos, h, nxt = pos[ok], h[ok], nxt[ok]
+            c = self.codes[nxt]
+            ok = c > 0 if breaks is None else (c > 0) & ~breaks[nxt]
+            pos, h = pos[ok], h[ok] * _B + _TABLE[c[ok]]
+
+
+# Scripts told apart by split_by_unicode_script; a character of none of them is "Other" (one class).
+_SCRIPTS = ("Latin", "Common", "Greek", "Cyrillic", "Armenian", "Hebrew", "Arabic", "Syriac", "Thaana", "Devanagari",
+            "Bengali", "Gurmukhi", "Gujarati", "Oriya", "Tamil", "Telugu", "Kannada", "Malayalam", "Sinhala", "Thai",
+            "Lao", "Tibetan", "Myanmar", "Georgian", "Hangul", "Ethiopic", "Cherokee", "Khmer", "Mongolian", "Han",
+            "Bopomofo", "Yi", "Coptic", "Runic", "Ogham", "Braille", "Canadian_Aboriginal", "Tifinagh", "Nko",
+            "Javanese", "Balinese")
+_SCRIPT_OF = regex.compile(r"(?P<han>[\p{Hiragana}\p{Katakana}\u30fc])|(?P<inherited>\p{Script=Inherited})|"
+                           + "|".join(f"(?P<s{i}>\\p{{Script={name}}})" for i, name in enumerate(_SCRIPTS)))
+_ANY, _INHERITED, _OTHER, _HAN = -1, -2, len(_SCRIPTS), _SCRIPTS.index("Han")
+
+
+def script_class(c: str, *, split_by_number: bool) -> int:
+    """SentencePiece's script of a character for split_by_unicode_script: its Unicode script, with
+    Hiragana, Katakana and "ー" counted as Han; "▁" (and digits, without split_by_number) go with any.
+
+        "a" -> Latin, "." -> Common, "1" -> Common (or any), "́" -> Inherited (takes the one before)
+    """
+    if c == SPACE or (not split_by_number and unicodedata.category(c) == "Nd"):
+        return _ANY
+    m = _SCRIPT_OF.match(c)
+    if m is None:
+        return _OTHER
+    if m.lastgroup == "inherited":
+        return _INHERITED
+    return _HAN if m.lastgroup == "han" else int(m.lastgroup[1:])
+
+
+def script_breaks(words: _Strings, chars: dict[str, int], *, split_by_number: bool) -> np.ndarray:
+    """breaks[i]: a piece may not hold both characters i - 1 and i, as SentencePiece's
+    IsValidSentencePiece rules with split_by_unicode_script: "▁self(" -> "▁self" | "(".
+
+    Only neighbours are compared (a digit without split_by_number joins anything on either side);
+    a combining mark (Inherited) has the script of the character before it.
+    """
+    cls = np.array([_OTHER, *(script_class(c, split_by_number=split_by_number) for c in chars)], np.int64)
+    s = cls[words.codes]
+    idx = np.where(s != _INHERITED, np.arange(len(s)), 0)
+    s = s[np.maximum.accumulate(idx)] if len(s) else s
+    s[s == _INHERITED] = _ANY
+    breaks = np.zeros(len(s), dtype=bool)
+    breaks[1:] = (s[1:] != _ANY) & (s[:-1] != _ANY) & (s[1:] != s[:-1])
+    return breaks
+
+
+def seed_pieces(words: _Strings, chars: dict[str, int], *, max_piece_length: int, seed_size: int,
+                breaks: np.ndarray | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Seed pieces, their initial log-probabilities, and their hashes.
+
+    The characters, then the maximal repeats among the runs of 2..max_piece_length known
+    characters (no run crosses `breaks`) that occur at least twice, the best by freq x length,
+    as SentencePiece's suffix-array seeds. A repeat is not maximal when every occurrence extends
+    the same way: "elf" always inside "self" has the count of "self" and adds nothing.
+    Found by comparing each window's count with the count of the window one longer at the same
+    start (right extension) and at the start before (left extension).
+    """
+    pieces = list(chars)
+    value = [float(n) for n in chars.values()]  # characters: their count; substrings: count x length
+    cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []  # (score, first position, hash, L)
+    prev = None  # the previous length's (positions, count per window, type per window, maximal per type, ...)
+
+    def emit(p: tuple) -> None:
+        _, _, _, maximal, uniq, first, freq, length = p
+        keep = (freq >= 2) & maximal
+        cands.append((freq[keep] * length, first[keep], uniq[keep], length))
+
+    # one longer than the longest piece: a repeat that always extends past the limit is not maximal
+    # either, and SentencePiece drops it with its too long extension
+    for length, pos, h in words.windows(max_piece_length + 1, breaks=breaks):
+        if length == 1:
+            continue
+        uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        freq = np.bincount(inverse, weights=words.weights[words.owner[pos]])
+        count = freq[inverse]
+        if prev is not None:
+            p_pos, p_count, p_inverse, p_maximal = prev[:4]
+            for shift in (0, 1):  # 0: this window extends the shorter one to the right; 1: to the left
+                at = np.searchsorted(p_pos, pos + shift)
+                p_maximal[p_inverse[at[p_count[at] == count]]] = False
+            emit(prev)
+        prev = (pos, count, inverse, np.ones(len(uniq), dtype=bool), uniq, pos[first], freq, length)
+    if prev is not None and prev[-1] <= max_piece_length:
+        emit(prev)
+    hashes = [int(_TABLE[1 + k]) for k in range(len(chars))]  # a required character's hash: its table entry
+    if cands:
+        score = np.concatenate([c[0] for c in cands])
+        start = np.concatenate([c[1] for c in cands])
+        h = np.concatenate([c[2] for c in cands])
+        length = np.concatenate([np.full(len(c[0]), c[3]) for c in cands])
+        best = np.lexsort((h, -score))[:max(seed_size - len(pieces), 0)]  # by score, ties in a fixed order
+        pieces += [words.text[p:p + n] for p, n in zip(start[best].tolist(), length[best].tolist(), strict=True)]
+        value += score[best].tolist()
+        hashes += h[best].tolist()
+    v = np.array(value)
+    return pieces, np.log(v) - np.log(v.sum()), np.array(hashes, dtype=np.uint64)
+
+
+def hash_table(hashes: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{length: (sorted hashes, piece ids)} of the pieces `ids`, for looking windows up."""
+    table = {}
+    for n in np.unique(lengths[ids]).tolist():
+        sel = ids[lengths[ids] == n]
+        order = np.argsort(hashes[sel], kind="stable")
+        table[n] = (hashes[sel][order], sel[order])
+    return table
+
+
+# ---------------------------------------------------------------------- lattices as arrays
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """Every lattice edge of many strings for the seed vocabulary, sorted for both passes.
+
+    Nodes: string k has nodes offsets[k] + k .. offsets[k + 1] + k (one per character boundary).
+    An edge with piece == P (the number of pieces) is an unknown character; it is used only
+    where the character's own piece (`cover`) is not alive, as SentencePiece adds unk nodes.
+    """
+
+    strings: _Strings
+    n_pieces: int
+    fwd: dict[str, np.ndarray]  # edges sorted by (end position within the string, end node)
+    bwd: dict[str, np.ndarray]  # edges sorted by (start position within the string, descending; start node)
+
+    @classmethod
+    def build(cls, strings: _Strings, table: dict[int, tuple[np.ndarray, np.ndarray]], n_pieces: int, *,
+              max_len: int, skip_whole: bool = False) -> _Edges:
+        """`skip_whole` leaves out the edge that is a whole string (for second-best segmentations)."""
+        starts, lengths, pieces = [], [], []
+        char_piece = np.full(len(strings.codes), -1, np.int64)
+        for length, pos, h in strings.windows(max_len):
+            if length not in table:
+                continue
+            sorted_h, ids = table[length]
+            at = np.minimum(np.searchsorted(sorted_h, h), len(sorted_h) - 1)
+            hit = sorted_h[at] == h
+            if length == 1:
+                char_piece[pos[hit]] = ids[at[hit]]
+            if skip_whole:
+                hit &= ~((pos == strings.offsets[strings.owner[pos]])
+                         & (pos + length == strings.offsets[strings.owner[pos] + 1]))
+            starts.append(pos[hit])
+            lengths.append(np.full(int(hit.sum()), length))
+            pieces.append(ids[at[hit]])
+        every = np.arange(len(strings.codes))  # one unknown-character edge per position
+        start = np.concatenate([*starts, every])
+        length = np.concatenate([*lengths, np.ones(len(every), np.int64)])
+        piece = np.concatenate([*pieces, np.full(len(every), n_pieces)])
+        cover = np.concatenate([np.full(len(start) - len(every), -1), char_piece])
+        owner = strings.owner[start]
+        local = start - strings.offsets[owner]
+        a = start + owner
+        edges = {"a": a, "b": a + length, "piece": piece, "cover": cover, "owner": owner,
+                 "end": local + length, "start": local}
+        fwd = np.lexsort((edges["b"], edges["end"]))
+        bwd = np.lexsort((edges["a"], -edges["start"]))
+        return cls(strings, n_pieces, {k: v[fwd] for k, v in edges.items()}, {k: v[bwd] for k, v in edges.items()})
+
+    def compact(self, alive: np.ndarray) -> _Edges:
+        """Without the edges of dead pieces (unknown-character edges stay: they may be needed later)."""
+
+        def keep(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            live = np.append(alive, True)[e["piece"]]
+            return {k: v[live] for k, v in e.items()}
+
+        return _Edges(self.strings, self.n_pieces, keep(self.fwd), keep(self.bwd))
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.strings.codes) + len(self.strings.weights)
+
+    @property
+    def first(self) -> np.ndarray:
+        return self.strings.offsets[:-1] + np.arange(len(self.strings.weights))
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.strings.offsets[1:] + np.arange(len(self.strings.weights))
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The live edges of one pass, with their layers and groups (reduceat boundaries)."""
+
+    src: np.ndarray  # node read (start for forward, end for backward)
+    dst: np.ndarray  # node written
+    piece: np.ndarray
+    owner: np.ndarray
+    layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
+
+
+def _live_pass(edges: dict[str, np.ndarray], alive: np.ndarray, *, forward: bool) -> _Pass:
+    alive_ext = np.append(alive, False)
+    live = np.where(edges["piece"] == len(alive), ~alive_ext[edges["cover"]], alive_ext[edges["piece"]])
+    e = {k: v[live] for k, v in edges.items()}
+    src, dst, key = (e["a"], e["b"], e["end"]) if forward else (e["b"], e["a"], e["start"])
+    cuts = np.flatnonzero(np.diff(key)) + 1
+    bounds = np.concatenate([[0], cuts, [len(key)]])
+    layers = []
+    for lo, hi in itertools.pairwise(bounds.tolist()):
+        d = dst[lo:hi]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(d)) + 1])
+        layers.append((int(lo), int(hi), starts, d[starts]))
+    return _Pass(src, dst, e["piece"], e["owner"], layers)
+
+
+def _grouped_logsumexp(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    m = np.maximum.reduceat(v, starts)
+    sizes = np.diff(np.append(starts, len(v)))
+    return m + np.log(np.add.reduceat(np.exp(v - np.repeat(m, sizes)), starts))
+
+
+def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, float]:
+    """E-step: each piece's expected count over all strings (weighted), and the log-likelihood.
+
+    `scores` has one entry per piece plus the unknown-character score at the end.
+    alpha[node]: log-sum over paths from the string's start; beta[node]: to its end; an edge's
+    posterior is exp(alpha[a] + score + beta[b] - Z).
+    """
+    fwd = _live_pass(edges.fwd, alive, forward=True)
+    bwd = _live_pass(edges.bwd, alive, forward=False)
+    alpha = np.full(edges.n_nodes, -np.inf)
+    alpha[edges.first] = 0.0
+    s = scores[fwd.piece]
+    for lo, hi, starts, nodes in fwd.layers:
+        alpha[nodes] = _grouped_logsumexp(alpha[fwd.src[lo:hi]] + s[lo:hi], starts)
+    beta = np.full(edges.n_nodes, -np.inf)
+    beta[edges.last] = 0.0
+    s = scores[bwd.piece]
+    for lo, hi, starts, nodes in bwd.layers:
+        beta[nodes] = _grouped_logsumexp(beta[bwd.src[lo:hi]] + s[lo:hi], starts)
+    z = alpha[edges.last]
+    w = edges.strings.weights
+    post = np.exp(alpha[fwd.src] + scores[fwd.piece] + beta[fwd.dst] - z[fwd.owner]) * w[fwd.owner]
+    return np.bincount(fwd.piece, weights=post, minlength=len(scores)), float(np.dot(w, z))
+
+
+def viterbi_paths(edges: _Edges, alive: np.ndarray,
+                  scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best path of every string: (best score per string, owner of each path edge, its piece)."""
+    fwd = _live_pass(edges.fwd, alive, forward=True)
+    best = np.full(edges.n_nodes, -np.inf)
+    best[edges.first] = 0.0
+    back = np.full(edges.n_nodes, -1)
+    s = scores[fwd.piece]
+    for lo, hi, starts, nodes in fwd.layers:
+        v = best[fwd.src[lo:hi]] + s[lo:hi]
+        m = np.maximum.reduceat(v, starts)
+        sizes = np.diff(np.append(starts, hi - lo))
+        group = np.repeat(np.arange(len(starts)), sizes)
+        at = np.flatnonzero(v == m[group])
+        first = at[np.concatenate([[True], group[at][1:] != group[at][:-1]])]  # first best edge per group
+        best[nodes] = m
+        back[nodes] = lo + first
+    owners, pieces = [], []
+    cur = edges.last.copy()
+    todo = np.flatnonzero(back[cur] >= 0)
+    while todo.size:
+        e = back[cur[todo]]
+        owners.append(todo)
+        pieces.append(fwd.piece[e])
+        cur[todo] = fwd.src[e]
+        todo = todo[back[cur[todo]] >= 0]
+    empty = np.zeros(0, np.int64)
+    return (best[edges.last], np.concatenate(owners) if owners else empty,
+            np.concatenate(pieces) if pieces else empty)
+
+
+# ---------------------------------------------------------------------- EM and pruning
+
+
+def digamma(x: np.ndarray) -> np.ndarray:
+    """psi(x) for x > 0, as SentencePiece computes it: recurrence up to 7, then the asymptotic series."""
+    x = np.array(x, dtype=np.float64)
+    result = np.zeros_like(x)
+    while (small := x < 7).any():
+        result[small] -= 1 / x[small]
+        x[small] += 1
+    x -= 0.5
+    xx2 = 1 / (x * x)
+    xx4 = xx2 * xx2
+    return result + np.log(x) + xx2 / 24 - 7 / 960 * xx4 + 31 / 8064 * xx4 * xx2 - 127 / 30720 * xx4 * xx4
+
+
+def m_step(expected: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(alive, scores): pieces expected under 0.5 times die; the rest score digamma(n) - digamma(total)."""
+    alive = alive & (expected[:-1] >= EXPECTED_MIN)
+    n = np.where(alive, expected[:-1], 1.0)
+    scores = np.where(alive, digamma(n) - digamma(np.array(expected[:-1][alive].sum())), 0.0)
+    return alive, scores
+
+
+def _with_unk(scores: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    return np.append(scores, scores[alive].min() - UNK_PENALTY)
+
+
+def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
+          scores: np.ndarray, *, keep: int) -> np.ndarray:
+    """SentencePiece's pruning: keep `keep` pieces, dropping those whose loss of likelihood is smallest.
+
+    loss(i) = freq_i / total_freq_of_words x [log p_i - sum_{j in alt(i)} log p'_j], where alt(i) is
+    the second-best segmentation of piece i, and p' are the probabilities after i's Viterbi
+    count freq_i has moved to its alternative pieces.
+    """
+    sc = _with_unk(scores, alive)
+    n = len(alive)
+    _, owner, piece = viterbi_paths(words, alive, sc)
+    freq = np.bincount(piece, weights=words.strings.weights[owner], minlength=n + 1)
+    freq[n] = 0.0  # unknown characters: no piece to move counts to
+    lengths = np.fromiter(map(len, pieces), np.int64, n)
+    multi = np.flatnonzero(alive & (lengths >= 2))
+    # the second-best segmentation of each live piece: its best one without the edge of itself
+    strings = _Strings.of([pieces[i] for i in multi.tolist()], chars)
+    lattice = _Edges.build(strings, hash_table(hashes, lengths, np.flatnonzero(alive)), n,
+                           max_len=int(lengths.max()), skip_whole=True)
+    alt_score, alt_string, alt_piece = viterbi_paths(lattice, alive, sc)
+    alt_owner = multi[alt_string]
+    split = np.zeros(n, dtype=bool)
+    split[multi] = alt_score > scores[multi]  # the piece's own best segmentation is not itself
+    candidate = np.zeros(n, dtype=bool)
+    candidate[multi] = True
+    candidate &= ~split & (freq[:n] > 0)
+    total = freq[:n].sum()
+    n_alt = np.bincount(alt_owner, minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) only for pieces that are no candidates
+        logsum_alt = np.log(total + freq[:n] * (n_alt - 1))
+        logprob_alt = np.bincount(alt_owner, weights=np.log(freq[alt_piece] + freq[alt_owner]), minlength=n)
+        logprob_alt -= n_alt * logsum_alt
+        loss = (freq[:n] / words.strings.weights.sum()) * (np.log(freq[:n]) - np.log(total) - logprob_alt)
+    kept = alive & (lengths == 1) & (freq[:n] > 0)  # characters on some path: no alternative, always kept
+    order = np.flatnonzero(candidate)[np.argsort(-loss[candidate], kind="stable")]
+    new = kept.copy()
+    new[order[:max(keep - int(kept.sum()), 0)]] = True
+    return new
+
+
+def em_and_prune(words: _Strings, pieces: list[str], scores: np.ndarray, hashes: np.ndarray,
+                 chars: dict[str, int], *, target: int, shrinking_factor: float, num_sub_iterations: int,
+                 say: Callable[[str], None]) -> np.ndarray:
+    """Scores of the pieces after EM and pruning (-inf for dead pieces)."""
+    n = len(pieces)
+    lengths = np.fromiter(map(len, pieces), np.int64, n)
+    alive = np.ones(n, dtype=bool)
+    word_edges = _Edges.build(words, hash_table(hashes, lengths, np.arange(n)), n, max_len=int(lengths.max()))
+    desired = int(target * DESIRED_SLACK)
+    for rnd in range(1, 1000):
+        for _ in range(num_sub_iterations):
+            expected, loglik = expected_counts(word_edges, alive, _with_unk(scores, alive))
+            alive, scores = m_step(expected, alive)
+            word_edges = word_edges.compact(alive)
+            say(f"round {rnd}: {int(alive.sum()):,} pieces, log-likelihood per word "
+                f"{loglik / words.weights.sum():.4f}")
+        if alive.sum() <= desired:
+            break
+        size = int(alive.sum())
+        alive = prune(word_edges, pieces, hashes, chars, alive, scores,
+                      keep=max(desired, int(shrinking_factor * size)))
+        word_edges = word_edges.compact(alive)
+    return np.where(alive, scores, -np.inf)
+
+
+def finalize(pieces: list[str], scores: np.ndarray, chars: dict[str, int], target: int) -> list[tuple[str, float]]:
+    """The required characters first (EM may have dropped some: they get scores just below the
+    lowest), then the best pieces by score, up to `target`; sorted by score, best first."""
+    alive = np.isfinite(scores)
+    low = scores[alive].min() if alive.any() else 0.0
+    index = {p: i for i, p in enumerate(pieces)}
+    final: dict[str, float] = {}
+    for k, c in enumerate(chars):
+        i = index[c]
+        final[c] = float(scores[i]) if alive[i] else float(low - _MISSING_CHAR_GAP * (k + 1))
+    for i in np.argsort(-np.where(alive, scores, -np.inf), kind="stable"):
+        if len(final) >= target or not alive[i]:
+            break
+        final.setdefault(pieces[i], float(scores[i]))
+    # subtle: 15 significant digits, so that HF's JSON reader (exact only up to 15 digits, see
+    # unigram_io.hf_score) reads from tokenizer.json the very scores llmlab encodes with
+    return sorted(((p, float(f"{s:.15g}")) for p, s in final.items()), key=lambda t: (-t[1], t[0]))

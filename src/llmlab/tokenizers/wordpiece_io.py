@@ -1,0 +1,168 @@
+"""Hugging Face `tokenizer.json` files for WordPiece (BERT-style): write them, and read them back.
+
+The fields are those HF `tokenizers` writes for a BERT tokenizer, so `tokenizers.Tokenizer.from_file`,
+`transformers.PreTrainedTokenizerFast(tokenizer_file=...)` and `BertTokenizerFast` load what llmlab writes:
+
+    {"version": "1.0", "truncation": null, "padding": null,
+     "added_tokens": [{"id": 0, "content": "[PAD]", "special": true, "normalized": false, ...}, ...],
+     "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                    "strip_accents": null, "lowercase": true},
+     "pre_tokenizer": {"type": "BertPreTokenizer"},
+     "post_processor": {"type": "TemplateProcessing", ...} | null,     [CLS] $A [SEP] (and pairs)
+     "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+     "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+               "max_input_chars_per_word": 100, "vocab": {"[PAD]": 0, ..., "##ing": 1234, ...}}}
+
+The special tokens sit in `model.vocab` too, as in BERT's vocab.txt. The post-processor is
+written when [CLS] and [SEP] are special tokens, so HF adds them by default as BERT models
+expect; llmlab's `encode` never post-processes, and equals HF's `add_special_tokens=False`.
+
+Next to it, `vocab.txt` is BERT's vocabulary file, one piece per line, line number = id
+(readable, and `BertTokenizer(vocab_file=...)` loads it). That needs ids 0..N-1 without gaps.
+
+Reading accepts WordPiece files llmlab did not write when their pipeline is BERT's:
+normalizer BertNormalizer or null, pre_tokenizer BertPreTokenizer (alone or a one-step
+Sequence), decoder WordPiece or null (llmlab decodes with the WordPiece decoder either way).
+Added tokens become llmlab special tokens (hf_io.py says why). Ignored: post_processor,
+truncation, padding, and added tokens' lstrip/rstrip/single_word/normalized flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.bert_text import BertNormalizer
+from llmlab.tokenizers.hf_io import _added_token, _read_added_tokens
+from llmlab.tokenizers.wordpiece import WordPieceTokenizer
+
+_NORMALIZER_FLAGS = ("clean_text", "handle_chinese_chars", "strip_accents", "lowercase")
+
+
+# ---------------------------------------------------------------------- writing
+
+
+def save_wordpiece(tok: WordPieceTokenizer, directory: str | Path) -> None:
+    """Write `tokenizer.json` (HF format) and `vocab.txt` (BERT format) into `directory`, each atomically."""
+    directory = Path(directory)
+    listing = vocab_txt(tok)  # first: it may refuse, and then nothing is written
+    write_json_atomic(directory / "tokenizer.json", to_hf_json(tok))
+    write_text_atomic(directory / "vocab.txt", listing)
+
+
+def to_hf_json(tok: WordPieceTokenizer) -> dict[str, Any]:
+    """The tokenizer.json object, with HF's field set and field order."""
+    norm = tok.normalizer
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [_added_token(text, i) for text, i in sorted(tok.special_tokens.items(), key=lambda t: t[1])],
+        "normalizer": {"type": "BertNormalizer", **{flag: getattr(norm, flag) for flag in _NORMALIZER_FLAGS}},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": _bert_template(tok.special_tokens),
+        "decoder": {"type": "WordPiece", "prefix": tok.prefix, "cleanup": tok.decode_cleanup},
+        "model": {
+            "type": "WordPiece",
+            "unk_token": tok.unk_token,
+            "continuing_subword_prefix": tok.prefix,
+            "max_input_chars_per_word": tok.max_input_chars_per_word,
+            "vocab": dict(sorted(tok.vocab.items(), key=lambda t: t[1])),
+        },
+    }
+
+
+def _bert_template(specials: dict[str, int]) -> dict[str, Any] | None:
+    """BERT's `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]` (B with type id 1), if both tokens are special."""
+    if "[CLS]" not in specials or "[SEP]" not in specials:
+        return None
+
+    def special(name: str, type_id: int) -> dict[str, Any]:
+        return {"SpecialToken": {"id": name, "type_id": type_id}}
+
+    def sequence(name: str, type_id: int) -> dict[str, Any]:
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    single = [special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)]
+    return {"type": "TemplateProcessing", "single": single,
+            "pair": [*single, sequence("B", 1), special("[SEP]", 1)],
+            "special_tokens": {name: {"id": name, "ids": [specials[name]], "tokens": [name]}
+                               for name in ("[CLS]", "[SEP]")}}
+
+
+def vocab_txt(tok: WordPieceTokenizer) -> str:
+    """BERT's vocab.txt: the piece of id k on line k+1; a UserError when the ids have gaps."""
+    pieces = {i: t for t, i in tok.vocab.items()} | {i: t for t, i in tok.special_tokens.items()}
+    missing = next((i for i in range(len(pieces)) if i not in pieces), None)
+    if missing is not None:
+        raise UserError(f"cannot write vocab.txt: the ids are not 0..{len(pieces) - 1} (no token has id {missing})")
+    return "".join(f"{pieces[i]}\n" for i in range(len(pieces)))
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def from_hf_json(data: dict[str, Any]) -> WordPieceTokenizer:
+    """A WordPiece tokenizer from a parsed tokenizer.json; UserErrors name the field at fault."""
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("type") != "WordPiece":
+        raise UserError("model.type: not 'WordPiece'")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise UserError("model.vocab: missing, empty or not an object")
+    bad = next((t for t, i in vocab.items() if not isinstance(i, int) or isinstance(i, bool) or i < 0), None)
+    if bad is not None:
+        raise UserError(f"model.vocab: the id of {bad!r} is not a non-negative integer")
+    options = {key: model.get(key, default) for key, default in
+               (("unk_token", "[UNK]"), ("continuing_subword_prefix", "##"), ("max_input_chars_per_word", 100))}
+    for key, value in options.items():
+        expected = int if key == "max_input_chars_per_word" else str
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise UserError(f"model.{key}: {value!r} is not a {expected.__name__}")
+    specials = _read_added_tokens(data.get("added_tokens") or [])
+    cleanup = _read_decoder(data.get("decoder"), options["continuing_subword_prefix"])
+    _check_pre_tokenizer(data.get("pre_tokenizer"))
+    try:
+        return WordPieceTokenizer(vocab, special_tokens=specials, normalizer=_read_normalizer(data.get("normalizer")),
+                                  decode_cleanup=cleanup, **options)
+    except UserError as e:
+        raise UserError(f"model: {e}") from None
+
+
+def _read_normalizer(spec: Any) -> BertNormalizer:
+    if spec is None:  # no normalizer: every BERT step off
+        return BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=False, lowercase=False)
+    if not isinstance(spec, dict) or spec.get("type") != "BertNormalizer":
+        kind = spec.get("type") if isinstance(spec, dict) else spec
+        raise UserError(f"normalizer: {kind!r} is not supported; llmlab's WordPiece reads BertNormalizer or null")
+    flags = {flag: spec.get(flag, True) for flag in _NORMALIZER_FLAGS}
+    flags["strip_accents"] = spec.get("strip_accents")  # null: follow lowercase
+    for flag, value in flags.items():
+        if not (isinstance(value, bool) or (flag == "strip_accents" and value is None)):
+            raise UserError(f"normalizer.{flag}: {value!r} is not true or false")
+    return BertNormalizer(**flags)
+
+
+def _check_pre_tokenizer(spec: Any) -> None:
+    steps = spec.get("pretokenizers") if isinstance(spec, dict) and spec.get("type") == "Sequence" else [spec]
+    if not (isinstance(steps, list) and len(steps) == 1 and isinstance(steps[0], dict)
+            and steps[0].get("type") == "BertPreTokenizer"):
+        raise UserError(f"pre_tokenizer: {spec!r} is not supported; llmlab's WordPiece reads BertPreTokenizer")
+
+
+def _read_decoder(spec: Any, prefix: str) -> bool:
+    """The decoder's `cleanup` flag (true when there is no decoder)."""
+    if spec is None:
+        return True
+    if not isinstance(spec, dict) or spec.get("type") != "WordPiece":
+        kind = spec.get("type") if isinstance(spec, dict) else spec
+        raise UserError(f"decoder: {kind!r} is not supported; llmlab's WordPiece reads the WordPiece decoder or null")
+    if spec.get("prefix", "##") != prefix:
+        raise UserError(f"decoder.prefix: {spec.get('prefix')!r} differs from model.continuing_subword_prefix "
+                        f"{prefix!r}")
+    cleanup = spec.get("cleanup", True)
+    if not isinstance(cleanup, bool):
+        raise UserError(f"decoder.cleanup: {cleanup!r} is not true or false")
+    return cleanup
