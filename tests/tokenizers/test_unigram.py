@@ -23,7 +23,7 @@ from llmlab.errors import UserError
 from llmlab.tokenizers import unigram_train as ut
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.tokenizers.unigram import UNK, UnigramTokenizer, build_lattice, nbest_paths, viterbi
-from llmlab.tokenizers.unigram_io import load_sentencepiece_model, to_hf_json
+from llmlab.tokenizers.unigram_io import from_hf_json, hf_score, load_sentencepiece_model, to_hf_json
 from llmlab.tokenizers.unigram_train import train_unigram
 
 spm = pytest.importorskip("sentencepiece")
@@ -279,9 +279,8 @@ def test_sentencepiece_model_encodes_identically(options):
 def test_compression_and_unknowns_vs_sentencepiece():
     """Both trained on the same ~200 KB at vocab 1000, measured on other documents of the same world.
 
-    On this corpus llmlab compresses better (it allows pieces that mix scripts, like "old.",
-    which SentencePiece's split_by_unicode_script forbids), so the bound is one-sided: llmlab's
-    bytes/token must be no more than 3% below SentencePiece's.
+    Both forbid pieces that mix scripts (split_by_unicode_script), so the vocabularies are close;
+    the bound is one-sided: llmlab's bytes/token must be no more than 3% below SentencePiece's.
     """
     texts = corpus()
     ours = train_unigram(texts, 1000, normalizer="none")
@@ -303,3 +302,96 @@ def test_bad_arguments():
         train_unigram([], 100)
     with pytest.raises(UserError):
         UnigramTokenizer([("<unk>", 0.0), ("a", -1.0), ("a", -2.0)])
+
+
+# ---------------------------------------------------------------------- exact ties, scripts, pre-tokenizer
+
+TIES = ["  ---------", " -----------------------------------", "\t\t----------------------------------------",
+        "### DEP0111: `process.binding()`", "none of the 16000+ merges", "0111 1111 00000 ====== ******",
+        "x" * 40, "  " + "-" * 97]
+
+
+def _tie_corpus() -> list[str]:
+    """Runs of one character in many lengths: pieces like "-", "--", "----" whose permutations tie."""
+    rng = random.Random(0)
+    return [f"{c * rng.randint(1, 40)} {rng.randint(0, 99999)} {w}" for c in "-=*x0"
+            for w in ("word", "words", "other") for _ in range(60)] + list(corpus(30_000))
+
+
+def test_sentencepiece_ties_float32():
+    """Same pieces in another order tie exactly; SentencePiece breaks the tie by float32 rounding
+    of the running total from the start of the text (not of each word), then by earliest start."""
+    model = spm_model(_tie_corpus(), 400, normalization_rule_name="identity", remove_extra_whitespaces=False)
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    tok = load_sentencepiece_model(model)
+    assert tok.float32
+    for text in [*TIES, *(t * 3 for t in TIES)]:
+        assert tok.encode(text) == sp.encode(text), text
+
+
+def test_hf_ties_float64(tmp_path):
+    """HF sums in float64 per word and reads JSON scores with serde_json, one ULP off for 17 digits:
+    a SentencePiece model written as tokenizer.json and read back encodes tie-heavy text as HF."""
+    tokenizers = pytest.importorskip("tokenizers")
+    import json
+
+    model = spm_model(_tie_corpus(), 400, normalization_rule_name="identity", remove_extra_whitespaces=False)
+    data = to_hf_json(load_sentencepiece_model(model))
+    hf = tokenizers.Tokenizer.from_str(json.dumps(data))
+    again = from_hf_json(data)
+    assert not again.float32
+    back = json.loads(hf.to_str())["model"]["vocab"]
+    assert [hf_score(s) for _, s in data["model"]["vocab"]] == [s for _, s in back]
+    for text in [*TIES, *(t * 3 for t in TIES)]:
+        assert again.encode(text) == hf.encode(text).ids, text
+
+
+def test_hf_score_by_hand():
+    """serde_json: 76636810302734375 / 1e16 -> -7.663681030273437 (Python: -7.6636810302734375)."""
+    assert hf_score(-7.6636810302734375) == -7.663681030273437
+    assert hf_score(-7.66368103027344) == -7.66368103027344  # 15 digits: exact
+
+
+def test_float32_viterbi_by_hand():
+    """a: -1, aa: -2: "aaa" ties between a+aa and aa+a (-3); the earliest-starting last piece wins."""
+    vocab = {"a": (1, -1.0), "aa": (2, -2.0)}
+    lattice = build_lattice("aaa", vocab, max_len=2, unk_score=-20.0)
+    for f32 in (False, True):
+        assert [e.token for e in viterbi(lattice, float32=f32)] == [1, 2]
+
+
+def test_script_breaks_and_seeds():
+    """split_by_unicode_script: no seed mixes Latin with Common ("self(" or "x."), nor digits with letters."""
+    words = {"▁self(x)": 5, "▁self.x": 5, "▁a1b": 3, "▁日本語のテキスト": 2}
+    chars = ut.required_chars(Counter(words), 1.0)
+    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
+    breaks = ut.script_breaks(strings, chars, split_by_number=True)
+    pieces, _, _ = ut.seed_pieces(strings, chars, max_piece_length=16, seed_size=1000, breaks=breaks)
+    assert pieces[len(chars):] == ["▁self", "▁日本語のテキスト", "▁a"]  # by freq x length; kana count as Han
+
+
+def test_seeds_are_maximal_repeats():
+    """"elf" occurs only inside "self": same count, so not a seed; "▁self" (maximal) is."""
+    words = {"▁self": 4, "▁selfish": 2}
+    chars = ut.required_chars(Counter(words), 1.0)
+    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
+    pieces, _, _ = ut.seed_pieces(strings, chars, max_piece_length=16, seed_size=1000)
+    assert "▁self" in pieces and "elf" not in pieces and "▁selfish" in pieces
+
+
+def test_pre_tokenizer_matches_hf():
+    """The hybrid: script chunks before the lattice, written as Split(regex, Isolated) + Metaspace."""
+    tokenizers = pytest.importorskip("tokenizers")
+    import json
+
+    tok = train_unigram(corpus(), 500, byte_fallback=True, normalizer="none", pre_tokenizer="script")
+    assert tok.words("a(b c)") == ["▁a", "(", "b", "▁c", ")"]
+    data = to_hf_json(tok)
+    hf = tokenizers.Tokenizer.from_str(json.dumps(data))
+    again = from_hf_json(data)
+    assert again.pre_tokenizer == "script"
+    for text in [*VARIED, *corpus()[:100], "Привет, мир! hello 日本語"]:
+        ids = tok.encode(text)
+        assert hf.encode(text).ids == ids == again.encode(text), text
+        assert tok.decode(ids) == text
+        assert not any(p in tok.pieces[i][0] for i in ids for p in "(),.:" if len(tok.pieces[i][0]) > 1)

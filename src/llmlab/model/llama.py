@@ -50,8 +50,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
-        return self.weight * normed
+        if x.dtype == torch.float32:  # subtle: skipping the no-op casts matters in one-token decode
+            return self.weight * F.rms_norm(x, (x.shape[-1],), eps=self.eps)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 def rotary_tables(cfg: ModelConfig, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +66,7 @@ def rotary_tables(cfg: ModelConfig, device: torch.device | None = None) -> tuple
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, T, D) by the angles of its positions; cos, sin are (B, 1, T, D)."""
+    """Rotate x (..., D) by the angles of its positions; cos, sin (..., D) broadcast against x."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
@@ -76,7 +77,6 @@ class Attention(nn.Module):
         self.cfg = cfg
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         kv_dim = self.n_kv_heads * self.head_dim
-        self.splits = (cfg.d_model, kv_dim, kv_dim)
         self.qkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * kv_dim, bias=cfg.qkv_bias)
         self.o = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
@@ -84,11 +84,12 @@ class Attention(nn.Module):
                 cache: KVCache | None, key_padding_mask: torch.Tensor | None,
                 return_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(self.splits, dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, T, D)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        Hq, Hkv = self.n_heads, self.n_kv_heads
+        qkv = self.qkv(x).view(B, T, Hq + 2 * Hkv, self.head_dim)  # (B, T, Hq + 2 Hkv, D)
+        qk = apply_rotary(qkv[:, :, :Hq + Hkv], cos, sin)  # q and k heads rotated in one go
+        q = qk[:, :, :Hq].transpose(1, 2)  # (B, Hq, T, D)
+        k = qk[:, :, Hq:].transpose(1, 2)  # (B, Hkv, T, D)
+        v = qkv[:, :, Hq + Hkv:].transpose(1, 2)  # (B, Hkv, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S, D): the cached positions and these T
         out = attention(q, k, v, causal=True, window=self.cfg.sliding_window, key_padding_mask=key_padding_mask,
@@ -184,8 +185,9 @@ class Transformer(nn.Module):
             positions = torch.arange(offset, offset + T, device=idx.device).expand(B, T)
         elif positions.numel() and int(positions.max()) >= self.cfg.max_seq_len:
             raise UserError(f"position {int(positions.max())} is beyond max_seq_len = {self.cfg.max_seq_len}")
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # (B, 1, T, D)
-        cos, sin = cos.to(self.embed.weight.dtype), sin.to(self.embed.weight.dtype)
+        cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]  # (B, T, 1, D)
+        if cos.dtype != self.embed.weight.dtype:
+            cos, sin = cos.to(self.embed.weight.dtype), sin.to(self.embed.weight.dtype)
         x = self.dropout(self.embed(idx))  # (B, T, d)
         hidden = [x] if return_hidden else None
         attentions = [] if return_attention else None

@@ -8,11 +8,12 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    weighted by their counts, so memory and time grow with the vocabulary of the corpus.
 2. Required characters: the most frequent characters that together make up
    `character_coverage` of all characters. The rest are unknown (<unk>, or bytes).
-3. Seed pieces: the characters, and the substrings of 2..max_piece_length known characters
-   inside words that occur at least twice, the `seed_size` best by frequency x length.
-   SentencePiece finds them with a suffix array over the corpus and keeps only maximal
-   repeats; counting every substring of the unique words gives the same counts (a word is
-   never crossed), and the non-maximal ones are dropped in the first pruning rounds.
+3. Seed pieces: the characters, and the maximal repeats among the substrings of 2..max_piece_length
+   known characters inside words that occur at least twice, the `seed_size` best by frequency x
+   length. SentencePiece finds maximal repeats with a suffix array over the corpus; here every
+   window of the unique words is hashed per length and a repeat is dropped when a one-longer
+   window has its count (a word is never crossed). As in SentencePiece's split_by_unicode_script
+   and split_by_number, no seed mixes scripts or digits with letters ("self(" and "a1" are no pieces).
    Initial score: log(freq x length / total).
 4. EM, `num_sub_iterations` times. E-step: forward-backward over each word's lattice gives
    every piece's expected count. M-step: drop pieces expected fewer than 0.5 times, and set
@@ -33,9 +34,7 @@ character of their word), vectorised over all words at once. Substrings are foun
 length collide with probability ~n^2 / 2^65 (about 1e-7 for a million of them).
 `unigram.py`'s pure-Python lattice is the oracle these are tested against.
 
-Left out: SentencePiece's script and number splitting (split_by_unicode_script,
-split_by_number: its pieces never mix scripts, e.g. "a1" or "x." can be pieces here),
-sentence sampling (input_sentence_size), user-defined symbols, multithreading.
+Left out: split_digits, sentence sampling (input_sentence_size), user-defined symbols, multithreading.
 """
 
 from __future__ import annotations
