@@ -12,14 +12,16 @@ from llmlab.data.schemas import SCHEMAS
 from llmlab.data.tasks import parse_task
 from llmlab.data.world import build_world, split_of
 
-SCHEMA_OF = {"pretrain": "text", "sft": "chat", "prefs": "prefs", "eval": "eval"}
+SCHEMA_OF = {"pretrain": "text", "sft": "chat", "prefs": "prefs", "eval": "eval", "multilingual": "text",
+             "code-mixed": "text"}
+ROWS_PER_N = {"multilingual": 7}  # one row per language of each parallel sentence
 
 
 @pytest.mark.parametrize("kind", list(GENERATORS))
 def test_rows_match_their_schema_and_are_deterministic(kind):
     cfg = GenerateConfig(kind=kind, n=60, seed=5)
     rows = list(GENERATORS[kind](cfg))
-    assert len(rows) == 60
+    assert len(rows) == 60 * ROWS_PER_N.get(kind, 1)
     assert all(SCHEMAS[SCHEMA_OF[kind]](row) is None for row in rows)
     assert rows == list(GENERATORS[kind](cfg))
     assert rows != list(GENERATORS[kind](GenerateConfig(kind=kind, n=60, seed=6)))

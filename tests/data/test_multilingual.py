@@ -52,3 +52,40 @@ def test_code_mixed_has_mixed_scripts_and_code():
 def test_unknown_language_is_a_user_error():
     with pytest.raises(UserError, match="unknown language 'xx'"):
         parallel_sentences(1, seed=0, languages=["en", "xx"])
+
+
+def test_data_generate_multilingual_writes_one_row_per_sentence_and_language(tmp_path):
+    """3 parallel sentences x 7 languages = 21 rows; rows of one id are the same sentence translated."""
+    import json
+
+    from llmlab.cli import main
+
+    out = tmp_path / "ml.jsonl"
+    assert main(["data", "generate", "--kind", "multilingual", "--n", "3", "--seed", "4", "--out", str(out),
+                 "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 3 * len(LANGUAGES) and set(rows[0]) == {"lang", "text", "id"}
+    expected = parallel_sentences(3, seed=4)
+    assert all(r["text"] == expected[r["id"]][r["lang"]] for r in rows)
+    assert [r["lang"] for r in rows[:len(LANGUAGES)]] == list(LANGUAGES)
+
+
+def test_data_generate_code_mixed_as_jsonl_and_text(tmp_path):
+    import json
+
+    from llmlab.cli import main
+
+    out = tmp_path / "cm.jsonl"
+    assert main(["data", "generate", "--kind", "code-mixed", "--n", "6", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == code_mixed(6, seed=0) and {r["lang"] for r in rows} == {"mixed"}
+    txt = tmp_path / "ml.txt"
+    assert main(["data", "generate", "--kind", "multilingual", "--n", "2", "--out", str(txt), "--quiet"]) == 0
+    assert txt.read_text(encoding="utf-8").splitlines() == [s for r in parallel_sentences(2, seed=0) for s in r.values()]
+
+
+def test_data_generate_refuses_other_extensions(tmp_path, capsys):
+    from llmlab.cli import main
+
+    assert main(["data", "generate", "--kind", "code-mixed", "--out", str(tmp_path / "x.csv"), "--quiet"]) == 2
+    assert ".jsonl file or .txt" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import pytest
 
 from llmlab.errors import UserError
-from llmlab.tokenizers.analysis import analyze, premiums, script_of, tokens_per_word, word_spans
+from llmlab.tokenizers.analysis import align_pieces, analyze, premiums, script_of, tokens_per_word, word_spans
 from llmlab.tokenizers.bpe import BPETokenizer
 
 # merges (a, b) -> "ab" (id 256), (" ", "ab") -> " ab" (id 257); vocab 258 ordinary tokens
@@ -80,4 +80,27 @@ def test_unigram_unk_and_byte_fallback_are_counted():
     pieces = [("<unk>", 0.0), ("▁a", -1.0), ("b", -2.0), ("▁", -3.0)]
     tok = unigram.UnigramTokenizer(pieces, normalizer="none")
     s = analyze(tok, "ab x")  # ▁a b ▁ <unk>: 4 tokens, one unknown
-    assert s.n_tokens == 4 and s.unk_tokens == 1 and s.unk_rate == 0.25 and s.alignment == "per-word"
+    assert s.n_tokens == 4 and s.unk_tokens == 1 and s.unk_rate == 0.25
+    # " a" "b" " " <unk> spell " ab x" (the dummy prefix first), <unk> standing for "x": ab 2 tokens, x 1
+    assert s.alignment == "in-context" and s.fertility == 1.5
+
+
+def test_unigram_words_are_counted_in_context_not_alone():
+    """Unigram in context: "▁ab" is one piece, but after a newline "ab" has no "▁" and takes a, b.
+
+    "ab\nab" -> words "▁ab\nab" -> [▁ab, \n, a, b]: word 1 has 1 token, word 2 has 2: fertility 3/2.
+    Encoded alone, each word would get the dummy prefix, "▁ab", and count 1 (fertility 1, too low).
+    """
+    unigram = pytest.importorskip("llmlab.tokenizers.unigram")
+    pieces = [("<unk>", 0.0), ("▁ab", -1.0), ("a", -2.0), ("b", -2.0), ("\n", -2.0), ("▁", -3.0)]
+    tok = unigram.UnigramTokenizer(pieces, normalizer="nfkc")
+    s = analyze(tok, "ab\nab")
+    assert [tok.token_bytes(i) for i in tok.encode("ab\nab")] == [b" ab", b"\n", b"a", b"b"]
+    assert s.alignment == "in-context" and s.fertility == 1.5 and s.continued_words == 0.5
+
+
+def test_align_pieces():
+    assert align_pieces(b" ab", [b" a", b"b"]) == [b" a", b"b"]
+    assert align_pieces(b" ab", [b" a", b"c"]) is None
+    assert align_pieces("x☃y".encode(), [b"x", None, b"y"]) == [b"x", "☃".encode(), b"y"]
+    assert align_pieces(b"xy", [b"x", None, None]) is None  # two unknowns in a row

@@ -81,7 +81,11 @@ def test_extend_learns_domain_tokens(files, capsys):
     (["tokenizer", "extend", "--tokenizer", "x", "--num-tokens", "5"], "--domain"),
     (["tokenizer", "train", "language_alpha=0.3"], "per-language inputs"),
     (["tokenizer", "train", "--language-input", "en.txt"], "not LANG=FILE"),
-    (["tokenizer", "train", "--algo", "unigram", "--pre-tokenizer", "script"], "algo=bpe only"),
+    (["tokenizer", "train", "--algo", "wordpiece", "--pre-tokenizer", "script"], "BERT's pre-tokenizer"),
+    (["tokenizer", "train", "byte_fallback=true"], "byte-level BPE has every byte"),
+    (["tokenizer", "train", "--algo", "unigram", "score=frequency"], "algo=wordpiece only"),
+    (["tokenizer", "train", "--algo", "unigram", "normalizer=lowercase"], "algo=bpe only"),
+    (["tokenizer", "train", "--algo", "wordpiece", "special_tokens=<s>"], "needs [UNK]"),
 ])
 def test_bad_inputs_are_one_line_errors(args, phrase, capsys):
     assert main(args) == 2
@@ -101,3 +105,25 @@ def test_new_commands_do_not_import_heavy_modules():
             "print([m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("args", [
+    ["--algo", "bpe", "--pre-tokenizer", "script"],
+    ["--algo", "unigram", "--pre-tokenizer", "script", "byte_fallback=true"],  # the hybrid
+    ["--algo", "unigram"],
+    ["--algo", "wordpiece", "score=frequency"],
+], ids=["bpe-script", "unigram-script-bytes", "unigram", "wordpiece-frequency"])
+def test_train_each_algo_then_encode_and_hf_agree(args, tmp_path, capsys):
+    """Train on the built-in corpus, encode with `tokenizer encode --ids`, and HF `tokenizers` gives the same ids."""
+    tokenizers = pytest.importorskip("tokenizers")
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--vocab-size", "600", "--out", str(out), "--quiet", *args,
+                 "corpus_chars=20000"]) == 0  # key=value overrides last, in one group
+    sample = "Omar goes to the park at 7 o'clock, then Anna reads 12 books.\n" + code_mixed(3, seed=5)[1]
+    capsys.readouterr()
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "--text", sample, "--ids", "--quiet"]) == 0
+    ids = [int(i) for i in capsys.readouterr().out.split()]
+    hf = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert ids and hf.encode(sample, add_special_tokens=False).ids == ids
+    assert f"algo: {args[1]}" in (out / "config.yaml").read_text()
+    assert ('"Split"' in (out / "tokenizer.json").read_text()) == ("script" in args)

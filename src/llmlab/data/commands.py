@@ -21,14 +21,19 @@ def _say(ctx: Context, message: str) -> None:
 
 
 def generate(cfg: GenerateConfig, ctx: Context) -> int:
-    from llmlab.data.corpora import GENERATORS
+    from llmlab.data.corpora import GENERATORS, TEXT_KINDS
 
     rows = GENERATORS[cfg.kind](cfg)
-    as_text = cfg.kind == "pretrain" and cfg.out.endswith(".txt")
+    as_text = cfg.kind in TEXT_KINDS and cfg.out.endswith(".txt")
     if not as_text and cfg.out != "-" and not cfg.out.endswith(".jsonl"):
-        raise UserError(f"--out {cfg.out}: use a .jsonl file{' or .txt' if cfg.kind == 'pretrain' else ''}, or '-'")
+        raise UserError(f"--out {cfg.out}: use a .jsonl file{' or .txt' if cfg.kind in TEXT_KINDS else ''}, or '-'")
     stats: Counter[str] = Counter()
     total = None if cfg.chars else cfg.n
+    if cfg.kind == "multilingual":
+        from llmlab.data.multilingual import LANGUAGES
+
+        total = cfg.n * len(LANGUAGES)
+    sep = TEXT_KINDS.get(cfg.kind, "")
 
     def lines() -> Any:
         for row in progress(rows, total=total, desc=f"generate {cfg.kind}", quiet=ctx.quiet, unit="row"):
@@ -41,7 +46,7 @@ def generate(cfg: GenerateConfig, ctx: Context) -> int:
             stats["chosen_longer"] += bool(meta.get("chosen_longer"))
             stats["label_flipped"] += bool(meta.get("label_flipped"))
             stats["chars"] += len(row.get("text", ""))
-            yield (row["text"] + "\n\n") if as_text else json.dumps(row, ensure_ascii=False) + "\n"
+            yield (row["text"].rstrip("\n") + sep) if as_text else json.dumps(row, ensure_ascii=False) + "\n"
 
     if cfg.out == "-":
         sys.stdout.writelines(lines())
@@ -55,8 +60,9 @@ def generate(cfg: GenerateConfig, ctx: Context) -> int:
 
 def _summary(cfg: GenerateConfig, stats: Counter[str]) -> str:
     where = "stdout" if cfg.out == "-" else cfg.out
-    parts = [f"wrote {stats['rows']} {cfg.kind} rows ({cfg.resolved_split} split) to {where}"]
-    if cfg.kind == "pretrain":
+    split = "" if cfg.kind in ("multilingual", "code-mixed") else f" ({cfg.resolved_split} split)"
+    parts = [f"wrote {stats['rows']} {cfg.kind} rows{split} to {where}"]
+    if cfg.kind in ("pretrain", "multilingual", "code-mixed"):
         parts.append(f"{stats['chars']:,} characters")
     if cfg.kind == "prefs" and stats["rows"]:
         kinds = {k.split("=", 1)[1]: v for k, v in stats.items() if k.startswith("rejected_kind=")}

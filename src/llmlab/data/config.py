@@ -81,8 +81,9 @@ class PrefsConfig:
 class GenerateConfig:
     """`llmlab data generate`."""
 
-    kind: Literal["pretrain", "sft", "prefs", "eval"] = "eval"
-    n: int = 1000
+    # multilingual: parallel sentences, one row per sentence and language; code-mixed: Hinglish, code...
+    kind: Literal["pretrain", "sft", "prefs", "eval", "multilingual", "code-mixed"] = "eval"
+    n: int = 1000  # multilingual: parallel sentences (each written in every language)
     chars: int = 0  # pretrain: stop once the corpus has this many characters (0: n documents)
     seed: int = 0
     out: str = "-"

@@ -204,4 +204,25 @@ def pretrain_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
         yield {"text": doc}
 
 
-GENERATORS = {"pretrain": pretrain_rows, "sft": sft_rows, "prefs": pref_rows, "eval": eval_rows}
+def multilingual_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
+    """`cfg.n` parallel sentences, one row per language: {"lang": "ru", "text": ..., "id": 3}; rows of
+    one id are translations of each other (multilingual.py)."""
+    from llmlab.data.multilingual import parallel_sentences
+
+    for i, row in enumerate(parallel_sentences(cfg.n, cfg.seed)):
+        for lang, text in row.items():
+            yield {"lang": lang, "text": text, "id": i}
+
+
+def code_mixed_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
+    """`cfg.n` code-mixed samples (Hinglish, Hindi + English, Python with non-English comments)."""
+    from llmlab.data.multilingual import code_mixed
+
+    for i, text in enumerate(code_mixed(cfg.n, cfg.seed)):
+        yield {"lang": "mixed", "text": text, "id": i}
+
+
+GENERATORS = {"pretrain": pretrain_rows, "sft": sft_rows, "prefs": pref_rows, "eval": eval_rows,
+              "multilingual": multilingual_rows, "code-mixed": code_mixed_rows}
+# Kinds that may also be written as plain text (--out x.txt), with the separator between rows.
+TEXT_KINDS = {"pretrain": "\n\n", "multilingual": "\n", "code-mixed": "\n\n"}

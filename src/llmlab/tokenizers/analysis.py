@@ -21,16 +21,21 @@ Definitions (all on one text):
     premium            tokens for a language's text / tokens for the parallel English text (Petrov
                        et al. 2023, https://arxiv.org/abs/2305.15425)
 
-Alignment of tokens to words: when the tokens' bytes join back to the text (byte-level BPE
-without a normalizer), each token has a byte span and words are counted in context. Otherwise
-(a normalizer, WordPiece's "##", an UNK standing for a whole word) each word is encoded alone,
-with its leading space, and tokens that are only whitespace are not counted; `alignment` says
-which was used. Left out: offsets from HF's `tokenizers`, and scripts beyond the listed ones
-(their words count under "Other").
+Alignment of tokens to words ("in-context"): each token's bytes (`token_bytes`, so Unigram's
+"▁" counts as the space it stands for) are laid end to end over the text, and a word's tokens are
+those whose byte span overlaps it. This needs the tokens to spell the text: exactly (byte-level
+BPE), or its NFKC form after one added space (Unigram's normaliser and dummy prefix), each
+unknown token standing for the run of characters it replaced (`align_pieces`). Otherwise
+(lowercasing, WordPiece's "##") each word is encoded alone ("per-word"), with its leading space,
+and tokens that are only whitespace are not counted; per-word counts can differ from in-context
+ones where a token would span a word and the punctuation next to it. `alignment` says which was
+used. Left out: offsets from HF's `tokenizers`, and scripts beyond the listed ones (their words
+count under "Other").
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +142,50 @@ def tokens_per_word(spans: Sequence[tuple[int, int, str]], pieces: Sequence[byte
     return counts
 
 
+def align_pieces(data: bytes, pieces: Sequence[bytes | None]) -> list[bytes] | None:
+    """Each token's bytes within `data`, if the pieces spell it; None stands for an unknown token,
+    which takes the bytes up to where the next piece matches. None if they do not spell `data`.
+
+    >>> align_pieces(" ab ☃x".encode(), [b" a", b"b", b" ", None, b"x"])
+    [b' a', b'b', b' ', b'\\xe2\\x98\\x83', b'x']
+    """
+    out: list[bytes] = []
+    pos = 0
+    for k, piece in enumerate(pieces):
+        if piece is None:
+            after = pieces[k + 1] if k + 1 < len(pieces) else b""
+            if after is None:  # two unknowns in a row: where one ends is not determined
+                return None
+            end = data.find(after, pos + 1) if after else len(data)
+            if end <= pos:
+                return None
+            piece = data[pos:end]
+        elif not data.startswith(piece, pos):
+            return None
+        out.append(piece)
+        pos += len(piece)
+    return out if pos == len(data) else None
+
+
+def _in_context_tokens_per_word(tok: Tokenizer, text: str, ids: Sequence[int],
+                                spans: Sequence[tuple[int, int, str]]) -> list[int] | None:
+    """Tokens per word by byte overlap, over the text or the form the tokenizer spells (module docstring)."""
+    unk = unk_ids(tok)
+    specials = {i: t.encode("utf-8") for t, i in tok.special_tokens.items()}
+    pieces = [None if i in unk else specials.get(i) or tok.token_bytes(i) for i in ids]
+    words = [unicodedata.normalize("NFKC", w) for _, _, w in spans]
+    for target in dict.fromkeys((text, unicodedata.normalize("NFKC", text))):
+        for prefix in ("", " "):  # " ": a dummy prefix (SentencePiece's add_dummy_prefix)
+            aligned = align_pieces((prefix + target).encode("utf-8"), pieces)
+            if aligned is None:
+                continue
+            target_spans = word_spans(prefix + target)
+            if [w for _, _, w in target_spans] != words:  # normalising moved a word boundary
+                continue
+            return tokens_per_word(target_spans, aligned)
+    return None
+
+
 def _isolated_tokens_per_word(tok: Tokenizer, text: str, spans: Sequence[tuple[int, int, str]]) -> list[int]:
     """Each word encoded alone (with a space before it if the text has one); whitespace tokens not counted."""
     data = text.encode("utf-8")
@@ -172,17 +221,18 @@ def _is_partial(piece: bytes) -> bool:
 
 
 def text_stats(text: str, ids: Sequence[int], pieces: Sequence[bytes], *, vocabulary: Sequence[int],
-               word_counts: Sequence[int] | None = None, unk: Iterable[int] = (), top_n: int = 10,
-               unused_examples: Sequence[str] = ()) -> TextStats:
+               word_counts: Sequence[int] | None = None, alignment: str = "per-word", unk: Iterable[int] = (),
+               top_n: int = 10, unused_examples: Sequence[str] = ()) -> TextStats:
     """The statistics of `ids` (token i has bytes `pieces[i]`) for `text`, from data alone.
 
-    `vocabulary` lists the ordinary ids; `word_counts` gives each word's token count (default:
-    by byte overlap, which needs the pieces to join back to the text); `unused_examples` is
-    passed through (the caller knows the vocabulary's tokens).
+    `vocabulary` lists the ordinary ids; `word_counts` gives each word's token count, found the
+    way `alignment` names (default: by byte overlap of `pieces`, which must join back to the
+    text: "in-context"); `unused_examples` is passed through (the caller knows the vocabulary's
+    tokens).
     """
     spans = word_spans(text)
-    alignment = "per-word" if word_counts is not None else "in-context"
     if word_counts is None:
+        alignment = "in-context"
         word_counts = tokens_per_word(spans, pieces)
     n_bytes, n_tokens, n_words = len(text.encode("utf-8")), len(ids), len(spans)
     counts = Counter(ids)
@@ -223,8 +273,10 @@ def analyze(tok: Tokenizer, text: str, *, top_n: int = 10, unused_examples: int 
     ids = tok.encode(text)
     pieces = [tok.decode_bytes([i]) for i in ids]
     spans = word_spans(text)
-    lossless = b"".join(pieces) == text.encode("utf-8")
-    word_counts = None if lossless else _isolated_tokens_per_word(tok, text, spans)
+    word_counts = _in_context_tokens_per_word(tok, text, ids, spans)
+    alignment = "in-context"
+    if word_counts is None:
+        word_counts, alignment = _isolated_tokens_per_word(tok, text, spans), "per-word"
     vocabulary = ordinary_ids(tok)
     used = set(ids)
     examples = []
@@ -233,8 +285,8 @@ def analyze(tok: Tokenizer, text: str, *, top_n: int = 10, unused_examples: int 
             break
         if i not in used and len(piece := tok.decode_bytes([i])) > 1:
             examples.append(visible(piece))
-    return text_stats(text, ids, pieces, vocabulary=vocabulary, word_counts=word_counts, unk=unk_ids(tok),
-                      top_n=top_n, unused_examples=examples)
+    return text_stats(text, ids, pieces, vocabulary=vocabulary, word_counts=word_counts, alignment=alignment,
+                      unk=unk_ids(tok), top_n=top_n, unused_examples=examples)
 
 
 def premiums(token_counts: Mapping[str, int], *, base: str = "en") -> dict[str, float]:

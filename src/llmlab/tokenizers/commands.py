@@ -57,7 +57,7 @@ def train(cfg: TrainTokenizerConfig, ctx: Context) -> int:
 
     start = time.perf_counter()
     tok = train_bpe(texts, files=cfg.input, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-                    special_tokens=cfg.special_tokens, pre_tokenizer=cfg.pre_tokenizer, normalizer=cfg.normalizer,
+                    special_tokens=cfg.special_tokens, pre_tokenizer=cfg.pre_tokenizer or "gpt2", normalizer=cfg.normalizer,
                     workers=cfg.workers or None, errors=cfg.errors, on_merge=on_merge, on_count=counting.update)
     seconds = time.perf_counter() - start
     counting.close()
@@ -92,9 +92,11 @@ def _train_other(cfg: TrainTokenizerConfig, run: Any, texts: list[str] | None) -
     if texts is None:
         texts = _builtin_pretrain(cfg.corpus_chars, run)
     start = time.perf_counter()
-    kw: dict[str, Any] = {"special_tokens": cfg.special_tokens}
-    if cfg.byte_fallback:
-        kw["byte_fallback"] = True
+    kw: dict[str, Any] = {"special_tokens": cfg.resolved_special_tokens}
+    if cfg.algo == "unigram":
+        kw.update(byte_fallback=cfg.byte_fallback, pre_tokenizer=cfg.pre_tokenizer)
+    else:  # wordpiece (the config refused the options it does not take)
+        kw.update(score=cfg.score, min_frequency=cfg.min_frequency)
     tok = train_tokenizer(cfg.algo, texts, vocab_size=cfg.vocab_size, **kw)
     seconds = time.perf_counter() - start
     tok.save(run.dir)

@@ -7,28 +7,53 @@ from typing import Literal
 
 from llmlab.config import check
 
+_BPE_SPECIALS = ("<|endoftext|>",)
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # wordpiece.DEFAULT_SPECIAL_TOKENS
+
 
 @dataclass(frozen=True)
 class TrainTokenizerConfig:
-    """`llmlab tokenizer train`."""
+    """`llmlab tokenizer train`.
+
+    What each algorithm takes (anything else is a ConfigError that says why):
+
+        option           bpe          unigram                      wordpiece
+        pre_tokenizer    any (gpt2)   any (none: spaces only, "▁")  none: BERT's (whitespace + punctuation)
+        byte_fallback    -            yes                          -
+        score            -            -                            likelihood | frequency
+        min_frequency    yes          -                            yes
+        normalizer       yes          - (NFKC)                     - (BERT's)
+    """
 
     algo: Literal["bpe", "wordpiece", "unigram"] = "bpe"
     vocab_size: int = 8192  # bpe: 256 bytes + merges + special tokens
-    min_frequency: int = 2  # a pair seen fewer times is never merged
+    min_frequency: int = 2  # a pair seen fewer times is never merged (bpe, wordpiece)
     input: tuple[str, ...] = ()  # text files; empty: the task world's pretraining corpus
     corpus_chars: int = 2_000_000  # size of the built-in corpus when no input is given
-    pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "script"] = "gpt2"  # bpe only
-    normalizer: Literal["none", "nfc", "nfkc", "lowercase"] = "none"
-    special_tokens: tuple[str, ...] = ("<|endoftext|>",)
+    # None: the algorithm's own (bpe: gpt2; unigram: spaces only; wordpiece: BERT's, the only choice)
+    pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "script"] | None = None
+    normalizer: Literal["none", "nfc", "nfkc", "lowercase"] = "none"  # bpe only
+    # left as is with algo=wordpiece: BERT's [PAD] [UNK] [CLS] [SEP] [MASK] instead
+    special_tokens: tuple[str, ...] = _BPE_SPECIALS
     workers: int = 0  # processes for counting words; 0: one per core for files
     errors: Literal["strict", "replace"] = "strict"  # non-UTF-8 bytes in the input
     byte_fallback: bool = False  # unigram: unknown characters become <0xNN> byte pieces
+    score: Literal["likelihood", "frequency"] = "likelihood"  # wordpiece's merge criterion (frequency: as HF)
     language_input: tuple[str, ...] = ()  # LANG=FILE per language, for language-balanced training
     language_alpha: float | None = None  # sample language i with p_i ∝ n_i^alpha (XLM-R: 0.3); None: as given
 
     def __post_init__(self) -> None:
-        check(self.algo == "bpe" or self.pre_tokenizer == "gpt2",
-              f"pre_tokenizer applies to algo=bpe only ({self.algo} has its own pre-tokenization)")
+        check(self.algo != "wordpiece" or self.pre_tokenizer is None,
+              "pre_tokenizer applies to algo=bpe and algo=unigram; WordPiece splits text with BERT's "
+              "pre-tokenizer (whitespace and punctuation), as HF's BertPreTokenizer")
+        why = "byte-level BPE has every byte already" if self.algo == "bpe" else "WordPiece's unknown word is [UNK]"
+        check(self.algo == "unigram" or not self.byte_fallback, f"byte_fallback applies to algo=unigram only ({why})")
+        check(self.algo == "wordpiece" or self.score == "likelihood", "score applies to algo=wordpiece only")
+        check(self.algo == "bpe" or self.normalizer == "none",
+              f"normalizer applies to algo=bpe only ({self.algo} has its own: "
+              f"{'NFKC' if self.algo == 'unigram' else 'BERT normalisation'})")
+        check(self.algo != "wordpiece" or "[UNK]" in self.resolved_special_tokens,
+              f"algo=wordpiece needs [UNK] among special_tokens (BERT's: {','.join(BERT_SPECIALS)})")
         check(not (self.language_input and self.input), "give --input or --language-input, not both")
         check(self.language_alpha is None or bool(self.language_input),
               "language_alpha needs per-language inputs (--language-input LANG=FILE ...)")
@@ -45,6 +70,13 @@ class TrainTokenizerConfig:
         check(len(set(self.special_tokens)) == len(self.special_tokens), "a special token is given twice")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         check(self.corpus_chars >= 1000, f"corpus_chars must be at least 1000, got {self.corpus_chars}")
+
+    @property
+    def resolved_special_tokens(self) -> tuple[str, ...]:
+        """The special tokens, with BERT's for wordpiece when they were left at the default."""
+        if self.algo == "wordpiece" and self.special_tokens == _BPE_SPECIALS:
+            return BERT_SPECIALS
+        return self.special_tokens
 
 
 @dataclass(frozen=True)

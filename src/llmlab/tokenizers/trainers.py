@@ -43,7 +43,8 @@ def _unigram(texts: Sequence[str], vocab_size: int, **kw: Any) -> Tokenizer:
 def _only_default_pre_tokenizer(algo: str, kw: dict[str, Any]) -> None:
     name = kw.pop("pre_tokenizer", None)
     if name not in (None, "gpt2"):
-        raise UserError(f"pre_tokenizer {name!r} applies to bpe only; {algo} has its own pre-tokenization")
+        raise UserError(f"pre_tokenizer {name!r} applies to bpe and unigram; {algo} splits text with BERT's "
+                        "pre-tokenizer (whitespace and punctuation)")
 
 
 class AlgorithmUnavailable(UserError):
