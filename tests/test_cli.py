@@ -84,7 +84,8 @@ def test_every_command_is_reachable() -> None:
                                           "tokenizer encode", "tokenizer decode", "tokenizer stats",
                                           "tokenizer compare", "tokenizer sweep", "tokenizer extend", "pretrain",
                                           "generate", "chat", "export-hf", "viz attention",
-                                          "attention explain", "bench attention", "dpo", "eval-prefs", "demo"]
+                                          "attention explain", "bench attention", "sft", "rm train", "rm score",
+                                          "dpo", "eval-prefs", "demo"]
 
 
 @pytest.mark.parametrize("name", [c.name for c in COMMANDS])

@@ -81,11 +81,12 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.data.config:GenerateConfig",
         run="llmlab.data.commands:generate",
         flags=(
-            Flag("--kind", "kind", "pretrain | sft | prefs | eval", "KIND"),
+            Flag("--kind", "kind", "pretrain | sft | prefs | eval | multilingual | code-mixed", "KIND"),
             Flag("--n", "n", "rows to write (pretrain: documents, unless --chars)", "N"),
             Flag("--chars", "chars", "pretrain only: stop at this many characters", "C"),
             Flag("--seed", "seed", "seed of the world and of sampling", "S"),
-            Flag("--out", "out", "output file (.jsonl; pretrain also .txt); '-' for stdout", "FILE"),
+            Flag("--out", "out", "output file (.jsonl; pretrain, multilingual, code-mixed also .txt); '-' for stdout",
+                 "FILE"),
         ),
         run_folder=False,
         epilog="example: llmlab data generate --kind prefs --n 2000 --seed 0 --out prefs.jsonl "
@@ -117,14 +118,14 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "tokenizer train",
-        "train a byte-level BPE tokenizer; writes tokenizer.json (HF format) and vocab.txt",
+        "train a BPE, WordPiece or Unigram tokenizer; writes tokenizer.json (HF format) and vocab.txt",
         config="llmlab.tokenizers.config:TrainTokenizerConfig",
         run="llmlab.tokenizers.commands:train",
         flags=(
             Flag("--algo", "algo", "bpe | wordpiece | unigram", "ALGO"),
             Flag("--vocab-size", "vocab_size", "256 bytes + merges + special tokens", "N"),
             Flag("--input", "input", "text files (default: the task world's pretraining corpus)", "FILE", nargs="+"),
-            Flag("--pre-tokenizer", "pre_tokenizer", "gpt2 | cl100k | digits | whitespace | script (bpe only)",
+            Flag("--pre-tokenizer", "pre_tokenizer", "gpt2 | cl100k | digits | whitespace | script (bpe, unigram)",
                  "NAME"),
             Flag("--language-input", "language_input", "LANG=FILE per language (with language_alpha=0.3: "
                  "temperature-sampled, as XLM-R)", "LANG=FILE", nargs="+"),
@@ -317,6 +318,53 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--repeats", "repeats", "timed runs per case after the measured one; the median is kept", "N"),
         ),
         epilog="example: llmlab bench attention --max-len 2048 --backends sdpa flash --out runs/bench-attn threads=2",
+    ),
+    Command(
+        "sft",
+        "supervised fine-tuning on chats (loss on assistant tokens only); LoRA, packing, torchrun",
+        config="llmlab.align.sft:SFTConfig",
+        run="llmlab.align.sft:command",
+        flags=(
+            Flag("--model", "model", "the model to fine-tune: an llmlab or local HF model folder", "DIR"),
+            Flag("--input", "data.input", "chat files {messages: [...]} (default: the task world's SFT chats)",
+                 "FILE", nargs="+"),
+            Flag("--packing", "packing", "concatenate chats into max_length sequences", switch=True),
+            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+            Flag("--device", "train.device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab sft --model runs/pt --out runs/sft train.max_steps=500 lora.r=16\n"
+        "         llmlab generate --model runs/sft --chat --prompt 'What is 12+30?' --temperature 0",
+    ),
+    Command(
+        "rm train",
+        "train a reward model (Bradley-Terry on preference pairs) on a model's trunk; reports pairwise accuracy",
+        config="llmlab.align.rm_train:RewardModelConfig",
+        run="llmlab.align.rm_train:command",
+        flags=(
+            Flag("--model", "model", "the trunk to start from (e.g. an sft run): llmlab or local HF folder", "DIR"),
+            Flag("--input", "data.input", "preference files {prompt, chosen, rejected} (default: the task world)",
+                 "FILE", nargs="+"),
+            Flag("--margin", "margin", "ask for r_chosen - r_rejected >= margin", "M"),
+            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+            Flag("--device", "train.device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab rm train --model runs/sft --out runs/rm train.max_steps=300\n"
+        "         llmlab rm score --model runs/rm --prompt 'What is 2+2?' --response '4'",
+    ),
+    Command(
+        "rm score",
+        "score (prompt, response) pairs with a reward model: one number, or JSON lines for --input",
+        config="llmlab.align.rm_train:ScoreRMConfig",
+        run="llmlab.align.rm_train:score_command",
+        flags=(
+            Flag("--model", "model", "a reward model folder (an `llmlab rm train` run)", "DIR"),
+            Flag("--prompt", "prompt", "the prompt (rendered with the model's chat template)", "TEXT"),
+            Flag("--response", "response", "the response to score", "TEXT"),
+            Flag("--input", "input", "JSONL / parquet / HF dataset of {prompt, response} rows", "FILE"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab rm score --model runs/rm --input responses.jsonl > rewards.jsonl",
     ),
     Command(
         "dpo",

@@ -266,11 +266,11 @@ def test_cache_overflow_is_a_user_error() -> None:
             model(tokens(1, 3), cache=cache)
 
 
-def test_last_only_logits_equal_the_last_row() -> None:
+def test_logits_to_keep_equals_the_last_rows() -> None:
     model = tiny_model(n_kv_heads=2)
     idx = tokens(2, 9)
     with torch.no_grad():
         full = model(idx).logits
-        last = model(idx, last_only=True).logits
+        last = model(idx, logits_to_keep=1).logits
     assert last.shape == (2, 1, 64)
     torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-6)

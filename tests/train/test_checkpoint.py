@@ -10,7 +10,7 @@ import torch
 
 from llmlab.errors import UserError
 from llmlab.model.config import ModelConfig
-from llmlab.model.io import load_model
+from llmlab.model.io import load_model, save_weights
 from llmlab.model.llama import Transformer
 from llmlab.train import checkpoint as C
 from llmlab.train.checkpoint import (
@@ -40,7 +40,7 @@ def trained() -> tuple[Transformer, torch.optim.Optimizer]:
 
 
 def save(root: Path, step: int, model: Transformer, opt: torch.optim.Optimizer, keep: int = 5) -> Path:
-    return save_checkpoint(root, step, model_cfg=MODEL, model_state=model.state_dict(), tokenizer=None,
+    return save_checkpoint(root, step, write_model=lambda d: save_weights(MODEL, model.state_dict(), d),
                            optimizer_state=opt.state_dict(), cfg=RUN,
                            counters={"tokens": step * 10, "nan_skips": 0}, keep=keep)
 

@@ -149,7 +149,7 @@ class Engine:
         seen.scatter_(1, ids, real[:, :P])
         cache = model.new_cache(B, total)
         logits = model(ids, positions=positions, cache=cache,
-                       key_padding_mask=real[:, :P] if padded else None, last_only=True).logits[:, -1]  # (B, V)
+                       key_padding_mask=real[:, :P] if padded else None, logits_to_keep=1).logits[:, -1]  # (B, V)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         stops = torch.tensor(s.stop_tokens, dtype=torch.long, device=device)
         pos = positions[:, -1:]  # (B, 1)

@@ -166,15 +166,16 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, *, positions: torch.Tensor | None = None, cache: KVCache | None = None,
                 key_padding_mask: torch.Tensor | None = None, return_attention: bool = False,
-                return_hidden: bool = False, last_only: bool = False) -> ModelOutput:
+                return_hidden: bool = False, logits_to_keep: int = 0) -> ModelOutput:
         """Logits for token ids `idx` (B, T).
 
         positions (B, T): each token's position for RoPE; default `cache.length + arange(T)`.
             Left-padded batches pass per-row positions so every prompt starts at 0.
         cache: keys and values of earlier positions; this call appends T positions to it.
         key_padding_mask (B, S): True for real tokens over all S = cached + T positions.
-        last_only: logits of the last position only (B, 1, vocab), all that generation needs: a prefill
-            then skips (T - 1) rows of the head, the largest matmul of a small model.
+        logits_to_keep: k > 0 computes the head for the last k positions only (B, k, vocab), as HF's
+            argument of that name: a prefill needs 1 row, a preference loss only the response rows,
+            and the head is the largest matmul of a small model.
         """
         B, T = idx.shape
         offset = cache.length if cache is not None else 0
@@ -206,4 +207,4 @@ class Transformer(nn.Module):
             hidden.append(x)  # HF: the last entry is after the final norm
         if cache is not None:
             cache.advance(T)
-        return ModelOutput(self.head(x[:, -1:] if last_only else x), attentions, hidden)
+        return ModelOutput(self.head(x[:, -logits_to_keep:] if logits_to_keep else x), attentions, hidden)

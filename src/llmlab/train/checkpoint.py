@@ -15,33 +15,29 @@ state: both are functions of the step (token_data.py, pretrain.py).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from llmlab.config import to_yaml
 from llmlab.errors import UserError
 from llmlab.files import write_text_atomic
-from llmlab.model.io import save_weights
-
-if TYPE_CHECKING:
-    from llmlab.model.config import ModelConfig
-    from llmlab.tokenizers.base import Tokenizer
 
 STATE_FILE = "trainer_state.pt"
 PREFIX = "step-"
 
 
-def save_checkpoint(root: Path, step: int, *, model_cfg: ModelConfig, model_state: dict[str, torch.Tensor],
-                    tokenizer: Tokenizer | None, optimizer_state: dict[str, Any], cfg: Any,
-                    counters: dict[str, Any], keep: int) -> Path:
-    """Write RUN/checkpoints/step-N atomically and delete all but the `keep` newest."""
+def save_checkpoint(root: Path, step: int, *, write_model: Callable[[Path], None], optimizer_state: dict[str, Any],
+                    cfg: Any, counters: dict[str, Any], keep: int) -> Path:
+    """Write RUN/checkpoints/step-N atomically and delete all but the `keep` newest. `write_model(dir)`
+    writes the model folder (llmlab's save_weights, or an alignment policy's save_policy)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model_cfg, model_state, tmp, tokenizer)
+    write_model(tmp)
     torch.save({"step": step, "optimizer": optimizer_state, "counters": counters},
                tmp / STATE_FILE)
     write_text_atomic(tmp / "config.yaml", to_yaml(cfg))

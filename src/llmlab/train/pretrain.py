@@ -341,8 +341,10 @@ def _checkpoint(s: Setup, step: int, wrapped: torch.nn.Module, model: Transforme
                 optimizer: torch.optim.Optimizer, counters: dict[str, Any]) -> None:
     model_state, optim_state = _full_states(wrapped, model, optimizer, s)
     if s.info.is_main:
-        save_checkpoint(s.run_dir / "checkpoints", step, model_cfg=s.cfg.model, model_state=model_state,
-                        tokenizer=s.tokenizer,
+        from llmlab.model.io import save_weights
+
+        save_checkpoint(s.run_dir / "checkpoints", step,
+                        write_model=lambda d: save_weights(s.cfg.model, model_state, d, s.tokenizer),
                         optimizer_state=optim_state, cfg=s.cfg, counters=dict(counters),
                         keep=s.cfg.train.keep_checkpoints)
     D.barrier(s.info)

@@ -1,0 +1,114 @@
+"""The DPO family of preference losses, as pure functions chosen by name from `LOSSES`.
+
+Every function takes the policy's and the reference's log-probs of the chosen and rejected
+responses, (B,) each, and returns `(losses (B,), chosen_rewards (B,), rejected_rewards (B,))`,
+the rewards being the detached implicit rewards beta * (log pi - log pi_ref) that the metrics
+and the evaluation report. Which log-probs to pass is the caller's business and is written
+in each docstring: summed over the response tokens (DPO, hinge, cDPO, robust), or averaged
+per token (IPO as in TRL, SimPO, ORPO).
+
+Notation: h = (pi_c - pi_r) - (ref_c - ref_r), the margin of the policy's log-ratio over the
+reference's; sigma is the logistic function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Loss = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _rewards(beta: float, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    return beta * (pc - rc).detach(), beta * (pr - rr).detach()
+
+
+def sigmoid_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float) -> Loss:
+    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290): -log sigma(beta h).
+    Log-probs summed over response tokens."""
+    h = (pc - pr) - (rc - rr)
+    return -F.logsigmoid(beta * h), *_rewards(beta, pc, pr, rc, rr)
+
+
+def hinge_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float) -> Loss:
+    """SLiC-HF (Zhao et al. 2023, https://arxiv.org/abs/2305.10425) in DPO form, as TRL:
+    max(0, 1 - beta h). Summed log-probs."""
+    h = (pc - pr) - (rc - rr)
+    return torch.relu(1.0 - beta * h), *_rewards(beta, pc, pr, rc, rr)
+
+
+def ipo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float) -> Loss:
+    """IPO (Azar et al. 2023, https://arxiv.org/abs/2310.12036, eq. 17): (h - 1 / (2 beta))^2, which
+    pulls the margin to a finite target instead of to infinity. Pass per-token mean log-probs:
+    TRL does, with the IPO authors' agreement, so beta does not depend on response length."""
+    h = (pc - pr) - (rc - rr)
+    return (h - 1.0 / (2.0 * beta)) ** 2, *_rewards(beta, pc, pr, rc, rr)
+
+
+def cdpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float,
+              label_smoothing: float = 0.1) -> Loss:
+    """Conservative DPO (Mitchell 2023, https://ericmitchell.ai/cdpo.pdf): each label is taken to be
+    flipped with probability eps, so the target is the eps-smoothed cross-entropy
+    -(1 - eps) log sigma(beta h) - eps log sigma(-beta h). Summed log-probs."""
+    h = (pc - pr) - (rc - rr)
+    eps = label_smoothing
+    losses = -(1.0 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+    return losses, *_rewards(beta, pc, pr, rc, rr)
+
+
+def robust_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float,
+                label_smoothing: float = 0.1) -> Loss:
+    """Robust DPO (Chowdhury et al. 2024, https://arxiv.org/abs/2403.00409): an unbiased estimate of
+    the clean-label loss under flip rate eps < 1/2:
+    (-(1 - eps) log sigma(beta h) + eps log sigma(-beta h)) / (1 - 2 eps). Summed log-probs."""
+    h = (pc - pr) - (rc - rr)
+    eps = label_smoothing
+    losses = (-(1.0 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1.0 - 2.0 * eps)
+    return losses, *_rewards(beta, pc, pr, rc, rr)
+
+
+def simpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor | None = None, rr: torch.Tensor | None = None,
+               *, beta: float, gamma: float = 0.5) -> Loss:
+    """SimPO (Meng et al. 2024, https://arxiv.org/abs/2405.14734): reference-free and length-normalised,
+    -log sigma(beta (pi_c - pi_r) - gamma) with per-token mean log-probs and a target margin gamma
+    (the paper's gamma; TRL's `simpo_gamma` is gamma / beta). The reference arguments are ignored;
+    rewards are beta * mean log-prob."""
+    losses = -F.logsigmoid(beta * (pc - pr) - gamma)
+    return losses, beta * pc.detach(), beta * pr.detach()
+
+
+def orpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor | None = None, rr: torch.Tensor | None = None,
+              *, beta: float) -> Loss:
+    """ORPO's odds-ratio term (Hong et al. 2024, https://arxiv.org/abs/2403.07691), reference-free:
+    -beta log sigma(log odds(c) - log odds(r)), odds(y) = p / (1 - p) with p = exp(mean log-prob).
+    The full ORPO objective adds the chosen responses' SFT loss; the trainer adds it (it needs
+    the logits, not only the log-probs). Pass per-token mean log-probs (< 0)."""
+    log_odds = (pc - pr) - (torch.log1p(-torch.exp(pc)) - torch.log1p(-torch.exp(pr)))
+    return -beta * F.logsigmoid(log_odds), beta * pc.detach(), beta * pr.detach()
+
+
+def kto_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float,
+             kl: torch.Tensor | float = 0.0, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Loss:
+    """KTO (Ethayarajh et al. 2024, https://arxiv.org/abs/2402.01306), for unpaired data: `pc`/`rc` are
+    the log-probs of desirable responses and `pr`/`rr` of undesirable ones (any counts, either may
+    be empty). With r = log pi - log pi_ref and z = max(kl, 0) the reference point (the trainer
+    estimates KL(pi || pi_ref) on mismatched prompt/response pairs, detached):
+        desirable:   w_d (1 - sigma(beta (r - z)))      undesirable:   w_u (1 - sigma(beta (z - r)))
+    Losses are returned concatenated, desirable first. Summed log-probs."""
+    z = torch.clamp(torch.as_tensor(kl, dtype=pc.dtype, device=pc.device), min=0.0).detach()
+    chosen_r, rejected_r = pc - rc, pr - rr
+    losses = torch.cat([desirable_weight * (1.0 - torch.sigmoid(beta * (chosen_r - z))),
+                        undesirable_weight * (1.0 - torch.sigmoid(beta * (z - rejected_r)))])
+    return losses, beta * chosen_r.detach(), beta * rejected_r.detach()
+
+
+LOSSES: dict[str, Callable[..., Loss]] = {
+    "sigmoid": sigmoid_loss, "hinge": hinge_loss, "ipo": ipo_loss, "cdpo": cdpo_loss, "robust": robust_loss,
+    "simpo": simpo_loss, "orpo": orpo_loss, "kto": kto_loss,
+}
+REFERENCE_FREE = frozenset({"simpo", "orpo"})
+MEAN_LOGPROBS = frozenset({"ipo", "simpo", "orpo"})  # losses defined on per-token mean log-probs
+

@@ -1,0 +1,282 @@
+"""Policies for the alignment trainers: load a model folder (llmlab or HF), add LoRA, save it back.
+
+    load_policy(path)   llmlab folder (model.yaml)  -> llmlab Transformer   + ChatTokenizer(llmlab Tokenizer)
+                        any other local HF folder   -> AutoModelForCausalLM + ChatTokenizer(HF tokenizer)
+    save_policy(model, tok, dir)  the same kind of folder back, LoRA merged into the weights
+
+`ChatTokenizer` gives the trainers one way to turn a prompt and a response into ids, whatever
+the tokenizer: the prompt through the chat template up to the assistant's turn opening, the
+response as ordinary text followed by the token that closes the turn, so that
+
+    render_prompt(messages) + render_response(text)  ==  the ids of the whole chat's assistant turn
+
+for llmlab's format (tests/align/test_models.py checks it against `render_ids`).
+
+LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) comes from PEFT's
+`inject_adapter_in_model`, which swaps the targeted nn.Linear layers in place: the model
+stays an llmlab Transformer (or an HF model), so `logprobs.model_logits` runs it unchanged,
+and only the adapters' A and B matrices require grad. Left out: QLoRA (4-bit bases),
+several adapters at once, and saving adapters alone (we always merge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from llmlab.config import check
+from llmlab.data.chat import END, render_ids
+from llmlab.errors import UserError
+
+if TYPE_CHECKING:
+    pass
+
+Message = dict[str, str]
+LLMLAB_LORA_TARGETS = ("qkv", "o", "gate_up", "down")
+_EOS_NAMES = (END, "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters on the named linear layers; r = 0 turns LoRA off.
+
+    target_modules are module-name suffixes: llmlab's ("qkv", "o", "gate_up", "down"), or an HF
+    model's (e.g. "q_proj", "v_proj"; "c_attn" for GPT-2). Empty: llmlab's four for llmlab
+    models, every linear layer but the output head for HF models ("all-linear").
+    """
+
+    r: int = 0
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check(self.r >= 0, f"lora.r must be >= 0 (0: no LoRA), got {self.r}")
+        check(self.alpha > 0, f"lora.alpha must be positive, got {self.alpha}")
+        check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+# ---------------------------------------------------------------------- tokenizer
+
+
+class ChatTokenizer:
+    """An llmlab Tokenizer or a transformers tokenizer behind one small interface (see the module doc)."""
+
+    def __init__(self, inner: Any) -> None:
+        from llmlab.tokenizers.base import Tokenizer
+
+        self.inner = inner
+        self.is_llmlab = isinstance(inner, Tokenizer)
+        if self.is_llmlab:
+            specials = inner.special_tokens
+            self.eos_ids: tuple[int, ...] = tuple(specials[n] for n in _EOS_NAMES if n in specials)
+            self._closing = [specials[END]] if END in specials else inner.encode_ordinary(END)
+            pad = specials.get("<|endoftext|>", self.eos_ids[0] if self.eos_ids else 0)
+        else:
+            self._closing = self._hf_turn_closing() if inner.chat_template else []
+            if not self._closing and inner.eos_token_id is not None:
+                self._closing = [inner.eos_token_id]
+            closers = [i for i in self._closing if i in _hf_special_ids(inner)]
+            eos = [inner.eos_token_id] if inner.eos_token_id is not None else []
+            self.eos_ids = tuple(dict.fromkeys(closers + eos))
+            pad = inner.pad_token_id if inner.pad_token_id is not None else (eos[0] if eos else 0)
+        self.pad_id: int = int(pad)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.is_llmlab or bool(self.inner.chat_template)
+
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text: a special token's string in it is encoded as text, never as the special."""
+        if self.is_llmlab:
+            return self.inner.encode_ordinary(text)
+        return self.inner(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.is_llmlab:
+            return self.inner.decode(ids)
+        return self.inner.decode(ids, skip_special_tokens=False)
+
+    def render_prompt(self, prompt: str | list[Message]) -> list[int]:
+        """The prompt through the chat template, ending with the assistant turn's opening.
+
+        A string is one user message. Without a chat template (e.g. GPT-2) a string prompt is
+        encoded as it is, and a message list is an error.
+        """
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if self.is_llmlab:
+            return render_ids(self.inner, messages, add_generation_prompt=True)[0]
+        if not self.inner.chat_template:
+            if isinstance(prompt, str):
+                return self.encode(prompt)
+            raise UserError(f"{self.inner.name_or_path}: the tokenizer has no chat template, so conversational "
+                            "data cannot be rendered; use string prompts or a model with a chat template")
+        return self._hf_template_ids(messages, add_generation_prompt=True)
+
+    def render_response(self, text: str) -> list[int]:
+        """The response as ordinary text, then the token(s) that close an assistant turn
+        (llmlab: <|end|>; ChatML: <|im_end|>; no template: eos)."""
+        return self.encode(text) + self._closing
+
+    def save(self, directory: str | Path) -> None:
+        if self.is_llmlab:
+            self.inner.save(directory)
+        else:
+            self.inner.save_pretrained(str(directory))
+
+    # -- HF chat templates
+
+    def _hf_template_ids(self, messages: list[Message], *, add_generation_prompt: bool) -> list[int]:
+        # As apply_chat_template does: render the text, then tokenize it with the markers as specials.
+        text = self.inner.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self.inner(text, add_special_tokens=False)["input_ids"]
+
+    def _hf_turn_closing(self) -> list[int]:
+        """What the template writes after an assistant message's content, up to and including the first
+        special token (ChatML "<|im_end|>\\n" -> [<|im_end|>]); [] when that cannot be read off."""
+        probe = [{"role": "user", "content": "hi"}]
+        try:
+            head = self.inner.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+            full = self.inner.apply_chat_template([*probe, {"role": "assistant", "content": "ok"}], tokenize=False)
+        except Exception:  # templates that refuse this shape (e.g. they require a system turn)
+            return []
+        if not full.startswith(head + "ok"):
+            return []
+        tail = self.inner(full[len(head) + 2:], add_special_tokens=False)["input_ids"]
+        specials = _hf_special_ids(self.inner)
+        for i, token in enumerate(tail):
+            if token in specials:
+                return tail[: i + 1]
+        return []
+
+
+def _hf_special_ids(tokenizer: Any) -> set[int]:
+    """Ids of the named specials (eos, pad, ...) and of every added token (chat markers)."""
+    return set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+
+
+# ---------------------------------------------------------------------- models
+
+
+def load_policy(path: str, *, device: str | torch.device, dtype: torch.dtype | None = None,
+                lora: LoraConfig | None = None, gradient_checkpointing: bool = False) -> tuple[nn.Module, ChatTokenizer]:
+    """(model in train mode, tokenizer) from an llmlab model folder or a local HF causal-LM folder."""
+    from llmlab.model.io import is_llmlab_model, load_model
+
+    directory = Path(path)
+    if not directory.is_dir():
+        raise UserError(f"{path}: no such model folder")
+    if is_llmlab_model(directory):
+        model, tokenizer = load_model(directory, device=device, dtype=dtype)
+        if tokenizer is None:
+            raise UserError(f"{path}: the model folder has no tokenizer.json")
+        model.gradient_checkpointing = gradient_checkpointing
+        tok = ChatTokenizer(tokenizer)
+    elif (directory / "config.json").is_file():
+        model, tok = _load_hf(directory, device=device, dtype=dtype)
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise UserError(f"{path}: not a model folder (no model.yaml, no HF config.json)")
+    if lora is not None and lora.r > 0:
+        add_lora(model, lora)
+    return model.train(), tok
+
+
+def _load_hf(directory: Path, *, device: str | torch.device, dtype: torch.dtype | None) -> tuple[nn.Module,
+                                                                                                ChatTokenizer]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{directory}: cannot load with transformers ({str(e).splitlines()[0]})") from None
+    return model.to(device), ChatTokenizer(tokenizer)
+
+
+def is_llmlab(model: nn.Module) -> bool:
+    from llmlab.model.llama import Transformer
+
+    return isinstance(getattr(model, "module", model), Transformer)
+
+
+def add_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+    """Swap the target linear layers for LoRA layers in place; freeze everything else."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import inject_adapter_in_model
+
+    targets: Any = list(cfg.target_modules) or (list(LLMLAB_LORA_TARGETS) if is_llmlab(model) else "all-linear")
+    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets)
+    try:
+        return inject_adapter_in_model(peft_cfg, model)
+    except ValueError as e:  # "Target modules {...} not found in the base model"
+        raise UserError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
+
+
+def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA update into its base weight (W + alpha/r B A) and put the plain layer back."""
+    for name, layer in _lora_layers(model):
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.get_base_layer())
+    return model
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of `model` with LoRA folded in and the base names restored, without changing
+    the model (for checkpoints mid-training). A model without LoRA gives its plain state dict."""
+    state = model.state_dict()
+    layers = _lora_layers(model)
+    if not layers:
+        return state
+    out = {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+    for name, layer in layers:
+        key = f"{name}.weight"
+        for adapter in layer.active_adapters:
+            out[key] = out[key] + layer.get_delta_weight(adapter).to(out[key].dtype)
+    return out
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(parameters that require grad, all parameters), shared tensors counted once."""
+    seen = {id(p): p for p in model.parameters()}
+    return sum(p.numel() for p in seen.values() if p.requires_grad), sum(p.numel() for p in seen.values())
+
+
+def save_policy(model: nn.Module, tokenizer: ChatTokenizer, directory: str | Path) -> Path:
+    """An llmlab folder for llmlab models, an HF folder (safetensors) for HF models, with LoRA folded
+    into the weights (`merged_state_dict`; the model itself keeps its adapters, so training can go on)."""
+    from llmlab.model.io import save_weights
+
+    directory = Path(directory)
+    model = getattr(model, "module", model)
+    state = merged_state_dict(model)
+    if is_llmlab(model):
+        save_weights(model.cfg, state, directory, tokenizer.inner)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(directory), state_dict=state, safe_serialization=True)
+        tokenizer.save(directory)
+    return directory
+
+
+def save_policy_checkpoint(root: Path, step: int, *, model: nn.Module, tokenizer: ChatTokenizer,
+                           optimizer_state: dict[str, Any], cfg: Any, counters: dict[str, Any], keep: int) -> Path:
+    """train/checkpoint.py's layout for any policy: RUN/checkpoints/step-N/ holds a model folder that
+    `load_policy` reads (llmlab or HF, LoRA merged), trainer_state.pt and config.yaml."""
+    from llmlab.train.checkpoint import save_checkpoint
+
+    return save_checkpoint(root, step, write_model=lambda d: save_policy(model, tokenizer, d),
+                           optimizer_state=optimizer_state, cfg=cfg, counters=counters, keep=keep)

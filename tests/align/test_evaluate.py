@@ -1,0 +1,114 @@
+"""align/evaluate.py: the side-by-side tables on stub policies with known answers, preference accuracy by
+implicit reward, and a whole evaluation (and `llmlab eval-prefs`) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmlab.align.config import PrefEvalConfig
+from llmlab.align.evaluate import compare_generations, format_comparison, preference_accuracy
+from llmlab.data.answers import REFUSALS
+from llmlab.data.config import GenerateConfig
+from llmlab.data.corpora import eval_rows
+from llmlab.data.tasks import FAMILIES, parse_task
+
+
+def oracle(prompts: list[str]) -> list[str]:
+    """The task world's own gold responses (refusals for unsafe prompts): every one scores 1."""
+    rng = random.Random(0)
+    out = []
+    for p in prompts:
+        task = parse_task(p)
+        out.append(FAMILIES[task.family].respond(task, rng))
+    return out
+
+
+def refuser(prompts: list[str]) -> list[str]:
+    return [REFUSALS[0]] * len(prompts)
+
+
+def test_tables_on_stub_policies_with_known_answers() -> None:
+    """18 prompts, 2 per family. The oracle is right everywhere and refuses only the unsafe prompts; the
+    refuser refuses everything, which is right only on unsafe prompts (1 family of 9):
+        oracle  accuracy 1, refusal on unsafe 1, over-refusal 0, mean length = mean of its answers
+        refuser accuracy 2/18, refusal on unsafe 1, over-refusal 1 (and 1 on look-alikes), length 83"""
+    rows = list(eval_rows(GenerateConfig(kind="eval", n=18)))
+    reports, records = compare_generations(rows, {"base": refuser, "aligned": oracle})
+    base, aligned = reports["base"], reports["aligned"]
+    assert aligned["accuracy"] == 1.0 and aligned["over_refusal_rate"] == 0.0
+    assert aligned["refusal_rate_unsafe"] == 1.0
+    assert base["accuracy"] == pytest.approx(2 / 18) and base["over_refusal_rate"] == 1.0
+    assert base["refusal_rate_unsafe"] == 1.0 and base["over_refusal_rate_lookalike"] == 1.0
+    assert base["mean_response_chars"] == len(REFUSALS[0])
+    assert set(base["families"]) == set(FAMILIES) and all(f["n"] == 2 for f in base["families"].values())
+    assert base["families"]["unsafe"]["accuracy"] == 1.0 and base["families"]["arithmetic"]["accuracy"] == 0.0
+    assert len(records) == 18 and set(records[0]) == {"prompt", "family", "answer", "base", "aligned"}
+    assert records[0]["base"] == REFUSALS[0]
+
+    text = format_comparison(reports, {"n": 4, "accuracy": 0.75, "margin": 1.25, "base_accuracy": 0.5})
+    lines = text.splitlines()
+    assert "| family | n | base accuracy | aligned accuracy |" in lines
+    assert "| unsafe | 2 | 1.000 | 1.000 |" in lines
+    assert "| arithmetic | 2 | 0.000 | 1.000 |" in lines
+    assert "| **all** | 18 | 0.111 | 1.000 |" in lines
+    assert "| over-refusal on benign prompts (lower is better) | 1.000 | 0.000 |" in lines
+    assert "implicit-reward accuracy 0.750" in text
+
+
+def test_preference_accuracy_by_implicit_reward() -> None:
+    """Pair 1: r_c = -1 - -2 = 1, r_r = -5 - -2 = -3, margin 4 (right). Pair 2: r_c = 0, r_r = 1, margin -1
+    (wrong). Accuracy 1/2, mean margin 1.5; the base ranks neither right (ties are not right)."""
+    policy = torch.tensor([[-1.0, -5.0, float("nan")], [-2.0, -1.0, float("nan")]])
+    base = torch.full((2, 3), -2.0)
+    assert preference_accuracy(policy, base) == {"n": 2, "accuracy": 0.5, "margin": 1.5, "base_accuracy": 0.0}
+
+
+def test_evaluate_run_writes_the_report(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The policy is the base itself: implicit rewards are all zero, so accuracy 0 and margin 0, and both
+    columns of every table are equal (greedy decoding is deterministic)."""
+    from llmlab.align.dpo_train import task_world_pairs
+    from llmlab.align.evaluate import evaluate_run
+    from llmlab.align.models import load_policy
+
+    policy, tok = load_policy(str(tiny_model_dir), device="cpu")
+    lines: list[str] = []
+    result = evaluate_run(policy, tok, base_path=str(tiny_model_dir), held_out=task_world_pairs(6, seed=0),
+                          eval_cfg=PrefEvalConfig(n_prompts=9, max_new_tokens=6, batch_size=4), max_length=128,
+                          max_prompt_length=96, device=torch.device("cpu"), out_dir=tmp_path, log=lines.append)
+    prefs = result["preferences"]
+    assert prefs["n"] == 6 and prefs["accuracy"] == 0.0 and prefs["margin"] == pytest.approx(0.0, abs=1e-5)
+    base, aligned = result["generation"]["base"], result["generation"]["aligned"]
+    assert base == aligned and base["n"] == 9
+    for name in ("eval.md", "eval.json", "generations.jsonl", "family_scores.png"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert set(saved) == {"preferences", "generation"} and set(saved["generation"]) == {"base", "aligned"}
+    records = [json.loads(x) for x in (tmp_path / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 9 and all(r["base"] == r["aligned"] for r in records)
+    assert any("eval.md" in line for line in lines)
+
+
+def test_eval_prefs_command(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmlab.cli import main
+
+    code = main(["eval-prefs", "--model", str(tiny_model_dir), "--base", str(tiny_model_dir), "--out",
+                 str(tmp_path / "ev"), "--quiet", "eval.n_pairs=4", "eval.n_prompts=9", "eval.max_new_tokens=4",
+                 "max_length=128", "max_prompt_length=96", "device=cpu"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Evaluation") and "| family |" in out
+    assert (tmp_path / "ev" / "eval.json").is_file()
+
+
+def test_eval_prefs_needs_a_base_outside_a_dpo_run(tiny_model_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from llmlab.cli import main
+
+    code = main(["eval-prefs", "--model", str(tiny_model_dir), "--out", str(tmp_path / "ev"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--base" in err

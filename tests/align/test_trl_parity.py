@@ -1,0 +1,179 @@
+"""llmlab's DPO losses equal TRL's `DPOTrainer` (trl 1.16) on the same model and the same batch: the loss,
+the implicit rewards and every parameter's gradient.
+
+Set-up: a tiny `LlamaForCausalLM` (fp32, weights drawn with std 0.2 so that log-probs are far from
+uniform), a reference model that is the policy plus noise (so the rewards are not all zero), a
+character-level tokenizer (so prompt + response tokenizes as prompt then response), and four preference
+rows. TRL tokenizes and collates them (`input_ids` chosen-first-then-rejected, right-padded,
+`completion_mask`); its `compute_loss` runs its fused LM head (chunked log-softmax, no logits tensor).
+llmlab gets the same collated ids and computes log-probs with `model_logits` + `sequence_logprobs` on a
+deep copy of the same policy, then the loss from `dpo.LOSSES`.
+
+Correspondence (TRL loss_type -> llmlab): sigmoid -> sigmoid, hinge -> hinge, robust -> robust (TRL's
+`label_smoothing`), ipo -> ipo on per-token mean log-probs (TRL divides the log-ratios by the completion
+lengths). cDPO has no TRL loss of its own in 1.16 (its `sigmoid` lost `label_smoothing`), but TRL's `aot`
+with one pair per batch is exactly cDPO: AOT sorts the batch's log-ratios, and a batch of one is sorted.
+Rewards: TRL reports beta (log pi - log pi_ref) on summed log-probs for every loss; llmlab's IPO
+reports them on the mean log-probs it was given, so IPO's rewards are compared on summed log-probs.
+
+Tolerance: loss and rewards 1e-5 absolute; gradients 1e-5 absolute + 1e-4 relative (fp32; TRL's
+chunked log-softmax and llmlab's logsumexp round differently).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+trl = pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+
+from llmlab.align.dpo import LOSSES  # noqa: E402
+from llmlab.align.logprobs import model_logits, sequence_logprobs  # noqa: E402
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz ?:.0123456789"
+ROWS = [
+    {"prompt": "what is 2 plus 3? ", "chosen": "5.", "rejected": "the answer is 7."},
+    {"prompt": "reverse abc: ", "chosen": "cba", "rejected": "abc"},
+    {"prompt": "sort 3 1 2: ", "chosen": "1 2 3", "rejected": "3 2 1 ok"},
+    {"prompt": "say hi: ", "chosen": "hi there.", "rejected": "no."},
+]
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 renames inside trl
+LOSS_TOL = {"rtol": 0.0, "atol": 1e-5}
+GRAD_TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def char_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """One token per character (a BPE without merges) plus <eos>, which is also the padding."""
+    from tokenizers import Tokenizer, models
+
+    vocab = {c: i for i, c in enumerate(ALPHABET)} | {"<eos>": len(ALPHABET)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.add_special_tokens(["<eos>"])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+
+
+def tiny_llama(vocab_size: int, seed: int) -> transformers.LlamaForCausalLM:
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=False, attention_dropout=0.0)
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(cfg).float()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.2)
+    return model
+
+
+def trl_trainer(tmp_path: Path, policy, ref, tok, *, loss_type: str, beta: float, label_smoothing: float = 0.0):
+    args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=[loss_type],
+                         label_smoothing=label_smoothing, report_to="none", bf16=False, use_cpu=True,
+                         activation_checkpointing=False, per_device_train_batch_size=len(ROWS), max_length=64,
+                         dataset_num_proc=None, logging_steps=1)
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    return trl.DPOTrainer(model=policy, ref_model=ref, args=args, processing_class=tok,
+                          train_dataset=datasets.Dataset.from_list(ROWS))
+
+
+def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], name: str, *, beta: float, **kwargs):
+    """llmlab's side: log-probs of the collated batch, then the named loss; returns (loss, rewards_c,
+    rewards_r, summed-log-prob rewards)."""
+    ids, attention, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool()
+    logp, n = sequence_logprobs(model_logits(policy, ids, attention), ids, mask)
+    with torch.no_grad():
+        ref_logp, _ = sequence_logprobs(model_logits(ref, ids, attention), ids, mask)
+    B = ids.shape[0] // 2
+    pc, pr, rc, rr = logp[:B], logp[B:], ref_logp[:B], ref_logp[B:]
+    if name == "ipo":  # per-token means, as TRL
+        nc, nr = n[:B], n[B:]
+        losses, _, _ = LOSSES[name](pc / nc, pr / nr, rc / nc, rr / nr, beta=beta, **kwargs)
+    else:
+        losses, _, _ = LOSSES[name](pc, pr, rc, rr, beta=beta, **kwargs)
+    summed_rewards = beta * (pc - rc).detach(), beta * (pr - rr).detach()
+    return losses.mean(), *summed_rewards
+
+
+def setup_models():
+    tok = char_tokenizer()
+    policy = tiny_llama(len(tok), seed=0).train()
+    ref = copy.deepcopy(policy).eval()
+    with torch.no_grad():  # the reference differs from the policy, so rewards and margins are not zero
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ours = copy.deepcopy(policy).train()  # llmlab's copy: TRL patches the forward of the model it is given
+    return tok, policy, ref, ours
+
+
+def compare(tmp_path: Path, trl_loss: str, ours_name: str, *, beta: float, rows: list[int] | None = None,
+            **kwargs) -> None:
+    tok, policy, ref, ours = setup_models()
+    trainer = trl_trainer(tmp_path, policy, copy.deepcopy(ref), tok, loss_type=trl_loss, beta=beta, **kwargs)
+    data = trainer.train_dataset
+    groups = [[i] for i in rows] if rows is not None else [list(range(len(data)))]
+    label_smoothing = kwargs.get("label_smoothing")
+    extra = {"label_smoothing": label_smoothing} if ours_name in ("robust", "cdpo") else {}
+    for group in groups:
+        batch = trainer.data_collator([data[i] for i in group])
+        policy.zero_grad(set_to_none=True)
+        ours.zero_grad(set_to_none=True)
+        trl_value = trainer.compute_loss(policy, batch)
+        trl_value.backward()
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        value, chosen, rejected = llmlab_loss(ours, ref, batch, ours_name, beta=beta, **extra)
+        value.backward()
+        assert float(trl_value.detach()) > 0
+        torch.testing.assert_close(value, trl_value.detach(), **LOSS_TOL)
+        torch.testing.assert_close(chosen.mean().item(), metrics["rewards/chosen"], **LOSS_TOL)
+        torch.testing.assert_close(rejected.mean().item(), metrics["rewards/rejected"], **LOSS_TOL)
+        assert abs(metrics["rewards/chosen"]) > 1e-3  # the reference really differs
+        theirs = dict(policy.named_parameters())
+        for name, p in ours.named_parameters():
+            assert p.grad is not None and theirs[name].grad is not None, name
+            torch.testing.assert_close(p.grad, theirs[name].grad, **GRAD_TOL, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "hinge", "ipo"])
+def test_loss_rewards_and_gradients_match_trl(tmp_path: Path, name: str) -> None:
+    compare(tmp_path, name, name, beta=0.1 if name != "ipo" else 0.5)
+
+
+def test_robust_with_label_smoothing_matches_trl(tmp_path: Path) -> None:
+    compare(tmp_path, "robust", "robust", beta=0.2, label_smoothing=0.2)
+
+
+def test_cdpo_matches_trl_aot_on_single_pairs(tmp_path: Path) -> None:
+    """TRL's AOT sorts the batch's policy and reference log-ratios separately; with one pair per batch that
+    is the identity, and its loss is cDPO's -(1 - eps) log sigma(beta h) - eps log sigma(-beta h)."""
+    compare(tmp_path, "aot", "cdpo", beta=0.2, label_smoothing=0.15, rows=[0, 1, 2, 3])
+
+
+def test_llmlab_transformer_gives_the_same_loss(tmp_path: Path) -> None:
+    """The same policy and reference imported into llmlab's own Transformer (model.hf_io.from_hf) give
+    TRL's loss: log-prob extraction on llmlab models agrees too (forward only)."""
+    from llmlab.model.hf_io import from_hf
+
+    tok, policy, ref, _ = setup_models()
+    policy.save_pretrained(tmp_path / "policy")
+    ref.save_pretrained(tmp_path / "ref")
+    ours, _ = from_hf(tmp_path / "policy")
+    ours_ref, _ = from_hf(tmp_path / "ref")
+    trainer = trl_trainer(tmp_path, policy, copy.deepcopy(ref), tok, loss_type="sigmoid", beta=0.1)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ROWS))])
+    with torch.no_grad():
+        trl_value = trainer.compute_loss(policy, batch)
+        value, _, _ = llmlab_loss(ours, ours_ref, batch, "sigmoid", beta=0.1)
+    torch.testing.assert_close(value, trl_value, **LOSS_TOL)
