@@ -14,7 +14,8 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
                  "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
                  "model.max_seq_len=64", "train.max_steps=4", "train.seq_len=32", "train.batch_size=4",
                  "train.eval_every=2", "train.eval_batches=1", "train.checkpoint_every=2", "train.warmup_steps=1",
-                 "train.sample_tokens=8"])
+                 "train.sample_tokens=8", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=2",
+                 "sft.eval_batches=1", "dpo.max_steps=2", "dpo.batch_size=4", "n_eval_prompts=9", "n_eval_pairs=4"])
     assert code == 0
     assert f"report at {out / 'report.md'}" in capsys.readouterr().out
     for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "baselines.png", "baselines.json",
@@ -28,7 +29,7 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert baselines["always_refuse"]["over_refusal_rate"] == 1.0
     assert baselines["compliant_wrong"]["accuracy"] == 0.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines", "pretrain"}
+    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines", "pretrain", "sft"}
     errors = {m["backend"]: m["max_abs_err"] for m in metrics if m["stage"] == "attention"}
     assert set(errors) == {"naive", "sdpa", "flash"} and max(errors.values()) < 1e-5
     assert (out / "attention" / "attention.png").is_file() and (out / "attention" / "attention.html").is_file()
@@ -46,4 +47,11 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
         assert (out / name).is_file(), name
     pretrain_rows = [m for m in metrics if m["stage"] == "pretrain"]
     assert [m["step"] for m in pretrain_rows] == [2, 4] and all(m["val_ppl"] > 1 for m in pretrain_rows)
-    assert "## Pretraining" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Pretraining" in report and "## Supervised fine-tuning" in report
+    # SFT then DPO: the aligned model's run folder, and its base-vs-aligned table in the report
+    for name in ("sft/model.safetensors", "dpo/model.safetensors", "dpo/eval.md", "dpo/eval.json"):
+        assert (out / name).is_file(), name
+    evaluation = json.loads((out / "dpo" / "eval.json").read_text())
+    assert set(evaluation["generation"]) == {"base", "aligned"}
+    assert (out / "dpo" / "eval.md").read_text().strip() in report

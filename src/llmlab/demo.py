@@ -16,7 +16,11 @@ their sections in order. Stages so far:
 5. pretrain: train a small Llama-style model on the pretraining corpus with the stage-2
    tokenizer (`pretrain/`, an ordinary `llmlab pretrain` run folder), and show its loss
    curves, validation perplexity and bits per byte, greedy samples, and the attention
-   maps of the trained model on the held-out prompt of stage 3.
+   maps of the trained model on the held-out prompt of stage 3;
+6. sft: fine-tune it on the task world's chats (`sft/`, loss on assistant tokens only);
+7. dpo: align the SFT model with DPO on the preference pairs (`dpo/`), and show the held-out
+   table of the SFT model against the aligned one: gold accuracy per family, refusal of unsafe
+   requests, over-refusal of benign ones, and preference accuracy by implicit reward.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ from llmlab.train.config import TrainConfig
 DEMO_MODEL = ModelConfig(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=256)
 DEMO_TRAIN = TrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100,
                          eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
+DEMO_SFT = TrainConfig(max_steps=300, batch_size=16, lr=1e-3, warmup_steps=20, weight_decay=0.0, eval_every=100,
+                       eval_batches=4, log_every=10, checkpoint_every=0, sample_tokens=0)
+DEMO_DPO = TrainConfig(max_steps=150, batch_size=16, lr=2e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
+                       eval_every=0, log_every=5, checkpoint_every=0, sample_tokens=0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,11 @@ class DemoConfig:
     n_eval: int = 450
     model: ModelConfig = DEMO_MODEL  # model.vocab_size is also the tokenizer's size
     train: TrainConfig = DEMO_TRAIN
+    sft: TrainConfig = DEMO_SFT
+    dpo: TrainConfig = DEMO_DPO
+    beta: float = 0.1  # DPO's beta
+    n_eval_prompts: int = 180  # held-out prompts answered by the SFT and the DPO model
+    n_eval_pairs: int = 200  # held-out preference pairs scored by implicit reward
     world: WorldConfig = field(default_factory=WorldConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     prefs: PrefsConfig = field(default_factory=PrefsConfig)
@@ -250,12 +263,57 @@ def stage_pretrain(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stage_sft(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    from llmlab.align.sft import ChatDataConfig, SFTConfig, sft
+    from llmlab.viz.training import read_metrics
+
+    max_length = cfg.model.max_seq_len
+    scfg = SFTConfig(model=str(state["pretrain_dir"]), max_length=max_length, train=replace(cfg.sft, seed=cfg.seed),
+                     data=ChatDataConfig(input=(str(run.dir / "data" / "sft.jsonl"),), seed=cfg.seed))
+    folder = sft(scfg, out=run.dir / "sft", quiet=run.quiet)
+    evals = [r for r in read_metrics(folder / "metrics.jsonl") if "eval_loss" in r]
+    for r in evals:
+        run.metrics(r["step"], stage="sft", eval_loss=r["eval_loss"])
+    state["sft_dir"] = folder
+    return "\n".join([
+        "## Supervised fine-tuning", "",
+        f"The pretrained model fine-tuned for {scfg.train.max_steps} steps on `data/sft.jsonl` (loss on the "
+        "assistant's tokens only), into `sft/`.", "",
+        "| step | held-out loss on assistant tokens |", "|---:|---:|",
+        *(f"| {r['step']} | {r['eval_loss']:.3f} |" for r in evals), "",
+    ])
+
+
+def stage_dpo(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    from llmlab.align.config import DPOConfig, PrefDataConfig, PrefEvalConfig
+    from llmlab.align.dpo_train import dpo
+
+    max_length = cfg.model.max_seq_len
+    dcfg = DPOConfig(model=str(state["sft_dir"]), beta=cfg.beta, max_length=max_length,
+                     max_prompt_length=max_length * 3 // 4, train=replace(cfg.dpo, seed=cfg.seed),
+                     data=PrefDataConfig(n=cfg.n_prefs, seed=cfg.seed),  # = data/prefs.jsonl, + eval-split pairs
+                     eval=PrefEvalConfig(n_prompts=cfg.n_eval_prompts, n_pairs=cfg.n_eval_pairs, seed=cfg.seed))
+    folder = dpo(dcfg, out=run.dir / "dpo", quiet=run.quiet)
+    table = (folder / "eval.md").read_text(encoding="utf-8")
+    curves = [p.name for p in folder.glob("*.png")]
+    return "\n".join([
+        "## Preference optimisation (DPO)", "",
+        f"The SFT model aligned with DPO (sigmoid loss, beta {cfg.beta}, {dcfg.train.max_steps} steps of "
+        f"{dcfg.train.batch_size} pairs, the SFT model as the frozen reference) on the pairs of `data/prefs.jsonl`, "
+        "into `dpo/`. Held-out evaluation on the task world's eval split, SFT (base) against DPO (aligned):", "",
+        table, "",
+        *(f"![{name}](dpo/{name})" for name in curves), "",
+    ])
+
+
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("data", stage_data),
     ("tokenizer", stage_tokenizer),
     ("attention", stage_attention),
     ("baselines", stage_baselines),
     ("pretrain", stage_pretrain),
+    ("sft", stage_sft),
+    ("dpo", stage_dpo),
 )
 
 
