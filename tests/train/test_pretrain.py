@@ -126,6 +126,19 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path, tiny_cfg) -
         assert s["grad_norm"] == pytest.approx(r["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_losses(tmp_path: Path, tiny_cfg) -> None:
+    """train.compile=true (inductor; needs a C++ compiler on CPU) trains the same model: fused kernels
+    reorder float sums, so the losses agree to a tolerance, not bit for bit."""
+    common = ("train.max_steps=4", "train.eval_every=0", "train.checkpoint_every=0")
+    eager = read_metrics(pretrain(tiny_cfg(*common), out=tmp_path / "eager", quiet=True))[0]
+    compiled = read_metrics(pretrain(tiny_cfg(*common, "train.compile=true"), out=tmp_path / "compiled",
+                                     quiet=True))[0]
+    assert [r["step"] for r in compiled] == [1, 2, 3, 4]
+    for r, s in zip(eager, compiled, strict=True):
+        assert s["loss"] == pytest.approx(r["loss"], rel=1e-4)
+
+
 def test_tensorboard_tracker_writes_events(tmp_path: Path, tiny_cfg) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
