@@ -144,7 +144,8 @@ class Transformer(nn.Module):
         cos, sin = rotary_tables(cfg)
         self.register_buffer("cos", cos, persistent=False)  # derived from the config, never saved
         self.register_buffer("sin", sin, persistent=False)
-        self.reset_parameters()
+        if not self.embed.weight.is_meta:  # a model built on "meta" is about to be loaded: nothing to draw
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) weights; the two projections that write into the residual stream are
