@@ -46,7 +46,9 @@ DEMO_TRAIN = TrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, war
                          eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
 DEMO_SFT = TrainConfig(max_steps=300, batch_size=16, lr=1e-3, warmup_steps=20, weight_decay=0.0, eval_every=100,
                        eval_batches=4, log_every=10, checkpoint_every=0, sample_tokens=0)
-DEMO_DPO = TrainConfig(max_steps=150, batch_size=16, lr=2e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
+# lr 5e-4 / beta 0.1 collapsed this small model's likelihoods (it learned to stop after "I can");
+# lr 2e-5 / beta 0.5 stays near the SFT model (see docs/alignment.md, "The task-world experiment")
+DEMO_DPO = TrainConfig(max_steps=100, batch_size=16, lr=2e-5, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
                        eval_every=0, log_every=5, checkpoint_every=0, sample_tokens=0)
 
 
@@ -61,7 +63,7 @@ class DemoConfig:
     train: TrainConfig = DEMO_TRAIN
     sft: TrainConfig = DEMO_SFT
     dpo: TrainConfig = DEMO_DPO
-    beta: float = 0.1  # DPO's beta
+    beta: float = 0.5  # DPO's beta
     n_eval_prompts: int = 180  # held-out prompts answered by the SFT and the DPO model
     n_eval_pairs: int = 200  # held-out preference pairs scored by implicit reward
     world: WorldConfig = field(default_factory=WorldConfig)
