@@ -54,4 +54,5 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
         assert (out / name).is_file(), name
     evaluation = json.loads((out / "dpo" / "eval.json").read_text())
     assert set(evaluation["generation"]) == {"base", "aligned"}
-    assert (out / "dpo" / "eval.md").read_text().strip() in report
+    eval_md = (out / "dpo" / "eval.md").read_text()
+    assert eval_md.split("\n", 1)[1].strip() in report and "| **all** |" in report

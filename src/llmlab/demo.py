@@ -296,7 +296,8 @@ def stage_dpo(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
                      data=PrefDataConfig(n=cfg.n_prefs, seed=cfg.seed),  # = data/prefs.jsonl, + eval-split pairs
                      eval=PrefEvalConfig(n_prompts=cfg.n_eval_prompts, n_pairs=cfg.n_eval_pairs, seed=cfg.seed))
     folder = dpo(dcfg, out=run.dir / "dpo", quiet=run.quiet)
-    table = (folder / "eval.md").read_text(encoding="utf-8")
+    lines = (folder / "eval.md").read_text(encoding="utf-8").splitlines()
+    table = "\n".join(line for line in lines if not line.startswith("# "))  # its title: this section's own
     curves = [p.name for p in folder.glob("*.png")]
     return "\n".join([
         "## Preference optimisation (DPO)", "",
