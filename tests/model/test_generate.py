@@ -6,7 +6,6 @@ Engine output against HF `generate(do_sample=False)` on the exported model.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import torch
 
 from llmlab.errors import UserError
-from llmlab.model.config import ModelConfig
 from llmlab.model.generate import (
     Engine,
     SamplingConfig,
@@ -22,27 +20,12 @@ from llmlab.model.generate import (
     generate_naive,
     sample_next_token,
 )
-from llmlab.model.llama import Transformer
 
-TINY = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=48, max_seq_len=64)
+from .conftest import tiny_model
+
 PROMPTS = ([5, 17, 3, 40, 22, 9, 1], [8], [30, 2, 61, 7])  # lengths 7, 1, 4: two rows are left-padded
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(seed: int = 0, std: float = 0.5, **overrides) -> Transformer:
-    torch.manual_seed(seed)
-    model = Transformer(replace(TINY, **overrides))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model.eval()
 
 
 def seeded(seed: int = 0) -> torch.Generator:

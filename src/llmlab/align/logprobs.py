@@ -13,6 +13,7 @@ sums them under the mask and also returns the token count, so callers get both t
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -75,9 +76,15 @@ def model_logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor | N
     if isinstance(base, Transformer):
         padded = attention_mask is not None and not bool(attention_mask.all())
         return model(ids, key_padding_mask=attention_mask.bool() if padded else None, logits_to_keep=keep).logits
-    if keep and "logits_to_keep" in inspect.signature(base.forward).parameters:
+    if keep and _takes_logits_to_keep(type(base)):
         return model(input_ids=ids, attention_mask=attention_mask, logits_to_keep=keep).logits
     return model(input_ids=ids, attention_mask=attention_mask).logits
+
+
+@functools.cache
+def _takes_logits_to_keep(cls: type) -> bool:
+    """Whether an HF model class's forward accepts `logits_to_keep` (asked once per class, not per step)."""
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def nll_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
