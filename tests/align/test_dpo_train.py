@@ -4,6 +4,7 @@ LoRA, HF policies, and the warnings. Runs are in-process, on one thread, with th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from llmlab.align.config import DPOConfig
 from llmlab.align.dpo import LOSSES
 from llmlab.align.dpo_train import METRICS, dpo, likelihood_collapse
 from llmlab.config import load_config
+from llmlab.errors import UserError
 
 FAST = ["data.n=48", "max_length=96", "max_prompt_length=64", "train.batch_size=8", "train.max_steps=4",
         "train.warmup_steps=1", "train.checkpoint_every=0", "train.device=cpu", "eval.n_pairs=0", "eval.n_prompts=0"]
@@ -71,6 +73,19 @@ def test_every_loss_trains(tiny_model_dir: Path, tmp_path: Path, loss: str) -> N
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     if loss == "orpo":
         assert "nll" in rows[0] and rows[0]["loss"] > rows[0]["nll"] > 0
+
+
+def test_rpo_alpha_adds_the_chosen_responses_nll(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """At the first step the policy is the reference, so DPO's term is log 2 and the loss is
+    log 2 + alpha * NLL(chosen), with the NLL logged beside it."""
+    rows = metrics(dpo(cfg_for(tiny_model_dir, "rpo_alpha=0.5", "train.max_steps=1"), out=tmp_path / "r", quiet=True))
+    assert rows[0]["nll"] > 0.5
+    assert rows[0]["loss"] == pytest.approx(math.log(2.0) + 0.5 * rows[0]["nll"], abs=1e-5)
+
+
+def test_rpo_alpha_is_refused_with_orpo(tiny_model_dir: Path) -> None:
+    with pytest.raises(UserError, match="orpo_sft_weight"):
+        cfg_for(tiny_model_dir, "loss=orpo", "rpo_alpha=1")
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir: Path, tmp_path: Path,

@@ -9,8 +9,8 @@ rows. TRL tokenizes and collates them (`input_ids` chosen-first-then-rejected, r
 llmlab gets the same collated ids and computes log-probs with `model_logits` + `sequence_logprobs` on a
 deep copy of the same policy, then the loss from `dpo.LOSSES`.
 
-Correspondence (TRL loss_type -> llmlab): sigmoid -> sigmoid, hinge -> hinge, robust -> robust (TRL's
-`label_smoothing`), ipo -> ipo on per-token mean log-probs (TRL divides the log-ratios by the completion
+Correspondence (TRL loss_type -> llmlab): sigmoid -> sigmoid, ["sigmoid", "sft"] -> sigmoid + rpo_alpha,
+hinge -> hinge, robust -> robust (TRL's `label_smoothing`), ipo -> ipo on per-token mean log-probs (TRL divides the log-ratios by the completion
 lengths). cDPO has no TRL loss of its own in 1.16 (its `sigmoid` lost `label_smoothing`), but TRL's `aot`
 with one pair per batch is exactly cDPO: AOT sorts the batch's log-ratios, and a batch of one is sorted.
 Rewards: TRL reports beta (log pi - log pi_ref) on summed log-probs for every loss; llmlab's IPO
@@ -34,7 +34,7 @@ trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 from llmlab.align.dpo import LOSSES  # noqa: E402
-from llmlab.align.logprobs import model_logits, sequence_logprobs  # noqa: E402
+from llmlab.align.logprobs import model_logits, nll_loss, sequence_logprobs  # noqa: E402
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ?:.0123456789"
 ROWS = [
@@ -79,8 +79,12 @@ def tiny_llama(vocab_size: int, seed: int) -> transformers.LlamaForCausalLM:
     return model
 
 
-def trl_trainer(tmp_path: Path, policy, ref, tok, *, loss_type: str, beta: float, label_smoothing: float = 0.0):
-    args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=[loss_type],
+def trl_trainer(tmp_path: Path, policy, ref, tok, *, loss_type: str, beta: float, label_smoothing: float = 0.0,
+                rpo_alpha: float = 0.0):
+    """TRL's trainer for one loss; rpo_alpha > 0 adds its "sft" loss (the chosen tokens' mean NLL) with that
+    weight, which is how TRL 1.16 spells RPO."""
+    types, weights = ([loss_type, "sft"], [1.0, rpo_alpha]) if rpo_alpha else ([loss_type], None)
+    args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=types, loss_weights=weights,
                          label_smoothing=label_smoothing, report_to="none", bf16=False, use_cpu=True,
                          activation_checkpointing=False, per_device_train_batch_size=len(ROWS), max_length=64,
                          dataset_num_proc=None, logging_steps=1)
@@ -89,11 +93,13 @@ def trl_trainer(tmp_path: Path, policy, ref, tok, *, loss_type: str, beta: float
                           train_dataset=datasets.Dataset.from_list(ROWS))
 
 
-def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], name: str, *, beta: float, **kwargs):
-    """llmlab's side: log-probs of the collated batch, then the named loss; returns (loss, rewards_c,
-    rewards_r, summed-log-prob rewards)."""
+def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], name: str, *, beta: float, rpo_alpha: float = 0.0,
+                **kwargs):
+    """llmlab's side: log-probs of the collated batch, then the named loss (+ rpo_alpha * the chosen
+    responses' NLL); returns (loss, rewards_c, rewards_r, summed-log-prob rewards)."""
     ids, attention, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool()
-    logp, n = sequence_logprobs(model_logits(policy, ids, attention), ids, mask)
+    logits = model_logits(policy, ids, attention)
+    logp, n = sequence_logprobs(logits, ids, mask)
     with torch.no_grad():
         ref_logp, _ = sequence_logprobs(model_logits(ref, ids, attention), ids, mask)
     B = ids.shape[0] // 2
@@ -104,7 +110,8 @@ def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], name: str, *, beta:
     else:
         losses, _, _ = LOSSES[name](pc, pr, rc, rr, beta=beta, **kwargs)
     summed_rewards = beta * (pc - rc).detach(), beta * (pr - rr).detach()
-    return losses.mean(), *summed_rewards
+    nll = nll_loss(logits[:B], ids[:B], mask[:B]) if rpo_alpha else 0.0
+    return losses.mean() + rpo_alpha * nll, *summed_rewards
 
 
 def setup_models():
@@ -119,9 +126,10 @@ def setup_models():
 
 
 def compare(tmp_path: Path, trl_loss: str, ours_name: str, *, beta: float, rows: list[int] | None = None,
-            **kwargs) -> None:
+            rpo_alpha: float = 0.0, **kwargs) -> None:
     tok, policy, ref, ours = setup_models()
-    trainer = trl_trainer(tmp_path, policy, copy.deepcopy(ref), tok, loss_type=trl_loss, beta=beta, **kwargs)
+    trainer = trl_trainer(tmp_path, policy, copy.deepcopy(ref), tok, loss_type=trl_loss, beta=beta,
+                          rpo_alpha=rpo_alpha, **kwargs)
     data = trainer.train_dataset
     groups = [[i] for i in rows] if rows is not None else [list(range(len(data)))]
     label_smoothing = kwargs.get("label_smoothing")
@@ -133,7 +141,7 @@ def compare(tmp_path: Path, trl_loss: str, ours_name: str, *, beta: float, rows:
         trl_value = trainer.compute_loss(policy, batch)
         trl_value.backward()
         metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-        value, chosen, rejected = llmlab_loss(ours, ref, batch, ours_name, beta=beta, **extra)
+        value, chosen, rejected = llmlab_loss(ours, ref, batch, ours_name, beta=beta, rpo_alpha=rpo_alpha, **extra)
         value.backward()
         assert float(trl_value.detach()) > 0
         torch.testing.assert_close(value, trl_value.detach(), **LOSS_TOL)
@@ -149,6 +157,13 @@ def compare(tmp_path: Path, trl_loss: str, ours_name: str, *, beta: float, rows:
 @pytest.mark.parametrize("name", ["sigmoid", "hinge", "ipo"])
 def test_loss_rewards_and_gradients_match_trl(tmp_path: Path, name: str) -> None:
     compare(tmp_path, name, name, beta=0.1 if name != "ipo" else 0.5)
+
+
+def test_rpo_sigmoid_plus_chosen_nll_matches_trl(tmp_path: Path) -> None:
+    """RPO: DPO's sigmoid loss + alpha * mean NLL of the chosen tokens; TRL 1.16 writes it as
+    loss_type=["sigmoid", "sft"], loss_weights=[1, alpha]. alpha = 2 so the NLL term's gradient is not
+    lost in the tolerance next to DPO's."""
+    compare(tmp_path, "sigmoid", "sigmoid", beta=0.1, rpo_alpha=2.0)
 
 
 def test_robust_with_label_smoothing_matches_trl(tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ class DPOConfig:
     label_smoothing: float = 0.0  # cdpo / robust: assumed share of flipped labels
     simpo_gamma: float = 0.5  # simpo: target margin (the paper's gamma, in reward units)
     orpo_sft_weight: float = 1.0  # orpo: weight of the chosen responses' NLL (the paper fixes it at 1)
+    rpo_alpha: float = 0.0  # other losses: weight of the chosen responses' NLL added to the loss (RPO; TRL's "sft" term)
     kto_desirable_weight: float = 1.0
     kto_undesirable_weight: float = 1.0
     reference: Literal["copy", "precompute"] = "copy"  # precompute: one pass before training, then only the policy in memory
@@ -83,6 +84,8 @@ class DPOConfig:
         check(1 <= self.max_prompt_length < self.max_length,
               f"need 1 <= max_prompt_length ({self.max_prompt_length}) < max_length ({self.max_length})")
         check(self.orpo_sft_weight >= 0, f"orpo_sft_weight must be >= 0, got {self.orpo_sft_weight}")
+        check(self.rpo_alpha >= 0, f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
+        check(self.rpo_alpha == 0.0 or self.loss != "orpo", "orpo has its own NLL term: set orpo_sft_weight, not rpo_alpha")
         check(self.warn_margin > 0, f"warn_margin must be positive, got {self.warn_margin}")
         check(self.kto_desirable_weight > 0 and self.kto_undesirable_weight > 0, "kto weights must be positive")
 

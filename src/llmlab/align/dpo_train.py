@@ -8,7 +8,7 @@ against a frozen reference, resumable to the exact loss, DDP under torchrun.
     step     lr_at(step) -> micro-batches: one forward of the 2B chosen+rejected sequences ->
              summed log-probs (and token counts) -> loss from dpo.LOSSES -> backward -> clip_and_step
     log      loss, rewards/chosen, rewards/rejected, margin, accuracy, logps/chosen, logps/rejected,
-             grad_norm, lr (+ kl for KTO, nll for ORPO); warnings once each in log.txt
+             grad_norm, lr (+ kl for KTO, nll for ORPO and RPO); warnings once each in log.txt
     end      policy folder in the run folder, curves.png, then evaluate.py (eval.md / eval.json)
 
 KTO is trained from the same pairs, unpaired: each chosen response is a desirable example and
@@ -18,7 +18,9 @@ i + 1 (fixed at encoding time, so `precompute` can store its reference log-prob 
 estimate is the mean over the micro-batch, averaged over processes, and detached.
 
 ORPO adds the chosen responses' NLL (logprobs.nll_loss, weighted by orpo_sft_weight) to the
-odds-ratio term. Of `train.*`, seq_len, eval_every, sample_* and compile are not used. Left out:
+odds-ratio term; `rpo_alpha` adds the same term to any other loss (RPO, Pang et al. 2024,
+https://arxiv.org/abs/2404.19733: DPO + alpha NLL(chosen), TRL's loss_type=["sigmoid", "sft"]), which
+keeps the chosen responses' likelihood from falling with the rejected ones'. Of `train.*`, seq_len, eval_every, sample_* and compile are not used. Left out:
 FSDP (DDP only), an in-run held-out evaluation (the evaluation runs at the end), LoRA's "adapters
 off" reference (with LoRA the reference is a second model too).
 """
@@ -142,6 +144,11 @@ def mismatched_responses(examples: list[PairExample], max_length: int) -> list[l
 # ---------------------------------------------------------------------- the loss of a micro-batch
 
 
+def nll_weight_of(cfg: DPOConfig) -> float:
+    """Weight of the chosen responses' NLL in the loss: ORPO's own term, or RPO's alpha for the others."""
+    return cfg.orpo_sft_weight if cfg.loss == "orpo" else cfg.rpo_alpha
+
+
 def preference_loss(cfg: DPOConfig, sums: torch.Tensor, counts: torch.Tensor, ref: torch.Tensor | None, *,
                     logits: torch.Tensor | None = None, batch: dict[str, torch.Tensor] | None = None,
                     kl: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -169,11 +176,12 @@ def preference_loss(cfg: DPOConfig, sums: torch.Tensor, counts: torch.Tensor, re
     losses, chosen_rewards, rejected_rewards = fn(pc, pr, rc, rr, **kwargs)
     loss = losses.mean()
     extra: dict[str, torch.Tensor] = {}
-    if cfg.loss == "orpo":
+    nll_weight = nll_weight_of(cfg)
+    if nll_weight:
         assert logits is not None and batch is not None
         ids, mask = batch["ids"].to(logits.device), batch["response_mask"].to(logits.device)
         nll = nll_loss(logits[:B], ids[:B], mask[:B])
-        loss = loss + cfg.orpo_sft_weight * nll
+        loss = loss + nll_weight * nll
         extra["nll"] = nll.detach() * B
     if cfg.loss == "kto" and kl is not None:
         extra["kl"] = kl.detach() * B
@@ -225,7 +233,7 @@ class Watch:
             self._once("collapse", f"step {step}: the chosen responses' log-prob fell from "
                        f"{sum(self.chosen[:window]) / window:.2f} to {sum(self.chosen[-window:]) / window:.2f} while "
                        "the margin rose: both likelihoods are collapsing (the rejected faster); consider a lower lr, "
-                       "a larger beta, or an ORPO/SFT term")
+                       "a larger beta, or rpo_alpha > 0 (an SFT term on the chosen responses)")
         if row["margin"] > self.cfg.warn_margin:
             self._once("margin", f"step {step}: the mean reward margin is {row['margin']:.1f} (> warn_margin "
                        f"{self.cfg.warn_margin}): the policy is running far from the reference; consider a larger "
@@ -366,7 +374,7 @@ def _micro_step(cfg: DPOConfig, model: nn.Module, ref_model: nn.Module | None, d
             if data.ref is None:
                 ref_kl = forward_sequences(ref_model, kl_batch, device, autocast)[0]
         kl = D.mean_over_ranks((policy_kl.float() - ref_kl.float()).mean(), info)
-    return preference_loss(cfg, sums, counts, ref, logits=logits if cfg.loss == "orpo" else None, batch=batch,
+    return preference_loss(cfg, sums, counts, ref, logits=logits if nll_weight_of(cfg) else None, batch=batch,
                            kl=kl)
 
 
