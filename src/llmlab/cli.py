@@ -386,6 +386,22 @@ COMMANDS: tuple[Command, ...] = (
         "         torchrun --nproc_per_node=2 -m llmlab dpo --model runs/sft --reference precompute lora.r=16",
     ),
     Command(
+        "sample-prefs",
+        "on-policy preference pairs: sample a model's answers, rank them (gold scorers or a reward model)",
+        config="llmlab.align.onpolicy:SamplePrefsConfig",
+        run="llmlab.align.onpolicy:command",
+        flags=(
+            Flag("--model", "model", "the policy to sample from: an llmlab or local HF model folder", "DIR"),
+            Flag("--input", "input", "{prompt} rows (default: task-world train prompts)", "FILE", nargs="+"),
+            Flag("--samples", "samples", "answers per prompt", "K"),
+            Flag("--temperature", "temperature", "sampling temperature", "T"),
+            Flag("--scorer", "scorer", "gold (task-world scorers) | rm (needs reward_model=DIR)", "NAME"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab sample-prefs --model runs/sft --out runs/onpolicy n=2000\n"
+        "         llmlab dpo --model runs/sft --input runs/onpolicy/prefs.jsonl --out runs/dpo",
+    ),
+    Command(
         "eval-prefs",
         "held-out preference accuracy and base-vs-aligned task scores (accuracy, refusals, length)",
         config="llmlab.align.config:EvalPrefsConfig",
