@@ -15,7 +15,8 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
                  "model.max_seq_len=64", "train.max_steps=4", "train.seq_len=32", "train.batch_size=4",
                  "train.eval_every=2", "train.eval_batches=1", "train.checkpoint_every=2", "train.warmup_steps=1",
                  "train.sample_tokens=8", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=2",
-                 "sft.eval_batches=1", "dpo.max_steps=2", "dpo.batch_size=4", "n_eval_prompts=9", "n_eval_pairs=4"])
+                 "sft.eval_batches=1", "dpo.max_steps=2", "dpo.batch_size=4", "n_eval_prompts=9", "n_eval_pairs=4",
+                 "n_onpolicy=12", "samples=2"])
     assert code == 0
     assert f"report at {out / 'report.md'}" in capsys.readouterr().out
     for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "baselines.png", "baselines.json",
@@ -29,7 +30,8 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert baselines["always_refuse"]["over_refusal_rate"] == 1.0
     assert baselines["compliant_wrong"]["accuracy"] == 0.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines", "pretrain", "sft"}
+    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines", "pretrain", "sft",
+                                             "onpolicy"}
     errors = {m["backend"]: m["max_abs_err"] for m in metrics if m["stage"] == "attention"}
     assert set(errors) == {"naive", "sdpa", "flash"} and max(errors.values()) < 1e-5
     assert (out / "attention" / "attention.png").is_file() and (out / "attention" / "attention.html").is_file()
@@ -50,9 +52,11 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Pretraining" in report and "## Supervised fine-tuning" in report
     # SFT then DPO: the aligned model's run folder, and its base-vs-aligned table in the report
-    for name in ("sft/model.safetensors", "dpo/model.safetensors", "dpo/eval.md", "dpo/eval.json"):
+    for name in ("sft/model.safetensors", "onpolicy/prefs.jsonl", "dpo/model.safetensors", "dpo/eval.md",
+                 "dpo/eval.json"):
         assert (out / name).is_file(), name
     evaluation = json.loads((out / "dpo" / "eval.json").read_text())
     assert set(evaluation["generation"]) == {"base", "aligned"}
     eval_md = (out / "dpo" / "eval.md").read_text()
     assert eval_md.split("\n", 1)[1].strip() in report and "| **all** |" in report
+    assert "## On-policy preference pairs" in report and "onpolicy/prefs.jsonl" in report

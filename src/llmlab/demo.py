@@ -18,13 +18,18 @@ their sections in order. Stages so far:
    curves, validation perplexity and bits per byte, greedy samples, and the attention
    maps of the trained model on the held-out prompt of stage 3;
 6. sft: fine-tune it on the task world's chats (`sft/`, loss on assistant tokens only);
-7. dpo: align the SFT model with DPO on the preference pairs (`dpo/`), and show the held-out
-   table of the SFT model against the aligned one: gold accuracy per family, refusal of unsafe
-   requests, over-refusal of benign ones, and preference accuracy by implicit reward.
+7. onpolicy: sample the SFT model's own answers to task-world train prompts and pair the best with
+   the worst by the gold scorers (`onpolicy/prefs.jsonl`, `llmlab sample-prefs`); with
+   n_onpolicy=0 the stage is skipped and DPO trains on the fixed pairs of `data/prefs.jsonl`;
+8. dpo: align the SFT model with DPO (sigmoid, plus rpo_alpha times the chosen responses' NLL) on
+   those pairs (`dpo/`), and show the held-out table of the SFT model against the aligned one: gold
+   accuracy per family, refusal of unsafe requests, over-refusal of benign ones, and preference
+   accuracy by implicit reward.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections.abc import Callable
@@ -46,9 +51,9 @@ DEMO_TRAIN = TrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, war
                          eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
 DEMO_SFT = TrainConfig(max_steps=300, batch_size=16, lr=1e-3, warmup_steps=20, weight_decay=0.0, eval_every=100,
                        eval_batches=4, log_every=10, checkpoint_every=0, sample_tokens=0)
-# lr 5e-4 / beta 0.1 collapsed this small model's likelihoods (it learned to stop after "I can");
-# lr 2e-5 / beta 0.5 stays near the SFT model (see docs/alignment.md, "The task-world experiment")
-DEMO_DPO = TrainConfig(max_steps=100, batch_size=16, lr=2e-5, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
+# On-policy pairs + RPO at lr 1e-4 / beta 0.1: the setting that raised gold accuracy and refusals in
+# docs/alignment.md ("The task-world experiment"); fixed pairs at lr 5e-4 collapsed this model.
+DEMO_DPO = TrainConfig(max_steps=150, batch_size=16, lr=1e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
                        eval_every=0, log_every=5, checkpoint_every=0, sample_tokens=0)
 
 
@@ -63,7 +68,10 @@ class DemoConfig:
     train: TrainConfig = DEMO_TRAIN
     sft: TrainConfig = DEMO_SFT
     dpo: TrainConfig = DEMO_DPO
-    beta: float = 0.5  # DPO's beta
+    beta: float = 0.1  # DPO's beta
+    rpo_alpha: float = 1.0  # weight of the chosen responses' NLL in the DPO loss (RPO)
+    n_onpolicy: int = 600  # train prompts whose sampled answers make the DPO pairs; 0: the fixed pairs
+    samples: int = 4  # answers sampled per on-policy prompt
     n_eval_prompts: int = 180  # held-out prompts answered by the SFT and the DPO model
     n_eval_pairs: int = 200  # held-out preference pairs scored by implicit reward
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -71,6 +79,7 @@ class DemoConfig:
     prefs: PrefsConfig = field(default_factory=PrefsConfig)
 
     def __post_init__(self) -> None:
+        check(self.n_onpolicy >= 0, f"n_onpolicy must be >= 0, got {self.n_onpolicy}")
         for name in ("pretrain_chars", "n_sft", "n_prefs", "n_eval"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         check(self.model.vocab_size >= 256 + len(CHAT_SPECIALS),
@@ -286,14 +295,39 @@ def stage_sft(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     ])
 
 
+def stage_onpolicy(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
+    from llmlab.align.onpolicy import SamplePrefsConfig, sample_prefs
+
+    if not cfg.n_onpolicy:
+        state["dpo_pairs"] = run.dir / "data" / "prefs.jsonl"
+        return ""
+    scfg = SamplePrefsConfig(model=str(state["sft_dir"]), n=cfg.n_onpolicy, seed=cfg.seed, samples=cfg.samples,
+                             temperature=0.8, max_new_tokens=min(64, cfg.model.max_seq_len // 2))
+    folder = sample_prefs(scfg, out=run.dir / "onpolicy", quiet=run.quiet)
+    state["dpo_pairs"] = folder / "prefs.jsonl"
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    run.metrics(0, stage="onpolicy", pairs=summary["pairs"], mean_score=summary["mean_score"])
+    return "\n".join([
+        "## On-policy preference pairs", "",
+        f"The SFT model answered {summary['prompts']} train-split prompts {cfg.samples} times each (temperature "
+        f"0.8); the gold scorers ranked the answers and the best was paired with the worst: {summary['pairs']} pairs "
+        f"in `onpolicy/prefs.jsonl`, {summary['chosen_from_gold']} of them with the gold response as chosen (no "
+        f"sampled answer was right), {summary['no_pair']} prompts without a pair (all answers scored alike).", "",
+        "| family | mean gold score of the sampled answers |", "|---|---:|",
+        *(f"| {name} | {v['mean_score']:.3f} |" for name, v in summary["families"].items()), "",
+    ])
+
+
 def stage_dpo(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     from llmlab.align.config import DPOConfig, PrefDataConfig, PrefEvalConfig
     from llmlab.align.dpo_train import dpo
 
     max_length = cfg.model.max_seq_len
-    dcfg = DPOConfig(model=str(state["sft_dir"]), beta=cfg.beta, max_length=max_length,
-                     max_prompt_length=max_length * 3 // 4, train=replace(cfg.dpo, seed=cfg.seed),
-                     data=PrefDataConfig(n=cfg.n_prefs, seed=cfg.seed),  # = data/prefs.jsonl, + eval-split pairs
+    pairs = state["dpo_pairs"]
+    dcfg = DPOConfig(model=str(state["sft_dir"]), beta=cfg.beta, rpo_alpha=cfg.rpo_alpha, max_length=max_length,
+                     max_prompt_length=max_length * 3 // 4, reference="precompute",
+                     train=replace(cfg.dpo, seed=cfg.seed),
+                     data=PrefDataConfig(input=(str(pairs),), seed=cfg.seed),  # 5% held out
                      eval=PrefEvalConfig(n_prompts=cfg.n_eval_prompts, n_pairs=cfg.n_eval_pairs, seed=cfg.seed))
     folder = dpo(dcfg, out=run.dir / "dpo", quiet=run.quiet)
     lines = (folder / "eval.md").read_text(encoding="utf-8").splitlines()
@@ -301,9 +335,10 @@ def stage_dpo(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     curves = [p.name for p in folder.glob("*.png")]
     return "\n".join([
         "## Preference optimisation (DPO)", "",
-        f"The SFT model aligned with DPO (sigmoid loss, beta {cfg.beta}, {dcfg.train.max_steps} steps of "
-        f"{dcfg.train.batch_size} pairs, the SFT model as the frozen reference) on the pairs of `data/prefs.jsonl`, "
-        "into `dpo/`. Held-out evaluation on the task world's eval split, SFT (base) against DPO (aligned):", "",
+        f"The SFT model aligned with DPO (sigmoid loss, beta {cfg.beta}, plus {cfg.rpo_alpha} x the chosen "
+        f"responses' NLL; {dcfg.train.max_steps} steps of {dcfg.train.batch_size} pairs; the SFT model as the "
+        f"frozen reference, precomputed) on `{pairs.relative_to(run.dir)}`, into `dpo/`. Held-out evaluation on "
+        "the task world's eval split, SFT (base) against DPO (aligned):", "",
         table, "",
         *(f"![{name}](dpo/{name})" for name in curves), "",
     ])
@@ -316,6 +351,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("baselines", stage_baselines),
     ("pretrain", stage_pretrain),
     ("sft", stage_sft),
+    ("onpolicy", stage_onpolicy),
     ("dpo", stage_dpo),
 )
 
