@@ -128,3 +128,12 @@ def test_foreign_prompt_with_the_gold_scorer_is_a_one_line_error(tiny_model_dir:
                  str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and f"{prompts}:2" in err and "not a task-world prompt" in err and "Traceback" not in err
+
+
+def test_strict_false_skips_foreign_prompts_and_lists_them(tiny_model_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "What is 2 + 3?"}) + "\n" + json.dumps({"prompt": "Hello?"}) + "\n")
+    run = sample_prefs(cfg_for(tiny_model_dir, f"input=[{prompts}]", "strict=false"), out=tmp_path / "run",
+                       quiet=True)
+    assert json.loads((run / "summary.json").read_text())["prompts"] == 1
+    assert f"skipped row: {prompts}:2: not a task-world prompt" in (run / "log.txt").read_text()

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmlab.config import check
-from llmlab.errors import DataError, UserError
+from llmlab.errors import UserError
 
 Scorer = Callable[[list[tuple[str, str]]], list[float]]
 
@@ -118,28 +118,21 @@ def input_prompts(paths: tuple[str, ...], *, gold_scorer: bool, strict: bool,
                   log: Callable[[str], None]) -> list[Prompt]:
     """The prompts of the user's rows ("eval" schema: a non-empty "prompt"); with the gold scorer each must
     be a task-world prompt (a DataError naming file:line otherwise, or a skip with strict=false)."""
-    from llmlab.data.loaders import _located_rows  # subtle: the located reader, so errors name file:line
-    from llmlab.data.schemas import SCHEMAS
+    from llmlab.align.data import _load  # subtle: the checked, located reader the other trainers use
     from llmlab.data.tasks import FAMILIES, parse_task
 
+    def check(row: dict[str, Any]) -> dict[str, Any] | str:
+        task = parse_task(row["prompt"])
+        if gold_scorer and task is None:
+            return "not a task-world prompt, so the gold scorer cannot score it (use scorer=rm)"
+        return {"prompt": row["prompt"], "task": task}
+
+    rows, skipped = _load(paths, "eval", check, strict=strict)
+    for message in skipped:
+        log(f"skipped row: {message}")
     rng = random.Random("llmlab-sample-prefs:input")
-    out: list[Prompt] = []
-    for path in paths:
-        for where, row in _located_rows(Path(path), "eval", "train"):
-            problem = SCHEMAS["eval"](row)
-            task = parse_task(row["prompt"]) if problem is None else None
-            if problem is None and gold_scorer and task is None:
-                problem = "not a task-world prompt, so the gold scorer cannot score it (use scorer=rm)"
-            if problem is not None:
-                if strict:
-                    raise DataError(f"{where}: {problem}")
-                log(f"skipped row: {where}: {problem}")
-                continue
-            gold = FAMILIES[task.family].respond(task, rng) if task is not None else None
-            out.append(Prompt(row["prompt"], task.family if task is not None else None, gold))
-    if not out:
-        raise DataError(f"{', '.join(paths)}: no usable prompts")
-    return out
+    return [Prompt(r["prompt"], r["task"].family, FAMILIES[r["task"].family].respond(r["task"], rng))
+            if r["task"] is not None else Prompt(r["prompt"], None, None) for r in rows]
 
 
 def gold_scorer(pairs: list[tuple[str, str]]) -> list[float]:
