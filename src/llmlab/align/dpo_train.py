@@ -20,9 +20,10 @@ estimate is the mean over the micro-batch, averaged over processes, and detached
 ORPO adds the chosen responses' NLL (logprobs.nll_loss, weighted by orpo_sft_weight) to the
 odds-ratio term; `rpo_alpha` adds the same term to any other loss (RPO, Pang et al. 2024,
 https://arxiv.org/abs/2404.19733: DPO + alpha NLL(chosen), TRL's loss_type=["sigmoid", "sft"]), which
-keeps the chosen responses' likelihood from falling with the rejected ones'. Of `train.*`, seq_len, eval_every, sample_* and compile are not used. Left out:
-FSDP (DDP only), an in-run held-out evaluation (the evaluation runs at the end), LoRA's "adapters
-off" reference (with LoRA the reference is a second model too).
+keeps the chosen responses' likelihood from falling with the rejected ones'. Of `train.*`, seq_len,
+eval_every, sample_* and compile are not used. Left out: FSDP (DDP only), an in-run held-out
+evaluation (the evaluation runs at the end), LoRA's "adapters off" reference (with LoRA the
+reference is a second model too).
 """
 
 from __future__ import annotations
