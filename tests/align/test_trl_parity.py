@@ -48,14 +48,6 @@ LOSS_TOL = {"rtol": 0.0, "atol": 1e-5}
 GRAD_TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def char_tokenizer() -> transformers.PreTrainedTokenizerFast:
     """One token per character (a BPE without merges) plus <eos>, which is also the padding."""
     from tokenizers import Tokenizer, models

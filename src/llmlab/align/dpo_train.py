@@ -48,6 +48,7 @@ from llmlab.runs import Run, progress_bar, start_run
 from llmlab.train import distributed as D
 from llmlab.train.checkpoint import PREFIX, STATE_FILE, find_checkpoint, list_checkpoints, load_trainer_state
 from llmlab.train.optim import build_adamw, clip_and_step
+from llmlab.train.precision import autocast_for
 from llmlab.train.pretrain import TrainingDiverged
 from llmlab.train.schedule import lr_at
 from llmlab.train.trackers import Tracker, make_tracker
@@ -88,12 +89,6 @@ def resumed_config(resume: str, overrides: tuple[str, ...] = (),
 
 
 # ---------------------------------------------------------------------- log-probs
-
-
-def autocast_for(device: torch.device, dtype: str) -> Any:
-    """bf16 autocast on GPU (dtype auto or bfloat16), nothing on CPU unless asked."""
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
 
 def forward_sequences(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,

@@ -113,10 +113,10 @@ def _train(cfg: RewardModelConfig, info: Any, device: torch.device, *, out: Path
         reward_model_from_policy,
         save_reward_model,
     )
-    from llmlab.align.sft import _autocast
     from llmlab.runs import progress_bar, start_run
     from llmlab.train import distributed as D
     from llmlab.train.optim import build_adamw, clip_and_step
+    from llmlab.train.precision import autocast_for
     from llmlab.train.pretrain import TrainingDiverged
     from llmlab.train.schedule import lr_at
 
@@ -130,7 +130,7 @@ def _train(cfg: RewardModelConfig, info: Any, device: torch.device, *, out: Path
     train_set, eval_set = prepare_pairs(cfg, tok, log)
     optimizer = build_adamw(rm, lr=tc.lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2))
     wrapped = D.wrap_model(rm, info, device, fsdp=False)
-    autocast = _autocast(device, tc.dtype)
+    autocast = autocast_for(device, tc.dtype)
     per_rank = tc.batch_size // info.world_size
     micro = tc.micro_batch_size or per_rank
     if tc.batch_size % info.world_size or per_rank % micro:
@@ -154,7 +154,7 @@ def _train(cfg: RewardModelConfig, info: Any, device: torch.device, *, out: Path
             batch = {k: v.to(device) for k, v in collate_pairs(part, tok.pad_id).items()}
             last = m + micro >= per_rank
             sync = contextlib.nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
-            with sync, autocast or contextlib.nullcontext():
+            with sync, autocast:
                 r = wrapped(batch["ids"], batch["attention_mask"]).float()  # (2b,)
                 rc, rr = r[: len(part)], r[len(part):]
                 micro_loss = bradley_terry_loss(rc, rr, margin=cfg.margin).sum() / per_rank

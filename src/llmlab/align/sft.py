@@ -95,6 +95,7 @@ def _sft(cfg: SFTConfig, info: Any, device: torch.device, *, out: Path | None, q
     from llmlab.runs import progress_bar, start_run
     from llmlab.train import distributed as D
     from llmlab.train.optim import build_adamw, clip_and_step
+    from llmlab.train.precision import autocast_for
     from llmlab.train.pretrain import TrainingDiverged
     from llmlab.train.schedule import lr_at
     from llmlab.train.throughput import Throughput
@@ -108,7 +109,7 @@ def _sft(cfg: SFTConfig, info: Any, device: torch.device, *, out: Path | None, q
     train_set, eval_set = prepare_chats(cfg, tok, log)
     optimizer = build_adamw(model, lr=tc.lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2))
     wrapped = D.wrap_model(model, info, device, fsdp=False)
-    autocast = _autocast(device, tc.dtype)
+    autocast = autocast_for(device, tc.dtype)
     per_rank = tc.batch_size // info.world_size
     micro = tc.micro_batch_size or per_rank
     if tc.batch_size % info.world_size or per_rank % micro:
@@ -135,7 +136,7 @@ def _sft(cfg: SFTConfig, info: Any, device: torch.device, *, out: Path | None, q
             targets = int(batch["loss_mask"][:, 1:].sum())
             last = m + micro >= per_rank
             sync = contextlib.nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
-            with sync, autocast or contextlib.nullcontext():
+            with sync, autocast:
                 logits = model_logits(wrapped, batch["ids"], batch["attention_mask"])
                 micro_loss = nll_loss(logits, batch["ids"], batch["loss_mask"]) * (targets / n_targets)
                 micro_loss.backward()
@@ -207,7 +208,7 @@ def prepare_chats(cfg: SFTConfig, tok: Any, log: Any) -> tuple[list[ChatExample]
 
 @torch.no_grad()
 def evaluate_loss(model: Any, examples: list[ChatExample], pad_id: int, micro: int, device: torch.device,
-                  autocast: Any = None) -> dict[str, float]:
+                  autocast: Any) -> dict[str, float]:
     """Mean cross-entropy over every assistant token of `examples`, and its perplexity."""
     from llmlab.align.data import collate_chats
     from llmlab.align.logprobs import model_logits, nll_loss
@@ -218,18 +219,13 @@ def evaluate_loss(model: Any, examples: list[ChatExample], pad_id: int, micro: i
     for m in range(0, len(examples), micro):
         batch = {k: v.to(device) for k, v in collate_chats(examples[m: m + micro], pad_id).items()}
         targets = int(batch["loss_mask"][:, 1:].sum())
-        with autocast or contextlib.nullcontext():
+        with autocast:
             logits = model_logits(model, batch["ids"], batch["attention_mask"])
         total += float(nll_loss(logits, batch["ids"], batch["loss_mask"])) * targets
         count += targets
     model.train(was_training)
     loss = total / max(count, 1)
     return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
-
-
-def _autocast(device: torch.device, dtype: str) -> Any:
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
 
 
 def command(cfg: SFTConfig, ctx: Context) -> int:

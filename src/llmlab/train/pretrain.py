@@ -34,6 +34,7 @@ from llmlab.train import distributed as D
 from llmlab.train.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from llmlab.train.config import PretrainConfig
 from llmlab.train.optim import build_adamw, clip_and_step
+from llmlab.train.precision import autocast_for, uses_bf16
 from llmlab.train.schedule import lr_at
 from llmlab.train.throughput import Throughput, measure_matmul_peak
 from llmlab.train.token_data import SequenceSampler, TokenFile, prepare_token_files, shard_of_step
@@ -93,7 +94,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo, device: torch.device, *, ou
     if tc.fsdp and info.enabled:  # FSDP2 shards the parameters in place: the optimiser must see the shards
         optimizer = _rebuild_optimizer(wrapped, optimizer, tc)
     forward = torch.compile(wrapped) if tc.compile else wrapped
-    autocast = _autocast(device, tc.dtype)
+    autocast = autocast_for(device, tc.dtype)
     train = SequenceSampler(s.train_file.array(), tc.seq_len, seed=tc.seed)
     val = SequenceSampler(s.val_file.array(), tc.seq_len, seed=tc.seed, shuffle=False, name="val")
     per_rank = tc.batch_size // info.world_size
@@ -101,7 +102,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo, device: torch.device, *, ou
     if per_rank % micro:
         raise UserError(f"train.micro_batch_size ({micro}) must divide the per-process batch ({per_rank})")
     accum = per_rank // micro
-    peak = measure_matmul_peak(device, torch.bfloat16 if autocast is not None else torch.float32)
+    peak = measure_matmul_peak(device, torch.bfloat16 if uses_bf16(device, tc.dtype) else torch.float32)
     meter = Throughput(cfg.model.flops_per_token(tc.seq_len), peak)
     tracker = make_tracker(tc.tracker, s.run_dir, cfg, tc.wandb_project) if info.is_main else None
     if s.run is not None:
@@ -120,7 +121,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo, device: torch.device, *, ou
         for m in range(accum):
             x, y = (t.to(device, non_blocking=True) for t in train.batch(first + m * micro, micro))
             sync = contextlib.nullcontext() if m == accum - 1 or not hasattr(wrapped, "no_sync") else wrapped.no_sync()
-            with sync, autocast or contextlib.nullcontext():
+            with sync, autocast:
                 logits = forward(x).logits
                 micro_loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) / accum
                 micro_loss.backward()
@@ -256,11 +257,6 @@ def _eos_id(tokenizer: Tokenizer) -> int:
                     "<eos>) to separate documents")
 
 
-def _autocast(device: torch.device, dtype: str) -> Any:
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
-
-
 def _rebuild_optimizer(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, tc) -> torch.optim.Optimizer:
     state = optimizer.state_dict()
     fresh = build_adamw(wrapped, lr=tc.lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2))
@@ -284,7 +280,7 @@ def evaluate(model: torch.nn.Module, val: SequenceSampler, s: Setup, micro: int,
         first, count = shard_of_step(b, batch_size=tc.batch_size, rank=info.rank, world_size=info.world_size)
         for m in range(0, count, micro):
             x, y = (t.to(s.device) for t in val.batch(first + m, min(micro, count - m)))
-            with autocast or contextlib.nullcontext():
+            with autocast:
                 logits = model(x).logits
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
             n_batches += 1
