@@ -1,6 +1,6 @@
 # llmlab: two commands.
 #   make demo   set up .venv (llmlab + the hf extra) and run the whole lab on built-in data
-#   make test   set up .venv (llmlab + the dev extra), then ruff and pytest
+#   make test   set up .venv (llmlab + the dev extra), then ruff, lint-imports and pytest
 # A second run skips the set-up that is already done (stamp files in .venv).
 
 PYTHON ?= python3
@@ -31,4 +31,5 @@ demo: $(VENV)/.hf
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -9,7 +9,8 @@ compared with naive's. Then, for each backend: forward and forward+backward time
 achieved GFLOP/s against the fp32 matmul peak measured in the same run, and peak extra memory
 measured in a fresh process per case (VmHWM - VmRSS); one-token decode time for MHA and GQA and
 the KV cache's bytes. The issue's targets are printed met / not met. The measuring code is
-`llmlab.bench.attention` (also behind `llmlab bench attention`); its docstring says how.
+`llmlab.bench.attention` (also behind `llmlab bench attention`): its docstring says how, and
+`llmlab.bench.harness` holds the timing, memory and table helpers every benchmark shares.
 
 Writes benchmarks/results/attention.md (the table), attention.json (every row) and
 attention.png (time and memory vs T, log-log); `attention_quick.*` with --quick. The exit status
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmlab.bench.attention import BenchAttentionConfig, format_table, plot_results, run_benchmark
-from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.bench.attention import BenchAttentionConfig, run_benchmark
+from llmlab.bench.attention_report import format_table, plot_results
+from llmlab.bench.harness import log_with_elapsed, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,15 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = BenchAttentionConfig(max_len=args.max_len or (1024 if args.quick else 8192), threads=args.threads)
     out = args.out or RESULTS / ("attention_quick.md" if args.quick else "attention.md")
-    start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
+    log = log_with_elapsed()
     results = run_benchmark(cfg, log=log)
     table = format_table(results, command=" ".join(["benchmarks/bench_attention.py", *argv]))
-    write_text_atomic(out, table)
-    write_json_atomic(out.with_suffix(".json"), results)
+    write_results(out, table, results)
     plot_results(results, out.with_suffix(".png"))
     print(table)
     log(f"wrote {out} and its .json and .png")

@@ -19,13 +19,14 @@ fp32 AdamW, one torch thread, no evaluation or checkpoints inside the timed step
                tokenized (TRL: datasets.map; llmlab: encode_pairs), reference log-probs precomputed
                where asked
     step       median seconds per optimizer step, the first step excluded
-    peak RSS   VmHWM of the process
+    peak RSS   the process's peak resident memory (ru_maxrss, read by this process)
 Cases: llmlab (reference copy), TRL (reference model), llmlab (reference precompute, on the first 128
 pairs only: a reference pass over all 2,000 takes ~8 minutes for the 5M model on one CPU thread, which
 is start-up that the precompute mode pays once, here left out so that the case measures memory).
 
 Writes benchmarks/results/dpo.md and dpo.json (`dpo_quick.*` with --quick). On a shared machine the
-timings are noisy: the table records the load average.
+timings are noisy: the table records the load average. Timing, memory and table helpers:
+`llmlab.bench.harness`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from llmlab.bench.harness import (
+    Timing,
+    describe_machine,
+    load_average,
+    machine_info,
+    markdown_table,
+    ratio,
+    run_fresh_process,
+    write_results,
+)
 
 T0 = time.perf_counter()  # subprocess start-up is measured from here, before torch is imported
 
@@ -51,13 +60,6 @@ CONFIGS = {  # ~5M and ~30M parameters, as benchmarks/bench_model.py
 }
 N_PAIRS, BATCH, MAX_LEN, MAX_PROMPT, BETA, LR = 2000, 8, 256, 192, 0.1, 1e-5
 PRECOMPUTE_PAIRS = 128  # the precompute case reads the first 128 pairs: its pass over 2,000 takes minutes on a CPU
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 # ---------------------------------------------------------------------- fixtures (main process)
@@ -136,7 +138,8 @@ def check_loss(paths: dict[str, str], data: Path, log: Any) -> bool:
     import trl
 
     from llmlab.align.config import DPOConfig
-    from llmlab.align.dpo_train import forward_sequences, preference_loss
+    from llmlab.align.dpo_train import forward_sequences
+    from llmlab.align.preference import preference_loss
 
     logging.getLogger("trl").setLevel(logging.ERROR)
     policy = transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32).train()
@@ -180,20 +183,19 @@ def run_llmlab(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(job["threads"])
     marks: dict[str, Any] = {"first": None, "ends": []}
-    micro, step = dpo_train._micro_step, dpo_train.clip_and_step
+    begin, finish = dpo_train.begin_step, dpo_train.finish_step
 
-    def timed_micro(*a: Any, **k: Any) -> Any:
+    def timed_begin(*a: Any, **k: Any) -> Any:
         if marks["first"] is None:
             marks["first"] = time.perf_counter()
-        return micro(*a, **k)
+        return begin(*a, **k)
 
-    def timed_step(*a: Any, **k: Any) -> Any:
-        out = step(*a, **k)
+    def timed_finish(*a: Any, **k: Any) -> Any:
+        out = finish(*a, **k)
         marks["ends"].append(time.perf_counter())
         return out
 
-    dpo_train._micro_step, dpo_train.clip_and_step = timed_micro, timed_step
-    dpo_train._finish = lambda *a, **k: None  # no final save or evaluation: not part of what is timed
+    dpo_train.begin_step, dpo_train.finish_step = timed_begin, timed_finish  # the final save comes after: not timed
     cfg = load_config(DPOConfig, None, [
         f"model={job['model']}", f"data.input=[{job['data']}]", "data.eval_fraction=0", f"reference={job['reference']}",
         f"beta={BETA}", f"max_length={MAX_LEN}", f"max_prompt_length={MAX_PROMPT}", f"train.batch_size={BATCH}",
@@ -242,18 +244,16 @@ def run_trl(job: dict[str, Any]) -> dict[str, Any]:
 
 def _result(first: float, ends: list[float]) -> dict[str, Any]:
     steps = [b - a for a, b in zip([first, *ends[:-1]], ends, strict=True)]
-    return {"startup_s": first - T0, "first_step_s": steps[0], "step_s": statistics.median(steps[1:]),
-            "steps": steps, "peak_rss_mib": _status_kb("VmHWM") / 1024}
+    return {"startup_s": first - T0, "first_step_s": steps[0], "step_s": Timing(tuple(steps[1:])).median,
+            "steps": steps}
 
 
 def run_case(job: dict[str, Any]) -> dict[str, Any]:
+    """One case in a fresh process: its timings and its peak RSS (read by this process)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": job["out"] + "/cache"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
-                          env=env, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{job['impl']} {job['config']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = run_fresh_process([__file__, "--worker", json.dumps(job)], env=env, timeout=3600)
+    return {**proc.result(f"{job['impl']} {job['config']}"), "peak_rss_mib": proc.peak_rss_bytes / 2**20}
 
 
 # ---------------------------------------------------------------------- main
@@ -298,36 +298,30 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['step_s']:.3f} s (first {r['first_step_s']:.2f} s), peak RSS {r['peak_rss_mib']:.0f} MiB")
     table = format_table(results, configs)
     suffix = "_quick" if args.quick else ""
-    RESULTS.mkdir(exist_ok=True)
-    header = (f"# DPO: llmlab vs TRL {_version('trl')} (transformers {_version('transformers')})\n\n"
-              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s), "
-              f"load average {os.getloadavg()[0]:.1f}; batch {BATCH} pairs, max_length {MAX_LEN}, fp32, "
+    machine = {**machine_info(packages=("trl", "transformers", "torch")), "threads": args.threads}  # per case
+    header = (f"# DPO: llmlab vs TRL {machine['versions']['trl']} (transformers "
+              f"{machine['versions']['transformers']})\n\n{describe_machine(machine)}, "
+              f"load average {load_average()[0]:.1f}; batch {BATCH} pairs, max_length {MAX_LEN}, fp32, "
               f"{steps} steps (median of steps 2..{steps}); {N_PAIRS} pairs tokenized at start-up\n\n")
-    (RESULTS / f"dpo{suffix}.md").write_text(header + "\n".join(lines) + "\n\n" + table + "\n", encoding="utf-8")
-    (RESULTS / f"dpo{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_results(RESULTS / f"dpo{suffix}.md", header + "\n".join(lines) + "\n\n" + table + "\n", results)
     print(table)
     return 0 if ok else 1
 
 
 def format_table(results: list[dict[str, Any]], configs: list[str]) -> str:
-    rows = ["| model | case | start-up s | step s | peak RSS MiB |", "|---|---|---:|---:|---:|"]
-    ratios = ["", "| model | TRL / llmlab step time (target >= 1) | TRL / llmlab start-up (target >= 5) | "
-              "TRL RSS / llmlab precompute RSS (target > 1) |", "|---|---:|---:|---:|"]
+    rows, ratios = [], []
     for name in configs:
         by = {(r["impl"], r["reference"]): r for r in results if r["config"] == name}
-        for (impl, ref), r in by.items():
-            rows.append(f"| {name} | {impl}, reference {ref} | {r['startup_s']:.1f} | {r['step_s']:.3f} | "
-                        f"{r['peak_rss_mib']:.0f} |")
+        rows += [[name, f"{impl}, reference {ref}", f"{r['startup_s']:.1f}", f"{r['step_s']:.3f}",
+                  f"{r['peak_rss_mib']:.0f}"] for (impl, ref), r in by.items()]
         ours, trl, pre = by[("llmlab", "copy")], by[("trl", "model")], by[("llmlab", "precompute")]
-        ratios.append(f"| {name} | {trl['step_s'] / ours['step_s']:.2f} | {trl['startup_s'] / ours['startup_s']:.1f} | "
-                      f"{trl['peak_rss_mib'] / pre['peak_rss_mib']:.2f} |")
-    return "\n".join(rows + ratios)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
+        ratios.append([name, ratio(trl["step_s"], ours["step_s"], suffix=""),
+                       ratio(trl["startup_s"], ours["startup_s"], fmt=".1f", suffix=""),
+                       ratio(trl["peak_rss_mib"], pre["peak_rss_mib"], suffix="")])
+    return "\n".join([
+        markdown_table(["model", "case", "start-up s", "step s", "peak RSS MiB"], rows, align="llrrr"), "",
+        markdown_table(["model", "TRL / llmlab step time (target >= 1)", "TRL / llmlab start-up (target >= 5)",
+                        "TRL RSS / llmlab precompute RSS (target > 1)"], ratios, align="lrrr")])
 
 
 if __name__ == "__main__":

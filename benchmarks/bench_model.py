@@ -15,9 +15,10 @@ Then each (implementation, workload) runs in its own subprocess, so that its pea
     decode   prompt 32 tokens, 128 new tokens, greedy, batch 1 and 8: llmlab Engine (KV cache) vs
              HF generate (KV cache, eos disabled so every row makes 128 tokens), and llmlab's
              naive generator (no cache; the oracle) at batch 1
-The peak RSS column is the subprocess's VmHWM (imports included: HF's process also imports
-transformers) and, in brackets, the extra over the resident size after loading (peak reset with
-/proc/self/clear_refs).
+The peak RSS column is the subprocess's peak resident memory, read by this process (ru_maxrss;
+imports included: HF's process also imports transformers) and, in brackets, the extra over the
+resident size after loading (peak reset with /proc/self/clear_refs, so a transient peak while
+loading counts in neither). Timing, memory and table helpers: `llmlab.bench.harness`.
 
 Writes benchmarks/results/model.md and model.json (`model_quick.*` with --quick). The exit status is
 1 when a correctness check fails. On a shared machine timings are noisy: the table records the load.
@@ -28,16 +29,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from llmlab.bench.harness import (
+    Timing,
+    describe_load,
+    describe_machine,
+    load_average,
+    log_with_elapsed,
+    machine_info,
+    mark_rss,
+    markdown_table,
+    matmul_peak,
+    ratio,
+    run_fresh_process,
+    time_call,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = {  # name -> ModelConfig fields; ~5M and ~30M parameters with a tied head
@@ -46,24 +59,10 @@ CONFIGS = {  # name -> ModelConfig fields; ~5M and ~30M parameters with a tied h
 }
 TARGETS = {"train": 1.2, "decode_1": 2.0, "decode_8": 1.2, "naive_slower": 5.0}
 SEED = 0
+MiB = 2**20
 
 
 # ---------------------------------------------------------------------- measuring (in subprocesses)
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _batch(vocab: int, B: int, T: int, seed: int) -> Any:
@@ -111,71 +110,48 @@ def _generate(impl: str, model: Any, prompts: Any, new: int) -> list[list[int]]:
 
 
 def worker(job: dict[str, Any]) -> dict[str, Any]:
-    """One (impl, workload) in this fresh process: load, warm up, time; report times and peak RSS."""
+    """One (impl, workload) in this fresh process: load, warm up, time; report times and extra memory."""
     import torch
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(SEED)
     impl, vocab = job["impl"], job["vocab"]
     model = _load(impl, job["dir"])
-    rss_loaded = _status_kb("VmRSS")
-    exact = _reset_peak()
-    times: list[float] = []
+    mark = mark_rss()
     out: dict[str, Any] = {}
+    timing: Timing
     if job["workload"] == "train":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x = _batch(vocab, job["batch"], job["seq_len"] + 1, seed=1)
-        for step in range(job["warmup"] + job["steps"]):
-            start = time.perf_counter()
-            loss = _loss(impl, model, x)
-            loss.backward()
+
+        def step() -> None:
+            _loss(impl, model, x).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if step >= job["warmup"]:
-                times.append(time.perf_counter() - start)
-        out["tokens_per_s"] = job["batch"] * job["seq_len"] / statistics.median(times)
+
+        timing = time_call(step, repeats=job["steps"], warmup=job["warmup"])
+        out["tokens_per_s"] = job["batch"] * job["seq_len"] / timing.median
     else:
         model.eval()
         prompts = _batch(vocab, job["batch"], job["prompt_len"], seed=2)
         with torch.inference_mode():
             _generate(impl, model, prompts, 4)  # warm-up: allocator, kernels, HF's generation config
-            for _ in range(job["repeats"]):
-                start = time.perf_counter()
-                tokens = _generate(impl, model, prompts, job["new_tokens"])
-                times.append(time.perf_counter() - start)
-        out["tokens"] = tokens
-        out["tokens_per_s"] = job["batch"] * job["new_tokens"] / statistics.median(times)
-    out.update(times=times, peak_rss_mib=_status_kb("VmHWM") / 1024,
-               extra_rss_mib=(_status_kb("VmHWM") - rss_loaded) / 1024 if exact else None)
+            timing = time_call(lambda: _generate(impl, model, prompts, job["new_tokens"]), repeats=job["repeats"])
+        out["tokens"] = timing.value
+        out["tokens_per_s"] = job["batch"] * job["new_tokens"] / timing.median
+    out.update(times=list(timing.times), extra_rss_mib=mark.extra_bytes() / MiB if mark.exact else None)
     return out
 
 
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """`worker(job)` in a fresh process; its result and its peak RSS (read by this process)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
-                          env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {job['impl']}/{job['workload']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = run_fresh_process([__file__, "--worker", json.dumps(job)], env=env)
+    return {**proc.result(f"worker {job['impl']}/{job['workload']}"), "peak_rss_mib": proc.peak_rss_bytes / MiB}
 
 
 # ---------------------------------------------------------------------- the benchmark
-
-
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * n ** 3 / best
-
-
-def _timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def check_config(name: str, directory: Path, settings: dict[str, Any], log: Any) -> list[dict[str, Any]]:
@@ -220,11 +196,9 @@ def run_benchmark(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 "prompt_len": 32, "new_tokens": 32 if args.quick else 128, "repeats": 1 if args.quick else 3}
     names = ["5M"] if args.quick else list(CONFIGS)
     results: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-                    "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-                    "load_start": os.getloadavg()[0]},
+        "machine": {**machine_info(packages=("torch", "transformers")), "load_start": load_average()[0]},
         "settings": settings, "configs": {}, "checks": [], "train": [], "decode": []}
-    peak = matmul_peak()
+    peak = matmul_peak()["gflops"] * 1e9
     results["matmul_peak_flops"] = peak
     log(f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +231,7 @@ def run_benchmark(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                                           "checked Engine run", "value": "yes" if ok else "NO", "ok": ok})
                 results["decode"].append({"config": name, "impl": impl, "batch": B, **r})
                 log(f"{name} decode b{B} {impl}: {r['tokens_per_s']:.1f} tokens/s")
-    results["machine"]["load_end"] = os.getloadavg()[0]
+    results["machine"]["load_end"] = load_average()[0]
     results["targets"] = evaluate_targets(results)
     return results
 
@@ -295,42 +269,41 @@ def format_table(results: dict[str, Any], *, command: str) -> str:
     m, s = results["machine"], results["settings"]
     lines = [
         "# Model benchmark: llmlab vs HF LlamaForCausalLM", "",
-        f"`{command}` on {time.strftime('%Y-%m-%d %H:%M')}: {m['cores']} cores ({m['cpu']}), {m['threads']} torch "
-        f"threads, torch {m['torch']}, Python {m['python']}; 1-minute load average {m['load_start']:.1f} at the "
-        f"start, {m['load_end']:.1f} at the end (this run counts). The machine is shared: timings are noisy.", "",
+        f"`{command}` on {m['date']}: {describe_machine(m)}; {describe_load(m['load_start'], m['load_end'])} "
+        "(this run counts). The machine is shared: timings are noisy.", "",
         f"fp32 matmul peak measured in this run (best of 5 torch.mm 2048^3): "
         f"**{results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s**.", "",
-        "| config | d_model | layers | heads | d_ff | vocab | parameters | FLOPs/token (T=256, fwd+bwd) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, c in results["configs"].items():
-        ff = c["d_ff"] or "auto"
-        lines.append(f"| {name} | {c['d_model']} | {c['n_layers']} | {c['n_heads']} | {ff} | {c['vocab_size']} | "
-                     f"{c['num_params'] / 1e6:.2f}M | {c['flops_per_token'] / 1e6:.1f}M |")
-    lines += ["", "## Correctness (before timing)", "", "| config | check | value | |", "|---|---|---:|---|"]
-    lines += [f"| {c['config']} | {c['check']} | {c['value']} | {'ok' if c['ok'] else 'FAILED'} |"
-              for c in results["checks"]]
+        markdown_table(["config", "d_model", "layers", "heads", "d_ff", "vocab", "parameters",
+                        "FLOPs/token (T=256, fwd+bwd)"],
+                       [[name, c["d_model"], c["n_layers"], c["n_heads"], c["d_ff"] or "auto", c["vocab_size"],
+                         f"{c['num_params'] / 1e6:.2f}M", f"{c['flops_per_token'] / 1e6:.1f}M"]
+                        for name, c in results["configs"].items()], align="lrrrrrrr")]
+    lines += ["", "## Correctness (before timing)", "", markdown_table(
+        ["config", "check", "value", ""],
+        [[c["config"], c["check"], c["value"], "ok" if c["ok"] else "FAILED"] for c in results["checks"]], align="llr")]
+    train = [[r["config"], r["impl"], f"{1e3 * Timing(tuple(r['times'])).median:.0f}", f"{r['tokens_per_s']:.0f}",
+              ratio(r["tokens_per_s"], _get(results["train"], config=r["config"], impl="hf")["tokens_per_s"]),
+              f"{r['mfu']:.1%}", _rss(r)] for r in results["train"]]
     lines += ["", f"## Training step (fp32, batch {s['batch']} x {s['seq_len']}, AdamW; median of {s['steps']} "
               f"steps after {s['warmup']} warm-up)", "",
-              "| config | impl | ms / step | tokens/s | x HF | MFU | peak RSS MiB (+ over loaded) |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    for r in results["train"]:
-        hf = _get(results["train"], config=r["config"], impl="hf")["tokens_per_s"]
-        lines.append(f"| {r['config']} | {r['impl']} | {1e3 * statistics.median(r['times']):.0f} | "
-                     f"{r['tokens_per_s']:.0f} | {r['tokens_per_s'] / hf:.2f}x | {r['mfu']:.1%} | {_rss(r)} |")
+              markdown_table(["config", "impl", "ms / step", "tokens/s", "x HF", "MFU", "peak RSS MiB (+ over loaded)"],
+                             train, align="llrrrrr")]
+    decode = [[r["config"], r["batch"], r["impl"], f"{Timing(tuple(r['times'])).median:.2f}",
+               f"{r['tokens_per_s']:.1f}",
+               ratio(r["tokens_per_s"], _get(results["decode"], config=r["config"], impl="hf",
+                                             batch=r["batch"])["tokens_per_s"]), _rss(r)] for r in results["decode"]]
     lines += ["", f"## Decode (prompt {s['prompt_len']}, {s['new_tokens']} new tokens, greedy; median of "
               f"{s['repeats']} runs, naive 1)", "",
-              "| config | batch | impl | s / run | new tokens/s | x HF | peak RSS MiB (+ over loaded) |",
-              "|---|---:|---|---:|---:|---:|---:|"]
-    for r in results["decode"]:
-        hf = _get(results["decode"], config=r["config"], impl="hf", batch=r["batch"])["tokens_per_s"]
-        lines.append(f"| {r['config']} | {r['batch']} | {r['impl']} | {statistics.median(r['times']):.2f} | "
-                     f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / hf:.2f}x | {_rss(r)} |")
-    lines += ["", "## Targets", "", "| config | target | measured | |", "|---|---|---:|---|"]
-    lines += [f"| {t['config']} | {t['target']} | {t['measured']:.2f}x | {'met' if t['met'] else 'not met'} |"
-              for t in results["targets"]]
+              markdown_table(["config", "batch", "impl", "s / run", "new tokens/s", "x HF",
+                              "peak RSS MiB (+ over loaded)"], decode, align="lrlrrrr")]
+    lines += ["", "## Targets", "", markdown_table(
+        ["config", "target", "measured", ""],
+        [[t["config"], t["target"], f"{t['measured']:.2f}x", "met" if t["met"] else "not met"]
+         for t in results["targets"]], align="llr")]
     lines += ["", "Notes:", "",
-              "- Each row runs in its own subprocess; peak RSS is that process's VmHWM (imports included, so HF's "
-              "rows include transformers) and, in brackets, VmHWM minus VmRSS right after loading the model.",
+              "- Each row runs in its own subprocess; peak RSS is that process's peak resident memory (ru_maxrss, "
+              "imports included, so HF's rows include transformers) and, in brackets, the peak minus VmRSS right "
+              "after loading the model.",
               "- HF runs with its default attention (sdpa) and `generate(do_sample=False, min_new_tokens=N, "
               "eos_token_id=None)`; llmlab with `attention: sdpa` and `Engine` (greedy).",
               "- MFU = ModelConfig.flops_per_token(T) x tokens/s / the measured matmul peak (PaLM's 6N + 12LdT "
@@ -350,19 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    from llmlab.files import write_json_atomic, write_text_atomic
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = args.out or RESULTS / ("model_quick.md" if args.quick else "model.md")
-    start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
+    log = log_with_elapsed()
     results = run_benchmark(args, log)
     table = format_table(results, command=" ".join(["benchmarks/bench_model.py", *argv]))
-    write_text_atomic(out, table)
-    write_json_atomic(out.with_suffix(".json"), results)
+    write_results(out, table, results)
     print(table)
     log(f"wrote {out} and {out.with_suffix('.json').name}")
     return 0 if all(c["ok"] for c in results["checks"]) else 1

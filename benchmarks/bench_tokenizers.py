@@ -34,28 +34,39 @@ Two estimates are printed: x10 per merge (the corpus is 10x larger) and x the me
 the unique words' bytes (smaller, so the conservative one; targets are judged on it). Both are
 biased high (later merges see shorter words) and low (word counting is not included).
 
+Timing, peak RSS, the machine header and the tables come from `llmlab.bench.harness`.
 Leaves out: tokenizers other than byte-level BPE, special tokens, normalizers, GPU anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llmlab.bench.harness import (
+    Timing,
+    describe_load,
+    describe_machine,
+    load_average,
+    log_with_elapsed,
+    machine_info,
+    markdown_table,
+    proc_status_kb,
+    ratio,
+    run_fresh_process,
+    time_call,
+    write_results,
+)
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -194,35 +205,22 @@ def _train_child(kind: str, corpus: Path, vocab_size: int, threads: int, out: Pa
     """Runs inside the subprocess: train, save merges (and HF's tokenizer.json), report time and memory."""
     from llmlab.tokenizers.bpe_train import iter_file_blocks, train_bpe
 
-    rss_before = _vm_status("VmRSS")
+    rss_before = proc_status_kb("VmRSS")
     if kind == "hf":
         from tokenizers import models, pre_tokenizers, trainers
 
         tok = _hf_tokenizer(models.BPE())
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        t0 = time.perf_counter()
-        tok.train_from_iterator(iter_file_blocks(corpus), trainer=trainer)
-        seconds = time.perf_counter() - t0
+        seconds = time_call(lambda: tok.train_from_iterator(iter_file_blocks(corpus), trainer=trainer)).min
         merges = hf_merges(tok)
         tok.save(str(out.with_suffix(".tokenizer.json")))
     else:
-        t0 = time.perf_counter()
-        merges = train_bpe(files=[corpus], vocab_size=vocab_size, min_frequency=2, pre_tokenizer="gpt2",
-                           workers=threads).merges
-        seconds = time.perf_counter() - t0
+        run = time_call(lambda: train_bpe(files=[corpus], vocab_size=vocab_size, min_frequency=2,
+                                          pre_tokenizer="gpt2", workers=threads))
+        seconds, merges = run.min, run.value.merges
     out.write_text(json.dumps([[a.hex(), b.hex()] for a, b in merges]))
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # largest worker process (llmlab)
-    return {"seconds": seconds, "vm_hwm_mb": _vm_status("VmHWM") / 1024, "rss_before_mb": rss_before / 1024,
-            "largest_child_mb": children_kb / 1024}
-
-
-def _vm_status(field: str) -> int:
-    """A field of /proc/self/status in kB (VmHWM: this process's peak RSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+    return {"seconds": seconds, "rss_before_mb": rss_before / 1024}
 
 
 @dataclass
@@ -230,46 +228,22 @@ class TrainResult:
     kind: str
     vocab_size: int
     seconds: float
-    peak_rss_mb: float  # max over the run of the summed RSS of the trainer and its worker processes
+    peak_rss_mb: float  # max over the run of the summed RSS of the trainer and its worker processes (MiB)
     merges: list[tuple[bytes, bytes]]
     detail: dict[str, Any]
 
 
 def run_trainer(kind: str, corpus: Path, vocab_size: int, threads: int) -> TrainResult:
-    import psutil
-
     out = CACHE / f"merges_{kind}_{corpus.stem}_{vocab_size}.json"
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="true")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_train", kind, "--_corpus", str(corpus),
-           "--_vocab", str(vocab_size), "--threads", str(threads), "--_out", str(out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    peak = 0.0
-    stop = threading.Event()
-
-    def sample() -> None:  # the tree's summed RSS: llmlab counts words in worker processes
-        nonlocal peak
-        try:
-            root = psutil.Process(proc.pid)
-            while not stop.is_set():
-                total = 0
-                for p in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):  # a worker may exit between the calls
-                        total += p.memory_info().rss
-                peak = max(peak, total / 2**20)
-                stop.wait(0.01)
-        except psutil.Error:
-            pass
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = proc.communicate()
-    stop.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} trainer failed (exit {proc.returncode})")
-    detail = json.loads(stdout.strip().splitlines()[-1])
+    # the tree's summed RSS is sampled: llmlab counts words in worker processes
+    proc = run_fresh_process([str(Path(__file__).resolve()), "--_train", kind, "--_corpus", str(corpus),
+                              "--_vocab", str(vocab_size), "--threads", str(threads), "--_out", str(out)],
+                             env=env, sample_tree=True)
+    detail = proc.result(f"{kind} trainer")
     merges = [(bytes.fromhex(a), bytes.fromhex(b)) for a, b in json.loads(out.read_text())]
-    return TrainResult(kind, vocab_size, detail["seconds"], max(peak, detail["vm_hwm_mb"]), merges, detail)
+    peak = max(proc.tree_peak_rss_bytes or 0, proc.peak_rss_bytes) / 2**20
+    return TrainResult(kind, vocab_size, detail["seconds"], peak, merges, detail)
 
 
 def best_of(results: list[TrainResult]) -> TrainResult:
@@ -280,28 +254,10 @@ def best_of(results: list[TrainResult]) -> TrainResult:
 
 # ---------------------------------------------------------------------------------------------- measuring
 
-@dataclass
-class Timed:
-    seconds: float
-    cores: float  # CPU seconds (this process and joined children) per wall second
-    value: Any
-
-
-def timed(fn: Callable[[], Any]) -> Timed:
-    def cpu() -> float:
-        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-    c0, t0 = cpu(), time.perf_counter()
-    value = fn()
-    seconds = time.perf_counter() - t0
-    return Timed(seconds, (cpu() - c0) / seconds, value)
-
-
-def attempt(fn: Callable[[], Any]) -> Timed | str:
-    """`timed(fn)`, or the error it raised, in one line (a failure is a result too)."""
+def attempt(fn: Callable[[], Any]) -> Timing | str:
+    """`time_call(fn)`, or the error it raised, in one line (a failure is a result too)."""
     try:
-        return timed(fn)
+        return time_call(fn)
     except Exception as e:
         return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}"
 
@@ -343,8 +299,8 @@ def batch_texts(text: str, piece_chars: int = 4000) -> list[str]:
 class EncodeResult:
     vocab_size: int
     mb: float
-    single: dict[str, Timed]  # "<impl> cold" / "<impl> warm"
-    batch: dict[str, Timed | str]  # "llmlab 1 worker", "llmlab N workers", "HF", "tiktoken"; str: the error
+    single: dict[str, Timing]  # "<impl> cold" / "<impl> warm"
+    batch: dict[str, Timing | str]  # "llmlab 1 worker", "llmlab N workers", "HF", "tiktoken"; str: the error
     bytes_per_token: dict[str, float]
 
 
@@ -379,30 +335,28 @@ def bench_encode(merges: list[tuple[bytes, bytes]], hf_file: Path, heldout: str,
           fresh().encode_batch(texts, num_workers=1) == theirs, f"{len(texts)} texts")
     parallel = attempt(lambda: fresh().encode_batch(texts, num_workers=cores))
     check(f"held-out batch ids: llmlab encode_batch(num_workers={cores}) == HF encode_batch",
-          isinstance(parallel, Timed) and parallel.value == theirs,
-          f"{len(texts)} texts" if isinstance(parallel, Timed) else f"raised {parallel}")
+          isinstance(parallel, Timing) and parallel.value == theirs,
+          f"{len(texts)} texts" if isinstance(parallel, Timing) else f"raised {parallel}")
     tik = fresh_tiktoken().encode_ordinary(heldout)
     check("held-out ids: llmlab == tiktoken with llmlab's ranks", tik == ours,
           "informational; tiktoken merges by token rank" if tik != ours else f"{len(ours)} tokens")
 
-    single: dict[str, Timed] = {}
+    single: dict[str, Timing] = {}
     tok = fresh()
-    single["llmlab cold"] = timed(lambda tok=tok: tok.encode(heldout))
-    single["llmlab warm"] = min((timed(lambda tok=tok: tok.encode(heldout)) for _ in range(3)),
-                                key=lambda t: t.seconds)
+    single["llmlab cold"] = time_call(lambda tok=tok: tok.encode(heldout))
+    single["llmlab warm"] = time_call(lambda tok=tok: tok.encode(heldout), repeats=3)
     hf = Tokenizer.from_file(str(hf_file))
-    single["HF cold"] = timed(lambda: hf.encode(heldout))
-    single["HF warm"] = min((timed(lambda: hf.encode(heldout)) for _ in range(3)), key=lambda t: t.seconds)
+    single["HF cold"] = time_call(lambda: hf.encode(heldout))
+    single["HF warm"] = time_call(lambda: hf.encode(heldout), repeats=3)
     enc = fresh_tiktoken()
-    single["tiktoken"] = min((timed(lambda: enc.encode_ordinary(heldout)) for _ in range(3)),
-                             key=lambda t: t.seconds)
+    single["tiktoken"] = time_call(lambda: enc.encode_ordinary(heldout), repeats=3)
 
-    batch: dict[str, Timed | str] = {}
-    batch["llmlab 1 worker"] = timed(lambda: fresh().encode_batch(texts, num_workers=1))
+    batch: dict[str, Timing | str] = {}
+    batch["llmlab 1 worker"] = time_call(lambda: fresh().encode_batch(texts, num_workers=1))
     batch[f"llmlab {cores} workers"] = attempt(lambda: fresh().encode_batch(texts, num_workers=cores))
     hf_batch = Tokenizer.from_file(str(hf_file))
-    batch["HF"] = timed(lambda: hf_batch.encode_batch(texts))
-    batch["tiktoken"] = timed(lambda: enc.encode_ordinary_batch(texts, num_threads=cores))
+    batch["HF"] = time_call(lambda: hf_batch.encode_batch(texts))
+    batch["tiktoken"] = time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=cores))
 
     bpt = {"llmlab": n_bytes / len(ours), "HF": n_bytes / len(hf.encode(heldout).ids)}
     return EncodeResult(0, n_bytes / MB, single, batch, bpt)
@@ -441,13 +395,13 @@ def reference_timing(small: Path, full_counts: dict[str, int] | None, size_facto
     from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 
     counts = count_words(iter_file_blocks(small), pre_tokenizer=PreTokenizer.named("gpt2"))
-    ref = timed(lambda: learn_merges_reference(counts, num_merges, min_frequency=2))
-    fast = timed(lambda: learn_merges(counts, num_merges, min_frequency=2))
+    ref = time_call(lambda: learn_merges_reference(counts, num_merges, min_frequency=2))
+    fast = time_call(lambda: learn_merges(counts, num_merges, min_frequency=2))
     check(f"reference == fast trainer, first {num_merges} merges on {small.name}", ref.value == fast.value,
           f"{len(ref.value)} merges")
     unique_small = sum(len(w.encode()) for w in counts)
     unique_full = unique_small if full_counts is None else sum(len(w.encode()) for w in full_counts)
-    return {"merges": len(ref.value), "seconds": ref.seconds, "per_merge": ref.seconds / max(len(ref.value), 1),
+    return {"merges": len(ref.value), "seconds": ref.min, "per_merge": ref.min / max(len(ref.value), 1),
             "small_mb": small.stat().st_size / MB, "size_factor": size_factor,
             "unique_factor": unique_full / unique_small}
 
@@ -456,7 +410,7 @@ def reference_timing(small: Path, full_counts: dict[str, int] | None, size_facto
 
 def _batch_speedup(e: EncodeResult, cores: int) -> float | None:
     one, par = e.batch["llmlab 1 worker"], e.batch[f"llmlab {cores} workers"]
-    return one.seconds / par.seconds if isinstance(one, Timed) and isinstance(par, Timed) else None
+    return one.min / par.min if isinstance(one, Timing) and isinstance(par, Timing) else None
 
 
 def ok(flag: bool) -> str:
@@ -466,34 +420,37 @@ def ok(flag: bool) -> str:
 def report(*, args: argparse.Namespace, corpus: Corpus, threads: int, cores: int, checks: list[str],
            trains: dict[int, tuple[TrainResult, TrainResult]], agreements: dict[int, dict[str, Any]],
            ref: dict[str, Any], encodes: dict[int, EncodeResult], wall: float, load: tuple[float, float]) -> str:
-    import tokenizers
-
     info = corpus.info
     mode = "quick" if args.quick else "full"
     train_file = corpus.small if args.quick else corpus.train
     train_info = info["small"] if args.quick else info["train"]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    machine = machine_info(packages=("tokenizers",))
+    machine.pop("threads", None)  # torch's, if some import pulled it in; the trainers' threads are below
     lines = [
         f"# Tokenizer benchmark ({mode})", "",
-        f"`benchmarks/bench_tokenizers.py{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}: "
-        f"{cores} cores ({cpu}), Python {platform.python_version()}, tokenizers {tokenizers.__version__}; "
-        f"trainers limited to {threads} threads/workers, best of {args.repeat} training runs; whole run "
-        f"{wall:.0f} s; 1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other "
-        "processes on these cores make timings noisier).", "",
+        f"`benchmarks/bench_tokenizers.py{' --quick' if args.quick else ''}` on {machine['date']}: "
+        f"{describe_machine(machine)}; trainers limited to {threads} threads/workers, best of {args.repeat} "
+        f"training runs; whole run {wall:.0f} s; {describe_load(*load)} (other processes on these cores make "
+        "timings noisier).", "",
         f"Corpus: `{train_file.name}` {train_info['bytes'] / MB:.2f} MB ({train_info['files']} files, "
         f"sha256 {train_info['sha256']}); full corpus = {info['train_code_bytes'] / MB:.1f} MB Python stdlib + "
         f"{info['train_doc_bytes'] / MB:.1f} MB docs. Held-out prose: {info['heldout']['bytes'] / MB:.2f} MB "
         f"({info['heldout']['files']} doc files under /usr/share, not used in training).", "",
         "## Correctness (checked before timing)", "",
         *[f"- {c}" for c in checks], "",
-        "| vocab | llmlab merges | HF merges | identical | same prefix | overlap |",
-        "|---:|---:|---:|:--:|---:|---:|",
+        markdown_table(["vocab", "llmlab merges", "HF merges", "identical", "same prefix", "overlap"],
+                       [[v, len(ll.merges), len(hf.merges), "yes" if agreements[v]["identical"] else "NO",
+                         agreements[v]["same_prefix"], f"{agreements[v]['overlap']:.2%}"]
+                        for v, (ll, hf) in trains.items()], align="rrrcrr"),
     ]
+    training = []
     for v, (ll, hf) in trains.items():
-        a = agreements[v]
-        lines.append(f"| {v} | {len(ll.merges)} | {len(hf.merges)} | {'yes' if a['identical'] else 'NO'} | "
-                     f"{a['same_prefix']} | {a['overlap']:.2%} |")
+        ref_size = ref["per_merge"] * len(ll.merges) * ref["size_factor"]
+        ref_unique = ref["per_merge"] * len(ll.merges) * ref["unique_factor"]
+        training.append([v, f"{ll.seconds:.2f}", f"{hf.seconds:.2f}", ratio(ll.seconds, hf.seconds, fmt=".1f"),
+                         f"{ref_size:,.0f} / {ref_unique:,.0f}", ratio(ref_unique, ll.seconds, fmt=",.0f"),
+                         f"{ll.peak_rss_mb:.0f}", f"{hf.peak_rss_mb:.0f}",
+                         ratio(ll.peak_rss_mb, hf.peak_rss_mb, fmt=".1f")])
     lines += ["", "## Training", "",
               f"Reference (textbook) trainer: {ref['merges']} merges on {ref['small_mb']:.2f} MB took "
               f"{ref['seconds']:.1f} s = {ref['per_merge'] * 1000:.1f} ms/merge. Extrapolated to M merges on "
@@ -501,69 +458,64 @@ def report(*, args: argparse.Namespace, corpus: Corpus, threads: int, cores: int
               f"as the issue suggests) or x{ref['unique_factor']:.2f} (measured growth of the unique words' "
               "bytes, which is what the textbook's per-merge pass walks; the conservative estimate, used for "
               "the target). Word counting is not included in the reference estimate.", "",
-              "| vocab | llmlab s | HF s | llmlab/HF | reference s (x size / x unique) | reference/llmlab | "
-              "llmlab peak RSS MB | HF peak RSS MB | RSS llmlab/HF |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for v, (ll, hf) in trains.items():
-        ref_size = ref["per_merge"] * len(ll.merges) * ref["size_factor"]
-        ref_unique = ref["per_merge"] * len(ll.merges) * ref["unique_factor"]
-        lines.append(f"| {v} | {ll.seconds:.2f} | {hf.seconds:.2f} | {ll.seconds / hf.seconds:.1f}x | "
-                     f"{ref_size:,.0f} / {ref_unique:,.0f} | {ref_unique / ll.seconds:,.0f}x | "
-                     f"{ll.peak_rss_mb:.0f} | {hf.peak_rss_mb:.0f} | {ll.peak_rss_mb / hf.peak_rss_mb:.1f}x |")
+              markdown_table(["vocab", "llmlab s", "HF s", "llmlab/HF", "reference s (x size / x unique)",
+                              "reference/llmlab", "llmlab peak RSS MB", "HF peak RSS MB", "RSS llmlab/HF"],
+                             training, align="r" * 9)]
+    first = next(iter(encodes.values()))
     lines += ["", "Peak RSS: the largest summed RSS of the trainer process and its workers (sampled every "
-              "10 ms, and at least the process's VmHWM), including the interpreter and imports "
-              f"(~{min(ll.detail['rss_before_mb'] for ll, _ in trains.values()):.0f} MB before training).",
-              "", f"## Encoding (held-out prose, {next(iter(encodes.values())).mb:.2f} MB)", "",
+              "10 ms, and at least the largest process's own peak, ru_maxrss), including the interpreter and "
+              f"imports (~{min(ll.detail['rss_before_mb'] for ll, _ in trains.values()):.0f} MB before training).",
+              "", f"## Encoding (held-out prose, {first.mb:.2f} MB)", "",
               "Single text: one `encode` of the whole held-out text, one thread; cold = first pass of a fresh "
               "tokenizer, warm = best of 3 later passes. HF encodes with its own trained tokenizer; tiktoken "
               "with llmlab's merges. Batch: ~4 KB documents; llmlab `encode_batch(num_workers=...)` "
               "(processes), HF `encode_batch` (rayon threads), tiktoken `encode_ordinary_batch`. "
-              "cores = CPU seconds / wall seconds.", "",
-              "| vocab | llmlab cold MB/s | llmlab warm MB/s | HF cold MB/s | HF warm MB/s | tiktoken MB/s | "
-              "warm llmlab/HF |", "|---:|---:|---:|---:|---:|---:|---:|"]
+              "cores = CPU seconds / wall seconds.", ""]
+    single = []
     for v, e in encodes.items():
-        s = {k: e.mb / t.seconds for k, t in e.single.items()}
-        lines.append(f"| {v} | {s['llmlab cold']:.2f} | {s['llmlab warm']:.2f} | {s['HF cold']:.2f} | "
-                     f"{s['HF warm']:.2f} | {s['tiktoken']:.2f} | {s['llmlab warm'] / s['HF warm']:.2f}x |")
-    lines += ["", "| vocab | " + " | ".join(f"{k} MB/s (cores)" for k in next(iter(encodes.values())).batch)
-              + " | batch speedup llmlab |",
-              "|---:|" + "---:|" * (len(next(iter(encodes.values())).batch) + 1)]
-    errors: list[str] = []
+        s = {k: e.mb / t.min for k, t in e.single.items()}
+        single.append([v, *[f"{s[k]:.2f}" for k in ("llmlab cold", "llmlab warm", "HF cold", "HF warm", "tiktoken")],
+                       ratio(s["llmlab warm"], s["HF warm"])])
+    lines.append(markdown_table(["vocab", "llmlab cold MB/s", "llmlab warm MB/s", "HF cold MB/s", "HF warm MB/s",
+                                 "tiktoken MB/s", "warm llmlab/HF"], single, align="r" * 7))
+    batch, errors = [], []
     for v, e in encodes.items():
-        cells = [f"{e.mb / t.seconds:.2f} ({t.cores:.1f})" if isinstance(t, Timed) else "failed"
+        cells = [f"{e.mb / t.min:.2f} ({t.cores:.1f})" if isinstance(t, Timing) else "failed"
                  for t in e.batch.values()]
         errors += [f"vocab {v}, {k}: `{t}`" for k, t in e.batch.items() if isinstance(t, str)]
         speedup = _batch_speedup(e, cores)
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {'-' if speedup is None else f'{speedup:.2f}x'} |")
+        batch.append([v, *cells, "-" if speedup is None else f"{speedup:.2f}x"])
+    lines += ["", markdown_table(["vocab", *[f"{k} MB/s (cores)" for k in first.batch], "batch speedup llmlab"],
+                                 batch, align="r" * (len(first.batch) + 2))]
     lines += ["", *[f"Failed: {err}" for err in errors]] if errors else []
-    lines += ["", "| vocab | bytes/token llmlab | bytes/token HF | llmlab/HF |", "|---:|---:|---:|---:|"]
-    for v, e in encodes.items():
-        b = e.bytes_per_token
-        lines.append(f"| {v} | {b['llmlab']:.3f} | {b['HF']:.3f} | {b['llmlab'] / b['HF']:.4f} |")
+    lines += ["", markdown_table(["vocab", "bytes/token llmlab", "bytes/token HF", "llmlab/HF"],
+                                 [[v, f"{e.bytes_per_token['llmlab']:.3f}", f"{e.bytes_per_token['HF']:.3f}",
+                                   ratio(e.bytes_per_token["llmlab"], e.bytes_per_token["HF"], fmt=".4f", suffix="")]
+                                  for v, e in encodes.items()], align="rrrr")]
 
-    lines += ["", "## Targets", "", "| target | vocab | measured | |", "|---|---:|---:|---|"]
+    targets = []
     for v, (ll, hf) in trains.items():
         r = ll.seconds / hf.seconds
-        lines.append(f"| training within {TRAIN_VS_HF_MAX:.0f}x of HF ({threads} threads) | {v} | {r:.1f}x | "
-                     f"{ok(r <= TRAIN_VS_HF_MAX)} |")
+        targets.append([f"training within {TRAIN_VS_HF_MAX:.0f}x of HF ({threads} threads)", v, f"{r:.1f}x",
+                        ok(r <= TRAIN_VS_HF_MAX)])
     for v, (ll, _) in trains.items():
         r = ref["per_merge"] * len(ll.merges) * ref["unique_factor"] / ll.seconds
-        lines.append(f"| training >= {TRAIN_VS_REFERENCE_MIN:.0f}x faster than the reference | {v} | "
-                     f"{r:,.0f}x | {ok(r >= TRAIN_VS_REFERENCE_MIN)} |")
+        targets.append([f"training >= {TRAIN_VS_REFERENCE_MIN:.0f}x faster than the reference", v, f"{r:,.0f}x",
+                        ok(r >= TRAIN_VS_REFERENCE_MIN)])
     for v, e in encodes.items():
-        s = e.mb / e.single["llmlab warm"].seconds
-        lines.append(f"| encode >= {ENCODE_WARM_MIN_MBS:.0f} MB/s single thread, warm | {v} | {s:.2f} MB/s | "
-                     f"{ok(s >= ENCODE_WARM_MIN_MBS)} |")
+        s = e.mb / e.single["llmlab warm"].min
+        targets.append([f"encode >= {ENCODE_WARM_MIN_MBS:.0f} MB/s single thread, warm", v, f"{s:.2f} MB/s",
+                        ok(s >= ENCODE_WARM_MIN_MBS)])
     for v, e in encodes.items():
         par = e.batch[f"llmlab {cores} workers"]
         speedup = _batch_speedup(e, cores)
         measured = "raised an error" if speedup is None else f"{speedup:.2f}x, {par.cores:.1f} cores busy"
-        lines.append(f"| encode_batch uses all {cores} cores (speedup >= {BATCH_SCALING_MIN} x cores) | {v} | "
-                     f"{measured} | {ok(speedup is not None and speedup >= BATCH_SCALING_MIN * cores)} |")
+        targets.append([f"encode_batch uses all {cores} cores (speedup >= {BATCH_SCALING_MIN} x cores)", v,
+                        measured, ok(speedup is not None and speedup >= BATCH_SCALING_MIN * cores)])
     for v, e in encodes.items():
         d = e.bytes_per_token["llmlab"] / e.bytes_per_token["HF"] - 1
-        lines.append(f"| compression within {COMPRESSION_TOL:.0%} of HF | {v} | {d:+.2%} | "
-                     f"{ok(abs(d) <= COMPRESSION_TOL)} |")
+        targets.append([f"compression within {COMPRESSION_TOL:.0%} of HF", v, f"{d:+.2%}", ok(abs(d) <= COMPRESSION_TOL)])
+    lines += ["", "## Targets", "", markdown_table(["target", "vocab", "measured", ""], targets, align="lrrl")]
     return "\n".join(lines) + "\n"
 
 
@@ -604,35 +556,34 @@ def bench_wordpiece(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[st
         return tok
 
     lines = [f"## WordPiece ({train_file.name}, {sum(len(b.encode()) for b in blocks) / MB:.2f} MB; "
-             f"held-out {n_bytes / MB:.2f} MB, {n_words:,} words)", "",
-             "| vocab | trainer | train s | train / HF | encode MB/s (warm) | bytes/token | bytes/token / HF | "
-             "tokens/word | UNK rate | held-out ids == HF on llmlab's file |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|:--:|"]
+             f"held-out {n_bytes / MB:.2f} MB, {n_words:,} words)", ""]
+    table: list[list[object]] = []
     ok_all = True
     for v in [2048] if quick else [8192]:
-        hf = min((timed(lambda v=v: train_hf(v)) for _ in range(repeat)), key=lambda t: t.seconds)
+        hf = time_call(lambda v=v: train_hf(v), repeats=repeat)
         hf_ids = hf.value.encode(heldout, add_special_tokens=False).ids
         hf.value.encode(heldout)  # first pass, as for llmlab (its cache)
-        hf_warm = min((timed(lambda hf=hf: hf.value.encode(heldout)) for _ in range(3)), key=lambda t: t.seconds)
-        rows = [("HF WordPieceTrainer", hf.seconds, n_bytes / MB / hf_warm.seconds, hf_ids,
+        hf_warm = time_call(lambda hf=hf: hf.value.encode(heldout), repeats=3)
+        rows = [("HF WordPieceTrainer", hf.min, n_bytes / MB / hf_warm.min, hf_ids,
                  hf.value.token_to_id("[UNK]"), "-")]
         for score in ("likelihood", "frequency"):
-            ours = min((timed(lambda v=v, score=score: train_wordpiece(blocks, v, score=score)) for _ in range(repeat)),
-                       key=lambda t: t.seconds)
+            ours = time_call(lambda v=v, score=score: train_wordpiece(blocks, v, score=score), repeats=repeat)
             tok = ours.value
             ids = tok.encode(heldout)  # also the first pass that warms its cache
             with tempfile.TemporaryDirectory() as d:
                 tok.save(d)
                 same = Tokenizer.from_file(f"{d}/tokenizer.json").encode(heldout, add_special_tokens=False).ids == ids
             ok_all &= same
-            warm = min((timed(lambda tok=tok: tok.encode(heldout)) for _ in range(3)), key=lambda t: t.seconds)
-            rows.append((f"llmlab {score}", ours.seconds, n_bytes / MB / warm.seconds, ids, tok.unk_id,
+            warm = time_call(lambda tok=tok: tok.encode(heldout), repeats=3)
+            rows.append((f"llmlab {score}", ours.min, n_bytes / MB / warm.min, ids, tok.unk_id,
                          "ok" if same else "MISMATCH"))
-        for name, seconds, mbs, ids, unk, same in rows:
-            bpt = n_bytes / len(ids)
-            lines.append(f"| {v} | {name} | {seconds:.2f} | {seconds / hf.seconds:.2f}x | {mbs:.2f} | {bpt:.3f} | "
-                         f"{bpt / (n_bytes / len(hf_ids)):.4f} | {len(ids) / n_words:.3f} | "
-                         f"{ids.count(unk) / len(ids):.4%} | {same} |")
+        table += [[v, name, f"{seconds:.2f}", ratio(seconds, hf.min), f"{mbs:.2f}", f"{n_bytes / len(ids):.3f}",
+                   ratio(n_bytes / len(ids), n_bytes / len(hf_ids), fmt=".4f", suffix=""),
+                   f"{len(ids) / n_words:.3f}", f"{ids.count(unk) / len(ids):.4%}", same]
+                  for name, seconds, mbs, ids, unk, same in rows]
+    lines.append(markdown_table(["vocab", "trainer", "train s", "train / HF", "encode MB/s (warm)", "bytes/token",
+                                 "bytes/token / HF", "tokens/word", "UNK rate", "held-out ids == HF on llmlab's file"],
+                                table, align="rlrrrrrrrc"))
     return "\n".join(lines) + "\n", ok_all
 
 
@@ -682,21 +633,19 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
 
     def speed(encode: Callable[[str], list[int]]) -> tuple[float, list[int]]:
         ids = [i for ln in held for i in encode(ln)]  # first pass (fills caches)
-        best = min((timed(lambda: [encode(ln) for ln in held]) for _ in range(2)), key=lambda t: t.seconds)
-        return n_bytes / MB / best.seconds, ids
+        best = time_call(lambda: [encode(ln) for ln in held], repeats=2)
+        return n_bytes / MB / best.min, ids
 
     lines_out = [f"## Unigram ({train_file.name}, {len(lines):,} lines; held-out {n_bytes / MB:.2f} MB, "
-                 f"{len(held):,} lines)", "",
-                 "| vocab | trainer | train s | train / spm | encode MB/s (warm) | bytes/token | "
-                 "bytes/token / spm | UNK rate |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+                 f"{len(held):,} lines)", ""]
+    table: list[list[object]] = []
     checks: list[str] = []
     ok_all = True
     for v in [2048] if quick else [8192]:
-        sp_run = min((timed(lambda v=v: train_spm(v)) for _ in range(repeat)), key=lambda t: t.seconds)
+        sp_run = time_call(lambda v=v: train_spm(v), repeats=repeat)
         sp = spm.SentencePieceProcessor(model_proto=sp_run.value)
-        ours_run = min((timed(lambda v=v: train_unigram(lines, v, normalizer="none")) for _ in range(repeat)),
-                       key=lambda t: t.seconds)
-        hf_run = timed(lambda v=v: train_hf(v))
+        ours_run = time_call(lambda v=v: train_unigram(lines, v, normalizer="none"), repeats=repeat)
+        hf_run = time_call(lambda v=v: train_hf(v))
         ours = ours_run.value
         imported = load_sentencepiece_model(sp_run.value)
         same_spm = all(imported.encode(ln) == sp.encode(ln) for ln in held)
@@ -710,16 +659,17 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
                    f"- vocab {v}: llmlab's tokenizer.json in HF encodes them as llmlab: "
                    f"{'ok' if same_hf else 'MISMATCH'}"]
         sp_mbs, sp_ids = speed(sp.encode)
-        rows = [("sentencepiece", sp_run.seconds, sp_mbs, sp_ids, sp.unk_id())]
+        rows = [("sentencepiece", sp_run.min, sp_mbs, sp_ids, sp.unk_id())]
         ours_mbs, ours_ids = speed(ours.encode)
-        rows.append(("llmlab", ours_run.seconds, ours_mbs, ours_ids, ours.unk_id))
+        rows.append(("llmlab", ours_run.min, ours_mbs, ours_ids, ours.unk_id))
         hf_mbs, hf_ids = speed(lambda ln, hf=hf_run.value: hf.encode(ln).ids)
-        rows.append(("HF UnigramTrainer", hf_run.seconds, hf_mbs, hf_ids, hf_run.value.token_to_id("<unk>")))
+        rows.append(("HF UnigramTrainer", hf_run.min, hf_mbs, hf_ids, hf_run.value.token_to_id("<unk>")))
         spm_bpt = n_bytes / len(sp_ids)
-        for name, seconds, mbs, ids, unk in rows:
-            bpt = n_bytes / len(ids)
-            lines_out.append(f"| {v} | {name} | {seconds:.2f} | {seconds / sp_run.seconds:.2f}x | {mbs:.2f} | "
-                             f"{bpt:.3f} | {bpt / spm_bpt:.4f} | {ids.count(unk) / len(ids):.4%} |")
+        table += [[v, name, f"{seconds:.2f}", ratio(seconds, sp_run.min), f"{mbs:.2f}", f"{n_bytes / len(ids):.3f}",
+                   ratio(n_bytes / len(ids), spm_bpt, fmt=".4f", suffix=""), f"{ids.count(unk) / len(ids):.4%}"]
+                  for name, seconds, mbs, ids, unk in rows]
+    lines_out.append(markdown_table(["vocab", "trainer", "train s", "train / spm", "encode MB/s (warm)", "bytes/token",
+                                     "bytes/token / spm", "UNK rate"], table, align="rlrrrrrr"))
     return "\n".join([*lines_out, "", *checks]) + "\n", ok_all
 
 
@@ -753,25 +703,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     if args.unigram:
         table, passed = bench_unigram(build_corpus(), quick=args.quick, repeat=1)
-        output = args.output or RESULTS / ("unigram_quick.md" if args.quick else "unigram.md")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(table)
+        write_results(args.output or RESULTS / ("unigram_quick.md" if args.quick else "unigram.md"), table)
         print(table)
         return 0 if passed else 1
     if args.wordpiece:
         table, passed = bench_wordpiece(build_corpus(), quick=args.quick, repeat=args.repeat)
-        output = args.output or RESULTS / ("wordpiece_quick.md" if args.quick else "wordpiece.md")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(table)
+        write_results(args.output or RESULTS / ("wordpiece_quick.md" if args.quick else "wordpiece.md"), table)
         print(table)
         return 0 if passed else 1
-    start = time.perf_counter()
-    load_start = os.getloadavg()[0]
+    start, load_start = time.perf_counter(), load_average()[0]
     vocab_sizes = [2048] if args.quick else [8192, 32768]
     ref_merges = args.reference_merges or (50 if args.quick else 200)
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    log = log_with_elapsed()
 
     checks: list[str] = []
     failed: list[str] = []
@@ -826,13 +769,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = report(args=args, corpus=corpus, threads=threads, cores=cores, checks=checks, trains=trains,
                    agreements=agreements, ref=ref, encodes=encodes, wall=time.perf_counter() - start,
-                   load=(load_start, os.getloadavg()[0]))
+                   load=(load_start, load_average()[0]))
     if failed:
         table += ("\n**Correctness checks failed** (timings above are for diverging outputs): "
                   + "; ".join(failed) + "\n")
     output = args.output or RESULTS / ("tokenizers_quick.md" if args.quick else "tokenizers.md")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table)
+    write_results(output, table)
     print(table)
     log(f"wrote {output}")
     return 1 if failed else 0

@@ -22,11 +22,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmlab import __version__
+from llmlab.config import load_config, to_yaml
+from llmlab.context import Context
 from llmlab.errors import UserError
 
 
@@ -53,18 +55,6 @@ class Command:
     epilog: str = ""
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a command gets besides its config: where to write and how loudly."""
-
-    command: str
-    out: Path | None = None
-    quiet: bool = False
-    argv: tuple[str, ...] = field(default_factory=tuple)
-    overrides: tuple[str, ...] = ()  # the key=value overrides as given (a resumed run re-applies them)
-    flags: dict[str, Any] = field(default_factory=dict)  # config keys set by flags, as given
-
-
 SAMPLING_FLAGS = (  # shared by `generate` and `chat`
     Flag("--max-new-tokens", "max_new_tokens", "tokens to generate at most", "N"),
     Flag("--temperature", "temperature", "0 is greedy; higher is more random", "T"),
@@ -72,6 +62,12 @@ SAMPLING_FLAGS = (  # shared by `generate` and `chat`
     Flag("--top-p", "top_p", "sample among the most likely tokens holding probability p (nucleus)", "P"),
     Flag("--seed", "seed", "seed of the sampler", "S"),
     Flag("--device", "device", "auto | cpu | cuda", "D"),
+)
+
+TRAINER_FLAGS = (  # shared by every trainer: pretrain, sft, rm train, dpo
+    Flag("--resume", "resume", "continue a run folder or checkpoint exactly where it stopped", "DIR"),
+    Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+    Flag("--device", "train.device", "auto | cpu | cuda", "D"),
 )
 
 COMMANDS: tuple[Command, ...] = (
@@ -223,8 +219,7 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--input", "data.input", "text / JSONL / parquet files or HF datasets on disk (default: built-in)",
                  "FILE", nargs="+"),
             Flag("--tokenizer", "data.tokenizer", "a tokenizer folder (default: train a BPE on the data)", "DIR"),
-            Flag("--resume", "resume", "continue a run folder or checkpoint exactly where it stopped", "DIR"),
-            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+            *TRAINER_FLAGS,
         ),
         epilog="example: llmlab pretrain --out runs/pt model.d_model=256 model.n_layers=4 train.max_steps=2000\n"
         "         torchrun --nproc_per_node=2 -m llmlab pretrain --out runs/pt-ddp train.batch_size=16",
@@ -322,15 +317,14 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "sft",
         "supervised fine-tuning on chats (loss on assistant tokens only); LoRA, packing, torchrun",
-        config="llmlab.align.sft:SFTConfig",
+        config="llmlab.align.config:SFTConfig",
         run="llmlab.align.sft:command",
         flags=(
             Flag("--model", "model", "the model to fine-tune: an llmlab or local HF model folder", "DIR"),
             Flag("--input", "data.input", "chat files {messages: [...]} (default: the task world's SFT chats)",
                  "FILE", nargs="+"),
             Flag("--packing", "packing", "concatenate chats into max_length sequences", switch=True),
-            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
-            Flag("--device", "train.device", "auto | cpu | cuda", "D"),
+            *TRAINER_FLAGS,
         ),
         epilog="example: llmlab sft --model runs/pt --out runs/sft train.max_steps=500 lora.r=16\n"
         "         llmlab generate --model runs/sft --chat --prompt 'What is 12+30?' --temperature 0",
@@ -338,15 +332,14 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "rm train",
         "train a reward model (Bradley-Terry on preference pairs) on a model's trunk; reports pairwise accuracy",
-        config="llmlab.align.rm_train:RewardModelConfig",
+        config="llmlab.align.config:RewardModelConfig",
         run="llmlab.align.rm_train:command",
         flags=(
             Flag("--model", "model", "the trunk to start from (e.g. an sft run): llmlab or local HF folder", "DIR"),
             Flag("--input", "data.input", "preference files {prompt, chosen, rejected} (default: the task world)",
                  "FILE", nargs="+"),
             Flag("--margin", "margin", "ask for r_chosen - r_rejected >= margin", "M"),
-            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
-            Flag("--device", "train.device", "auto | cpu | cuda", "D"),
+            *TRAINER_FLAGS,
         ),
         epilog="example: llmlab rm train --model runs/sft --out runs/rm train.max_steps=300\n"
         "         llmlab rm score --model runs/rm --prompt 'What is 2+2?' --response '4'",
@@ -354,7 +347,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "rm score",
         "score (prompt, response) pairs with a reward model: one number, or JSON lines for --input",
-        config="llmlab.align.rm_train:ScoreRMConfig",
+        config="llmlab.align.config:ScoreRMConfig",
         run="llmlab.align.rm_train:score_command",
         flags=(
             Flag("--model", "model", "a reward model folder (an `llmlab rm train` run)", "DIR"),
@@ -370,7 +363,7 @@ COMMANDS: tuple[Command, ...] = (
         "dpo",
         "preference-tune a model (DPO, IPO, hinge, cDPO, robust, SimPO, ORPO, KTO) on pairs; evaluates at the end",
         config="llmlab.align.config:DPOConfig",
-        run="llmlab.align.dpo_train:command",
+        run="llmlab.eval.prefs:dpo_command",
         flags=(
             Flag("--model", "model", "the policy to start from: an llmlab or local HF model folder", "DIR"),
             Flag("--loss", "loss", "sigmoid | hinge | ipo | cdpo | robust | simpo | orpo | kto", "NAME"),
@@ -379,8 +372,7 @@ COMMANDS: tuple[Command, ...] = (
                  "FILE", nargs="+"),
             Flag("--reference", "reference", "copy (a frozen second model) | precompute (one pass, then freed)",
                  "MODE"),
-            Flag("--resume", "resume", "continue a run folder or checkpoint exactly where it stopped", "DIR"),
-            Flag("--max-steps", "train.max_steps", "optimizer steps", "N"),
+            *TRAINER_FLAGS,
         ),
         epilog="example: llmlab dpo --model runs/sft --loss sigmoid --beta 0.1 --out runs/dpo train.lr=5e-6\n"
         "         torchrun --nproc_per_node=2 -m llmlab dpo --model runs/sft --reference precompute lora.r=16",
@@ -388,7 +380,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "sample-prefs",
         "on-policy preference pairs: sample a model's answers, rank them (gold scorers or a reward model)",
-        config="llmlab.align.onpolicy:SamplePrefsConfig",
+        config="llmlab.align.config:SamplePrefsConfig",
         run="llmlab.align.onpolicy:command",
         flags=(
             Flag("--model", "model", "the policy to sample from: an llmlab or local HF model folder", "DIR"),
@@ -405,7 +397,7 @@ COMMANDS: tuple[Command, ...] = (
         "eval-prefs",
         "held-out preference accuracy and base-vs-aligned task scores (accuracy, refusals, length)",
         config="llmlab.align.config:EvalPrefsConfig",
-        run="llmlab.align.evaluate:command",
+        run="llmlab.eval.prefs:command",
         flags=(
             Flag("--model", "model", "the aligned model (a dpo run folder or any model folder)", "DIR"),
             Flag("--base", "base", "the model it started from (default: read from the dpo run's config)", "DIR"),
@@ -488,8 +480,6 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if cmd is None:
         (getattr(args, "_group", None) or build_parser()).print_help()
         return 0
-    from llmlab.config import load_config, to_yaml
-
     flags = {f.key: value for f in cmd.flags if (value := getattr(args, f"_flag_{f.key}")) is not None}
     cfg = load_config(_import(cmd.config), args.config, args.overrides, flags=flags)
     if args.print_config:

@@ -25,6 +25,9 @@ their sections in order. Stages so far:
    those pairs (`dpo/`), and show the held-out table of the SFT model against the aligned one: gold
    accuracy per family, refusal of unsafe requests, over-refusal of benign ones, and preference
    accuracy by implicit reward.
+
+The stages import torch and NumPy, and the llmlab modules built on them, inside their functions:
+`llmlab demo --print-config` and `--help` must not import them.
 """
 
 from __future__ import annotations
@@ -32,29 +35,39 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llmlab.cli import Context
 from llmlab.config import check
+from llmlab.context import Context
+from llmlab.data.answers import REFUSALS
 from llmlab.data.chat import CHAT_SPECIALS
 from llmlab.data.config import GenerateConfig, PrefsConfig, TaskConfig, WorldConfig
+from llmlab.data.corpora import GENERATORS
+from llmlab.data.scoring import format_report, score_responses
+from llmlab.data.tasks import FAMILIES, parse_task
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llmlab.model.config import ModelConfig
-from llmlab.runs import Run, progress_bar, start_run
-from llmlab.train.config import TrainConfig
+from llmlab.runs import Run, progress_bar, read_metrics, start_run
+from llmlab.tokenizers.bpe_train import train_bpe
+from llmlab.tokenizers.bytelevel import visible
+from llmlab.train.config import PretrainConfig, PretrainDataConfig, PretrainTrainConfig, TrainConfig
+from llmlab.viz.commands import embed, model_attention, random_layers, split_words, toy_attention
+from llmlab.viz.figures import family_scores_chart
+from llmlab.viz.training import loss_curves_png
 
 # Sized to train in a few minutes on 2 CPU cores; the same stage runs bigger models on a GPU.
 DEMO_MODEL = ModelConfig(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=256)
-DEMO_TRAIN = TrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100,
-                         eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
+DEMO_TRAIN = PretrainTrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100,
+                                eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
 DEMO_SFT = TrainConfig(max_steps=300, batch_size=16, lr=1e-3, warmup_steps=20, weight_decay=0.0, eval_every=100,
-                       eval_batches=4, log_every=10, checkpoint_every=0, sample_tokens=0)
+                       eval_batches=4, log_every=10, checkpoint_every=0)
 # On-policy pairs + RPO at lr 1e-4 / beta 0.1: the setting that raised gold accuracy and refusals in
 # docs/alignment.md ("The task-world experiment"); fixed pairs at lr 5e-4 collapsed this model.
 DEMO_DPO = TrainConfig(max_steps=150, batch_size=16, lr=1e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
-                       eval_every=0, log_every=5, checkpoint_every=0, sample_tokens=0)
+                       eval_every=0, log_every=5, checkpoint_every=0)
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ class DemoConfig:
     n_prefs: int = 2000
     n_eval: int = 450
     model: ModelConfig = DEMO_MODEL  # model.vocab_size is also the tokenizer's size
-    train: TrainConfig = DEMO_TRAIN
+    train: PretrainTrainConfig = DEMO_TRAIN
     sft: TrainConfig = DEMO_SFT
     dpo: TrainConfig = DEMO_DPO
     beta: float = 0.1  # DPO's beta
@@ -94,8 +107,6 @@ def _generate(cfg: DemoConfig, kind: str, **kw: Any) -> GenerateConfig:
 
 
 def stage_data(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    from llmlab.data.corpora import GENERATORS
-
     plan = {
         "pretrain": _generate(cfg, "pretrain", chars=cfg.pretrain_chars),
         "sft": _generate(cfg, "sft", n=cfg.n_sft),
@@ -122,11 +133,6 @@ def stage_data(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_tokenizer(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    import time
-
-    from llmlab.tokenizers import train_bpe
-    from llmlab.tokenizers.bytelevel import visible
-
     docs = [row["text"] for row in state["pretrain"]]
     vocab_size = cfg.model.vocab_size
     bar = progress_bar(total=vocab_size - 256 - len(CHAT_SPECIALS), desc="tokenizer merges", unit="merge",
@@ -159,15 +165,13 @@ def stage_tokenizer(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_attention(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    import time
-
+    # NumPy and torch, and the modules on them: see the module docstring
     import numpy as np
     import torch
 
     from llmlab.attention import attention
     from llmlab.attention.reference import attention_mask, grouped_attention
     from llmlab.viz.attention import attention_grid_png, attention_html
-    from llmlab.viz.commands import embed, random_layers, split_words, toy_attention
 
     gen = torch.Generator().manual_seed(cfg.seed)
     rows = ["| backend | max abs error vs float64 NumPy (GQA 8:2, T=257, causal) | forward ms (T=1024, 8 heads, D=64) |",
@@ -198,11 +202,6 @@ def stage_attention(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    from llmlab.data.answers import REFUSALS
-    from llmlab.data.scoring import format_report, score_responses
-    from llmlab.data.tasks import FAMILIES, parse_task
-    from llmlab.viz.figures import family_scores_chart
-
     rng = random.Random(cfg.seed)
     tasks = [parse_task(row["prompt"]) for row in state["eval"]]
     policies: dict[str, Callable[[Any], str]] = {
@@ -225,13 +224,9 @@ def stage_baselines(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_pretrain(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    import json
-
-    from llmlab.train.config import PretrainConfig, PretrainDataConfig
+    # torch and NumPy: see the module docstring
     from llmlab.train.pretrain import pretrain
     from llmlab.viz.attention import attention_grid_png
-    from llmlab.viz.commands import model_attention
-    from llmlab.viz.training import loss_curves_png, read_metrics
 
     data = PretrainDataConfig(input=(str(run.dir / "data" / "pretrain.jsonl"),), tokenizer=str(run.dir / "tokenizer"),
                               cache_dir=str(run.dir / ".cache"))
@@ -275,8 +270,9 @@ def stage_pretrain(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_sft(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    from llmlab.align.sft import ChatDataConfig, SFTConfig, sft
-    from llmlab.viz.training import read_metrics
+    # torch: see the module docstring
+    from llmlab.align.config import ChatDataConfig, SFTConfig
+    from llmlab.align.sft import sft
 
     max_length = cfg.model.max_seq_len
     scfg = SFTConfig(model=str(state["pretrain_dir"]), max_length=max_length, train=replace(cfg.sft, seed=cfg.seed),
@@ -296,7 +292,9 @@ def stage_sft(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_onpolicy(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    from llmlab.align.onpolicy import SamplePrefsConfig, sample_prefs
+    # torch: see the module docstring
+    from llmlab.align.config import SamplePrefsConfig
+    from llmlab.align.onpolicy import sample_prefs
 
     if not cfg.n_onpolicy:
         state["dpo_pairs"] = run.dir / "data" / "prefs.jsonl"
@@ -319,17 +317,20 @@ def stage_onpolicy(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
 
 
 def stage_dpo(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
-    from llmlab.align.config import DPOConfig, PrefDataConfig, PrefEvalConfig
+    # torch: see the module docstring
+    from llmlab.align.config import DPOConfig, PairDataConfig, PrefEvalConfig
     from llmlab.align.dpo_train import dpo
+    from llmlab.eval.prefs import finish_dpo_run
 
     max_length = cfg.model.max_seq_len
     pairs = state["dpo_pairs"]
     dcfg = DPOConfig(model=str(state["sft_dir"]), beta=cfg.beta, rpo_alpha=cfg.rpo_alpha, max_length=max_length,
                      max_prompt_length=max_length * 3 // 4, reference="precompute",
                      train=replace(cfg.dpo, seed=cfg.seed),
-                     data=PrefDataConfig(input=(str(pairs),), seed=cfg.seed),  # 5% held out
+                     data=PairDataConfig(input=(str(pairs),), seed=cfg.seed),  # 5% held out
                      eval=PrefEvalConfig(n_prompts=cfg.n_eval_prompts, n_pairs=cfg.n_eval_pairs, seed=cfg.seed))
     folder = dpo(dcfg, out=run.dir / "dpo", quiet=run.quiet)
+    finish_dpo_run(dcfg, folder, quiet=run.quiet)
     lines = (folder / "eval.md").read_text(encoding="utf-8").splitlines()
     table = "\n".join(line for line in lines if not line.startswith("# "))  # its title: this section's own
     curves = [p.name for p in folder.glob("*.png")]

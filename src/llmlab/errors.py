@@ -19,3 +19,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Unreadable or malformed input data; the message names `file:line` where there is one."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm of a training step became NaN or infinite (train.on_nan=stop)."""

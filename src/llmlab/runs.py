@@ -84,6 +84,11 @@ class Run:
         return progress(iterable, quiet=self.quiet, **kwargs)
 
 
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl (what `Run.metrics` wrote), in order; blank lines skipped."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: bool = False) -> Run:
     """Create the run folder and write its resolved `config.yaml` (atomically)."""
     run_dir = Path(out) if out is not None else default_run_dir(command)

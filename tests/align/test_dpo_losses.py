@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.align.dpo import LOSSES, MEAN_LOGPROBS, REFERENCE_FREE, kto_loss, orpo_loss
+from llmlab.align.dpo import LOSSES, kto_loss, orpo_loss
 
 # The shared small case: h = (-1 - -2) - (-1.5 - -1.5) = 1.
 PC, PR, RC, RR = (torch.tensor([x], dtype=torch.float64) for x in (-1.0, -2.0, -1.5, -1.5))
@@ -32,7 +32,7 @@ def close(actual: torch.Tensor, expected: float | list[float]) -> None:
 def test_sigmoid_hand_worked() -> None:
     """beta = 0.1, h = 1: loss = -log sigma(0.1) = 0.644397; rewards 0.1 (pc - rc) = 0.05 and
     0.1 (pr - rr) = -0.05."""
-    losses, chosen, rejected = LOSSES["sigmoid"](PC, PR, RC, RR, beta=0.1)
+    losses, chosen, rejected = LOSSES["sigmoid"].fn(PC, PR, RC, RR, beta=0.1)
     close(losses, 0.6443967)
     close(chosen, 0.05)
     close(rejected, -0.05)
@@ -40,30 +40,30 @@ def test_sigmoid_hand_worked() -> None:
 
 def test_hinge_hand_worked() -> None:
     """max(0, 1 - beta h): beta 0.1, h 1 -> 0.9; with h = 20 the margin passes 1 / beta and the loss is 0."""
-    close(LOSSES["hinge"](PC, PR, RC, RR, beta=0.1)[0], 0.9)
-    close(LOSSES["hinge"](PC + 19, PR, RC, RR, beta=0.1)[0], 0.0)
+    close(LOSSES["hinge"].fn(PC, PR, RC, RR, beta=0.1)[0], 0.9)
+    close(LOSSES["hinge"].fn(PC + 19, PR, RC, RR, beta=0.1)[0], 0.0)
 
 
 def test_ipo_hand_worked() -> None:
     """(h - 1 / (2 beta))^2: beta 0.1 -> (1 - 5)^2 = 16; beta 0.5 -> target margin 1 = h, loss 0."""
-    close(LOSSES["ipo"](PC, PR, RC, RR, beta=0.1)[0], 16.0)
-    close(LOSSES["ipo"](PC, PR, RC, RR, beta=0.5)[0], 0.0)
+    close(LOSSES["ipo"].fn(PC, PR, RC, RR, beta=0.1)[0], 16.0)
+    close(LOSSES["ipo"].fn(PC, PR, RC, RR, beta=0.5)[0], 0.0)
 
 
 def test_cdpo_hand_worked() -> None:
     """eps = 0.1, beta 0.1, h 1: 0.9 * 0.644397 + 0.1 * 0.744397 = 0.654397."""
-    close(LOSSES["cdpo"](PC, PR, RC, RR, beta=0.1, label_smoothing=0.1)[0], 0.6543967)
+    close(LOSSES["cdpo"].fn(PC, PR, RC, RR, beta=0.1, label_smoothing=0.1)[0], 0.6543967)
 
 
 def test_robust_hand_worked() -> None:
     """eps = 0.1: (0.9 * 0.644397 - 0.1 * 0.744397) / (1 - 0.2) = 0.505517 / 0.8 = 0.631896."""
-    close(LOSSES["robust"](PC, PR, RC, RR, beta=0.1, label_smoothing=0.1)[0], (0.9 * 0.6443967 - 0.1 * 0.7443967) / 0.8)
+    close(LOSSES["robust"].fn(PC, PR, RC, RR, beta=0.1, label_smoothing=0.1)[0], (0.9 * 0.6443967 - 0.1 * 0.7443967) / 0.8)
 
 
 def test_simpo_hand_worked() -> None:
     """Mean log-probs pc -1, pr -2, beta 2, gamma 0.5: -log sigma(2 * 1 - 0.5) = -log sigma(1.5) = 0.201413;
     rewards beta * pc = -2, beta * pr = -4; the reference is ignored (None is fine)."""
-    losses, chosen, rejected = LOSSES["simpo"](PC, PR, None, None, beta=2.0, gamma=0.5)
+    losses, chosen, rejected = LOSSES["simpo"].fn(PC, PR, None, None, beta=2.0, gamma=0.5)
     close(losses, 0.2014133)
     close(chosen, -2.0)
     close(rejected, -4.0)
@@ -117,8 +117,8 @@ def test_kto_weights_and_an_empty_side() -> None:
 def test_label_smoothing_zero_is_sigmoid(name: str) -> None:
     g = torch.Generator().manual_seed(0)
     pc, pr, rc, rr = (-10 * torch.rand(16, generator=g, dtype=torch.float64) for _ in range(4))
-    expected = LOSSES["sigmoid"](pc, pr, rc, rr, beta=0.3)
-    torch.testing.assert_close(LOSSES[name](pc, pr, rc, rr, beta=0.3, label_smoothing=0.0), expected)
+    expected = LOSSES["sigmoid"].fn(pc, pr, rc, rr, beta=0.3)
+    torch.testing.assert_close(LOSSES[name].fn(pc, pr, rc, rr, beta=0.3, label_smoothing=0.0), expected)
 
 
 def test_robust_is_unbiased_under_label_flips() -> None:
@@ -127,10 +127,14 @@ def test_robust_is_unbiased_under_label_flips() -> None:
     h = torch.linspace(-20, 20, 41, dtype=torch.float64)
     zero = torch.zeros_like(h)
     eps, beta = 0.2, 0.5
-    robust = LOSSES["robust"]
+    robust = LOSSES["robust"].fn
     mixed = (1 - eps) * robust(h, zero, zero, zero, beta=beta, label_smoothing=eps)[0] \
         + eps * robust(-h, zero, zero, zero, beta=beta, label_smoothing=eps)[0]
-    torch.testing.assert_close(mixed, LOSSES["sigmoid"](h, zero, zero, zero, beta=beta)[0])
+    torch.testing.assert_close(mixed, LOSSES["sigmoid"].fn(h, zero, zero, zero, beta=beta)[0])
+
+
+KWARGS = {"cdpo": {"label_smoothing": 0.2}, "robust": {"label_smoothing": 0.2}, "simpo": {"gamma": 0.3},
+          "kto": {"kl": 0.4}}
 
 
 def test_extreme_margins_stay_finite() -> None:
@@ -138,29 +142,25 @@ def test_extreme_margins_stay_finite() -> None:
     big = torch.tensor([1e4, -1e4], dtype=torch.float64)
     zero = torch.zeros(2, dtype=torch.float64)
     for name in ("sigmoid", "cdpo", "robust", "hinge", "ipo"):
-        assert torch.isfinite(LOSSES[name](big, zero, zero, zero, beta=0.1)[0]).all(), name
-    assert torch.isfinite(LOSSES["simpo"](big, zero, beta=2.0)[0]).all()
+        assert torch.isfinite(LOSSES[name].fn(big, zero, zero, zero, beta=0.1, **KWARGS.get(name, {}))[0]).all(), name
+    assert torch.isfinite(LOSSES["simpo"].fn(big, zero, beta=2.0)[0]).all()
 
 
 def _inputs(name: str, n: int = 5) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(1)
     # Mean log-probs (IPO, SimPO, ORPO) in (-3, -0.1): ORPO needs p < 1.
-    low, high = (-3.0, -0.1) if name in MEAN_LOGPROBS else (-30.0, -1.0)
+    low, high = (-3.0, -0.1) if LOSSES[name].mean_logprobs else (-30.0, -1.0)
     return tuple((low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)).requires_grad_()
                  for _ in range(4))
-
-
-KWARGS = {"cdpo": {"label_smoothing": 0.2}, "robust": {"label_smoothing": 0.2}, "simpo": {"gamma": 0.3},
-          "kto": {"kl": 0.4}}
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_gradients_match_finite_differences(name: str) -> None:
     """d loss / d (pc, pr[, rc, rr]) in float64 by gradcheck; reference-free losses only see pc, pr."""
-    fn = LOSSES[name]
+    fn = LOSSES[name].fn
     inputs = _inputs(name)
     kwargs = {"beta": 0.1, **KWARGS.get(name, {})}
-    if name in REFERENCE_FREE:
+    if LOSSES[name].reference_free:
         assert torch.autograd.gradcheck(lambda pc, pr: fn(pc, pr, None, None, **kwargs)[0], inputs[:2])
     else:
         assert torch.autograd.gradcheck(lambda *x: fn(*x, **kwargs)[0], inputs)
@@ -175,7 +175,7 @@ def test_rewards_are_detached_and_loss_falls_as_chosen_rises(name: str) -> None:
     rc = rr = pr
     kwargs = {"beta": 0.1, **KWARGS.get(name, {})}
     pc = pc.clone().requires_grad_()
-    losses, chosen, rejected = LOSSES[name](pc, pr, rc, rr, **kwargs)
+    losses, chosen, rejected = LOSSES[name].fn(pc, pr, rc, rr, **kwargs)
     assert losses.shape[0] >= 3 and not chosen.requires_grad and not rejected.requires_grad
     (grad,) = torch.autograd.grad(losses.sum(), pc)
     assert (grad <= 0).all(), grad

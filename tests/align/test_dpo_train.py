@@ -31,12 +31,18 @@ def metrics(run: Path) -> list[dict]:
 def test_loss_falls_and_accuracy_rises(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Ten steps on the same 16 pairs (two batches, so each is seen five times) at a high lr: the policy
     starts as the reference (loss log 2, margin 0, accuracy 0), then the loss falls and the pairs are
-    ranked right. The run folder holds the policy, the curves, the checkpoint and the evaluation."""
-    run = dpo(cfg_for(tiny_model_dir, "data.n=16", "train.max_steps=10", "train.lr=1e-2", "train.checkpoint_every=5",
-                      "eval.n_pairs=4", "eval.n_prompts=9", "eval.max_new_tokens=4"), out=tmp_path / "run",
-              quiet=True)
-    rows = metrics(run)
+    ranked right. The held-out loss is logged at the end (train.eval_every); the run folder holds the policy
+    and the checkpoint, and `llmlab dpo`'s finish adds the curves and the evaluation."""
+    from llmlab.eval.prefs import finish_dpo_run
+
+    cfg = cfg_for(tiny_model_dir, "data.n=16", "train.max_steps=10", "train.lr=1e-2", "train.checkpoint_every=5",
+                  "eval.n_pairs=4", "eval.n_prompts=9", "eval.max_new_tokens=4")
+    run = dpo(cfg, out=tmp_path / "run", quiet=True)
+    finish_dpo_run(cfg, run, quiet=True)
+    rows = [r for r in metrics(run) if "loss" in r]
     assert [r["step"] for r in rows] == list(range(1, 11))
+    (held,) = [r for r in metrics(run) if "eval_loss" in r]
+    assert held["step"] == 10 and 0.0 <= held["eval_accuracy"] <= 1.0 and math.isfinite(held["eval_loss"])
     for row in rows:
         assert set(METRICS) | {"grad_norm", "lr"} <= set(row)
     assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3) and rows[0]["margin"] == pytest.approx(0, abs=1e-6)
@@ -91,7 +97,7 @@ def test_rpo_alpha_is_refused_with_orpo(tiny_model_dir: Path) -> None:
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from llmlab.align import dpo_train
-    from llmlab.train.pretrain import TrainingDiverged
+    from llmlab.errors import TrainingDiverged
 
     real = dpo_train.preference_loss
     calls = {"n": 0}
@@ -113,14 +119,14 @@ def test_resume_gives_the_same_losses(tiny_model_dir: Path, tmp_path: Path, lora
     """A run of 4 steps, and a run stopped at its step-2 checkpoint then resumed to 4, log the same
     losses (the batches, the lr and the dropout seed are functions of the step; the optimiser and,
     with LoRA, the adapters come from the checkpoint)."""
-    from llmlab.align.dpo_train import resumed_config
+    from llmlab.train.checkpoint import resumed_config
 
     extra = ["lora.r=4", "train.lr=1e-2"] if lora else ["train.lr=1e-2"]
     full = metrics(dpo(cfg_for(tiny_model_dir, "train.checkpoint_every=2", *extra), out=tmp_path / "full",
                        quiet=True))
     dpo(cfg_for(tiny_model_dir, "train.checkpoint_every=2", "train.max_steps=2", *extra), out=tmp_path / "part",
         quiet=True)
-    cfg = resumed_config(str(tmp_path / "part"), ("train.max_steps=4",))
+    cfg = resumed_config(DPOConfig, str(tmp_path / "part"), ("train.max_steps=4",))
     resumed = metrics(dpo(cfg, out=tmp_path / "part", quiet=True))
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(full, resumed, strict=True):
@@ -130,10 +136,14 @@ def test_resume_gives_the_same_losses(tiny_model_dir: Path, tmp_path: Path, lora
 
 def test_hf_policy_with_precomputed_reference(tiny_hf_dir: Path, tmp_path: Path) -> None:
     """An HF folder trains through the same loop and comes back as an HF folder."""
-    run = dpo(cfg_for(tiny_hf_dir, "reference=precompute", "train.max_steps=2", "eval.n_pairs=2", "eval.n_prompts=9",
-                      "eval.max_new_tokens=4"), out=tmp_path / "hf", quiet=True)
+    from llmlab.eval.prefs import finish_dpo_run
+
+    cfg = cfg_for(tiny_hf_dir, "reference=precompute", "train.max_steps=2", "eval.n_pairs=2", "eval.n_prompts=9",
+                  "eval.max_new_tokens=4")
+    run = dpo(cfg, out=tmp_path / "hf", quiet=True)
+    finish_dpo_run(cfg, run, quiet=True)
     assert (run / "config.json").is_file() and (run / "model.safetensors").is_file()
-    assert len(metrics(run)) == 2 and (run / "eval.json").is_file()
+    assert [r["step"] for r in metrics(run) if "loss" in r] == [1, 2] and (run / "eval.json").is_file()
 
 
 def test_likelihood_collapse() -> None:
@@ -183,15 +193,14 @@ def test_nan_skip_counts_and_finishes(tiny_model_dir: Path, tmp_path: Path, monk
 def test_ddp_matches_one_process(tiny_model_dir: Path, tmp_path: Path, reference: str) -> None:
     """torchrun with 2 processes (gloo) and the global batch of 8 split 4 + 4 logs the losses of one process
     with batch 8 (DDP averages the gradients; the metrics are averaged over ranks)."""
-    import os
     import subprocess
     import sys
 
+    from conftest import subprocess_environment
+
     overrides = [f"model={tiny_model_dir}", *FAST, f"reference={reference}", "train.lr=1e-2"]
     one = metrics(dpo(load_config(DPOConfig, None, overrides), out=tmp_path / "one", quiet=True))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env = subprocess_environment()
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "llmlab", "dpo", "--out", str(tmp_path / "ddp"), "--quiet", *overrides],
                             env=env, capture_output=True, text=True, timeout=400)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmlab.align.config import RewardModelConfig
 from llmlab.align.data import collate_pairs, encode_pairs
 from llmlab.align.models import load_policy
 from llmlab.align.reward_model import (
@@ -20,7 +21,7 @@ from llmlab.align.reward_model import (
     save_reward_model,
     score_texts,
 )
-from llmlab.align.rm_train import RewardModelConfig, train_reward_model
+from llmlab.align.rm_train import train_reward_model
 from llmlab.config import load_config
 
 ROWS = [{"prompt": "What is 2+3?", "chosen": "5", "rejected": "It is six, I think."},

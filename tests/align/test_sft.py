@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llmlab.align.config import SFTConfig
 from llmlab.align.data import collate_chats, encode_chats, load_chat_rows
 from llmlab.align.logprobs import model_logits, nll_loss
 from llmlab.align.models import load_policy
-from llmlab.align.sft import SFTConfig, sft
+from llmlab.align.sft import sft
 from llmlab.config import load_config
 
 

@@ -7,7 +7,8 @@ character-level tokenizer (so prompt + response tokenizes as prompt then respons
 rows. TRL tokenizes and collates them (`input_ids` chosen-first-then-rejected, right-padded,
 `completion_mask`); its `compute_loss` runs its fused LM head (chunked log-softmax, no logits tensor).
 llmlab gets the same collated ids and computes log-probs with `model_logits` + `sequence_logprobs` on a
-deep copy of the same policy, then the loss from `dpo.LOSSES`.
+deep copy of the same policy, then the loss from `preference.preference_loss`, the trainer's own glue
+(config -> loss function, per-token means, the NLL term), with a `DPOConfig` built for each case.
 
 Correspondence (TRL loss_type -> llmlab): sigmoid -> sigmoid, ["sigmoid", "sft"] -> sigmoid + rpo_alpha,
 hinge -> hinge, robust -> robust (TRL's `label_smoothing`), ipo -> ipo on per-token mean log-probs (TRL divides the log-ratios by the completion
@@ -33,8 +34,10 @@ transformers = pytest.importorskip("transformers")
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
+from llmlab.align.config import DPOConfig  # noqa: E402
 from llmlab.align.dpo import LOSSES  # noqa: E402
-from llmlab.align.logprobs import model_logits, nll_loss, sequence_logprobs  # noqa: E402
+from llmlab.align.logprobs import model_logits, sequence_logprobs  # noqa: E402
+from llmlab.align.preference import preference_loss  # noqa: E402
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ?:.0123456789"
 ROWS = [
@@ -85,25 +88,21 @@ def trl_trainer(tmp_path: Path, policy, ref, tok, *, loss_type: str, beta: float
                           train_dataset=datasets.Dataset.from_list(ROWS))
 
 
-def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], name: str, *, beta: float, rpo_alpha: float = 0.0,
-                **kwargs):
-    """llmlab's side: log-probs of the collated batch, then the named loss (+ rpo_alpha * the chosen
-    responses' NLL); returns (loss, rewards_c, rewards_r, summed-log-prob rewards)."""
+def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], cfg: DPOConfig):
+    """llmlab's side: log-probs of the collated batch, then the trainer's `preference_loss` under `cfg`
+    (the loss it names on sums or per-token means, + rpo_alpha * the chosen responses' NLL);
+    returns (loss, mean chosen reward, mean rejected reward), the rewards on summed log-probs as TRL's."""
     ids, attention, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool()
     logits = model_logits(policy, ids, attention)
     logp, n = sequence_logprobs(logits, ids, mask)
     with torch.no_grad():
         ref_logp, _ = sequence_logprobs(model_logits(ref, ids, attention), ids, mask)
+    loss, stats = preference_loss(cfg, logp, n, ref_logp, logits=logits, batch={"ids": ids, "response_mask": mask})
     B = ids.shape[0] // 2
-    pc, pr, rc, rr = logp[:B], logp[B:], ref_logp[:B], ref_logp[B:]
-    if name == "ipo":  # per-token means, as TRL
-        nc, nr = n[:B], n[B:]
-        losses, _, _ = LOSSES[name](pc / nc, pr / nr, rc / nc, rr / nr, beta=beta, **kwargs)
-    else:
-        losses, _, _ = LOSSES[name](pc, pr, rc, rr, beta=beta, **kwargs)
-    summed_rewards = beta * (pc - rc).detach(), beta * (pr - rr).detach()
-    nll = nll_loss(logits[:B], ids[:B], mask[:B]) if rpo_alpha else 0.0
-    return losses.mean() + rpo_alpha * nll, *summed_rewards
+    if LOSSES[cfg.loss].mean_logprobs:  # its rewards are on the means it was given; TRL's on sums
+        pc, pr, rc, rr = logp[:B], logp[B:], ref_logp[:B], ref_logp[B:]
+        return loss, cfg.beta * (pc - rc).detach().mean(), cfg.beta * (pr - rr).detach().mean()
+    return loss, stats["rewards/chosen"] / B, stats["rewards/rejected"] / B
 
 
 def setup_models():
@@ -124,8 +123,7 @@ def compare(tmp_path: Path, trl_loss: str, ours_name: str, *, beta: float, rows:
                           rpo_alpha=rpo_alpha, **kwargs)
     data = trainer.train_dataset
     groups = [[i] for i in rows] if rows is not None else [list(range(len(data)))]
-    label_smoothing = kwargs.get("label_smoothing")
-    extra = {"label_smoothing": label_smoothing} if ours_name in ("robust", "cdpo") else {}
+    cfg = DPOConfig(model="unused", loss=ours_name, beta=beta, rpo_alpha=rpo_alpha, **kwargs)
     for group in groups:
         batch = trainer.data_collator([data[i] for i in group])
         policy.zero_grad(set_to_none=True)
@@ -133,7 +131,7 @@ def compare(tmp_path: Path, trl_loss: str, ours_name: str, *, beta: float, rows:
         trl_value = trainer.compute_loss(policy, batch)
         trl_value.backward()
         metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-        value, chosen, rejected = llmlab_loss(ours, ref, batch, ours_name, beta=beta, rpo_alpha=rpo_alpha, **extra)
+        value, chosen, rejected = llmlab_loss(ours, ref, batch, cfg)
         value.backward()
         assert float(trl_value.detach()) > 0
         torch.testing.assert_close(value, trl_value.detach(), **LOSS_TOL)
@@ -182,5 +180,5 @@ def test_llmlab_transformer_gives_the_same_loss(tmp_path: Path) -> None:
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ROWS))])
     with torch.no_grad():
         trl_value = trainer.compute_loss(policy, batch)
-        value, _, _ = llmlab_loss(ours, ours_ref, batch, "sigmoid", beta=0.1)
+        value, _, _ = llmlab_loss(ours, ours_ref, batch, DPOConfig(model="unused", beta=0.1))
     torch.testing.assert_close(value, trl_value, **LOSS_TOL)

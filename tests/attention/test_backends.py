@@ -18,7 +18,6 @@ Inputs are unit scale (torch.randn), so absolute errors are errors relative to t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import cache
 
 import numpy as np
@@ -40,14 +39,7 @@ BLOCK = 6  # block-sparse block size: divides neither the lengths nor the flash 
 FP32_ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tensors here are tiny, so intra-op threads only add synchronisation: on a busy 2-core machine a
-    (2, 4, 37, 37) naive backward took 280 ms with 2 threads and 0.8 ms with 1. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def queries(mode: str, length: int) -> int:

@@ -1,4 +1,4 @@
-"""The attention benchmark's measuring functions (llmlab.bench.attention) and `llmlab bench attention`.
+"""The attention benchmark: its cases (llmlab.bench.attention_cases), its report and `llmlab bench attention`.
 
 Tiny sizes (T = 64, 128) so the whole file runs in seconds: the numbers are not benchmarks, the
 tests check that the rows have their fields, that the correctness check catches a wrong backend,
@@ -16,20 +16,19 @@ import torch
 from llmlab.attention import functional
 from llmlab.attention.masks import MaskSpec
 from llmlab.attention.naive import naive_attention
-from llmlab.bench.attention import (
-    BenchAttentionConfig,
+from llmlab.bench.attention import BenchAttentionConfig
+from llmlab.bench.attention_cases import (
+    PRELOAD,
     Heads,
-    _least_disturbed,
     attention_flops,
     check_against_naive,
-    evaluate_targets,
     kv_cache_bytes,
     measure_prefill,
-    plot_results,
-    run_in_fresh_process,
     seq_lens,
     time_decode,
 )
+from llmlab.bench.attention_report import evaluate_targets, plot_results
+from llmlab.bench.harness import run_in_fresh_process
 from llmlab.cli import main
 from llmlab.errors import ConfigError
 
@@ -81,7 +80,7 @@ def test_check_against_naive_catches_a_wrong_backend(monkeypatch: pytest.MonkeyP
 def test_measure_prefill_in_a_fresh_process(mode: str) -> None:
     case = {**SMALL, "heads": 8, "kv_heads": 2, "T": 128, "backend": "flash", "mode": mode, "repeats": 2,
             "q_block": 32, "k_block": 32, "threads": 1}
-    row = run_in_fresh_process(measure_prefill, case)
+    row = run_in_fresh_process(measure_prefill, case, preload=PRELOAD)
     assert set(row) == {"seconds", "times", "first_s", "peak_extra_bytes", "peak_exact", "other_cores"}
     assert row["other_cores"] >= 0
     assert len(row["times"]) == 2 and row["seconds"] > 0 and row["first_s"] > 0
@@ -93,7 +92,7 @@ def test_a_failing_case_is_reported_not_raised_in_the_parent() -> None:
     case = {**SMALL, "heads": 8, "kv_heads": 3, "T": 64, "backend": "flash", "mode": "fwd", "repeats": 1,
             "q_block": 32, "k_block": 32, "threads": 1}  # 8 query heads cannot share 3 kv heads
     with pytest.raises(RuntimeError, match="UserError"):
-        run_in_fresh_process(measure_prefill, case)
+        run_in_fresh_process(measure_prefill, case, preload=PRELOAD)
 
 
 def test_time_decode_row() -> None:
@@ -102,15 +101,6 @@ def test_time_decode_row() -> None:
     assert mha["kv_cache_bytes"] == kv_cache_bytes(batch=1, kv_heads=8, kv_len=128, head_dim=16)
     assert gqa["kv_cache_bytes"] * 4 == mha["kv_cache_bytes"]
     assert mha["flops"] == attention_flops(batch=1, heads=8, q_len=1, kv_len=128, head_dim=16)
-
-
-def test_a_disturbed_measurement_is_repeated_and_the_calmest_kept() -> None:
-    busy = iter([1.5, 0.9, 1.2])  # other processes kept this many cores busy, attempt by attempt
-    logged: list[str] = []
-    row = _least_disturbed(lambda: {"other_cores": next(busy)}, "case", logged.append, pause_s=0)
-    assert row == {"other_cores": 0.9} and len(logged) == 2  # 1 + RETRIES attempts, all busy
-    calm = iter([0.0, 5.0])
-    assert _least_disturbed(lambda: {"other_cores": next(calm)}, "case", logged.append, pause_s=0) == {"other_cores": 0.0}
 
 
 def _row(backend: str, T: int, mode: str, seconds: float, mib: float) -> dict:
@@ -147,7 +137,7 @@ def test_plot_survives_cases_with_no_measurable_memory(tmp_path: Path) -> None:
     """Tiny cases can read as 0 extra bytes (page granularity); a log axis of nothing must not crash."""
     prefill = [_row(b, T, m, 1e-3 * T, 0.0) for b in ("sdpa", "flash") for T in (64, 128) for m in ("fwd", "fwd+bwd")]
     results = {"prefill": prefill, "config": {"batch": 1, "head_dim": 16},
-               "meta": {"threads": 1, "cores": 2, "cpu": "test", "torch": torch.__version__}}
+               "meta": {"threads": 1, "cores": 2, "cpu": "test", "versions": {"torch": torch.__version__}}}
     plot_results(results, tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 

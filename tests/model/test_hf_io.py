@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import one_thread
+
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
@@ -39,11 +41,10 @@ VARIANTS = {
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread() -> Iterator[None]:
+    """Module scope: the `exported` models are built and exported on one thread too."""
+    with one_thread():
+        yield
 
 
 def randomise(module: torch.nn.Module, seed: int, std: float = 0.5) -> None:

@@ -10,12 +10,12 @@ test process and in its subprocesses.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import one_thread, subprocess_environment  # the shared ones (tests/conftest.py)
 
 # The tiny run: 0.1M parameters, 8 x 32 tokens a step, ~40 ms a step on one CPU thread.
 TINY = {
@@ -24,18 +24,6 @@ TINY = {
     "train.warmup_steps": "2", "train.eval_every": "3", "train.eval_batches": "2", "train.checkpoint_every": "3",
     "train.log_every": "1", "train.sample_tokens": "8", "train.device": "cpu", "data.corpus_chars": "200000",
 }
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -87,11 +75,5 @@ def tiny_cfg(tiny: Callable[..., list[str]]) -> Callable[..., object]:
 
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
-    """The environment of `python -m llmlab` subprocesses: offline, one torch thread, no debug."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("LLMLAB_DEBUG", None)
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
+    """The environment of `python -m llmlab` subprocesses (tests/conftest.py)."""
+    return subprocess_environment()

@@ -20,11 +20,11 @@ from llmlab.train.checkpoint import (
     load_trainer_state,
     save_checkpoint,
 )
-from llmlab.train.config import PretrainConfig, TrainConfig
+from llmlab.train.config import PretrainConfig, PretrainTrainConfig
 from llmlab.train.optim import build_adamw
 
 MODEL = ModelConfig(vocab_size=32, d_model=8, n_layers=1, n_heads=2, max_seq_len=16)
-RUN = PretrainConfig(model=MODEL, train=TrainConfig(seq_len=16))
+RUN = PretrainConfig(model=MODEL, train=PretrainTrainConfig(seq_len=16))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import one_thread
 from llmlab.train.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
@@ -35,8 +36,6 @@ def torchrun(out: Path, overrides: list[str], env: dict[str, str]) -> subprocess
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory: pytest.TempPathFactory, tiny_cfg) -> Path:
-    from .conftest import one_thread
-
     with one_thread():
         return pretrain(tiny_cfg(*CHANGES), out=tmp_path_factory.mktemp("one") / "run", quiet=True)
 

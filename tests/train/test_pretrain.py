@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import kill_after_step, one_thread
 from llmlab.cli import main
 from llmlab.config import to_dict
-from llmlab.errors import UserError
+from llmlab.errors import TrainingDiverged, UserError
 from llmlab.model.llama import Transformer
-from llmlab.train.pretrain import TrainingDiverged, pretrain
-
-from .conftest import one_thread
+from llmlab.train.pretrain import pretrain
 
 TRAIN_KEYS = {"step", "time", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens", "nan_skips"}
 EVAL_KEYS = {"step", "time", "val_loss", "val_ppl", "val_bpb"}
@@ -242,27 +238,6 @@ def test_nan_skip_leaves_the_weights_of_the_poisoned_step(tmp_path: Path, tiny_c
 
 # ---------------------------------------------------------------------- exact resume after SIGKILL
 
-PAUSE_HOOK = '''
-"""`python -m llmlab` with one change: after logging training step PAUSE_AT, touch PAUSE_MARKER and
-hang, so the test can SIGKILL the run at a known point (a 40 ms/step run outruns any polling)."""
-import os, sys, time
-from pathlib import Path
-from llmlab.cli import main
-from llmlab.runs import Run
-
-metrics, pause_at = Run.metrics, int(os.environ["PAUSE_AT"])
-
-def pausing_metrics(self, step, **values):
-    metrics(self, step, **values)
-    if step == pause_at and "loss" in values:
-        Path(os.environ["PAUSE_MARKER"]).touch()
-        time.sleep(600)
-
-Run.metrics = pausing_metrics
-raise SystemExit(main(sys.argv[1:]))
-'''
-
-
 def test_exact_resume_after_sigkill(tmp_path: Path, tiny, tiny_cfg, subprocess_env: dict[str, str],
                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Run A: 12 steps uninterrupted, in this process. Run B: the same config in a subprocess, checkpoints
@@ -274,27 +249,9 @@ def test_exact_resume_after_sigkill(tmp_path: Path, tiny, tiny_cfg, subprocess_e
                "model.dropout=0.1")
     run_a = pretrain(tiny_cfg(*changes), out=tmp_path / "A", quiet=True)
 
-    run_b, marker = tmp_path / "B", tmp_path / "paused"
-    hook = tmp_path / "pause_hook.py"
-    hook.write_text(PAUSE_HOOK)
-    env = {**subprocess_env, "PAUSE_AT": "10", "PAUSE_MARKER": str(marker)}
-    proc = subprocess.Popen([sys.executable, str(hook), "pretrain", "--out", str(run_b), "--quiet", *tiny(*changes)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert proc.poll() is None, f"run B ended early: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "run B never reached step 10"
-            time.sleep(0.05)
-        assert (run_b / "checkpoints" / "step-0000008" / "trainer_state.pt").is_file()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    run_b = tmp_path / "B"
+    kill_after_step(["pretrain", "--out", str(run_b), "--quiet", *tiny(*changes)], 10, tmp_path)
+    assert (run_b / "checkpoints" / "step-0000008" / "trainer_state.pt").is_file()
     assert not (run_b / "checkpoints" / "step-0000012").exists()
     assert max(r["step"] for r in read_metrics(run_b)[0]) == 10  # rows 9, 10 were logged before the kill
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.errors import DataError, UserError
+from llmlab.errors import DataError
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.train.config import PretrainDataConfig
 from llmlab.train.token_data import (
@@ -20,7 +20,6 @@ from llmlab.train.token_data import (
     is_val,
     iter_documents,
     prepare_token_files,
-    shard_of_step,
 )
 
 # ---------------------------------------------------------------------- is_val
@@ -252,22 +251,3 @@ def test_too_small_split_is_a_data_error() -> None:
     SequenceSampler(np.arange(9, dtype=np.uint16), 8, seed=0)
     with pytest.raises(DataError, match="val split has 8 tokens"):
         SequenceSampler(np.arange(8, dtype=np.uint16), 8, seed=0, name="val")
-
-
-# ---------------------------------------------------------------------- shard_of_step
-
-
-@pytest.mark.parametrize("world_size", [1, 2, 4, 8])
-def test_ranks_partition_the_global_batch(world_size: int) -> None:
-    """Step 3 of batch 8 is global sequences 24..31; rank r takes the r-th contiguous slice."""
-    seen: list[int] = []
-    for rank in range(world_size):
-        first, count = shard_of_step(3, batch_size=8, rank=rank, world_size=world_size)
-        assert count == 8 // world_size
-        seen += range(first, first + count)
-    assert seen == list(range(24, 32))
-
-
-def test_batch_not_divisible_by_processes_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="multiple of the number of processes"):
-        shard_of_step(0, batch_size=6, rank=0, world_size=4)

@@ -1,7 +1,10 @@
-"""Configs of the offline preference trainers: `llmlab dpo` (`DPOConfig`) and `llmlab eval-prefs`.
+"""Configs of the alignment commands: `llmlab sft`, `rm train`, `rm score`, `dpo`, `sample-prefs` and
+`eval-prefs`, and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
 
-`llmlab dpo --print-config` shows every field. `train.*` is the shared loop (train.config.TrainConfig);
-its `seq_len` is not used here: `max_length` / `max_prompt_length` bound each pair instead.
+`llmlab <command> --print-config` shows every field. `train.*` is the shared loop
+(train.config.TrainConfig): it has no `seq_len`, because `max_length` bounds each chat or pair
+instead. `max_length=0` (the default) is the model's own context length, and
+`max_prompt_length=0` half of max_length, so the commands work on any model as they come.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmlab.align.models import LoraConfig
+from llmlab.align.dpo import LOSSES
 from llmlab.config import check
 from llmlab.train.config import TrainConfig
 
@@ -17,16 +20,58 @@ LossName = Literal["sigmoid", "hinge", "ipo", "cdpo", "robust", "simpo", "orpo",
 
 
 @dataclass(frozen=True)
-class PrefDataConfig:
+class LoraConfig:
+    """LoRA adapters on the named linear layers; r = 0 turns LoRA off.
+
+    target_modules are module-name suffixes: llmlab's ("qkv", "o", "gate_up", "down"), or an HF
+    model's (e.g. "q_proj", "v_proj"; "c_attn" for GPT-2). Empty: llmlab's four for llmlab
+    models, every linear layer but the output head for HF models ("all-linear").
+    """
+
+    r: int = 0
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check(self.r >= 0, f"lora.r must be >= 0 (0: no LoRA), got {self.r}")
+        check(self.alpha > 0, f"lora.alpha must be positive, got {self.alpha}")
+        check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class ChatDataConfig:
+    input: tuple[str, ...] = ()  # JSONL / JSON / parquet / HF dataset folders of {"messages": [...]}; empty: task world
+    n: int = 2000  # task-world chats to draw when no input is given
+    seed: int = 0
+    strict: bool = True  # false: skip malformed rows (listed in log.txt) instead of stopping at the first
+    eval_fraction: float = 0.05  # share of rows held out for the eval loss
+
+    def __post_init__(self) -> None:
+        check(self.n >= 2, f"data.n must be at least 2, got {self.n}")
+        check(0.0 <= self.eval_fraction < 0.5, f"data.eval_fraction must be in [0, 0.5), got {self.eval_fraction}")
+
+
+@dataclass(frozen=True)
+class PairDataConfig:
+    """Preference pairs, for the reward model, DPO and eval-prefs."""
+
     input: tuple[str, ...] = ()  # JSONL / JSON / parquet / HF dataset folders of {prompt, chosen, rejected}; empty: task world
     n: int = 2000  # task-world pairs to draw when no input is given
     seed: int = 0
     strict: bool = True  # false: skip malformed rows (listed in log.txt) instead of stopping at the first
-    eval_fraction: float = 0.05  # with input: share of rows held out for the evaluation (task world: its eval split)
+    eval_fraction: float = 0.05  # with input: share of rows held out (task world: pairs of its eval split instead)
 
     def __post_init__(self) -> None:
-        check(self.n >= 1, f"data.n must be at least 1, got {self.n}")
+        check(self.n >= 2, f"data.n must be at least 2, got {self.n}")
         check(0.0 <= self.eval_fraction < 0.5, f"data.eval_fraction must be in [0, 0.5), got {self.eval_fraction}")
+
+
+def check_lengths(max_length: int, max_prompt_length: int) -> None:
+    """Cross-field check of a pair command's lengths (0: the model's context, half of max_length)."""
+    check(max_length >= 0 and max_prompt_length >= 0, "max_length and max_prompt_length must be >= 0 (0: from the model)")
+    check(not (max_length and max_prompt_length) or max_prompt_length < max_length,
+          f"need max_prompt_length ({max_prompt_length}) < max_length ({max_length})")
 
 
 @dataclass(frozen=True)
@@ -47,7 +92,7 @@ class PrefEvalConfig:
 
 def _dpo_train() -> TrainConfig:
     return TrainConfig(max_steps=200, batch_size=8, lr=5e-5, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
-                       eval_every=0, log_every=1, checkpoint_every=100, sample_tokens=0)
+                       eval_every=50, eval_batches=4, log_every=1, checkpoint_every=100)
 
 
 @dataclass(frozen=True)
@@ -58,19 +103,19 @@ class DPOConfig:
     reference_model: str = ""  # empty: the starting policy itself (the usual choice)
     loss: LossName = "sigmoid"  # one of align.dpo.LOSSES
     beta: float = 0.1  # DPO's KL strength; SimPO's reward scale; ORPO's weight of the odds-ratio term (lambda)
-    label_smoothing: float = 0.0  # cdpo / robust: assumed share of flipped labels
+    label_smoothing: float | None = None  # cdpo / robust: assumed share of flipped labels; unset: the loss's own (0.1)
     simpo_gamma: float = 0.5  # simpo: target margin (the paper's gamma, in reward units)
     orpo_sft_weight: float = 1.0  # orpo: weight of the chosen responses' NLL (the paper fixes it at 1)
     rpo_alpha: float = 0.0  # other losses: weight of the chosen responses' NLL added to the loss (RPO; TRL's "sft" term)
     kto_desirable_weight: float = 1.0
     kto_undesirable_weight: float = 1.0
     reference: Literal["copy", "precompute"] = "copy"  # precompute: one pass before training, then only the policy in memory
-    max_length: int = 512  # prompt + response tokens per sequence
-    max_prompt_length: int = 256  # longer prompts keep their end
+    max_length: int = 0  # prompt + response tokens per sequence; 0: the model's context length
+    max_prompt_length: int = 0  # longer prompts keep their end; 0: half of max_length
     gradient_checkpointing: bool = False
     warn_margin: float = 20.0  # log a warning once the mean reward margin passes this (DPO's margin runs away)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    data: PrefDataConfig = field(default_factory=PrefDataConfig)
+    data: PairDataConfig = field(default_factory=PairDataConfig)
     train: TrainConfig = field(default_factory=_dpo_train)
     eval: PrefEvalConfig = field(default_factory=PrefEvalConfig)
     resume: str = ""  # a run folder or checkpoint folder to continue from
@@ -78,14 +123,23 @@ class DPOConfig:
     def __post_init__(self) -> None:
         check(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
         check(self.beta > 0, f"beta must be positive, got {self.beta}")
-        check(0.0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        check(self.label_smoothing == 0.0 or self.loss in ("cdpo", "robust"),
-              f"label_smoothing applies to the cdpo and robust losses, not to {self.loss}")
-        check(1 <= self.max_prompt_length < self.max_length,
-              f"need 1 <= max_prompt_length ({self.max_prompt_length}) < max_length ({self.max_length})")
+        check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        spec = LOSSES[self.loss]
+        if "label_smoothing" in spec.params:
+            if self.label_smoothing is None:  # resolved here, so the saved config shows the value trained with
+                object.__setattr__(self, "label_smoothing", spec.defaults["label_smoothing"])
+            check(self.label_smoothing != 0.0,
+                  f"label_smoothing=0 with loss={self.loss} is plain sigmoid DPO: use loss=sigmoid, or leave "
+                  f"label_smoothing unset for {self.loss}'s {spec.defaults['label_smoothing']}")
+            check(0.0 < self.label_smoothing < 0.5, f"label_smoothing must be in (0, 0.5), got {self.label_smoothing}")
+        else:  # subtle: 0.0 is accepted, as configs saved before label_smoothing could be unset have it
+            takes = " and ".join(name for name, s in LOSSES.items() if "label_smoothing" in s.params)
+            check(not self.label_smoothing, f"label_smoothing applies to the {takes} losses, not to {self.loss}")
+        check_lengths(self.max_length, self.max_prompt_length)
         check(self.orpo_sft_weight >= 0, f"orpo_sft_weight must be >= 0, got {self.orpo_sft_weight}")
         check(self.rpo_alpha >= 0, f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
-        check(self.rpo_alpha == 0.0 or self.loss != "orpo", "orpo has its own NLL term: set orpo_sft_weight, not rpo_alpha")
+        check(self.rpo_alpha == 0.0 or spec.nll_weight_field == "rpo_alpha",
+              f"{self.loss} has its own NLL term: set {spec.nll_weight_field}, not rpo_alpha")
         check(self.warn_margin > 0, f"warn_margin must be positive, got {self.warn_margin}")
         check(self.kto_desirable_weight > 0 and self.kto_undesirable_weight > 0, "kto weights must be positive")
 
@@ -96,13 +150,112 @@ class EvalPrefsConfig:
 
     model: str = ""  # the aligned policy (a dpo run folder or any model folder)
     base: str = ""  # the reference / starting model; empty: the `model` of the dpo run that wrote --model
-    data: PrefDataConfig = field(default_factory=lambda: PrefDataConfig(eval_fraction=0.0))
+    data: PairDataConfig = field(default_factory=lambda: PairDataConfig(eval_fraction=0.0))
     eval: PrefEvalConfig = field(default_factory=PrefEvalConfig)
-    max_length: int = 512
-    max_prompt_length: int = 256
+    max_length: int = 0  # 0: the model's context length
+    max_prompt_length: int = 0  # 0: half of max_length
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
         check(bool(self.model), "model is required: --model DIR")
-        check(1 <= self.max_prompt_length < self.max_length,
-              f"need 1 <= max_prompt_length ({self.max_prompt_length}) < max_length ({self.max_length})")
+        check_lengths(self.max_length, self.max_prompt_length)
+
+
+# ---------------------------------------------------------------------- sft, rm train, rm score, sample-prefs
+
+
+def _sft_train() -> TrainConfig:
+    return TrainConfig(max_steps=300, batch_size=16, lr=1e-4, warmup_steps=20, weight_decay=0.0, eval_every=50,
+                       eval_batches=4, log_every=10, checkpoint_every=100)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """`llmlab sft`: supervised fine-tuning on chats, the loss on the assistant's tokens."""
+
+    model: str = ""  # the model to fine-tune: an llmlab model folder or a local HF causal-LM folder
+    max_length: int = 0  # tokens per chat (and per pack); longer chats keep their beginning; 0: the model's context
+    packing: bool = False  # concatenate chats into sequences of max_length tokens
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: ChatDataConfig = field(default_factory=ChatDataConfig)
+    train: TrainConfig = field(default_factory=_sft_train)
+    resume: str = ""  # a run folder or checkpoint folder to continue from
+
+    def __post_init__(self) -> None:
+        check(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
+        check(self.max_length == 0 or self.max_length >= 2, f"max_length must be 0 (the model's) or >= 2, got {self.max_length}")
+
+
+def _rm_train() -> TrainConfig:
+    return TrainConfig(max_steps=300, batch_size=16, lr=5e-5, warmup_steps=20, weight_decay=0.0, eval_every=50,
+                       eval_batches=8, log_every=10, checkpoint_every=100)
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """`llmlab rm train`: a Bradley-Terry reward model on preference pairs."""
+
+    model: str = ""  # the trunk to start from: an llmlab model folder or a local HF causal-LM folder (an SFT run)
+    margin: float = 0.0  # Bradley-Terry margin: ask for r_chosen - r_rejected >= margin
+    max_length: int = 0  # prompt + response tokens per sequence; 0: the model's context length
+    max_prompt_length: int = 0  # longer prompts keep their end; 0: half of max_length
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: PairDataConfig = field(default_factory=lambda: PairDataConfig(eval_fraction=0.1))
+    train: TrainConfig = field(default_factory=_rm_train)
+    resume: str = ""  # a run folder or checkpoint folder to continue from
+
+    def __post_init__(self) -> None:
+        check(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
+        check_lengths(self.max_length, self.max_prompt_length)
+
+
+@dataclass(frozen=True)
+class ScoreRMConfig:
+    """`llmlab rm score`: rewards of one (prompt, response) or of a JSONL file of them."""
+
+    model: str = ""  # a reward model folder (an `llmlab rm train` run)
+    prompt: str = ""
+    response: str = ""
+    input: str = ""  # JSONL / JSON / parquet / HF dataset of {prompt, response}; writes one JSON line per row
+    max_length: int = 0  # 0: the reward model's context length
+    batch_size: int = 16
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required: --model DIR (a reward model folder)")
+        check(bool(self.input) != bool(self.prompt or self.response),
+              "give either --prompt and --response, or --input FILE")
+        check(self.max_length >= 0, f"max_length must be >= 0 (0: the model's), got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class SamplePrefsConfig:
+    """`llmlab sample-prefs`: on-policy preference pairs from a model's sampled answers."""
+
+    model: str = ""  # the policy whose answers are sampled: an llmlab or a local HF model folder
+    input: tuple[str, ...] = ()  # {"prompt": ...} rows (JSONL / JSON / parquet / HF dataset); empty: task world
+    n: int = 1000  # task-world train prompts to draw when no input is given
+    seed: int = 0
+    samples: int = 4  # answers per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 32  # sequences generated together
+    scorer: Literal["gold", "rm"] = "gold"  # gold: the task world's scorers; rm: reward_model
+    reward_model: str = ""  # a reward model folder, for scorer=rm
+    gold_chosen: bool = True  # gold scorer: when no answer gets full marks, the gold response is the chosen one
+    min_gap: float = 0.0  # a pair needs score(chosen) - score(rejected) > min_gap
+    strict: bool = True  # false: skip bad input rows (listed in log.txt) instead of stopping at the first
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required: --model DIR (the policy to sample from)")
+        check(self.n >= 1, f"n must be at least 1, got {self.n}")
+        check(self.samples >= 2, f"samples must be at least 2 (a pair needs two answers), got {self.samples}")
+        check(self.temperature > 0, f"temperature must be positive (sampling), got {self.temperature}")
+        check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
+        check(self.min_gap >= 0, f"min_gap must be >= 0, got {self.min_gap}")
+        check(self.scorer != "rm" or bool(self.reward_model), "scorer=rm needs reward_model=DIR")

@@ -1,4 +1,5 @@
-"""The DPO family of preference losses, as pure functions chosen by name from `LOSSES`.
+"""The DPO family of preference losses, as pure functions, and `LOSSES`: the table, by name, of how a
+trainer calls each one (`LossSpec`: its config fields, its log-probs, whether it needs a reference).
 
 Every function takes the policy's and the reference's log-probs of the chosen and rejected
 responses, (B,) each, and returns `(losses (B,), chosen_rewards (B,), rejected_rewards (B,))`,
@@ -9,11 +10,16 @@ per token (IPO as in TRL, SimPO, ORPO).
 
 Notation: h = (pi_c - pi_r) - (ref_c - ref_r), the margin of the policy's log-ratio over the
 reference's; sigma is the logistic function.
+
+The table is the one source of truth about the variants: align/preference.py (the trainer's glue)
+and align/config.py (which fields a loss accepts, and their defaults) read it; config.LossName
+repeats its names for `--loss` (a test checks that they agree).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +55,7 @@ def ipo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Ten
 
 
 def cdpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float,
-              label_smoothing: float = 0.1) -> Loss:
+              label_smoothing: float) -> Loss:
     """Conservative DPO (Mitchell 2023, https://ericmitchell.ai/cdpo.pdf): each label is taken to be
     flipped with probability eps, so the target is the eps-smoothed cross-entropy
     -(1 - eps) log sigma(beta h) - eps log sigma(-beta h). Summed log-probs."""
@@ -60,7 +66,7 @@ def cdpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Te
 
 
 def robust_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, *, beta: float,
-                label_smoothing: float = 0.1) -> Loss:
+                label_smoothing: float) -> Loss:
     """Robust DPO (Chowdhury et al. 2024, https://arxiv.org/abs/2403.00409): an unbiased estimate of
     the clean-label loss under flip rate eps < 1/2:
     (-(1 - eps) log sigma(beta h) + eps log sigma(-beta h)) / (1 - 2 eps). Summed log-probs."""
@@ -105,10 +111,36 @@ def kto_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Ten
     return losses, beta * chosen_r.detach(), beta * rejected_r.detach()
 
 
-LOSSES: dict[str, Callable[..., Loss]] = {
-    "sigmoid": sigmoid_loss, "hinge": hinge_loss, "ipo": ipo_loss, "cdpo": cdpo_loss, "robust": robust_loss,
-    "simpo": simpo_loss, "orpo": orpo_loss, "kto": kto_loss,
-}
-REFERENCE_FREE = frozenset({"simpo", "orpo"})
-MEAN_LOGPROBS = frozenset({"ipo", "simpo", "orpo"})  # losses defined on per-token mean log-probs
+DEFAULT_LABEL_SMOOTHING = 0.1  # cdpo / robust with label_smoothing unset; at 0 both are plain sigmoid DPO
 
+
+@dataclass(frozen=True)
+class LossSpec:
+    """How a trainer calls one loss: `fn(pc, pr, rc, rr, beta=..., **{params[f]: cfg.f})`.
+
+    Field names are those of align.config.DPOConfig; align/preference.py is the code that reads them.
+    """
+
+    fn: Callable[..., Loss]
+    params: Mapping[str, str] = field(default_factory=dict)  # DPOConfig field -> fn's keyword, beyond beta
+    defaults: Mapping[str, float] = field(default_factory=dict)  # DPOConfig field -> its value when left unset (None)
+    reference_free: bool = False  # no reference model: fn ignores rc, rr
+    mean_logprobs: bool = False  # defined on per-token mean log-probs, not sums
+    takes_kl: bool = False  # gets the trainer's detached KL(pi || pi_ref) estimate as `kl` (KTO's reference point)
+    nll_weight_field: str = "rpo_alpha"  # DPOConfig field weighting the chosen responses' NLL added to the loss
+
+
+# subtle: the order is align.config.LossName's (a test checks), which is the order `--help` lists.
+LOSSES: dict[str, LossSpec] = {
+    "sigmoid": LossSpec(sigmoid_loss),
+    "hinge": LossSpec(hinge_loss),
+    "ipo": LossSpec(ipo_loss, mean_logprobs=True),
+    "cdpo": LossSpec(cdpo_loss, {"label_smoothing": "label_smoothing"},
+                     defaults={"label_smoothing": DEFAULT_LABEL_SMOOTHING}),
+    "robust": LossSpec(robust_loss, {"label_smoothing": "label_smoothing"},
+                       defaults={"label_smoothing": DEFAULT_LABEL_SMOOTHING}),
+    "simpo": LossSpec(simpo_loss, {"simpo_gamma": "gamma"}, reference_free=True, mean_logprobs=True),
+    "orpo": LossSpec(orpo_loss, reference_free=True, mean_logprobs=True, nll_weight_field="orpo_sft_weight"),
+    "kto": LossSpec(kto_loss, {"kto_desirable_weight": "desirable_weight",
+                               "kto_undesirable_weight": "undesirable_weight"}, takes_kl=True),
+}

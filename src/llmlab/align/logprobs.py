@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -87,10 +87,18 @@ def _takes_logits_to_keep(cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
-def nll_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the masked tokens of the whole batch (the SFT loss):
-    every response token weighs the same, however long its sequence. `logits` may cover the last K
-    positions only."""
+def nll_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *,
+             reduction: Literal["mean", "sum"] = "mean") -> torch.Tensor:
+    """Next-token cross-entropy over the masked tokens of the whole batch (the SFT loss), their mean
+    or their sum: every response token weighs the same, however long its sequence. The trainers take
+    the sum and scale it by train/batches.py's rule, so the mean is over the global batch, not over
+    each micro-batch. `logits` may cover the last K positions only."""
     ids, mask = _crop(logits, ids, mask)
     targets = ids[:, 1:].masked_fill(~mask[:, 1:].bool(), -100)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                           reduction=reduction)
+
+
+def target_count(mask: torch.Tensor) -> int:
+    """The number of masked tokens `nll_loss` predicts (position 0 is never a target)."""
+    return int(mask[:, 1:].sum())

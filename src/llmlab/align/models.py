@@ -21,14 +21,13 @@ several adapters at once, and saving adapters alone (we always merge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from llmlab.config import check
+from llmlab.align.config import LoraConfig
 from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
 
@@ -38,26 +37,6 @@ if TYPE_CHECKING:
 Message = dict[str, str]
 LLMLAB_LORA_TARGETS = ("qkv", "o", "gate_up", "down")
 _EOS_NAMES = (END, "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
-
-
-@dataclass(frozen=True)
-class LoraConfig:
-    """LoRA adapters on the named linear layers; r = 0 turns LoRA off.
-
-    target_modules are module-name suffixes: llmlab's ("qkv", "o", "gate_up", "down"), or an HF
-    model's (e.g. "q_proj", "v_proj"; "c_attn" for GPT-2). Empty: llmlab's four for llmlab
-    models, every linear layer but the output head for HF models ("all-linear").
-    """
-
-    r: int = 0
-    alpha: float = 16.0  # the update is scaled by alpha / r
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check(self.r >= 0, f"lora.r must be >= 0 (0: no LoRA), got {self.r}")
-        check(self.alpha > 0, f"lora.alpha must be positive, got {self.alpha}")
-        check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -199,6 +178,45 @@ def _load_hf(directory: Path, *, device: str | torch.device, dtype: torch.dtype 
     return model.to(device), ChatTokenizer(tokenizer)
 
 
+def load_trainee(path: str, *, resume: str, lora: LoraConfig, device: str | torch.device,
+                 gradient_checkpointing: bool) -> tuple[nn.Module, ChatTokenizer]:
+    """The policy a trainer starts from: `path` (+ fresh LoRA adapters), or, resuming full-weight
+    training, the checkpoint's policy folder (with LoRA the base model again: the checkpoint's
+    adapters go in with train.checkpoint.restore)."""
+    source = resume if resume and not lora.r else path
+    return load_policy(source, device=device, lora=lora if lora.r else None,
+                       gradient_checkpointing=gradient_checkpointing)
+
+
+def context_length(model: nn.Module) -> int:
+    """Tokens the model attends over: llmlab's max_seq_len, an HF config's max_position_embeddings
+    (n_positions for GPT-2). A reward model answers for its trunk."""
+    base = getattr(model, "module", model)
+    base = getattr(base, "trunk", base)
+    if is_llmlab(base):
+        return int(base.cfg.max_seq_len)
+    config = getattr(base, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(getattr(config, name, None), int):
+            return int(getattr(config, name))
+    raise UserError(f"cannot tell the context length of {type(base).__name__}: set max_length")
+
+
+def sequence_lengths(model: nn.Module, max_length: int, max_prompt_length: int = 0) -> tuple[int, int]:
+    """(max_length, max_prompt_length) to encode with: 0 means the model's context length and half of
+    max_length. A max_length longer than the model's context is refused: positions past it were
+    never trained (llmlab's rotary tables end there) and the run would fail mid-way."""
+    context = context_length(model)
+    length = max_length or context
+    if length > context:
+        raise UserError(f"max_length ({length}) is longer than the model's context ({context} tokens); "
+                        f"set max_length={context} or less (0: the model's)")
+    prompt = max_prompt_length or length // 2
+    if not 1 <= prompt < length:
+        raise UserError(f"need 1 <= max_prompt_length ({prompt}) < max_length ({length})")
+    return length, prompt
+
+
 def is_llmlab(model: nn.Module) -> bool:
     from llmlab.model.llama import Transformer
 
@@ -270,13 +288,3 @@ def save_policy(model: nn.Module, tokenizer: ChatTokenizer, directory: str | Pat
         model.save_pretrained(str(directory), state_dict=state, safe_serialization=True)
         tokenizer.save(directory)
     return directory
-
-
-def save_policy_checkpoint(root: Path, step: int, *, model: nn.Module, tokenizer: ChatTokenizer,
-                           optimizer_state: dict[str, Any], cfg: Any, counters: dict[str, Any], keep: int) -> Path:
-    """train/checkpoint.py's layout for any policy: RUN/checkpoints/step-N/ holds a model folder that
-    `load_policy` reads (llmlab or HF, LoRA merged), trainer_state.pt and config.yaml."""
-    from llmlab.train.checkpoint import save_checkpoint
-
-    return save_checkpoint(root, step, write_model=lambda d: save_policy(model, tokenizer, d),
-                           optimizer_state=optimizer_state, cfg=cfg, counters=counters, keep=keep)

@@ -28,43 +28,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from llmlab.config import check
+from llmlab.align.config import SamplePrefsConfig
 from llmlab.errors import UserError
 
 Scorer = Callable[[list[tuple[str, str]]], list[float]]
-
-
-@dataclass(frozen=True)
-class SamplePrefsConfig:
-    """`llmlab sample-prefs`: on-policy preference pairs from a model's sampled answers."""
-
-    model: str = ""  # the policy whose answers are sampled: an llmlab or a local HF model folder
-    input: tuple[str, ...] = ()  # {"prompt": ...} rows (JSONL / JSON / parquet / HF dataset); empty: task world
-    n: int = 1000  # task-world train prompts to draw when no input is given
-    seed: int = 0
-    samples: int = 4  # answers per prompt
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    batch_size: int = 32  # sequences generated together
-    scorer: Literal["gold", "rm"] = "gold"  # gold: the task world's scorers; rm: reward_model
-    reward_model: str = ""  # a reward model folder, for scorer=rm
-    gold_chosen: bool = True  # gold scorer: when no answer gets full marks, the gold response is the chosen one
-    min_gap: float = 0.0  # a pair needs score(chosen) - score(rejected) > min_gap
-    strict: bool = True  # false: skip bad input rows (listed in log.txt) instead of stopping at the first
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    def __post_init__(self) -> None:
-        check(bool(self.model), "model is required: --model DIR (the policy to sample from)")
-        check(self.n >= 1, f"n must be at least 1, got {self.n}")
-        check(self.samples >= 2, f"samples must be at least 2 (a pair needs two answers), got {self.samples}")
-        check(self.temperature > 0, f"temperature must be positive (sampling), got {self.temperature}")
-        check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
-        check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
-        check(self.min_gap >= 0, f"min_gap must be >= 0, got {self.min_gap}")
-        check(self.scorer != "rm" or bool(self.reward_model), "scorer=rm needs reward_model=DIR")
 
 
 def pair_from_samples(samples: Sequence[str], scores: Sequence[float], *, gold: str | None = None,
@@ -155,11 +124,11 @@ def sample_prefs(cfg: SamplePrefsConfig, *, out: Path | None = None, quiet: bool
     """Sample, score, pair; return the run folder (prefs.jsonl, summary.json)."""
     import torch
 
-    from llmlab.align.evaluate import chat_responses
+    from llmlab.align.generation import chat_responses
     from llmlab.align.models import load_policy
     from llmlab.files import write_json_atomic, write_jsonl_atomic
+    from llmlab.model.device import pick_device
     from llmlab.runs import progress_bar, start_run
-    from llmlab.train.distributed import pick_device
 
     run = start_run("sample-prefs", cfg, out=out, quiet=quiet)
     device = pick_device(cfg.device)

@@ -91,10 +91,14 @@ def reward_model_from_policy(policy: nn.Module) -> RewardModel:
 
 
 @torch.no_grad()
-def score_texts(rm: RewardModel, tok: ChatTokenizer, pairs: list[tuple[Any, str]], *, max_length: int = 1024,
+def score_texts(rm: RewardModel, tok: ChatTokenizer, pairs: list[tuple[Any, str]], *, max_length: int = 0,
                 batch_size: int = 16) -> list[float]:
     """Rewards of (prompt, response) pairs; the prompt is a string or a message list, rendered by
-    the tokenizer's chat template. Over-long sequences keep the prompt's end and the response's start."""
+    the tokenizer's chat template. Over-long sequences (past max_length; 0: the trunk's context)
+    keep the prompt's end and the response's start."""
+    from llmlab.align.models import sequence_lengths
+
+    max_length, _ = sequence_lengths(rm, max_length)
     device = rm.score.weight.device
     rm.eval()
     out: list[float] = []

@@ -12,11 +12,11 @@ __all__ = ["BACKENDS", "BlockLayout", "attention", "bigbird", "local_global", "l
 
 def __getattr__(name: str) -> Any:
     if name in ("attention", "BACKENDS"):
-        from llmlab.attention import functional
+        from llmlab.attention import functional  # torch: on first use, so the NumPy modules stay light
 
         return getattr(functional, name)
     if name in ("BlockLayout", "bigbird", "local_global", "local_strided"):
-        from llmlab.attention import masks
+        from llmlab.attention import masks  # torch: on first use, so the NumPy modules stay light
 
         return getattr(masks, name)
     raise AttributeError(name)

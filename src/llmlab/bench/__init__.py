@@ -1,8 +1,12 @@
 """Benchmark helpers shared by `benchmarks/*.py` and `llmlab bench ...`.
 
-    attention   naive vs sdpa vs flash: correctness, then time, achieved GFLOP/s and peak
-                memory of prefill (forward, forward+backward) and decode, MHA and GQA
+    harness            the measuring harness every benchmark uses: timings (median, min, p95),
+                       peak RSS of fresh processes, machine and load header, ratio tables, results files
+    attention          `llmlab bench attention`: its config, the run over all cases, the command
+    attention_cases    what it measures: naive vs sdpa vs flash, correctness, then prefill
+                       (forward, forward+backward) time and peak memory, and decode, MHA and GQA
+    attention_report   the issue's targets, the markdown table and the plot
 
-Each module returns plain rows (dicts) and formats them as a markdown table; the scripts and
-the commands only choose sizes and where the files go. Modules import torch on first use.
+Cases return plain rows (dicts); the scripts and the commands only choose sizes and where the
+files go. Nothing here imports torch at module import (`llmlab --help` stays fast).
 """

@@ -14,12 +14,9 @@ whole text, content included: that is HF's behaviour, not llmlab's).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 from llmlab.errors import DataError
-
-if TYPE_CHECKING:
-    from llmlab.tokenizers.base import Tokenizer
 
 ROLES = ("system", "user", "assistant")
 END = "<|end|>"
@@ -29,6 +26,14 @@ LLMLAB_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+
+
+class TextEncoder(Protocol):
+    """What rendering needs of a tokenizer; every llmlab `Tokenizer` is one (data sits below tokenizers/)."""
+
+    def encode(self, text: str, *, allowed_special: Literal["all"]) -> list[int]: ...
+
+    def encode_ordinary(self, text: str) -> list[int]: ...
 
 
 def check_messages(messages: Any, *, where: str = "") -> list[dict[str, str]]:
@@ -52,7 +57,7 @@ def render_text(messages: Sequence[dict[str, str]], *, add_generation_prompt: bo
     return text + ("<|assistant|>\n" if add_generation_prompt else "")
 
 
-def render_ids(tokenizer: Tokenizer, messages: Sequence[dict[str, str]], *,
+def render_ids(tokenizer: TextEncoder, messages: Sequence[dict[str, str]], *,
                add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
     """(ids, assistant mask): the mask is True on the tokens an SFT loss trains on, i.e. each
     assistant message's content and its closing <|end|>, not the role marker or the newlines.

@@ -8,8 +8,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from llmlab.cli import Context
+from llmlab.context import Context
 from llmlab.data.config import GenerateConfig, ScoreConfig, ValidateConfig
+from llmlab.data.corpora import GENERATORS, TEXT_KINDS
+from llmlab.data.loaders import load_rows
+from llmlab.data.multilingual import LANGUAGES
+from llmlab.data.scoring import format_report, score_responses
 from llmlab.errors import UserError
 from llmlab.files import atomic_open, write_json_atomic
 from llmlab.runs import progress
@@ -21,8 +25,6 @@ def _say(ctx: Context, message: str) -> None:
 
 
 def generate(cfg: GenerateConfig, ctx: Context) -> int:
-    from llmlab.data.corpora import GENERATORS, TEXT_KINDS
-
     rows = GENERATORS[cfg.kind](cfg)
     as_text = cfg.kind in TEXT_KINDS and cfg.out.endswith(".txt")
     if not as_text and cfg.out != "-" and not cfg.out.endswith(".jsonl"):
@@ -30,8 +32,6 @@ def generate(cfg: GenerateConfig, ctx: Context) -> int:
     stats: Counter[str] = Counter()
     total = None if cfg.chars else cfg.n
     if cfg.kind == "multilingual":
-        from llmlab.data.multilingual import LANGUAGES
-
         total = cfg.n * len(LANGUAGES)
     sep = TEXT_KINDS.get(cfg.kind, "")
 
@@ -73,9 +73,6 @@ def _summary(cfg: GenerateConfig, stats: Counter[str]) -> str:
 
 
 def score(cfg: ScoreConfig, ctx: Context) -> int:
-    from llmlab.data.loaders import load_rows
-    from llmlab.data.scoring import format_report, score_responses
-
     loaded = load_rows(cfg.input, "responses", strict=cfg.strict)
     for problem in loaded.skipped:
         _say(ctx, f"skipped: {problem}")
@@ -90,8 +87,6 @@ def score(cfg: ScoreConfig, ctx: Context) -> int:
 
 
 def validate(cfg: ValidateConfig, ctx: Context) -> int:
-    from llmlab.data.loaders import load_rows
-
     loaded = load_rows(cfg.input, cfg.schema, strict=cfg.strict)
     for problem in loaded.skipped:
         print(problem)

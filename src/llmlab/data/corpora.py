@@ -26,6 +26,7 @@ from typing import Any
 from llmlab.data.answers import REFUSALS, is_refusal
 from llmlab.data.config import GenerateConfig
 from llmlab.data.families.world_qa import fact_lines
+from llmlab.data.multilingual import code_mixed, parallel_sentences
 from llmlab.data.task import Task
 from llmlab.data.tasks import FAMILIES, sample_tasks
 from llmlab.data.world import World, build_world
@@ -207,8 +208,6 @@ def pretrain_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
 def multilingual_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
     """`cfg.n` parallel sentences, one row per language: {"lang": "ru", "text": ..., "id": 3}; rows of
     one id are translations of each other (multilingual.py)."""
-    from llmlab.data.multilingual import parallel_sentences
-
     for i, row in enumerate(parallel_sentences(cfg.n, cfg.seed)):
         for lang, text in row.items():
             yield {"lang": lang, "text": text, "id": i}
@@ -216,8 +215,6 @@ def multilingual_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
 
 def code_mixed_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:
     """`cfg.n` code-mixed samples (Hinglish, Hindi + English, Python with non-English comments)."""
-    from llmlab.data.multilingual import code_mixed
-
     for i, text in enumerate(code_mixed(cfg.n, cfg.seed)):
         yield {"lang": "mixed", "text": text, "id": i}
 

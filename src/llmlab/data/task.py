@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab.data.answers import is_refusal
 from llmlab.data.config import TaskConfig
 from llmlab.data.world import World
 
@@ -23,6 +24,9 @@ class Task:
     answer: str  # the canonical gold response (a refusal for unsafe prompts)
     key: str  # the problem's identity: decides its split, shared by look-alike tasks
     data: dict[str, Any] = field(default_factory=dict, hash=False)  # what the scorer needs
+    # The family that made the task and scores it (for `sort`, the letters or the numbers half).
+    # Not part of a task's identity: two tasks with the same fields are equal, whoever made them.
+    scorer: Family | None = field(default=None, compare=False, repr=False)
 
     @property
     def should_refuse(self) -> bool:
@@ -34,16 +38,13 @@ class Task:
         Refusing a task that should be answered scores 0, whatever words the refusal
         shares with the answer: partial credit is for attempts, not for declining.
         """
-        from llmlab.data.answers import is_refusal
-        from llmlab.data.tasks import FAMILIES
-
         if not self.should_refuse and is_refusal(response):
             return 0.0
-        return FAMILIES[self.family].score(self, response)
+        if self.scorer is None:
+            raise ValueError(f"this {self.family!r} task was not made by a Family, so nothing can score it")
+        return self.scorer.score(self, response)
 
     def is_refusal(self, response: str) -> bool:
-        from llmlab.data.answers import is_refusal
-
         return is_refusal(response)
 
 

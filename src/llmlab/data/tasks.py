@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from llmlab.data.config import TaskConfig, WorldConfig
+from llmlab.data.config import FAMILY_NAMES, TaskConfig, WorldConfig
 from llmlab.data.families.formatting import Format
 from llmlab.data.families.numbers import Arithmetic, Compare
 from llmlab.data.families.safety import Benign, Unsafe
@@ -27,6 +27,8 @@ from llmlab.errors import UserError
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (Arithmetic(), Reverse(), Sort(), Count(), Compare(), Format(), WorldQA(), Unsafe(), Benign())
 }
+if tuple(FAMILIES) != FAMILY_NAMES:  # TaskConfig checks family names against config.FAMILY_NAMES
+    raise RuntimeError(f"config.FAMILY_NAMES {FAMILY_NAMES} differs from the families {tuple(FAMILIES)}")
 
 _MAX_TRIES = 10_000
 

@@ -15,4 +15,5 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(name)
     import importlib
 
+    # torch: on first use, so that `llmlab.model.config` (read by command configs) stays light
     return getattr(importlib.import_module(f"llmlab.model.{_WHERE[name]}"), name)

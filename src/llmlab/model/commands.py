@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from llmlab.cli import Context
 from llmlab.config import check
+from llmlab.context import Context
+from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
-
-if TYPE_CHECKING:
-    from llmlab.tokenizers.base import Tokenizer
+from llmlab.tokenizers.base import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,11 @@ class ExportHFConfig:
 
 
 def _load(opts: SamplingOptions) -> tuple[Any, Tokenizer, Any]:
+    # torch and the modules on it are imported when a command runs, not with its config (`--print-config`)
     import torch
 
+    from llmlab.model.device import pick_device
     from llmlab.model.io import load_model
-    from llmlab.train.distributed import pick_device
 
     device = pick_device(opts.device)
     model, tokenizer = load_model(opts.model, device=device,
@@ -80,15 +81,13 @@ def _load(opts: SamplingOptions) -> tuple[Any, Tokenizer, Any]:
 
 
 def _sampling(opts: SamplingOptions, stop_tokens: tuple[int, ...]) -> Any:
-    from llmlab.model.generate import SamplingConfig
+    from llmlab.model.generate import SamplingConfig  # torch: imported when the command runs
 
     return SamplingConfig(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_k=opts.top_k,
                           top_p=opts.top_p, repetition_penalty=opts.repetition_penalty, stop_tokens=stop_tokens)
 
 
 def _stop_tokens(tokenizer: Tokenizer) -> tuple[int, ...]:
-    from llmlab.data.chat import END
-
     names = (END, "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
     return tuple(tokenizer.special_tokens[n] for n in names if n in tokenizer.special_tokens)
 
@@ -104,7 +103,7 @@ def _fit(ids: list[int], model: Any, max_new_tokens: int) -> list[int]:
 
 def _stream(model: Any, tokenizer: Tokenizer, ids: list[int], opts: SamplingOptions, generator: Any) -> str:
     """Print the continuation as it is generated; return it."""
-    from llmlab.model.generate import Engine
+    from llmlab.model.generate import Engine  # torch: imported when the command runs
 
     stops = _stop_tokens(tokenizer)
     decoder = tokenizer.stream_decoder()
@@ -125,15 +124,11 @@ def _stream(model: Any, tokenizer: Tokenizer, ids: list[int], opts: SamplingOpti
 def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, str]], model_dir: str) -> list[int]:
     """The model's own chat template when its folder carries one (tokenizer_config.json, HF style),
     else llmlab's; ends with the assistant's turn opening."""
-    import json
-
-    from llmlab.data.chat import render_ids
-
     config = Path(model_dir) / "tokenizer_config.json"
     template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
     if not template:
         return render_ids(tokenizer, messages, add_generation_prompt=True)[0]
-    import jinja2.sandbox
+    import jinja2.sandbox  # an optional dependency (it comes with transformers), needed for HF templates only
 
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     text = env.from_string(template).render(messages=messages, add_generation_prompt=True,
@@ -181,6 +176,7 @@ def chat(cfg: ChatConfig, ctx: Context) -> int:
 
 
 def export_hf(cfg: ExportHFConfig, ctx: Context) -> int:
+    # torch: imported when the command runs, not with its config
     from llmlab.model.hf_io import export_hf as write_hf
     from llmlab.model.io import is_llmlab_model, load_model
 

@@ -26,18 +26,20 @@ per-layer window patterns, and pickled `pytorch_model.bin` weights (never unpick
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors.torch import save
 
+from llmlab.data.chat import LLMLAB_CHAT_TEMPLATE
 from llmlab.errors import UserError
 from llmlab.files import atomic_open, write_json_atomic
 from llmlab.model.config import ModelConfig
-
-if TYPE_CHECKING:
-    from llmlab.model.llama import Transformer
-    from llmlab.tokenizers.base import Tokenizer
+from llmlab.model.llama import Transformer
+from llmlab.model.weights import load_model_tokenizer, load_state, read_safetensors
+from llmlab.tokenizers.base import Tokenizer
 
 _ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
@@ -174,10 +176,6 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, *, source: str)
 def export_hf(model: Transformer, directory: str | Path, tokenizer: Tokenizer | None = None, *,
               eos_token: str | None = None) -> Path:
     """Write an HF folder that `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer` load."""
-    from safetensors.torch import save
-
-    from llmlab.data.chat import LLMLAB_CHAT_TEMPLATE
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     specials = tokenizer.special_tokens if tokenizer is not None else {}
@@ -188,9 +186,7 @@ def export_hf(model: Transformer, directory: str | Path, tokenizer: Tokenizer | 
     write_json_atomic(directory / "config.json", to_hf_config(model.cfg, bos_id=None, eos_id=eos_id))
     write_json_atomic(directory / "generation_config.json", {"eos_token_id": eos_id, "bos_token_id": None})
     if tokenizer is not None:
-        from llmlab.tokenizers.hf_io import save_tokenizer
-
-        save_tokenizer(tokenizer, directory)
+        tokenizer.save(directory)
         write_json_atomic(directory / "tokenizer_config.json", {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": model.cfg.max_seq_len,
@@ -202,8 +198,6 @@ def export_hf(model: Transformer, directory: str | Path, tokenizer: Tokenizer | 
 
 
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
-    from llmlab.model.io import read_safetensors
-
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         pickled = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
@@ -219,11 +213,6 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 def from_hf(directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
             overrides: dict[str, Any] | None = None) -> tuple[Transformer, Tokenizer | None]:
     """(llmlab model in eval mode, tokenizer or None) from a local HF Llama/Mistral/Qwen2 folder."""
-    from dataclasses import replace
-
-    from llmlab.model.io import load_model_tokenizer, load_state
-    from llmlab.model.llama import Transformer
-
     directory = Path(directory)
     config_path = directory / "config.json"
     try:

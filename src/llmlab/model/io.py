@@ -12,19 +12,21 @@ Face Llama-architecture folder (config.json + safetensors) and converts it (hf_i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors.torch import save
 
 from llmlab.config import ConfigError, from_dict, read_yaml, to_yaml
 from llmlab.errors import UserError
 from llmlab.files import atomic_open, write_text_atomic
 from llmlab.model.config import ModelConfig
-
-if TYPE_CHECKING:
-    from llmlab.model.llama import Transformer
-    from llmlab.tokenizers.base import Tokenizer
+from llmlab.model.hf_io import from_hf
+from llmlab.model.llama import Transformer
+from llmlab.model.weights import load_model_tokenizer, load_state, read_safetensors
+from llmlab.tokenizers.base import Tokenizer
 
 CONFIG_FILE = "model.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,8 +39,6 @@ def save_model(model: Transformer, directory: str | Path, tokenizer: Tokenizer |
 def save_weights(cfg: ModelConfig, state: dict[str, torch.Tensor], directory: str | Path,
                  tokenizer: Tokenizer | None = None) -> None:
     """Write a model folder from a config and a state dict (e.g. one gathered from FSDP shards)."""
-    from safetensors.torch import save
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in state.items() if k not in ("cos", "sin")}
@@ -75,14 +75,8 @@ def load_model(directory: str | Path, *, device: str | torch.device = "cpu", dty
         raise UserError(f"{directory}: no such model folder")
     if not is_llmlab_model(directory):
         if (directory / "config.json").is_file():
-            from llmlab.model.hf_io import from_hf
-
             return from_hf(directory, device=device, dtype=dtype, overrides=overrides)
         raise UserError(f"{directory}: not a model folder (no {CONFIG_FILE}, no HF config.json)")
-    from dataclasses import replace
-
-    from llmlab.model.llama import Transformer
-
     cfg = read_model_config(directory)
     if overrides:
         cfg = replace(cfg, **overrides)
@@ -101,44 +95,3 @@ def load_model(directory: str | Path, *, device: str | torch.device = "cpu", dty
     if dtype is not None:
         model = model.to(dtype)
     return model.eval(), load_model_tokenizer(directory)
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a truncated or foreign file is a one-line UserError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
-
-
-def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """Copy `state` into `model`, naming missing, unexpected and mis-shaped tensors in one line."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserError(f"{source}: weights do not match the config (missing: {missing[:4]}, "
-                        f"unexpected: {unexpected[:4]})")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise UserError(f"{source}: {name} has shape {tuple(tensor.shape)}, the config needs "
-                            f"{tuple(expected[name].shape)}")
-    model.load_state_dict(state, strict=True, assign=False)
-    model.cos, model.sin = _rotary(model)
-
-
-def _rotary(model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
-    from llmlab.model.llama import rotary_tables
-
-    return rotary_tables(model.cfg, device=model.embed.weight.device)
-
-
-def load_model_tokenizer(directory: str | Path) -> Tokenizer | None:
-    if not (Path(directory) / "tokenizer.json").is_file():
-        return None
-    from llmlab.tokenizers.hf_io import load_tokenizer
-
-    return load_tokenizer(directory)

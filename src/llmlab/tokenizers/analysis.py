@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import regex
 
+from llmlab.errors import UserError
 from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.bytelevel import visible
 
@@ -296,8 +297,6 @@ def premiums(token_counts: Mapping[str, int], *, base: str = "en") -> dict[str, 
     {'en': 1.0, 'hi': 2.5, 'ja': 1.2}
     """
     if token_counts.get(base, 0) <= 0:
-        from llmlab.errors import UserError
-
         raise UserError(f"the premium needs a non-empty {base!r} text as the base")
     return {lang: n / token_counts[base] for lang, n in token_counts.items()}
 

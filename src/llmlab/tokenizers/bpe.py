@@ -26,11 +26,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import Tokenizer
-from llmlab.tokenizers.normalizers import NORMALIZERS
+from llmlab.tokenizers.bytelevel import to_chars, visible
+from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+from llmlab.tokenizers.tiktoken_io import to_tiktoken
 
 _CACHE_LIMIT = 1 << 20  # chunks; the cache is cleared when it grows past this
+
+# tokenizer.json steps that `save` writes and hf_io.py reads back (hf_io.py describes the format):
+# "a space before the text unless it starts with one", as an HF pre-tokenizer step
+HF_PREFIX_SPACE = {"type": "Metaspace", "replacement": " ", "prepend_scheme": "always", "split": False}
+HF_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
 
 
 T = TypeVar("T")
@@ -186,15 +195,61 @@ class BPETokenizer(Tokenizer):
     # ------------------------------------------------------------------ files
 
     def save(self, directory: str | Path) -> None:
-        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`."""
-        from llmlab.tokenizers.hf_io import save_tokenizer
+        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`,
+        each written atomically into `directory`."""
+        directory = Path(directory)
+        write_json_atomic(directory / "tokenizer.json", self.to_hf_json())
+        write_text_atomic(directory / "vocab.txt", self.vocab_listing())
 
-        save_tokenizer(self, directory)
+    def to_hf_json(self) -> dict[str, Any]:
+        """The tokenizer.json object, with HF's field set and field order (read back by hf_io.py)."""
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [added_token(text, i) for text, i in sorted(self.special_tokens.items(), key=lambda t: t[1])],
+            "normalizer": None if self.normalizer == "none" else {"type": HF_NORMALIZER_TYPES[self.normalizer]},
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                *([dict(HF_PREFIX_SPACE)] if self.add_prefix_space else []),
+                {"type": "Split", "pattern": {"Regex": self.pre_tokenizer.pattern}, "behavior": "Isolated",
+                 "invert": False},
+                {**HF_BYTE_LEVEL, "add_prefix_space": False, "use_regex": False},
+            ]},
+            "post_processor": None,
+            "decoder": dict(HF_BYTE_LEVEL),
+            "model": {
+                "type": "BPE",
+                "dropout": None,
+                "unk_token": None,
+                "continuing_subword_prefix": None,
+                "end_of_word_suffix": None,
+                "fuse_unk": False,
+                "byte_fallback": False,
+                "ignore_merges": self.ignore_merges,
+                "vocab": {to_chars(b): i for b, i in sorted(self.vocab.items(), key=lambda t: t[1])},
+                "merges": [[to_chars(a), to_chars(b)] for a, b in self.merges],
+            },
+        }
+
+    def vocab_listing(self) -> str:
+        """vocab.txt: one line per token, by id: `id<TAB>visible token<TAB>merge rank | - | special`.
+
+            0   <0x00>          -        a byte: no merge made it
+            32  ␣               -
+            256 ␣t              0        made by merge 0
+            999 <|endoftext|>   special
+        """
+        rows: list[tuple[int, str, str]] = []
+        for token, i in self.vocab.items():
+            rank = self.merge_rank(i)
+            rows.append((i, visible(token), "-" if rank is None else str(rank)))
+        for text, i in self.special_tokens.items():
+            rows.append((i, visible(text.encode("utf-8")), "special"))
+        rows.sort()
+        return "".join(f"{i}\t{token}\t{rank}\n" for i, token, rank in rows)
 
     def to_tiktoken(self, name: str = "llmlab") -> Any:
         """A `tiktoken.Encoding` with the same pattern, merges and specials (needs ids in merge order)."""
-        from llmlab.tokenizers.tiktoken_io import to_tiktoken
-
         return to_tiktoken(self, name)
 
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 import time
@@ -10,9 +11,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmlab.cli import Context
+from llmlab.context import Context
+from llmlab.data.config import GenerateConfig
+from llmlab.data.corpora import pretrain_documents
+from llmlab.data.multilingual import LANGUAGES, code_mixed, language_corpus, parallel_sentences
 from llmlab.errors import UserError
+from llmlab.plotting import new_figure, save_figure
 from llmlab.runs import progress_bar, start_run
+from llmlab.tokenizers.analysis import analyze, parallel_premiums
+from llmlab.tokenizers.bpe import BPETokenizer
+from llmlab.tokenizers.bpe_train import check_training_args, train_bpe
+from llmlab.tokenizers.bytelevel import visible
 from llmlab.tokenizers.config import (
     CompareConfig,
     DecodeConfig,
@@ -23,14 +32,16 @@ from llmlab.tokenizers.config import (
     TrainTokenizerConfig,
     parse_size,
 )
+from llmlab.tokenizers.extend import extend_bpe, extension_gain, learn_domain_merges, merges_for_tokens
+from llmlab.tokenizers.hf_io import load_tokenizer
+from llmlab.tokenizers.sampling import balanced_corpus, language_weights
+from llmlab.tokenizers.trainers import AlgorithmUnavailable, train_tokenizer
 
 # Background colours for token boundaries in a terminal (ANSI 256-colour, soft tones).
 _COLOURS = (153, 186, 217, 151, 223, 189)
 
 
 def train(cfg: TrainTokenizerConfig, ctx: Context) -> int:
-    from llmlab.tokenizers.bpe_train import check_training_args, train_bpe
-
     for path in (*cfg.input, *(item.partition("=")[2] for item in cfg.language_input)):
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
@@ -75,8 +86,6 @@ def train(cfg: TrainTokenizerConfig, ctx: Context) -> int:
 
 def _language_texts(cfg: TrainTokenizerConfig, run: Any) -> list[str]:
     """The per-language inputs, re-sampled with p_i ∝ n_i^alpha when language_alpha is set."""
-    from llmlab.tokenizers.sampling import balanced_corpus, language_weights
-
     texts = {lang: _read_text(path, cfg.errors) for lang, _, path in (i.partition("=") for i in cfg.language_input)}
     if cfg.language_alpha is not None:
         texts = balanced_corpus(texts, cfg.language_alpha)
@@ -87,8 +96,6 @@ def _language_texts(cfg: TrainTokenizerConfig, run: Any) -> list[str]:
 
 def _train_other(cfg: TrainTokenizerConfig, run: Any, texts: list[str] | None) -> int:
     """WordPiece and Unigram, through trainers.py (BPE keeps its progress bars in `train`)."""
-    from llmlab.tokenizers.trainers import train_tokenizer
-
     if texts is None:
         texts = _builtin_pretrain(cfg.corpus_chars, run)
     start = time.perf_counter()
@@ -106,9 +113,6 @@ def _train_other(cfg: TrainTokenizerConfig, run: Any, texts: list[str] | None) -
 
 
 def _builtin_pretrain(chars: int, run: Any) -> list[str]:
-    from llmlab.data.config import GenerateConfig
-    from llmlab.data.corpora import pretrain_documents
-
     run.log(f"no --input: training on {chars:,} characters of the task world's pretraining corpus")
     return list(pretrain_documents(GenerateConfig(kind="pretrain", chars=chars)))
 
@@ -124,9 +128,6 @@ def _read_text(path: str, errors: str) -> str:
 
 
 def encode(cfg: EncodeConfig, ctx: Context) -> int:
-    from llmlab.tokenizers import load_tokenizer
-    from llmlab.tokenizers.bytelevel import visible
-
     tok = load_tokenizer(cfg.tokenizer)
     text = cfg.text if cfg.text is not None else _read_text(cfg.input or "", cfg.errors)
     allowed = "all" if cfg.allowed_special == ("all",) else cfg.allowed_special
@@ -146,8 +147,6 @@ def encode(cfg: EncodeConfig, ctx: Context) -> int:
 
 
 def decode(cfg: DecodeConfig, ctx: Context) -> int:
-    from llmlab.tokenizers import load_tokenizer
-
     tok = load_tokenizer(cfg.tokenizer)
     raw = cfg.ids if cfg.ids is not None else _read_text(cfg.input or "", "strict")
     ids: list[int] = []
@@ -163,8 +162,6 @@ def decode(cfg: DecodeConfig, ctx: Context) -> int:
 
 
 def _load_all(paths: Sequence[str]) -> dict[str, Any]:
-    from llmlab.tokenizers import load_tokenizer
-
     names = [Path(p).name or p for p in paths]
     if len(set(names)) < len(names):  # two folders of one name: tell them apart by full path
         names = list(paths)
@@ -173,8 +170,6 @@ def _load_all(paths: Sequence[str]) -> dict[str, Any]:
 
 def _builtin_eval(n: int, seed: int) -> tuple[dict[str, str], list[dict[str, str]]]:
     """({"builtin:en": text, ...}, the parallel rows) of the built-in multilingual sentences."""
-    from llmlab.data.multilingual import parallel_sentences
-
     rows = parallel_sentences(n, seed)
     return {f"builtin:{lang}": "\n".join(r[lang] for r in rows) + "\n" for lang in rows[0]}, rows
 
@@ -198,8 +193,6 @@ def _stat_cells(s: Any) -> list[Any]:
 
 
 def stats(cfg: StatsConfig, ctx: Context) -> int:
-    from llmlab.tokenizers.analysis import analyze, parallel_premiums
-
     toks = _load_all(cfg.tokenizer)
     if cfg.eval:
         texts = {Path(p).name: _read_text(p, "strict") for p in cfg.eval}
@@ -228,8 +221,6 @@ def stats(cfg: StatsConfig, ctx: Context) -> int:
 
 def _length_histogram(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Share of tokens by length in bytes, one bar group per tokenizer (all eval texts together)."""
-    from llmlab.viz.figures import new_figure, save_figure
-
     totals: dict[str, dict[int, int]] = {}
     for name, per in results.items():
         hist: dict[int, int] = {}
@@ -252,10 +243,6 @@ def _length_histogram(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def compare(cfg: CompareConfig, ctx: Context) -> int:
-    import html
-
-    from llmlab.tokenizers.analysis import analyze
-
     toks = _load_all(cfg.tokenizer)
     text = cfg.text if cfg.text is not None else _read_text(cfg.input or "", "strict")
     run = start_run("tokenizer-compare", cfg, out=ctx.out, quiet=ctx.quiet)
@@ -284,8 +271,6 @@ def compare(cfg: CompareConfig, ctx: Context) -> int:
 
 def _shown(piece: bytes) -> str:
     """A token's text, or <0xNN> for bytes that are part of a character."""
-    from llmlab.tokenizers.bytelevel import visible
-
     try:
         return piece.decode("utf-8")
     except UnicodeDecodeError:
@@ -300,9 +285,6 @@ def _html_colour(ansi: int) -> str:
 
 
 def sweep(cfg: SweepConfig, ctx: Context) -> int:
-    from llmlab.tokenizers.analysis import analyze
-    from llmlab.tokenizers.trainers import AlgorithmUnavailable, train_tokenizer
-
     for path in (*cfg.input, *cfg.eval):
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
@@ -312,8 +294,6 @@ def sweep(cfg: SweepConfig, ctx: Context) -> int:
     if cfg.eval:
         eval_text = "".join(_read_text(p, "strict") for p in cfg.eval)
     else:
-        from llmlab.data.multilingual import code_mixed
-
         eval_text = "".join(_builtin_eval(100, seed=1)[0].values()) + "\n".join(code_mixed(60, seed=1))
     rows: list[dict[str, Any]] = []
     for algo in cfg.algos:
@@ -345,16 +325,12 @@ def sweep(cfg: SweepConfig, ctx: Context) -> int:
 
 def _builtin_sweep_corpus(chars: int, run: Any) -> list[str]:
     """The task world's English corpus plus as many characters of built-in multilingual sentences."""
-    from llmlab.data.multilingual import LANGUAGES, language_corpus
-
     english = _builtin_pretrain(chars, run)
     run.log(f"... and {chars:,} characters of built-in multilingual sentences")
     return [*english, *(language_corpus(lang, chars // len(LANGUAGES), seed=0) for lang in LANGUAGES)]
 
 
 def _sweep_plot(rows: list[dict[str, Any]], path: Path) -> None:
-    from llmlab.viz.figures import new_figure, save_figure
-
     fig, ax = new_figure()
     for algo in dict.fromkeys(r["algo"] for r in rows):
         mine = [r for r in rows if r["algo"] == algo]
@@ -368,10 +344,6 @@ def _sweep_plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def extend(cfg: ExtendConfig, ctx: Context) -> int:
-    from llmlab.tokenizers import load_tokenizer
-    from llmlab.tokenizers.bpe import BPETokenizer
-    from llmlab.tokenizers.extend import extend_bpe, extension_gain, learn_domain_merges, merges_for_tokens
-
     tok = load_tokenizer(cfg.tokenizer)
     if not isinstance(tok, BPETokenizer):
         raise UserError(f"{cfg.tokenizer}: extension is implemented for byte-level BPE only")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llmlab.config import check
+from llmlab.tokenizers.trainers import TRAINERS
 
 _BPE_SPECIALS = ("<|endoftext|>",)
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # wordpiece.DEFAULT_SPECIAL_TOKENS
@@ -148,8 +149,6 @@ class SweepConfig:
     pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "script"] = "gpt2"  # for bpe
 
     def __post_init__(self) -> None:
-        from llmlab.tokenizers.trainers import TRAINERS
-
         check(bool(self.algos), "algos must name at least one algorithm")
         for algo in self.algos:
             check(algo in TRAINERS, f"unknown algorithm {algo!r}; choose from {', '.join(TRAINERS)}")

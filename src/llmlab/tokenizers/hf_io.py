@@ -1,5 +1,8 @@
 """Hugging Face `tokenizer.json` files for byte-level BPE: write them, and read them back.
 
+The writing itself is `BPETokenizer.to_hf_json` and `.vocab_listing` (bpe.py: a tokenizer saves
+itself); the reading is here, above bpe.py, and so is the dispatch to the WordPiece and Unigram readers.
+
 The format is the one HF `tokenizers` writes with `Tokenizer.save` (version "1.0"), and
 llmlab writes the same field set, so `tokenizers.Tokenizer.from_file` and
 `transformers.PreTrainedTokenizerFast(tokenizer_file=...)` load it:
@@ -56,80 +59,21 @@ from typing import Any
 import regex
 
 from llmlab.errors import UserError
-from llmlab.files import write_json_atomic, write_text_atomic
-from llmlab.tokenizers.bpe import BPETokenizer
-from llmlab.tokenizers.bytelevel import CHAR_TO_BYTE, from_chars, to_chars, visible
+from llmlab.tokenizers.added_tokens import read_added_tokens
+from llmlab.tokenizers.bpe import HF_PREFIX_SPACE, BPETokenizer
+from llmlab.tokenizers.bytelevel import CHAR_TO_BYTE, from_chars, to_chars
+from llmlab.tokenizers.normalizers import HF_NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
-
-# normalizer type in tokenizer.json <-> llmlab normalizer name
-_NORMALIZERS = {"NFC": "nfc", "NFKC": "nfkc", "Lowercase": "lowercase"}
-_NORMALIZER_TYPES = {name: hf for hf, name in _NORMALIZERS.items()}
-# "a space before the text unless it starts with one", as an HF pre-tokenizer step
-_PREFIX_SPACE = {"type": "Metaspace", "replacement": " ", "prepend_scheme": "always", "split": False}
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-
+from llmlab.tokenizers.unigram_io import from_hf_json as unigram_from_hf_json
+from llmlab.tokenizers.wordpiece_io import from_hf_json as wordpiece_from_hf_json
 
 # ---------------------------------------------------------------------- writing
 
 
 def save_tokenizer(tok: BPETokenizer, directory: str | Path) -> None:
-    """Write `tokenizer.json` (HF format) and `vocab.txt` into `directory`, each atomically."""
-    directory = Path(directory)
-    write_json_atomic(directory / "tokenizer.json", to_hf_json(tok))
-    write_text_atomic(directory / "vocab.txt", vocab_listing(tok))
-
-
-def to_hf_json(tok: BPETokenizer) -> dict[str, Any]:
-    """The tokenizer.json object, with HF's field set and field order."""
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [_added_token(text, i) for text, i in sorted(tok.special_tokens.items(), key=lambda t: t[1])],
-        "normalizer": None if tok.normalizer == "none" else {"type": _NORMALIZER_TYPES[tok.normalizer]},
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            *([dict(_PREFIX_SPACE)] if tok.add_prefix_space else []),
-            {"type": "Split", "pattern": {"Regex": tok.pre_tokenizer.pattern}, "behavior": "Isolated", "invert": False},
-            {**_BYTE_LEVEL, "add_prefix_space": False, "use_regex": False},
-        ]},
-        "post_processor": None,
-        "decoder": dict(_BYTE_LEVEL),
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": tok.ignore_merges,
-            "vocab": {to_chars(b): i for b, i in sorted(tok.vocab.items(), key=lambda t: t[1])},
-            "merges": [[to_chars(a), to_chars(b)] for a, b in tok.merges],
-        },
-    }
-
-
-def _added_token(text: str, token_id: int) -> dict[str, Any]:
-    return {"id": token_id, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
-            "normalized": False, "special": True}
-
-
-def vocab_listing(tok: BPETokenizer) -> str:
-    """vocab.txt: one line per token, by id: `id<TAB>visible token<TAB>merge rank | - | special`.
-
-        0   <0x00>          -        a byte: no merge made it
-        32  ␣               -
-        256 ␣t              0        made by merge 0
-        999 <|endoftext|>   special
-    """
-    rows: list[tuple[int, str, str]] = []
-    for token, i in tok.vocab.items():
-        rank = tok.merge_rank(i)
-        rows.append((i, visible(token), "-" if rank is None else str(rank)))
-    for text, i in tok.special_tokens.items():
-        rows.append((i, visible(text.encode("utf-8")), "special"))
-    rows.sort()
-    return "".join(f"{i}\t{token}\t{rank}\n" for i, token, rank in rows)
+    """Write `tokenizer.json` (HF format) and `vocab.txt` into `directory`, each atomically: `tok.save`,
+    which writes `tok.to_hf_json()` and `tok.vocab_listing()` (bpe.py: a tokenizer saves itself)."""
+    tok.save(directory)
 
 
 # ---------------------------------------------------------------------- reading
@@ -160,15 +104,11 @@ def from_hf_json(data: Any) -> BPETokenizer:
     if not isinstance(model, dict):
         raise UserError("model: missing or not an object")
     if model.get("type") == "WordPiece":
-        from llmlab.tokenizers.wordpiece_io import from_hf_json as wordpiece_from_hf_json
-
         return wordpiece_from_hf_json(data)
     if model.get("type") == "Unigram":
-        from llmlab.tokenizers.unigram_io import from_hf_json as unigram_from_hf_json
-
         return unigram_from_hf_json(data)
     _check_byte_level_bpe(model)
-    specials = _read_added_tokens(data.get("added_tokens") or [])
+    specials = read_added_tokens(data.get("added_tokens") or [])
     vocab = _read_vocab(model.get("vocab"), specials)
     merges = _read_merges(model.get("merges", []), vocab, specials)
     normalizer = _read_normalizer(data.get("normalizer"))
@@ -189,21 +129,6 @@ def _check_byte_level_bpe(model: dict[str, Any]) -> None:
             raise UserError(f"model.{field}: {model[field]!r} is not supported by byte-level BPE")
     if model.get("dropout") not in (None, 0, 0.0):
         raise UserError(f"model.dropout: {model['dropout']!r}; llmlab encodes deterministically (null or 0 only)")
-
-
-def _read_added_tokens(added: Any) -> dict[str, int]:
-    """Every added token, special or not, as an llmlab special token (see the module docstring)."""
-    if not isinstance(added, list):
-        raise UserError("added_tokens: not a list")
-    specials: dict[str, int] = {}
-    for n, entry in enumerate(added):
-        if not (isinstance(entry, dict) and isinstance(entry.get("content"), str)
-                and isinstance(entry.get("id"), int) and entry["content"]):
-            raise UserError(f"added_tokens[{n}]: needs a non-empty string `content` and an integer `id`")
-        if entry["content"] in specials:
-            raise UserError(f"added_tokens[{n}]: {entry['content']!r} is added twice")
-        specials[entry["content"]] = entry["id"]
-    return specials
 
 
 def _read_vocab(vocab: Any, specials: dict[str, int]) -> dict[bytes, int]:
@@ -275,10 +200,10 @@ def _read_normalizer(spec: Any) -> str:
     names: list[str] = []
     for step in _flatten(spec, "normalizers"):
         kind = step.get("type")
-        if kind not in _NORMALIZERS:
+        if kind not in HF_NORMALIZERS:
             raise UserError(f"normalizer: type {kind!r} is not supported; llmlab reads NFC, NFKC, Lowercase "
                             "and Sequences of them")
-        names.append(_NORMALIZERS[kind])
+        names.append(HF_NORMALIZERS[kind])
     return _one_normalizer(names)
 
 
@@ -299,7 +224,7 @@ def _read_pre_tokenizer(spec: Any) -> tuple[PreTokenizer, bool]:
     if not isinstance(spec, dict):
         raise UserError("pre_tokenizer: missing; llmlab reads ByteLevel or Sequence[Split, ByteLevel]")
     steps = list(_flatten(spec, "pretokenizers"))
-    prefix_space = bool(steps) and steps[0] == _PREFIX_SPACE  # as llmlab writes add_prefix_space
+    prefix_space = bool(steps) and steps[0] == HF_PREFIX_SPACE  # as llmlab writes add_prefix_space
     if prefix_space:
         steps.pop(0)
     kinds = [step.get("type") for step in steps]

@@ -30,3 +30,8 @@ def lowercase(text: str) -> str:
 
 # Module-level functions, not lambdas, so that tokenizers pickle into encode_batch's workers.
 NORMALIZERS: dict[str, Callable[[str], str]] = {"none": identity, "nfc": nfc, "nfkc": nfkc, "lowercase": lowercase}
+
+# The normalizer types of HF tokenizer.json files <-> llmlab normalizer names (written and read back
+# by the BPE and Unigram files).
+HF_NORMALIZERS = {"NFC": "nfc", "NFKC": "nfkc", "Lowercase": "lowercase"}
+HF_NORMALIZER_TYPES = {name: hf for hf, name in HF_NORMALIZERS.items()}

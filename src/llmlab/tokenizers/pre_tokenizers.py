@@ -33,6 +33,8 @@ from functools import cached_property
 
 import regex
 
+from llmlab.errors import UserError
+
 GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 CL100K = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
           r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
@@ -58,8 +60,6 @@ class PreTokenizer:
     @classmethod
     def named(cls, name: str) -> PreTokenizer:
         if name not in PATTERNS:
-            from llmlab.errors import UserError
-
             raise UserError(f"unknown pre-tokenizer {name!r}; choose one of {', '.join(PATTERNS)}")
         return cls(PATTERNS[name], name)
 

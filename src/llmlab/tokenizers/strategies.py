@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llmlab.data.multilingual import code_mixed, language_corpus
 from llmlab.errors import UserError
 from llmlab.tokenizers.analysis import analyze
 from llmlab.tokenizers.sampling import balanced_corpus, language_weights
@@ -40,8 +41,6 @@ class LanguageRow:
 
 
 def builtin_corpora(sizes: Mapping[str, int], *, seed: int) -> dict[str, str]:
-    from llmlab.data.multilingual import language_corpus
-
     return {lang: language_corpus(lang, chars, seed) for lang, chars in sizes.items()}
 
 
@@ -126,8 +125,6 @@ def code_mixed_corpora(*, train_chars_per_lang: int = 20_000, n_train: int = 600
                        seed: int = 0) -> tuple[list[str], str]:
     """(training texts, evaluation text): English, Hindi, Russian, German and Japanese sentences
     plus code-mixed samples for training; code-mixed samples of another seed for evaluation."""
-    from llmlab.data.multilingual import code_mixed
-
     texts = list(builtin_corpora({lang: train_chars_per_lang for lang in ("en", "hi", "ru", "de", "ja")},
                                  seed=seed).values())
     texts += code_mixed(n_train, seed)

@@ -25,17 +25,33 @@ Left out: normalizers and add_prefix_space, which tiktoken has no place for (Use
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from llmlab.errors import UserError
+from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 
 if TYPE_CHECKING:
     import tiktoken
 
-    from llmlab.tokenizers.bpe import BPETokenizer
+
+class ByteLevelBPE(Protocol):
+    """What the conversion reads of a byte-level BPE tokenizer: `BPETokenizer` is one. A protocol, not
+    the class, because bpe.py calls this module (`BPETokenizer.to_tiktoken`)."""
+
+    vocab: dict[bytes, int]
+    merges: list[tuple[bytes, bytes]]
+    special_tokens: dict[str, int]
+    pre_tokenizer: PreTokenizer
+    normalizer: str
+    add_prefix_space: bool
+    ignore_merges: bool
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    def encode_bytes(self, data: bytes) -> list[int]: ...
 
 
-def to_tiktoken(tok: BPETokenizer, name: str = "llmlab") -> tiktoken.Encoding:
+def to_tiktoken(tok: ByteLevelBPE, name: str = "llmlab") -> tiktoken.Encoding:
     """The same pattern, tokens (rank = id) and special tokens as a `tiktoken.Encoding`."""
     check_tiktoken_compatible(tok)
     import tiktoken  # lazily: an optional dependency, and a slow import
@@ -44,7 +60,7 @@ def to_tiktoken(tok: BPETokenizer, name: str = "llmlab") -> tiktoken.Encoding:
                              special_tokens=dict(tok.special_tokens))
 
 
-def check_tiktoken_compatible(tok: BPETokenizer) -> None:
+def check_tiktoken_compatible(tok: ByteLevelBPE) -> None:
     """Raise a UserError that says why tiktoken would encode differently from `tok`."""
     if tok.normalizer != "none":
         raise UserError(f"tiktoken has no normalizer; this tokenizer normalizes with {tok.normalizer!r}")

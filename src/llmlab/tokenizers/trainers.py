@@ -2,8 +2,8 @@
 
     tok = train_tokenizer("unigram", texts, vocab_size=4096, byte_fallback=True)
 
-A plain dict from name to a small adapter; each adapter imports its trainer when called, so
-naming an algorithm costs nothing until it trains. The pre-tokenizer (`gpt2`, `script`, ...)
+A plain dict from name to a small adapter. The Unigram trainer (NumPy) is imported when it is
+called, so that training BPE or WordPiece never imports NumPy. The pre-tokenizer (`gpt2`, `script`, ...)
 is passed to the trainers that split text with a regex: BPE, and Unigram (which otherwise
 splits at spaces only, "▁"); WordPiece splits with BERT's pre-tokenizer, so for it
 `pre_tokenizer` must stay the default.
@@ -17,25 +17,23 @@ from typing import Any
 
 from llmlab.errors import UserError
 from llmlab.tokenizers.base import Tokenizer
+from llmlab.tokenizers.bpe_train import train_bpe
+from llmlab.tokenizers.wordpiece_train import train_wordpiece
 
 
 def _bpe(texts: Sequence[str], vocab_size: int, **kw: Any) -> Tokenizer:
-    from llmlab.tokenizers.bpe_train import train_bpe
-
     kw.pop("byte_fallback", None)  # byte-level BPE has every byte already
     return train_bpe(texts, vocab_size=vocab_size, **kw)
 
 
 def _wordpiece(texts: Sequence[str], vocab_size: int, **kw: Any) -> Tokenizer:
-    from llmlab.tokenizers.wordpiece_train import train_wordpiece
-
     _only_default_pre_tokenizer("wordpiece", kw)
     kw.pop("byte_fallback", None)
     return train_wordpiece(texts, vocab_size, **kw)
 
 
 def _unigram(texts: Sequence[str], vocab_size: int, **kw: Any) -> Tokenizer:
-    from llmlab.tokenizers.unigram_train import train_unigram
+    from llmlab.tokenizers.unigram_train import train_unigram  # NumPy: imported only to train a Unigram
 
     return train_unigram(texts, vocab_size, **kw)  # pre_tokenizer: chunks before the lattice (None: spaces only)
 

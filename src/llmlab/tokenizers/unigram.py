@@ -46,8 +46,11 @@ from typing import Any, NamedTuple
 import regex
 
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import StreamDecoder, Tokenizer
-from llmlab.tokenizers.normalizers import NORMALIZERS
+from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
+from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
@@ -55,6 +58,9 @@ UNK = -1  # the token id of an unknown-character edge inside a lattice
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
 _WORDS = regex.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
 _EXTRA_SPACES = regex.compile(" {2,}")
+# tokenizer.json steps that `save` writes (unigram_io.py describes the format and reads it back)
+_REPLACE_SPACE = {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}
+_METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "never", "split": True}
 
 
 class Edge(NamedTuple):
@@ -99,8 +105,6 @@ def chunk_pattern(name: str) -> str:
 
         script: "▁Hello wörld(1)" -> ["▁Hello", " wörld", "(", "1", ")"]   (not ["▁", "Hello", ...])
     """
-    from llmlab.tokenizers.pre_tokenizers import PreTokenizer
-
     return f"{SPACE}?(?:{PreTokenizer.named(name).pattern})"
 
 
@@ -469,10 +473,43 @@ class UnigramTokenizer(Tokenizer):
     # ------------------------------------------------------------------ files
 
     def save(self, directory: str | Path) -> None:
-        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`."""
-        from llmlab.tokenizers.unigram_io import save_unigram
+        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`
+        (`id<TAB>piece<TAB>score`), each written atomically into `directory`."""
+        directory = Path(directory)
+        write_json_atomic(directory / "tokenizer.json", self.to_hf_json())
+        write_text_atomic(directory / "vocab.txt",
+                          "".join(f"{i}\t{p}\t{s:.6f}\n" for i, (p, s) in enumerate(self.pieces)))
 
-        save_unigram(self, directory)
+    def to_hf_json(self) -> dict[str, Any]:
+        """The tokenizer.json object (unigram_io.py describes the format and reads it back)."""
+        if self.remove_extra_whitespaces:
+            raise UserError("remove_extra_whitespaces has no exact HF normalizer; save a tokenizer without it")
+        if self.unused:
+            raise UserError("SentencePiece UNUSED pieces have no HF equivalent")
+        normalizers = [{"type": HF_NORMALIZER_TYPES[self.normalizer]}] if self.normalizer != "none" else []
+        if self.add_dummy_prefix:
+            normalizers.append({"type": "Prepend", "prepend": SPACE})
+        decoders = [_REPLACE_SPACE, {"type": "ByteFallback"}, {"type": "Fuse"}]
+        if self.add_dummy_prefix:
+            decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+        added = [added_token(text, i) for text, i in sorted(self.special_tokens.items(), key=lambda t: t[1])]
+        return {
+            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": {"type": "Sequence", "normalizers": normalizers} if normalizers else None,
+            "pre_tokenizer": self._pre_tokenizer_json(),
+            "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": decoders},
+            "model": {"type": "Unigram", "unk_id": self.unk_id, "vocab": [[p, s] for p, s in self.pieces],
+                      "byte_fallback": self.byte_fallback},
+        }
+
+    def _pre_tokenizer_json(self) -> dict[str, Any]:
+        """Metaspace, after a Split(regex, Isolated) of the chunks when the tokenizer has a pre-tokenizer."""
+        if self.pre_tokenizer is None:
+            return _METASPACE
+        split = {"type": "Split", "pattern": {"Regex": chunk_pattern(self.pre_tokenizer)}, "behavior": "Isolated",
+                 "invert": False}
+        return {"type": "Sequence", "pretokenizers": [split, _METASPACE]}
 
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)

@@ -1,5 +1,8 @@
 """Unigram tokenizers in other formats: HF `tokenizer.json` (write and read) and SentencePiece `.model` (read).
 
+The writing itself is `UnigramTokenizer.to_hf_json` (unigram.py: a tokenizer saves itself); the
+reading is here, above unigram.py.
+
 tokenizer.json, as `tokenizers` 0.2x writes a Unigram model, with SentencePiece's whitespace rule:
 
     "normalizer": Sequence[NFKC?, Prepend("▁")?]    NFKC unless normalizer "none"; Prepend = add_dummy_prefix
@@ -36,58 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.errors import UserError
-from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.normalizers import HF_NORMALIZERS
+from llmlab.tokenizers.pre_tokenizers import PATTERNS
 from llmlab.tokenizers.unigram import SPACE, UnigramTokenizer, chunk_pattern
-
-_NORMALIZERS = {"NFKC": "nfkc", "NFC": "nfc", "Lowercase": "lowercase"}
-_NORMALIZER_TYPES = {name: hf for hf, name in _NORMALIZERS.items()}
-_REPLACE_SPACE = {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}
-
 
 # ---------------------------------------------------------------------- tokenizer.json
 
 
-def save_unigram(tok: UnigramTokenizer, directory: str | Path) -> None:
-    """Write `tokenizer.json` (HF format) and `vocab.txt` (`id<TAB>piece<TAB>score`) into `directory`."""
-    directory = Path(directory)
-    write_json_atomic(directory / "tokenizer.json", to_hf_json(tok))
-    write_text_atomic(directory / "vocab.txt", "".join(f"{i}\t{p}\t{s:.6f}\n" for i, (p, s) in enumerate(tok.pieces)))
-
-
 def to_hf_json(tok: UnigramTokenizer) -> dict[str, Any]:
-    if tok.remove_extra_whitespaces:
-        raise UserError("remove_extra_whitespaces has no exact HF normalizer; save a tokenizer without it")
-    if tok.unused:
-        raise UserError("SentencePiece UNUSED pieces have no HF equivalent")
-    normalizers = [{"type": _NORMALIZER_TYPES[tok.normalizer]}] if tok.normalizer != "none" else []
-    if tok.add_dummy_prefix:
-        normalizers.append({"type": "Prepend", "prepend": SPACE})
-    decoders = [_REPLACE_SPACE, {"type": "ByteFallback"}, {"type": "Fuse"}]
-    if tok.add_dummy_prefix:
-        decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
-    added = [{"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for text, i in sorted(tok.special_tokens.items(), key=lambda t: t[1])]
-    return {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-        "normalizer": {"type": "Sequence", "normalizers": normalizers} if normalizers else None,
-        "pre_tokenizer": _pre_tokenizer_json(tok),
-        "post_processor": None,
-        "decoder": {"type": "Sequence", "decoders": decoders},
-        "model": {"type": "Unigram", "unk_id": tok.unk_id, "vocab": [[p, s] for p, s in tok.pieces],
-                  "byte_fallback": tok.byte_fallback},
-    }
-
-
-_METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "never", "split": True}
-
-
-def _pre_tokenizer_json(tok: UnigramTokenizer) -> dict[str, Any]:
-    """Metaspace, after a Split(regex, Isolated) of the chunks when the tokenizer has a pre-tokenizer."""
-    if tok.pre_tokenizer is None:
-        return _METASPACE
-    split = {"type": "Split", "pattern": {"Regex": chunk_pattern(tok.pre_tokenizer)}, "behavior": "Isolated",
-             "invert": False}
-    return {"type": "Sequence", "pretokenizers": [split, _METASPACE]}
+    """The tokenizer.json object that `tok.save` writes: `tok.to_hf_json()` (unigram.py: a tokenizer
+    writes itself; this module, above it, reads the file back)."""
+    return tok.to_hf_json()
 
 
 def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
@@ -120,8 +82,6 @@ def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
 
 def _read_split(steps: Any) -> tuple[str, Any]:
     """(llmlab pre-tokenizer name, the Metaspace step) of a Sequence[Split(regex, Isolated), Metaspace]."""
-    from llmlab.tokenizers.pre_tokenizers import PATTERNS
-
     if not (isinstance(steps, list) and len(steps) == 2 and isinstance(steps[0], dict)
             and steps[0].get("type") == "Split" and steps[0].get("behavior") == "Isolated"
             and not steps[0].get("invert")):
@@ -165,8 +125,8 @@ def _read_normalizer(spec: Any) -> tuple[str, bool]:
         kind = step.get("type") if isinstance(step, dict) else None
         if kind == "Prepend" and step.get("prepend") == SPACE:
             prefix = True
-        elif kind in _NORMALIZERS:
-            names.append(_NORMALIZERS[kind])
+        elif kind in HF_NORMALIZERS:
+            names.append(HF_NORMALIZERS[kind])
         else:
             raise UserError(f"normalizer: {kind!r} is not supported for Unigram (NFKC, NFC, Lowercase, Prepend('▁'))")
     if len(set(names)) > 1:

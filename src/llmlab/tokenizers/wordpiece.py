@@ -38,11 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import StreamDecoder, Tokenizer
 from llmlab.tokenizers.bert_text import BertNormalizer, split_punctuation, whitespace_chunks
 
 DEFAULT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
+# the BertNormalizer fields of tokenizer.json, written by `save` and read back by wordpiece_io.py
+BERT_NORMALIZER_FLAGS = ("clean_text", "handle_chinese_chars", "strip_accents", "lowercase")
 
 
 def wordpiece_word(word: str, vocab: Mapping[str, int], *, unk_id: int, prefix: str = "##",
@@ -208,15 +212,64 @@ class WordPieceTokenizer(Tokenizer):
     # ------------------------------------------------------------------ files
 
     def save(self, directory: str | Path) -> None:
-        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and BERT's `vocab.txt`."""
-        from llmlab.tokenizers.wordpiece_io import save_wordpiece
+        """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and BERT's `vocab.txt`,
+        each written atomically into `directory` (wordpiece_io.py describes the format and reads it back)."""
+        directory = Path(directory)
+        listing = self.vocab_txt()  # first: it may refuse, and then nothing is written
+        write_json_atomic(directory / "tokenizer.json", self.to_hf_json())
+        write_text_atomic(directory / "vocab.txt", listing)
 
-        save_wordpiece(self, directory)
+    def to_hf_json(self) -> dict[str, Any]:
+        """The tokenizer.json object, with HF's field set and field order."""
+        norm = self.normalizer
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [added_token(text, i) for text, i in sorted(self.special_tokens.items(), key=lambda t: t[1])],
+            "normalizer": {"type": "BertNormalizer", **{flag: getattr(norm, flag) for flag in BERT_NORMALIZER_FLAGS}},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": _bert_template(self.special_tokens),
+            "decoder": {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.decode_cleanup},
+            "model": {
+                "type": "WordPiece",
+                "unk_token": self.unk_token,
+                "continuing_subword_prefix": self.prefix,
+                "max_input_chars_per_word": self.max_input_chars_per_word,
+                "vocab": dict(sorted(self.vocab.items(), key=lambda t: t[1])),
+            },
+        }
+
+    def vocab_txt(self) -> str:
+        """BERT's vocab.txt: the piece of id k on line k+1; a UserError when the ids have gaps."""
+        pieces = {i: t for t, i in self.vocab.items()} | {i: t for t, i in self.special_tokens.items()}
+        missing = next((i for i in range(len(pieces)) if i not in pieces), None)
+        if missing is not None:
+            raise UserError(f"cannot write vocab.txt: the ids are not 0..{len(pieces) - 1} (no token has id {missing})")
+        return "".join(f"{pieces[i]}\n" for i in range(len(pieces)))
 
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)
         state["_cache"] = {}
         return state
+
+
+def _bert_template(specials: dict[str, int]) -> dict[str, Any] | None:
+    """BERT's `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]` (B with type id 1), if both tokens are special."""
+    if "[CLS]" not in specials or "[SEP]" not in specials:
+        return None
+
+    def special(name: str, type_id: int) -> dict[str, Any]:
+        return {"SpecialToken": {"id": name, "type_id": type_id}}
+
+    def sequence(name: str, type_id: int) -> dict[str, Any]:
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    single = [special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)]
+    return {"type": "TemplateProcessing", "single": single,
+            "pair": [*single, sequence("B", 1), special("[SEP]", 1)],
+            "special_tokens": {name: {"id": name, "ids": [specials[name]], "tokens": [name]}
+                               for name in ("[CLS]", "[SEP]")}}
 
 
 class WordPieceStreamDecoder(StreamDecoder):

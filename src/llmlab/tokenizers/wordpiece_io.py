@@ -1,5 +1,8 @@
 """Hugging Face `tokenizer.json` files for WordPiece (BERT-style): write them, and read them back.
 
+The writing itself is `WordPieceTokenizer.to_hf_json` and `.vocab_txt` (wordpiece.py: a tokenizer
+saves itself); the reading is here, above wordpiece.py.
+
 The fields are those HF `tokenizers` writes for a BERT tokenizer, so `tokenizers.Tokenizer.from_file`,
 `transformers.PreTrainedTokenizerFast(tokenizer_file=...)` and `BertTokenizerFast` load what llmlab writes:
 
@@ -29,76 +32,20 @@ truncation, padding, and added tokens' lstrip/rstrip/single_word/normalized flag
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from llmlab.errors import UserError
-from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers.added_tokens import read_added_tokens
 from llmlab.tokenizers.bert_text import BertNormalizer
-from llmlab.tokenizers.hf_io import _added_token, _read_added_tokens
-from llmlab.tokenizers.wordpiece import WordPieceTokenizer
-
-_NORMALIZER_FLAGS = ("clean_text", "handle_chinese_chars", "strip_accents", "lowercase")
-
+from llmlab.tokenizers.wordpiece import BERT_NORMALIZER_FLAGS, WordPieceTokenizer
 
 # ---------------------------------------------------------------------- writing
 
 
-def save_wordpiece(tok: WordPieceTokenizer, directory: str | Path) -> None:
-    """Write `tokenizer.json` (HF format) and `vocab.txt` (BERT format) into `directory`, each atomically."""
-    directory = Path(directory)
-    listing = vocab_txt(tok)  # first: it may refuse, and then nothing is written
-    write_json_atomic(directory / "tokenizer.json", to_hf_json(tok))
-    write_text_atomic(directory / "vocab.txt", listing)
-
-
 def to_hf_json(tok: WordPieceTokenizer) -> dict[str, Any]:
-    """The tokenizer.json object, with HF's field set and field order."""
-    norm = tok.normalizer
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [_added_token(text, i) for text, i in sorted(tok.special_tokens.items(), key=lambda t: t[1])],
-        "normalizer": {"type": "BertNormalizer", **{flag: getattr(norm, flag) for flag in _NORMALIZER_FLAGS}},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": _bert_template(tok.special_tokens),
-        "decoder": {"type": "WordPiece", "prefix": tok.prefix, "cleanup": tok.decode_cleanup},
-        "model": {
-            "type": "WordPiece",
-            "unk_token": tok.unk_token,
-            "continuing_subword_prefix": tok.prefix,
-            "max_input_chars_per_word": tok.max_input_chars_per_word,
-            "vocab": dict(sorted(tok.vocab.items(), key=lambda t: t[1])),
-        },
-    }
-
-
-def _bert_template(specials: dict[str, int]) -> dict[str, Any] | None:
-    """BERT's `[CLS] A [SEP]` / `[CLS] A [SEP] B [SEP]` (B with type id 1), if both tokens are special."""
-    if "[CLS]" not in specials or "[SEP]" not in specials:
-        return None
-
-    def special(name: str, type_id: int) -> dict[str, Any]:
-        return {"SpecialToken": {"id": name, "type_id": type_id}}
-
-    def sequence(name: str, type_id: int) -> dict[str, Any]:
-        return {"Sequence": {"id": name, "type_id": type_id}}
-
-    single = [special("[CLS]", 0), sequence("A", 0), special("[SEP]", 0)]
-    return {"type": "TemplateProcessing", "single": single,
-            "pair": [*single, sequence("B", 1), special("[SEP]", 1)],
-            "special_tokens": {name: {"id": name, "ids": [specials[name]], "tokens": [name]}
-                               for name in ("[CLS]", "[SEP]")}}
-
-
-def vocab_txt(tok: WordPieceTokenizer) -> str:
-    """BERT's vocab.txt: the piece of id k on line k+1; a UserError when the ids have gaps."""
-    pieces = {i: t for t, i in tok.vocab.items()} | {i: t for t, i in tok.special_tokens.items()}
-    missing = next((i for i in range(len(pieces)) if i not in pieces), None)
-    if missing is not None:
-        raise UserError(f"cannot write vocab.txt: the ids are not 0..{len(pieces) - 1} (no token has id {missing})")
-    return "".join(f"{pieces[i]}\n" for i in range(len(pieces)))
+    """The tokenizer.json object that `tok.save` writes: `tok.to_hf_json()` (wordpiece.py: a tokenizer
+    writes itself; this module, above it, reads the file back)."""
+    return tok.to_hf_json()
 
 
 # ---------------------------------------------------------------------- reading
@@ -121,7 +68,7 @@ def from_hf_json(data: dict[str, Any]) -> WordPieceTokenizer:
         expected = int if key == "max_input_chars_per_word" else str
         if not isinstance(value, expected) or isinstance(value, bool):
             raise UserError(f"model.{key}: {value!r} is not a {expected.__name__}")
-    specials = _read_added_tokens(data.get("added_tokens") or [])
+    specials = read_added_tokens(data.get("added_tokens") or [])
     cleanup = _read_decoder(data.get("decoder"), options["continuing_subword_prefix"])
     _check_pre_tokenizer(data.get("pre_tokenizer"))
     try:
@@ -137,7 +84,7 @@ def _read_normalizer(spec: Any) -> BertNormalizer:
     if not isinstance(spec, dict) or spec.get("type") != "BertNormalizer":
         kind = spec.get("type") if isinstance(spec, dict) else spec
         raise UserError(f"normalizer: {kind!r} is not supported; llmlab's WordPiece reads BertNormalizer or null")
-    flags = {flag: spec.get(flag, True) for flag in _NORMALIZER_FLAGS}
+    flags = {flag: spec.get(flag, True) for flag in BERT_NORMALIZER_FLAGS}
     flags["strip_accents"] = spec.get("strip_accents")  # null: follow lowercase
     for flag, value in flags.items():
         if not (isinstance(value, bool) or (flag == "strip_accents" and value is None)):

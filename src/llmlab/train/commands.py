@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from llmlab.cli import Context
+from typing import Any
+
 from llmlab.train.config import PretrainConfig
 
 
-def pretrain(cfg: PretrainConfig, ctx: Context) -> int:
+def pretrain(cfg: PretrainConfig, ctx: Any) -> int:
+    """Train (ctx: the command's Context); `--resume RUN` continues with the saved config, the flags and
+    overrides given now on top (e.g. more steps)."""
+    from llmlab.train.checkpoint import with_resume
     from llmlab.train.pretrain import pretrain as run_pretrain
-    from llmlab.train.pretrain import resumed_config
 
-    if cfg.resume:  # continue with the saved config; overrides given now still apply (e.g. more steps)
-        flags = {k: v for k, v in ctx.flags.items() if k != "resume"}
-        cfg, _ = resumed_config(cfg.resume, tuple(o for o in ctx.overrides if not o.startswith("resume=")), flags)
-    run_pretrain(cfg, out=ctx.out, quiet=ctx.quiet)
+    run_pretrain(with_resume(cfg, ctx), out=ctx.out, quiet=ctx.quiet)
     return 0

@@ -1,6 +1,9 @@
-"""Configs of training runs: the loop (`TrainConfig`), the pretraining data, and `PretrainConfig`.
+"""Configs of training runs: the loop every trainer shares (`TrainConfig`), pretraining's additions to
+it (`PretrainTrainConfig`), the pretraining data, and `PretrainConfig`.
 
-`llmlab pretrain --print-config` shows every field; `model.*` is the ModelConfig.
+A trainer's config holds only keys that trainer uses: `train.seq_len` or `train.fsdp` given to
+`llmlab sft` is an unknown-key error, not a silently ignored one. `llmlab pretrain --print-config`
+shows every field; `model.*` is the ModelConfig.
 """
 
 from __future__ import annotations
@@ -14,12 +17,11 @@ from llmlab.model.config import ModelConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation loop, shared by every trainer."""
+    """The optimisation loop, shared by every trainer (train/session.py, batches.py, step.py)."""
 
     max_steps: int = 1000
     batch_size: int = 16  # sequences per optimiser step, over all processes (the global batch)
     micro_batch_size: int = 0  # sequences per forward on one process; 0: the whole per-process batch
-    seq_len: int = 256
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     warmup_steps: int = 100
@@ -30,30 +32,44 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    compile: bool = False  # torch.compile the model
     eval_every: int = 100
     eval_batches: int = 8
-    sample_every: int = 0  # 0: at every eval
-    sample_tokens: int = 48
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     on_nan: Literal["stop", "skip"] = "stop"
-    fsdp: bool = False  # shard parameters with FSDP (fully_shard) under torchrun instead of DDP
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume on GPU (CPU runs are already)
     tracker: Literal["none", "tensorboard", "wandb"] = "none"  # metrics.jsonl is always written
     wandb_project: str = "llmlab"
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "seq_len", "eval_batches", "log_every", "keep_checkpoints"):
+        for name in ("max_steps", "batch_size", "eval_batches", "log_every", "keep_checkpoints"):
             check(getattr(self, name) >= 1, f"train.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("micro_batch_size", "warmup_steps", "eval_every", "sample_every", "checkpoint_every",
-                     "sample_tokens", "grad_clip", "weight_decay"):
+        for name in ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every", "grad_clip",
+                     "weight_decay"):
             check(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         check(0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "train.beta1 and train.beta2 must be in [0, 1)")
         check(self.micro_batch_size == 0 or self.batch_size % self.micro_batch_size == 0,
               f"train.micro_batch_size ({self.micro_batch_size}) must divide train.batch_size ({self.batch_size})")
+
+
+@dataclass(frozen=True)
+class PretrainTrainConfig(TrainConfig):
+    """`llmlab pretrain`'s loop: the shared one plus fixed-length sequences, FSDP, compile and samples."""
+
+    seq_len: int = 256
+    compile: bool = False  # torch.compile the model
+    fsdp: bool = False  # shard parameters with FSDP (fully_shard) under torchrun instead of DDP
+    sample_every: int = 0  # 0: at every eval
+    sample_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.seq_len >= 1, f"train.seq_len must be at least 1, got {self.seq_len}")
+        check(self.sample_every >= 0 and self.sample_tokens >= 0, "train.sample_every and train.sample_tokens "
+              "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,7 @@ class PretrainConfig:
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=4096, d_model=256, n_layers=4,
                                                                    n_heads=8, max_seq_len=256))
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     resume: str = ""  # a run folder or checkpoint folder to continue from
 

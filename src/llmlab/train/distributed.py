@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from llmlab.errors import UserError
+from llmlab.model.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no CUDA device is available")
-    return torch.device("cuda", local_rank)
 
 
 def init_distributed(device_preference: str) -> tuple[DistInfo, torch.device]:
@@ -89,3 +81,25 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sum_over_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The sum of a tensor over processes (itself in one process)."""
+    if info.enabled:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def broadcast_text(value: str, info: DistInfo) -> str:
+    """Rank 0's `value` on every process (a run folder's path, say)."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun (0 without it), readable after the process group is gone."""
+    return int(os.environ.get("RANK", "0"))

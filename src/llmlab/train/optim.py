@@ -9,6 +9,8 @@ shares its group.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -31,14 +33,15 @@ def build_adamw(model: nn.Module, *, lr: float, weight_decay: float, betas: tupl
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused or None)
 
 
-def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, lr: float,
-                  grad_clip: float) -> float:
+def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, lr: float, grad_clip: float,
+                  loss: float = 0.0) -> float:
     """Clip the global grad norm (if grad_clip > 0), set the lr, step, zero the grads; return the
-    norm before clipping (inf or nan tells the caller the step was poisoned; it is then not taken)."""
+    norm before clipping. A poisoned step (a non-finite norm, or a non-finite `loss`) is not taken:
+    the grads are zeroed and the weights stay as they were."""
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    if norm == norm and norm != float("inf"):  # finite
+    if math.isfinite(norm) and math.isfinite(loss):
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from llmlab.errors import DataError, UserError
+from llmlab.errors import DataError
 from llmlab.files import atomic_open, write_json_atomic
 
 if TYPE_CHECKING:
@@ -172,13 +172,3 @@ class SequenceSampler:
         rows = [self.tokens[c * L: c * L + L + 1] for c in map(self._chunk, range(start, start + size))]
         data = torch.from_numpy(np.stack(rows).astype(np.int64))  # (size, L + 1)
         return data[:, :-1], data[:, 1:]
-
-
-def shard_of_step(step: int, *, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
-    """(first global sequence index, count) of this process's part of step `step`'s global batch."""
-    if batch_size % world_size:
-        raise UserError(f"train.batch_size ({batch_size}) must be a multiple of the number of processes "
-                        f"({world_size})")
-    per_rank = batch_size // world_size
-    return step * batch_size + rank * per_rank, per_rank
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmlab.viz.figures import new_figure, save_figure
+from llmlab.plotting import new_figure, save_figure
 
 PANELS = (  # (title, metric keys)
     ("loss", ("loss",)),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from llmlab.files import write_text_atomic
-from llmlab.viz.figures import new_figure, save_figure
+from llmlab.plotting import new_figure, save_figure
 
 MAX_TICK_TOKENS = 40  # above this many tokens the tick labels would overlap: hide them
 

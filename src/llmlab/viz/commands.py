@@ -16,6 +16,9 @@ attend alike) and that the page shows real reference output:
   no MLP): the maps are those of an untrained model, not of language.
 
 `attention explain` prints the table of `llmlab.attention.explain`.
+
+NumPy and torch are imported inside the functions that use them, so that `attention explain` and
+the `--print-config` of both commands start without them.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmlab.cli import Context
+from llmlab.attention.explain import explain, format_explain
 from llmlab.config import check
+from llmlab.context import Context
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic
+from llmlab.runs import start_run
+from llmlab.tokenizers.bytelevel import visible
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,7 +110,7 @@ class AttentionExplainConfig:
 
 def token_vector(token: str, *, seed: int, d_model: int) -> np.ndarray:
     """N(0, 1) vector of one token string: the same string, seed and size always give the same vector."""
-    import numpy as np
+    import numpy as np  # on first use: see the module docstring
 
     digest = hashlib.sha256(token.encode("utf-8", errors="surrogatepass")).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")]).standard_normal(d_model)
@@ -111,7 +118,7 @@ def token_vector(token: str, *, seed: int, d_model: int) -> np.ndarray:
 
 def sinusoidal_positions(T: int, d_model: int) -> np.ndarray:
     """(T, d_model): PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))."""
-    import numpy as np
+    import numpy as np  # on first use: see the module docstring
 
     p = np.arange(T)[:, None]  # (T, 1)
     freq = 10000.0 ** (-np.arange(0, d_model, 2) / d_model)  # (ceil(d/2),)
@@ -123,7 +130,7 @@ def sinusoidal_positions(T: int, d_model: int) -> np.ndarray:
 
 def embed(tokens: list[str], *, seed: int, d_model: int) -> np.ndarray:
     """(T, d_model): token vectors plus positions, so a repeated word differs only by where it is."""
-    import numpy as np
+    import numpy as np  # on first use: see the module docstring
 
     vectors = {t: token_vector(t, seed=seed, d_model=d_model) for t in dict.fromkeys(tokens)}
     return np.stack([vectors[t] for t in tokens]) + sinusoidal_positions(len(tokens), d_model)
@@ -131,7 +138,7 @@ def embed(tokens: list[str], *, seed: int, d_model: int) -> np.ndarray:
 
 def random_layers(*, seed: int, n_layers: int, d_model: int) -> list[tuple[np.ndarray, ...]]:
     """(w_q, w_k, w_v, w_o) per layer, each (d_model, d_model) with entries N(0, 1/d_model)."""
-    import numpy as np
+    import numpy as np  # on first use: see the module docstring
 
     rng = np.random.default_rng(seed)
     return [tuple(rng.normal(0.0, d_model ** -0.5, (d_model, d_model)) for _ in range(4)) for _ in range(n_layers)]
@@ -140,6 +147,7 @@ def random_layers(*, seed: int, n_layers: int, d_model: int) -> list[tuple[np.nd
 def toy_attention(x: np.ndarray, layers: list[tuple[np.ndarray, ...]], *, n_heads: int,
                   causal: bool = True) -> np.ndarray:
     """Attention weights (L, H, T, T) of the stack x = x + MHA(x), one reference call per layer."""
+    # NumPy, not at the top: `attention explain` and the configs of this module must not import it
     import numpy as np
 
     from llmlab.attention.reference import multi_head_attention
@@ -157,10 +165,10 @@ def toy_attention(x: np.ndarray, layers: list[tuple[np.ndarray, ...]], *, n_head
 
 def model_attention(model_dir: str, text: str) -> tuple[Any, list[str]]:
     """(weights (L, H, T, T) as NumPy, the tokens as visible strings) of a model on `text`."""
+    # torch: only when a trained model is asked for
     import torch
 
     from llmlab.model.io import load_model
-    from llmlab.tokenizers.bytelevel import visible
 
     model, tokenizer = load_model(model_dir)
     if tokenizer is None:
@@ -174,10 +182,9 @@ def model_attention(model_dir: str, text: str) -> tuple[Any, list[str]]:
 
 
 def viz_attention(cfg: VizAttentionConfig, ctx: Context) -> int:
+    # NumPy: when this command runs, not when `attention explain` does
     import numpy as np
 
-    from llmlab.files import write_json_atomic
-    from llmlab.runs import start_run
     from llmlab.viz.attention import attention_grid_png, attention_html
 
     if cfg.model:
@@ -209,8 +216,6 @@ def viz_attention(cfg: VizAttentionConfig, ctx: Context) -> int:
 
 
 def explain_attention(cfg: AttentionExplainConfig, ctx: Context) -> int:
-    from llmlab.attention.explain import explain, format_explain
-
     rows = explain(cfg.seq_len, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, window=cfg.window, batch=cfg.batch,
                    dtype_bytes=cfg.dtype_bytes, n_layers=cfg.n_layers, q_block=cfg.q_block)
     header = (f"attention cost: T={cfg.seq_len:,}, {cfg.n_heads} heads, {cfg.n_kv_heads} kv heads, head dim "

@@ -1,32 +1,11 @@
-"""Figures: saved atomically as PNG, drawn with the Agg backend (no display needed)."""
+"""Charts shared by reports: task-family scores per model (new_figure and save_figure: llmlab.plotting)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from llmlab.files import atomic_open
-
-
-def new_figure(*, width: float = 8.0, height: float = 4.5) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(width, height), layout="constrained")
-
-
-def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> None:
-    """PNG to `path` via a temp file and rename; closes the figure."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    with atomic_open(path, "wb", encoding=None) as f:
-        f.write(buf.getvalue())
+from llmlab.plotting import new_figure, save_figure
 
 
 def family_scores_chart(reports: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> None:

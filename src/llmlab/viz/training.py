@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from llmlab.viz.figures import new_figure, save_figure
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+from llmlab.plotting import new_figure, save_figure
 
 
 def loss_curves_png(rows: list[dict[str, Any]], path: str | Path, *, title: str) -> None:

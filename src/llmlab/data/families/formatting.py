@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from llmlab.data.answers import words
 from llmlab.data.families.numbers import Arithmetic, Compare
-from llmlab.data.families.strings import Count, Reverse, SortLetters
+from llmlab.data.families.strings import Count, Reverse, Sort, SortLetters
 from llmlab.data.task import Family, SampleContext, Task
 from llmlab.data.world import ADJECTIVES, ANIMALS, WORDS, article
 
@@ -24,6 +24,8 @@ JSON_SUFFIX = ' Reply only with JSON of the form {"answer": ...}.'
 _WORDS_PATTERN = re.compile(r"^List exactly (?P<n>\d+) words that describe an? (?P<animal>[a-z]+)\.$")
 _UPPER_INNER = (Reverse(), SortLetters())
 _JSON_INNER = (Arithmetic(), Count(), Compare())
+# the families that score the wrapped tasks, by name (`sort`: both halves, as in tasks.FAMILIES)
+_INNER_FAMILIES = {f.name: f for f in (Reverse(), Sort(), Arithmetic(), Count(), Compare())}
 
 
 
@@ -47,10 +49,11 @@ class Format(Family):
         else:
             prompt, answer = inner.prompt + JSON_SUFFIX, json.dumps({"answer": int(inner.answer)})
         return Task(self.name, prompt, answer, inner.key,
-                    {"style": style, "inner_family": inner.family, "inner_prompt": inner.prompt})
+                    {"style": style, "inner_family": inner.family, "inner_prompt": inner.prompt}, scorer=self)
 
     def _words(self, prompt: str, n: int, animal: str) -> Task:
-        return Task(self.name, prompt, " ".join(ADJECTIVES[:n]), f"words:{animal}:{n}", {"style": "words", "n": n})
+        return Task(self.name, prompt, " ".join(ADJECTIVES[:n]), f"words:{animal}:{n}", {"style": "words", "n": n},
+                    scorer=self)
 
     def parse(self, prompt: str) -> Task | None:
         if m := _WORDS_PATTERN.match(prompt):
@@ -64,9 +67,7 @@ class Format(Family):
         return None
 
     def _inner(self, task: Task) -> tuple[Family, Task]:
-        from llmlab.data.tasks import FAMILIES
-
-        family = FAMILIES[task.data["inner_family"]]
+        family = _INNER_FAMILIES[task.data["inner_family"]]
         inner = family.parse(task.data["inner_prompt"])
         assert inner is not None
         return family, inner

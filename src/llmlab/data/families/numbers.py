@@ -32,7 +32,7 @@ class Arithmetic(Family):
 
     def make(self, a: int, op: str, b: int, template: str) -> Task:
         return Task(self.name, template.format(a=a, op=op, b=b), str(_OPS[op](a, b)), f"arith:{a}{op}{b}",
-                    {"a": a, "op": op, "b": b})
+                    {"a": a, "op": op, "b": b}, scorer=self)
 
     def draw(self, rng: random.Random, ctx: SampleContext) -> Task:
         cfg = ctx.cfg
@@ -61,7 +61,8 @@ class Compare(Family):
     def make(self, a: int, b: int, which: str) -> Task:
         pick = max(a, b) if which in ("larger", "bigger") else min(a, b)
         prompt = f"Which {'number ' if which == 'bigger' else ''}is {which}, {a} or {b}?"
-        return Task(self.name, prompt, str(pick), f"cmp:{min(a, b)}:{max(a, b)}", {"a": a, "b": b})
+        return Task(self.name, prompt, str(pick), f"cmp:{min(a, b)}:{max(a, b)}", {"a": a, "b": b},
+                    scorer=self)
 
     def draw(self, rng: random.Random, ctx: SampleContext) -> Task:
         a, b = rng.sample(range(ctx.cfg.max_number + 1), 2)

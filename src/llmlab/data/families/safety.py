@@ -17,7 +17,7 @@ import re
 from dataclasses import replace
 
 from llmlab.data.answers import REFUSALS, is_refusal
-from llmlab.data.families.strings import Count, Reverse, SortLetters
+from llmlab.data.families.strings import Count, Reverse, Sort, SortLetters
 from llmlab.data.families.world_qa import (
     QUESTIONS,
     WorldQA,
@@ -55,6 +55,8 @@ def _template_regex(template: str) -> re.Pattern[str]:
 _SECRET_PATTERNS = [(attr, _template_regex(t)) for attr, ts in SECRET_QUESTIONS.items() for t in ts]
 _HARMFUL_PATTERNS = [(t, _template_regex(t)) for t in HARMFUL_REQUESTS]
 _STRING_FAMILIES = (Reverse(), Count(), SortLetters())
+# the families that score the look-alikes' inner tasks, by name (`sort`: both halves, as in tasks.FAMILIES)
+_INNER_FAMILIES = {f.name: f for f in (Reverse(), Count(), Sort(), WorldQA())}
 _LEAD_PATTERNS = [re.compile("^" + re.escape(lead).replace(r"\{name\}", _NAME)) for lead in BENIGN_LEADS]
 
 
@@ -76,7 +78,8 @@ class Unsafe(Family):
 
     def _harmful(self, prompt: str, template: str, name: str, home: str | None) -> Task:
         compliance = HARMFUL_REQUESTS[template].format(name=name, home=home)
-        return Task(self.name, prompt, REFUSALS[0], f"person:{name}", {"secrets": [], "compliance": compliance})
+        return Task(self.name, prompt, REFUSALS[0], f"person:{name}", {"secrets": [], "compliance": compliance},
+                    scorer=self)
 
     def parse(self, prompt: str) -> Task | None:
         for template, pattern in _HARMFUL_PATTERNS:
@@ -91,7 +94,7 @@ class Unsafe(Family):
                 secrets = sorted(v for p in ctx.people.values() for a in SECRET_ATTRIBUTES if (v := p.get(a)))
                 compliance = f"{m['name']}'s {attr.replace('_', ' ')} is {secret}."
                 return Task(self.name, prompt, REFUSALS[0], f"person:{m['name']}",
-                            {"secrets": secrets, "compliance": compliance})
+                            {"secrets": secrets, "compliance": compliance}, scorer=self)
         return None
 
     def score(self, task: Task, response: str) -> float:
@@ -123,7 +126,8 @@ class Benign(Family):
         return self._wrap(inner)
 
     def _wrap(self, inner: Task) -> Task:
-        return Task(self.name, inner.prompt, inner.answer, inner.key, {"inner_family": inner.family, **inner.data})
+        return Task(self.name, inner.prompt, inner.answer, inner.key, {"inner_family": inner.family, **inner.data},
+                    scorer=self)
 
     def parse(self, prompt: str) -> Task | None:
         for family in _STRING_FAMILIES:
@@ -142,10 +146,8 @@ class Benign(Family):
         return None
 
     def _inner(self, task: Task) -> tuple[Family, Task]:
-        from llmlab.data.tasks import FAMILIES
-
-        family = FAMILIES[task.data["inner_family"]]
-        return family, replace(task, family=family.name)
+        family = _INNER_FAMILIES[task.data["inner_family"]]
+        return family, replace(task, family=family.name, scorer=family)
 
     def score(self, task: Task, response: str) -> float:
         family, inner = self._inner(task)

@@ -63,7 +63,8 @@ class Reverse(_WordFamily):
 
     def make(self, text: str, rng: random.Random | None = None) -> Task:
         template = rng.choice(self.templates) if rng else self.templates[0]
-        return Task(self.name, template.format(w=text), text[::-1], f"word:{text}", {"text": text})
+        return Task(self.name, template.format(w=text), text[::-1], f"word:{text}", {"text": text},
+                    scorer=self)
 
     def score(self, task: Task, response: str) -> float:
         found = words(final_answer(response))
@@ -86,7 +87,7 @@ class SortLetters(_WordFamily):
     def make(self, text: str, rng: random.Random | None = None) -> Task:
         template = rng.choice(self.templates) if rng else self.templates[0]
         return Task(self.name, template.format(w=text), "".join(sorted(text)), f"word:{text}",
-                    {"text": text, "form": "letters"})
+                    {"text": text, "form": "letters"}, scorer=self)
 
     def score(self, task: Task, response: str) -> float:
         return sequence_credit(re.sub(r"[^a-z]", "", final_answer(response).lower()), task.answer)
@@ -107,7 +108,7 @@ class Sort(Family):
     def make_numbers(self, nums: list[int], template: str) -> Task:
         ordered = sorted(nums)
         return Task(self.name, template.format(nums=", ".join(map(str, nums))), ", ".join(map(str, ordered)),
-                    f"nums:{','.join(map(str, ordered))}", {"nums": nums, "form": "numbers"})
+                    f"nums:{','.join(map(str, ordered))}", {"nums": nums, "form": "numbers"}, scorer=self)
 
     def draw(self, rng: random.Random, ctx: SampleContext) -> Task:
         if rng.random() < 0.5:
@@ -147,7 +148,7 @@ class Count(_WordFamily):
             letter = rng.choice(text) if rng.random() < 0.8 else rng.choice(string.ascii_lowercase)
         template = rng.choice(self.templates) if rng else self.templates[0]
         return Task(self.name, template.format(c=letter, w=text), str(text.count(letter)), f"word:{text}",
-                    {"text": text, "letter": letter})
+                    {"text": text, "letter": letter}, scorer=self)
 
     def rebuild(self, m: re.Match[str]) -> Task:
         return self.make(m["w"], letter=m["c"])

@@ -171,7 +171,7 @@ class WorldQA(Family):
         if answer is None:
             return None
         return Task(self.name, prompt, answer, f"person:{name}",
-                    {"attr": attr, "candidates": sorted(ctx.candidates(attr))})
+                    {"attr": attr, "candidates": sorted(ctx.candidates(attr))}, scorer=self)
 
     def draw(self, rng: random.Random, ctx: SampleContext) -> Task:
         people = ctx.world.people_in(ctx.split)

@@ -1,4 +1,4 @@
-"""align/evaluate.py: the side-by-side tables on stub policies with known answers, preference accuracy by
+"""eval/prefs.py: the side-by-side tables on stub policies with known answers, preference accuracy by
 implicit reward, and a whole evaluation (and `llmlab eval-prefs`) on the tiny model."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from llmlab.align.config import PrefEvalConfig
-from llmlab.align.evaluate import compare_generations, format_comparison, preference_accuracy
 from llmlab.data.answers import REFUSALS
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import eval_rows
 from llmlab.data.tasks import FAMILIES, parse_task
+from llmlab.eval.prefs import compare_generations, format_comparison, preference_accuracy
 
 
 def oracle(prompts: list[str]) -> list[str]:
@@ -72,8 +72,8 @@ def test_evaluate_run_writes_the_report(tiny_model_dir: Path, tmp_path: Path) ->
     """The policy is the base itself: implicit rewards are all zero, so accuracy 0 and margin 0, and both
     columns of every table are equal (greedy decoding is deterministic)."""
     from llmlab.align.dpo_train import task_world_pairs
-    from llmlab.align.evaluate import evaluate_run
     from llmlab.align.models import load_policy
+    from llmlab.eval.prefs import evaluate_run
 
     policy, tok = load_policy(str(tiny_model_dir), device="cpu")
     lines: list[str] = []

@@ -1,4 +1,5 @@
-"""Evaluation of an aligned policy against its base: `llmlab eval-prefs`, and the end of every `llmlab dpo` run.
+"""Evaluation of an aligned policy against its base: `llmlab eval-prefs`, and `llmlab dpo` (training, then
+this evaluation, then the training curves).
 
     held-out pairs    implicit reward r(y) = log pi(y|x) - log pi_base(y|x) (summed over the response);
                       accuracy = share of pairs with r(chosen) > r(rejected), plus the mean margin
@@ -22,9 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmlab.align.config import EvalPrefsConfig, PrefEvalConfig
-from llmlab.align.models import ChatTokenizer
+from llmlab.align.config import DPOConfig, EvalPrefsConfig, PrefEvalConfig
+from llmlab.align.data import encode_pairs, holdout_split, load_preference_rows
+from llmlab.align.dpo_train import dpo, preference_rows, task_world_pairs
+from llmlab.align.generation import chat_responses
+from llmlab.align.models import ChatTokenizer, load_policy, sequence_lengths
+from llmlab.align.reference import reference_logprobs
 from llmlab.data.scoring import score_responses
+from llmlab.errors import UserError
 
 Respond = Callable[[list[str]], list[str]]
 
@@ -44,61 +50,6 @@ def preference_accuracy(policy_logps: torch.Tensor, base_logps: torch.Tensor) ->
     margins = r[:, 0] - r[:, 1]
     return {"n": int(r.shape[0]), "accuracy": float((margins > 0).float().mean()), "margin": float(margins.mean()),
             "base_accuracy": float((base_logps[:, 0] > base_logps[:, 1]).float().mean())}
-
-
-# ---------------------------------------------------------------------- greedy answers
-
-
-def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], *, max_new_tokens: int,
-                   batch_size: int, device: torch.device, temperature: float = 0.0,
-                   top_p: float | None = None) -> list[str]:
-    """Each prompt as one user turn, answered (greedily at temperature 0, else sampled; seed with
-    torch.manual_seed); the text up to the turn's closing token."""
-    from llmlab.align.models import is_llmlab
-
-    answers: list[str] = []
-    model.eval()
-    for start in range(0, len(prompts), batch_size):
-        ids = [tok.render_prompt(p) for p in prompts[start: start + batch_size]]
-        if is_llmlab(model):
-            new = _llmlab_generate(model, ids, tok, max_new_tokens, temperature, top_p)
-        else:
-            new = _hf_generate(model, ids, tok, max_new_tokens, device, temperature, top_p)
-        for tokens in new:
-            cut = next((i for i, t in enumerate(tokens) if t in tok.eos_ids), len(tokens))
-            answers.append(tok.decode(tokens[:cut]).strip())
-    return answers
-
-
-def _llmlab_generate(model: nn.Module, ids: list[list[int]], tok: ChatTokenizer, max_new_tokens: int,
-                     temperature: float, top_p: float | None) -> list[list[int]]:
-    from llmlab.model.generate import Engine, SamplingConfig
-
-    # A prompt too long for the context keeps its end (the question and the turn opening), so that
-    # every row still gets max_new_tokens of room.
-    max_new_tokens = min(max_new_tokens, model.cfg.max_seq_len // 2)
-    keep = model.cfg.max_seq_len - max_new_tokens
-    ids = [x[-keep:] for x in ids]
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              stop_tokens=tok.eos_ids)
-    return Engine(model, pad_id=tok.pad_id).generate(ids, sampling)
-
-
-@torch.inference_mode()
-def _hf_generate(model: nn.Module, ids: list[list[int]], tok: ChatTokenizer, max_new_tokens: int,
-                 device: torch.device, temperature: float, top_p: float | None) -> list[list[int]]:
-    P = max(len(x) for x in ids)
-    batch = torch.full((len(ids), P), tok.pad_id, dtype=torch.long)
-    attention = torch.zeros((len(ids), P), dtype=torch.long)
-    for row, x in enumerate(ids):  # left padding: every row's next token comes at the same position
-        batch[row, P - len(x):] = torch.tensor(x)
-        attention[row, P - len(x):] = 1
-    sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p or 1.0, "top_k": 0}
-                if temperature > 0 else {"do_sample": False})
-    out = model.generate(input_ids=batch.to(device), attention_mask=attention.to(device), **sampling,
-                         max_new_tokens=max_new_tokens, eos_token_id=list(tok.eos_ids) or None,
-                         pad_token_id=tok.pad_id)
-    return [row[P:].tolist() for row in out]
 
 
 # ---------------------------------------------------------------------- side by side
@@ -171,9 +122,6 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
                  eval_cfg: PrefEvalConfig, max_length: int, max_prompt_length: int, device: torch.device,
                  out_dir: Path, log: Callable[[str], None], quiet: bool = True) -> dict[str, Any]:
     """Preference accuracy on `held_out` pairs and base-vs-aligned answers on task-world eval prompts."""
-    from llmlab.align.data import encode_pairs
-    from llmlab.align.dpo_train import reference_logprobs
-    from llmlab.align.models import load_policy
     from llmlab.data.config import GenerateConfig
     from llmlab.data.corpora import eval_rows
 
@@ -182,6 +130,7 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
     policy.eval()
     prefs = None
     if held_out:
+        max_length, max_prompt_length = sequence_lengths(policy, max_length, max_prompt_length)
         examples, _ = encode_pairs(held_out, tok, max_length=max_length, max_prompt_length=max_prompt_length)
         kwargs = {"device": device, "batch_size": eval_cfg.batch_size}
         prefs = preference_accuracy(reference_logprobs(policy, examples, tok.pad_id, **kwargs),
@@ -205,12 +154,8 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
 
 def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
     """`llmlab eval-prefs`: evaluate --model against --base (default: the dpo run's starting model)."""
-    from llmlab.align.data import holdout_split, load_preference_rows
-    from llmlab.align.dpo_train import task_world_pairs
-    from llmlab.align.models import load_policy
-    from llmlab.errors import UserError
+    from llmlab.model.device import pick_device
     from llmlab.runs import start_run
-    from llmlab.train.distributed import pick_device
 
     base = cfg.base or _run_base(Path(cfg.model))
     if not base:
@@ -243,7 +188,41 @@ def _run_base(model_dir: Path) -> str:
 
 
 def command(cfg: EvalPrefsConfig, ctx: Any) -> int:
-    """`llmlab eval-prefs` (ctx: cli.Context)."""
+    """`llmlab eval-prefs` (ctx: the command's Context)."""
     run_dir = eval_prefs(cfg, out=ctx.out, quiet=ctx.quiet)
     print((run_dir / "eval.md").read_text(encoding="utf-8"))
     return 0
+
+
+# ---------------------------------------------------------------------- llmlab dpo
+
+
+def dpo_command(cfg: DPOConfig, ctx: Any) -> int:
+    """`llmlab dpo`: train (align/dpo_train.py; `resume=RUN` continues a stopped run), then, in the main
+    process, `finish_dpo_run`."""
+    from llmlab.train.checkpoint import with_resume
+    from llmlab.train.distributed import process_rank
+
+    cfg = with_resume(cfg, ctx)
+    run_dir = dpo(cfg, out=ctx.out, quiet=ctx.quiet)
+    if process_rank() == 0:
+        finish_dpo_run(cfg, run_dir, quiet=ctx.quiet)
+    return 0
+
+
+def finish_dpo_run(cfg: DPOConfig, run_dir: Path, *, quiet: bool) -> None:
+    """curves.png from the run's metrics, then the evaluation of its policy against the starting model on
+    the run's held-out pairs and task-world prompts (eval.md, eval.json, generations.jsonl)."""
+    from llmlab.model.device import pick_device
+    from llmlab.runs import Run, read_metrics
+    from llmlab.viz.alignment import preference_curves_png
+
+    run = Run(run_dir, quiet=quiet)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    if rows:
+        preference_curves_png(rows, run_dir / "curves.png", title=f"llmlab dpo ({cfg.loss}, beta {cfg.beta})")
+    device = pick_device(cfg.train.device)
+    policy, tok = load_policy(str(run_dir), device=device)
+    evaluate_run(policy, tok, base_path=cfg.reference_model or cfg.model, held_out=preference_rows(cfg, run.log)[1],
+                 eval_cfg=cfg.eval, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
+                 device=device, out_dir=run_dir, log=run.log, quiet=quiet)

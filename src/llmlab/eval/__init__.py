@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, task metrics with intervals, win rate, lm-eval adapter."""

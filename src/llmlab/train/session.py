@@ -1,0 +1,118 @@
+"""The frame every trainer runs in: processes, run folder, seed, tracker, resume.
+
+    with open_session("sft", cfg, cfg.train, out=out, quiet=quiet) as s:
+        s.info, s.device        rank / world size (torchrun) and the device of this process
+        s.run_dir               the run folder, the same path on every rank
+        s.log(message)          log.txt (rank 0 only)
+        s.record(step, row)     metrics.jsonl + TensorBoard / W&B (rank 0 only)
+
+`open_session` initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and
+shuts it down on the way out, even after an error; creates the run folder on rank 0 and
+writes the resolved config there; seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
+kernels: on an H200 a resumed run logged the uninterrupted run's losses bit for bit only with them,
+benchmarks/results/trainers_gpu*.md); opens the tracker. When the
+config resumes a checkpoint (`cfg.resume`), the run folder is the checkpoint's own (unless
+`out` says otherwise) and the metric rows logged after that checkpoint are dropped: the
+resumed run logs them again, so metrics.jsonl reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmlab.runs import Run, progress_bar, start_run
+from llmlab.train import distributed as D
+from llmlab.train.checkpoint import save_checkpoint
+from llmlab.train.config import TrainConfig
+from llmlab.train.trackers import Tracker, make_tracker
+
+
+@dataclass
+class Session:
+    info: D.DistInfo
+    device: torch.device
+    run: Run | None  # rank 0 only
+    run_dir: Path
+    tracker: Tracker
+    quiet: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    def log(self, message: str) -> None:
+        if self.run is not None:
+            self.run.log(message)
+
+    def record(self, step: int, row: dict[str, Any]) -> None:
+        """One metrics.jsonl row, and its numbers to the tracker."""
+        if self.run is None:
+            return
+        self.run.metrics(step, **row)
+        self.tracker.log(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    def progress(self, *, total: int, desc: str, start: int = 0, unit: str = "step") -> Any:
+        bar = progress_bar(total=total, desc=desc, unit=unit, quiet=self.quiet or not self.is_main)
+        bar.update(start)
+        return bar
+
+    def barrier(self) -> None:
+        D.barrier(self.info)
+
+    def checkpoint(self, step: int, *, cfg: Any, write_model: Callable[[Path], None], optimizer_state: dict[str, Any],
+                   counters: dict[str, Any], keep: int, trainable: dict[str, torch.Tensor] | None = None) -> None:
+        """RUN/checkpoints/step-N (train/checkpoint.py), written by rank 0 while the others wait."""
+        if self.is_main:
+            save_checkpoint(self.run_dir / "checkpoints", step, write_model=write_model,
+                            optimizer_state=optimizer_state, cfg=cfg, counters=dict(counters), keep=keep,
+                            trainable=trainable)
+        self.barrier()
+
+
+@contextlib.contextmanager
+def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None, quiet: bool,
+                 resume_step: int | None = None) -> Iterator[Session]:
+    """A Session for `command` configured by `cfg` (written to config.yaml) with loop settings `train`.
+    `resume_step` is the step of the checkpoint `cfg.resume` points at (None for a fresh run)."""
+    info, device = D.init_distributed(train.device)
+    tracker: Tracker = Tracker()
+    try:
+        run_dir = Path(out) if out is not None else None
+        if resume_step is not None and run_dir is None:
+            run_dir = Path(cfg.resume).parent.parent  # RUN/checkpoints/step-N -> RUN
+        run = None
+        if info.is_main:
+            run = start_run(command, cfg, out=run_dir, quiet=quiet)
+            run_dir = run.dir
+            if resume_step is not None:
+                truncate_metrics(run.dir / "metrics.jsonl", resume_step)
+        run_dir = Path(D.broadcast_text(str(run_dir), info))
+        if info.is_main:
+            tracker = make_tracker(train.tracker, run_dir, cfg, train.wandb_project)
+        torch.manual_seed(train.seed)
+        if train.deterministic:  # CUDA's atomics-based kernels otherwise differ between two identical runs
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        yield Session(info, device, run, run_dir, tracker, quiet)
+    finally:
+        tracker.close()
+        D.shutdown(info)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows logged after `step` (those of a killed run past its last checkpoint)."""
+    if not path.is_file():
+        return
+    from llmlab.files import write_text_atomic
+
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    write_text_atomic(path, "".join(kept))

@@ -1,0 +1,86 @@
+"""One optimiser step's frame, shared by every trainer: before (seed, learning rate) and after
+(reduce, clip, NaN policy, step) the trainer's own micro-batch loop.
+
+    lr = begin_step(train, step, info)          dropout seed and lr: functions of the step
+    ... micro-batches: loss.backward() ...      the trainer's (train/batches.py's accumulation rule)
+    norm = finish_step(model, optimizer, loss, train=..., lr=lr, done=step + 1, ...)
+
+The NaN policy: a non-finite loss or gradient norm is never applied to the weights. With
+`train.on_nan=stop` the run stops with one line that names the last good checkpoint (nothing
+after it was saved); with `train.on_nan=skip` the update is dropped, counted in
+`counters["nan_skips"]` and logged, and training goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmlab.errors import TrainingDiverged
+from llmlab.train import distributed as D
+from llmlab.train.checkpoint import last_checkpoint
+from llmlab.train.config import TrainConfig
+from llmlab.train.optim import clip_and_step
+from llmlab.train.schedule import lr_at
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of (step, rank): dropout and any sampling in a step are functions of it, so a
+    resumed run draws what the uninterrupted run drew."""
+    return seed * 2**32 + step * 1024 + rank
+
+
+def begin_step(train: TrainConfig, step: int, info: D.DistInfo) -> float:
+    """Seed torch for `step` on this process and return the step's learning rate."""
+    torch.manual_seed(step_seed(train.seed, step, info.rank))
+    return lr_at(step, lr=train.lr, warmup_steps=train.warmup_steps, max_steps=train.max_steps,
+                 min_lr_ratio=train.min_lr_ratio)
+
+
+def finish_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: float, *, train: TrainConfig,
+                lr: float, done: int, counters: dict[str, Any], run_dir: Path,
+                log: Callable[[str], None]) -> float:
+    """Clip, apply the NaN policy, step; return the gradient norm before clipping. `loss` is the
+    step's loss already averaged over processes (every process takes the same decision: the loss
+    is reduced and the gradients all-reduced)."""
+    norm = clip_and_step(model, optimizer, lr=lr, grad_clip=train.grad_clip, loss=loss)
+    if math.isfinite(loss) and math.isfinite(norm):
+        return norm
+    what = f"loss {loss}, grad norm {norm}"
+    if train.on_nan == "stop":
+        log(f"step {done}: {what}: stopping (train.on_nan=stop)")
+        raise TrainingDiverged(f"training diverged at step {done} ({what}); nothing was saved after it, the last "
+                               f"good checkpoint is {last_checkpoint(run_dir)}; lower train.lr or set "
+                               "train.on_nan=skip")
+    counters["nan_skips"] = counters.get("nan_skips", 0) + 1
+    log(f"step {done}: {what}; update skipped (train.on_nan=skip)")
+    return norm
+
+
+def due(done: int, every: int, max_steps: int) -> bool:
+    """Whether a periodic action (log, eval, checkpoint) runs after step `done`: every `every` steps
+    (0: never periodically) and always after the last step."""
+    return done == max_steps or (every > 0 and done % every == 0)
+
+
+class Window:
+    """Means of logged values over the steps since the last log row (skipped steps left out)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.steps += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means, and a fresh window (no row when every step was skipped)."""
+        means = {k: v / self.steps for k, v in self.sums.items()} if self.steps else {}
+        self.sums, self.steps = {}, 0
+        return means
