@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from llmlab.bench.harness import describe_machine, machine_info, markdown_table, write_results
+
 
 def build_model(root: Path, *, d_model: int, layers: int, context: int) -> tuple[Path, Path]:
     import torch
@@ -121,18 +123,18 @@ def main() -> int:
                              "loss_accum": accum[0]["loss"], "abs_diff": abs(full[0]["loss"] - accum[0]["loss"]),
                              "step_s": statistics.median(times) if times else wall / steps, "resume_equal": same})
                 print(json.dumps(rows[-1]), flush=True)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    device = torch.cuda.get_device_name() if args.device == "cuda" else describe_machine(machine_info(("torch",)))
     mode = "deterministic algorithms" if args.deterministic else "default kernels"
-    lines = [f"# Trainers on {device} (torch {torch.__version__}, {mode}); model {size}, batch 16, {steps} steps", "",
-             "| trainer | dtype | loss, 1 micro-batch | loss, 4 micro-batches | abs diff | median step (s) | "
-             "resumed losses == |", "|---|---|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r['trainer']} | {r['dtype']} | {r['loss_full']:.6f} | {r['loss_accum']:.6f} | "
-                     f"{r['abs_diff']:.2e} | {r['step_s']:.3f} | {r['resume_equal']} |")
-    text = "\n".join(lines) + "\n"
+    table = markdown_table(
+        ["trainer", "dtype", "loss, 1 micro-batch", "loss, 4 micro-batches", "abs diff", "median step (s)",
+         "resumed losses =="],
+        [[r["trainer"], r["dtype"], f"{r['loss_full']:.6f}", f"{r['loss_accum']:.6f}", f"{r['abs_diff']:.2e}",
+          f"{r['step_s']:.3f}", r["resume_equal"]] for r in rows], align="llrrrrl")
+    text = (f"# Trainers on {device} (torch {torch.__version__}, {mode}); model {size}, batch 16, {steps} steps\n\n"
+            f"{table}\n")
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        write_results(args.out, text, {"device": device, "mode": mode, "size": size, "steps": steps, "rows": rows})
     return 0
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -265,3 +266,69 @@ def test_two_ddp_processes_equal_one(trainer: str, tiny_model_dir: Path, tiny_to
         for key in ("loss", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
     assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text()
+
+
+# ---------------------------------------------------------------------- the same frame for all four
+
+FAST_RUNS = {
+    "pretrain": lambda d, tmp, out, *c: pretrain_run(d["tok"], tmp, out, *c),
+    "sft": lambda d, tmp, out, *c: sft_run(d["model"], out, *c),
+    "rm": lambda d, tmp, out, *c: rm_run(d["model"], out, *c),
+    "dpo": lambda d, tmp, out, *c: dpo_run(d["model"], out, *c),
+}
+MODULES = {"pretrain": "llmlab.train.pretrain", "sft": "llmlab.align.sft", "rm": "llmlab.align.rm_train",
+           "dpo": "llmlab.align.dpo_train"}
+
+
+@pytest.mark.parametrize("trainer", list(FAST_RUNS))
+def test_every_trainer_writes_tensorboard_events(trainer: str, tiny_model_dir: Path, tiny_tokenizer_dir: Path,
+                                                 tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = FAST_RUNS[trainer]({"tok": tiny_tokenizer_dir, "model": tiny_model_dir}, tmp_path, tmp_path / "run",
+                             "train.max_steps=2", "train.tracker=tensorboard", "train.checkpoint_every=0")
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("loss")]
+    assert losses == pytest.approx([r["loss"] for r in metrics(run) if "loss" in r], rel=1e-6)
+
+
+@pytest.mark.parametrize("trainer", list(FAST_RUNS))
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_every_trainer_has_the_nan_policy(trainer: str, policy: str, tiny_model_dir: Path, tiny_tokenizer_dir: Path,
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN loss at step 3: `stop` ends the run naming the step-2 checkpoint, `skip` drops that update, counts
+    it and finishes."""
+    import importlib
+
+    from llmlab.errors import TrainingDiverged
+
+    module = importlib.import_module(MODULES[trainer])
+    real = module.finish_step
+
+    def poisoned(model, optimizer, loss, **kwargs):
+        return real(model, optimizer, float("nan") if kwargs["done"] == 3 else loss, **kwargs)
+
+    monkeypatch.setattr(module, "finish_step", poisoned)
+    run_it = lambda: FAST_RUNS[trainer]({"tok": tiny_tokenizer_dir, "model": tiny_model_dir}, tmp_path,  # noqa: E731
+                                        tmp_path / "run", "train.max_steps=4", "train.checkpoint_every=2",
+                                        f"train.on_nan={policy}")
+    if policy == "stop":
+        with pytest.raises(TrainingDiverged, match=r"step 3 .*step-0000002"):
+            run_it()
+        assert not (tmp_path / "run" / "checkpoints" / "step-0000004").exists()
+    else:
+        rows = [r for r in metrics(run_it()) if "loss" in r]
+        assert rows[-1]["step"] == 4 and rows[-1]["nan_skips"] == 1
+        assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("config", ["SFTConfig", "RewardModelConfig", "DPOConfig"])
+@pytest.mark.parametrize("key", ["train.seq_len=64", "train.fsdp=true", "train.sample_tokens=8", "train.compile=true"])
+def test_a_key_the_trainer_does_not_use_is_an_error(config: str, key: str) -> None:
+    import llmlab.align.config as configs
+    from llmlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.split("=")[0].replace(".", r"\.")):
+        load_config(getattr(configs, config), None, ["model=some/model", key])

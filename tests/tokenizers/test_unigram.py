@@ -23,7 +23,7 @@ from llmlab.errors import UserError
 from llmlab.tokenizers import unigram_train as ut
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.tokenizers.unigram import UNK, UnigramTokenizer, build_lattice, nbest_paths, viterbi
-from llmlab.tokenizers.unigram_io import from_hf_json, hf_score, load_sentencepiece_model, to_hf_json
+from llmlab.tokenizers.unigram_io import from_hf_json, hf_score, load_sentencepiece_model
 from llmlab.tokenizers.unigram_train import train_unigram
 
 spm = pytest.importorskip("sentencepiece")
@@ -232,7 +232,7 @@ def test_tokenizer_json_matches_hf(tmp_path, byte_fallback):
     hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
     again = load_tokenizer(tmp_path)
-    assert to_hf_json(again) == to_hf_json(tok)
+    assert again.to_hf_json() == tok.to_hf_json()
     for text in [*VARIED, *corpus()[:100], "<s> special </s>"]:
         ids = tok.encode(text, allowed_special="all")
         assert hf.encode(text).ids == ids, text
@@ -257,7 +257,7 @@ def _hf(byte_fallback: bool):
 
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(json.dumps(to_hf_json(trained(byte_fallback))))
+    return Tokenizer.from_str(json.dumps(trained(byte_fallback).to_hf_json()))
 
 
 # ---------------------------------------------------------------------- SentencePiece
@@ -347,7 +347,7 @@ def test_hf_ties_float64(tmp_path):
     import json
 
     model = spm_model(_tie_corpus(), 400, normalization_rule_name="identity", remove_extra_whitespaces=False)
-    data = to_hf_json(load_sentencepiece_model(model))
+    data = load_sentencepiece_model(model).to_hf_json()
     hf = tokenizers.Tokenizer.from_str(json.dumps(data))
     again = from_hf_json(data)
     assert not again.float32
@@ -397,7 +397,7 @@ def test_pre_tokenizer_matches_hf():
 
     tok = train_unigram(corpus(), 500, byte_fallback=True, normalizer="none", pre_tokenizer="script")
     assert tok.words("a(b c)") == ["▁a", "(", "b", "▁c", ")"]
-    data = to_hf_json(tok)
+    data = tok.to_hf_json()
     hf = tokenizers.Tokenizer.from_str(json.dumps(data))
     again = from_hf_json(data)
     assert again.pre_tokenizer == "script"

@@ -26,7 +26,6 @@ from llmlab.errors import UserError
 from llmlab.tokenizers.bert_text import BertNormalizer, bert_pre_tokenize
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.tokenizers.wordpiece import WordPieceTokenizer, wordpiece_word
-from llmlab.tokenizers.wordpiece_io import to_hf_json
 from llmlab.tokenizers.wordpiece_reference import learn_wordpiece_reference
 from llmlab.tokenizers.wordpiece_train import SCORES, choose_alphabet, learn_wordpiece, train_wordpiece
 
@@ -191,7 +190,7 @@ def test_hf_encodes_generated_text_like_llmlab(text):
 
 @cache
 def _hf_of(config: tuple) -> object:
-    return tokenizers.Tokenizer.from_str(json.dumps(to_hf_json(trained(*config))))
+    return tokenizers.Tokenizer.from_str(json.dumps(trained(*config).to_hf_json()))
 
 
 def test_transformers_encode_like_llmlab(saved):
@@ -250,7 +249,7 @@ def test_hf_trained_file_encodes_identically_in_llmlab(tmp_path, lowercase):
 
 
 def _bert_file(**changes) -> dict:
-    data = to_hf_json(WordPieceTokenizer({"[UNK]": 0, "a": 1, "##b": 2}))
+    data = WordPieceTokenizer({"[UNK]": 0, "a": 1, "##b": 2}).to_hf_json()
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
         node = data

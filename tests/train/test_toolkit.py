@@ -99,9 +99,9 @@ def test_nan_skip_counts_and_leaves_the_weights(tmp_path: Path) -> None:
     before = layer.weight.detach().clone()
     counters: dict = {"nan_skips": 0}
     logged: list[str] = []
-    finish_step(layer, opt, float("nan"), train=TrainConfig(on_nan="skip"), lr=0.1, done=5, counters=counters,
-                run_dir=tmp_path, log=logged.append)
-    assert counters["nan_skips"] == 1 and "update skipped" in logged[0]
+    result = finish_step(layer, opt, float("nan"), train=TrainConfig(on_nan="skip"), lr=0.1, done=5,
+                         counters=counters, run_dir=tmp_path, log=logged.append)
+    assert not result.applied and counters["nan_skips"] == 1 and "update skipped" in logged[0]
     assert torch.equal(layer.weight, before)
     assert all(p.grad is None for p in layer.parameters())
 
@@ -111,9 +111,9 @@ def test_a_finite_loss_with_finite_grads_steps(tmp_path: Path) -> None:
     torch.nn.init.zeros_(layer.weight)
     opt = torch.optim.SGD(layer.parameters(), lr=123.0)
     layer(torch.ones(1, 2)).sum().backward()  # grad = [1, 1], norm sqrt(2)
-    norm = finish_step(layer, opt, 0.0, train=TrainConfig(grad_clip=0.0), lr=0.5, done=1, counters={},
-                       run_dir=tmp_path, log=lambda m: None)
-    assert norm == pytest.approx(2 ** 0.5)
+    norm, applied = finish_step(layer, opt, 0.0, train=TrainConfig(grad_clip=0.0), lr=0.5, done=1, counters={},
+                                run_dir=tmp_path, log=lambda m: None)
+    assert applied and norm == pytest.approx(2 ** 0.5)
     torch.testing.assert_close(layer.weight, torch.tensor([[-0.5, -0.5]]))
 
 

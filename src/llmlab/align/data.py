@@ -33,6 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from llmlab.data.config import GenerateConfig
+from llmlab.data.corpora import pref_rows, sft_rows
+from llmlab.data.loaders import _located_rows  # subtle: the located reader, so our checks name file:line
+from llmlab.data.schemas import SCHEMAS
 from llmlab.errors import DataError, UserError
 
 if TYPE_CHECKING:
@@ -54,8 +58,6 @@ def load_preference_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 
     strict=True raises the first problem as a DataError, strict=False skips and reports it.
     """
     if not paths:
-        from llmlab.data.config import GenerateConfig
-        from llmlab.data.corpora import pref_rows
 
         return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed))), []
     return _load(paths, "prefs", normalise_pair, strict=strict)
@@ -97,8 +99,6 @@ def load_chat_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 2000,
                    seed: int = 0) -> tuple[list[Row], list[str]]:
     """(rows {"messages": [...], ...}, skipped messages); no paths: `n` task-world SFT chats."""
     if not paths:
-        from llmlab.data.config import GenerateConfig
-        from llmlab.data.corpora import sft_rows
 
         return list(sft_rows(GenerateConfig(kind="sft", n=n, seed=seed))), []
     return _load(paths, "chat", _check_chat, strict=strict)
@@ -111,8 +111,6 @@ def _check_chat(row: Row) -> Row | str:
 
 
 def _load(paths: Iterable[str], schema: str, normalise: Any, *, strict: bool) -> tuple[list[Row], list[str]]:
-    from llmlab.data.loaders import _located_rows  # subtle: the located reader, so our checks name file:line
-    from llmlab.data.schemas import SCHEMAS
 
     validate = SCHEMAS[schema]
     rows: list[Row] = []

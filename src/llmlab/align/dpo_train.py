@@ -33,7 +33,6 @@ only), LoRA's "adapters off" reference (with LoRA the reference is a second mode
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,14 @@ import torch
 from torch import nn
 
 from llmlab.align.config import DPOConfig
-from llmlab.align.data import PairExample, collate_pairs, encode_pairs, sample_indices
+from llmlab.align.data import (
+    PairExample,
+    collate_pairs,
+    encode_pairs,
+    holdout_split,
+    load_preference_rows,
+    sample_indices,
+)
 from llmlab.align.dpo import LOSSES
 from llmlab.align.models import (
     ChatTokenizer,
@@ -54,6 +60,8 @@ from llmlab.align.models import (
 )
 from llmlab.align.preference import nll_weight_of, preference_loss
 from llmlab.align.reference import forward_sequences, kl_batch, mismatched_responses, reference_logprobs
+from llmlab.data.config import GenerateConfig
+from llmlab.data.corpora import pref_rows
 from llmlab.errors import UserError
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, global_units, plan_batches
@@ -185,11 +193,11 @@ def _train(cfg: DPOConfig, s: Session) -> Path:
         loss_value = float(D.mean_over_ranks(loss, info))
         per_pair = (D.sum_over_ranks(torch.stack([stats[n] for n in names]), info) / tc.batch_size).tolist()
         done = step + 1
-        norm = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
+        norm, applied = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
                            run_dir=s.run_dir, log=s.log)
         counters["pairs"] += tc.batch_size
         bar.update(1)
-        if math.isfinite(loss_value) and math.isfinite(norm) and due(done, tc.log_every, tc.max_steps):
+        if applied and due(done, tc.log_every, tc.max_steps):
             row = {"loss": loss_value, **dict(zip(names, per_pair, strict=True)), "grad_norm": norm, "lr": lr,
                    "pairs": counters["pairs"], "nan_skips": counters["nan_skips"]}
             watch.update(done, row)
@@ -274,7 +282,6 @@ def preference_rows(cfg: DPOConfig, log: Any = print) -> tuple[list[dict], list[
     """(training rows, held-out rows): the user's rows split by data.eval_fraction, or the task world's
     train split plus eval.n_pairs pairs of its eval split. The evaluation after training reads the
     same held-out rows."""
-    from llmlab.align.data import holdout_split, load_preference_rows
 
     rows, skipped = load_preference_rows(cfg.data.input, strict=cfg.data.strict, n=cfg.data.n, seed=cfg.data.seed)
     for message in skipped:
@@ -288,8 +295,6 @@ def task_world_pairs(n: int, *, seed: int) -> list[dict]:
     """`n` preference pairs from the task world's eval split (no prompt of it is in the train split)."""
     if n == 0:
         return []
-    from llmlab.data.config import GenerateConfig
-    from llmlab.data.corpora import pref_rows
 
     return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed, split="eval")))
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from llmlab.align.models import ChatTokenizer, is_llmlab
+from llmlab.model.generate import Engine, SamplingConfig
 
 
 def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], *, max_new_tokens: int,
@@ -34,7 +35,6 @@ def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str],
 
 def _llmlab_generate(model: nn.Module, ids: list[list[int]], tok: ChatTokenizer, max_new_tokens: int,
                      temperature: float, top_p: float | None) -> list[list[int]]:
-    from llmlab.model.generate import Engine, SamplingConfig
 
     # A prompt too long for the context keeps its end (the question and the turn opening), so that
     # every row still gets max_new_tokens of room.

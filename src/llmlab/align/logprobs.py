@@ -20,6 +20,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from llmlab.model.llama import Transformer
+
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log p(ids[:, t] | ids[:, :t]) for t >= 1, as (B, T - 1); logits (B, T, V) in any float dtype.
@@ -69,7 +71,6 @@ def model_logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor | N
     Right padding needs no position bookkeeping: real tokens come first, so their positions are
     0..n-1 either way; the padding is masked as keys (and its outputs are never scored).
     """
-    from llmlab.model.llama import Transformer
 
     base = getattr(model, "module", model)  # DDP / FSDP wrappers
     base = getattr(base, "_orig_mod", base)  # torch.compile

@@ -30,6 +30,9 @@ from torch import nn
 from llmlab.align.config import LoraConfig
 from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
+from llmlab.model.io import is_llmlab_model, load_model, save_weights
+from llmlab.model.llama import Transformer
+from llmlab.tokenizers.base import Tokenizer
 
 if TYPE_CHECKING:
     pass
@@ -46,7 +49,6 @@ class ChatTokenizer:
     """An llmlab Tokenizer or a transformers tokenizer behind one small interface (see the module doc)."""
 
     def __init__(self, inner: Any) -> None:
-        from llmlab.tokenizers.base import Tokenizer
 
         self.inner = inner
         self.is_llmlab = isinstance(inner, Tokenizer)
@@ -144,7 +146,6 @@ def _hf_special_ids(tokenizer: Any) -> set[int]:
 def load_policy(path: str, *, device: str | torch.device, dtype: torch.dtype | None = None,
                 lora: LoraConfig | None = None, gradient_checkpointing: bool = False) -> tuple[nn.Module, ChatTokenizer]:
     """(model in train mode, tokenizer) from an llmlab model folder or a local HF causal-LM folder."""
-    from llmlab.model.io import is_llmlab_model, load_model
 
     directory = Path(path)
     if not directory.is_dir():
@@ -218,7 +219,6 @@ def sequence_lengths(model: nn.Module, max_length: int, max_prompt_length: int =
 
 
 def is_llmlab(model: nn.Module) -> bool:
-    from llmlab.model.llama import Transformer
 
     return isinstance(getattr(model, "module", model), Transformer)
 
@@ -276,7 +276,6 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 def save_policy(model: nn.Module, tokenizer: ChatTokenizer, directory: str | Path) -> Path:
     """An llmlab folder for llmlab models, an HF folder (safetensors) for HF models, with LoRA folded
     into the weights (`merged_state_dict`; the model itself keeps its adapters, so training can go on)."""
-    from llmlab.model.io import save_weights
 
     directory = Path(directory)
     model = getattr(model, "module", model)

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.align.config import SamplePrefsConfig
+from llmlab.align.data import _load  # subtle: the checked, located reader the other trainers use
+from llmlab.align.generation import chat_responses
+from llmlab.align.models import load_policy
+from llmlab.align.reward_model import load_reward_model, score_texts
+from llmlab.data.tasks import FAMILIES, parse_task, sample_tasks, score
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_jsonl_atomic
+from llmlab.model.device import pick_device
+from llmlab.runs import progress_bar, start_run
 
 Scorer = Callable[[list[tuple[str, str]]], list[float]]
 
@@ -76,7 +84,6 @@ class Prompt:
 
 def task_world_prompts(n: int, *, seed: int) -> list[Prompt]:
     """`n` train-split task-world prompts, all families in equal shares, with a gold response each."""
-    from llmlab.data.tasks import FAMILIES, sample_tasks
 
     rng = random.Random(f"llmlab-sample-prefs:{seed}")
     tasks = sample_tasks(n, seed=seed, split="train", stream="sample-prefs")
@@ -87,8 +94,6 @@ def input_prompts(paths: tuple[str, ...], *, gold_scorer: bool, strict: bool,
                   log: Callable[[str], None]) -> list[Prompt]:
     """The prompts of the user's rows ("eval" schema: a non-empty "prompt"); with the gold scorer each must
     be a task-world prompt (a DataError naming file:line otherwise, or a skip with strict=false)."""
-    from llmlab.align.data import _load  # subtle: the checked, located reader the other trainers use
-    from llmlab.data.tasks import FAMILIES, parse_task
 
     def check(row: dict[str, Any]) -> dict[str, Any] | str:
         task = parse_task(row["prompt"])
@@ -105,13 +110,11 @@ def input_prompts(paths: tuple[str, ...], *, gold_scorer: bool, strict: bool,
 
 
 def gold_scorer(pairs: list[tuple[str, str]]) -> list[float]:
-    from llmlab.data.tasks import score
 
     return [score(prompt, response) for prompt, response in pairs]
 
 
 def rm_scorer(directory: str, device: Any, batch_size: int) -> Scorer:
-    from llmlab.align.reward_model import load_reward_model, score_texts
 
     rm, tok = load_reward_model(directory, device=device)
     return lambda pairs: score_texts(rm, tok, pairs, batch_size=batch_size)
@@ -124,11 +127,6 @@ def sample_prefs(cfg: SamplePrefsConfig, *, out: Path | None = None, quiet: bool
     """Sample, score, pair; return the run folder (prefs.jsonl, summary.json)."""
     import torch
 
-    from llmlab.align.generation import chat_responses
-    from llmlab.align.models import load_policy
-    from llmlab.files import write_json_atomic, write_jsonl_atomic
-    from llmlab.model.device import pick_device
-    from llmlab.runs import progress_bar, start_run
 
     run = start_run("sample-prefs", cfg, out=out, quiet=quiet)
     device = pick_device(cfg.device)

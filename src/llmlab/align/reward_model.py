@@ -27,7 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.align.models import ChatTokenizer, merged_state_dict, sequence_lengths
+from llmlab.config import read_yaml
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.model.hf_io import export_hf, hf_model_type, to_hf_config, to_hf_state
+from llmlab.model.io import load_model, save_weights
+from llmlab.model.llama import Transformer
 
 if TYPE_CHECKING:
     from llmlab.align.models import ChatTokenizer
@@ -76,7 +82,6 @@ class RewardModel(nn.Module):
 
 
 def _is_llmlab(module: nn.Module) -> bool:
-    from llmlab.model.llama import Transformer
 
     return isinstance(module, Transformer)
 
@@ -96,7 +101,6 @@ def score_texts(rm: RewardModel, tok: ChatTokenizer, pairs: list[tuple[Any, str]
     """Rewards of (prompt, response) pairs; the prompt is a string or a message list, rendered by
     the tokenizer's chat template. Over-long sequences (past max_length; 0: the trunk's context)
     keep the prompt's end and the response's start."""
-    from llmlab.align.models import sequence_lengths
 
     max_length, _ = sequence_lengths(rm, max_length)
     device = rm.score.weight.device
@@ -125,15 +129,12 @@ def save_reward_model(rm: RewardModel, tok: ChatTokenizer, directory: str | Path
     import yaml
     from safetensors.torch import save_file
 
-    from llmlab.align.models import merged_state_dict
-    from llmlab.files import write_text_atomic
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = merged_state_dict(rm.trunk)
     weight = rm.score.weight.detach().float().cpu().contiguous()
     if _is_llmlab(rm.trunk):
-        from llmlab.model.io import save_weights
 
         save_weights(rm.trunk.cfg, state, directory, tok.inner)
         save_file({"weight": weight}, str(directory / SCORE_FILE))
@@ -174,9 +175,6 @@ def _export_hf_sequence_classification(cfg: Any, state: dict[str, torch.Tensor],
     the causal-LM export (model/hf_io.py) without lm_head, plus score.weight (1, d)."""
     from safetensors.torch import save_file
 
-    from llmlab.files import write_json_atomic
-    from llmlab.model.hf_io import export_hf, hf_model_type, to_hf_config, to_hf_state
-    from llmlab.model.llama import Transformer
 
     with torch.device("meta"):
         shell = Transformer(cfg)
@@ -202,15 +200,12 @@ def load_reward_model(directory: str | Path, *, device: str | torch.device = "cp
     """(reward model in eval mode, tokenizer) from a folder `save_reward_model` wrote."""
     from safetensors.torch import load_file
 
-    from llmlab.align.models import ChatTokenizer
-    from llmlab.config import read_yaml
 
     directory = Path(directory)
     if not is_reward_model(directory):
         raise UserError(f"{directory}: not a reward model folder (no {RM_FILE}; train one with `llmlab rm train`)")
     kind = read_yaml(directory / RM_FILE).get("trunk")
     if kind == "llmlab":
-        from llmlab.model.io import load_model
 
         trunk, tokenizer = load_model(directory, device=device, dtype=dtype)
         weight = load_file(str(directory / SCORE_FILE))["weight"]

@@ -15,7 +15,6 @@ Left out: FSDP, per-pair margins read from the data.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmlab.align.config import RewardModelConfig, ScoreRMConfig
-from llmlab.align.data import collate_pairs, sample_indices
+from llmlab.align.data import collate_pairs, encode_pairs, holdout_split, load_preference_rows, sample_indices
 from llmlab.align.models import load_trainee, sequence_lengths, trainable_parameters
 from llmlab.align.reward_model import (
     bradley_terry_loss,
@@ -32,9 +31,11 @@ from llmlab.align.reward_model import (
     save_reward_model,
     score_texts,
 )
+from llmlab.data.loaders import load_rows
+from llmlab.model.device import pick_device
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, plan_batches, unit_scale
-from llmlab.train.checkpoint import restore, resume_step, trainable_state
+from llmlab.train.checkpoint import restore, resume_step, trainable_state, with_resume
 from llmlab.train.optim import build_adamw
 from llmlab.train.precision import autocast_for
 from llmlab.train.session import Session, open_session
@@ -94,10 +95,10 @@ def _train(cfg: RewardModelConfig, s: Session) -> Path:
         loss_value = float(D.mean_over_ranks(loss, info))
         accuracy, margin = (D.sum_over_ranks(stats, info) / tc.batch_size).tolist()
         done = step + 1
-        norm = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
+        norm, applied = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
                            run_dir=s.run_dir, log=s.log)
         counters["pairs"] += tc.batch_size
-        if math.isfinite(loss_value) and math.isfinite(norm):
+        if applied:
             window.add({"loss": loss_value, "accuracy": accuracy, "margin": margin})
         bar.update(1)
         if due(done, tc.log_every, tc.max_steps):
@@ -124,7 +125,6 @@ def _train(cfg: RewardModelConfig, s: Session) -> Path:
 
 def prepare_pairs(cfg: RewardModelConfig, tok: Any, max_length: int, max_prompt_length: int,
                   log: Any) -> tuple[list[PairExample], list[PairExample]]:
-    from llmlab.align.data import encode_pairs, holdout_split, load_preference_rows
 
     d = cfg.data
     rows, skipped = load_preference_rows(d.input, strict=d.strict, n=d.n, seed=d.seed)
@@ -162,7 +162,6 @@ def evaluate_pairs(rm: RewardModel, examples: list[PairExample], pad_id: int, ba
 
 def command(cfg: RewardModelConfig, ctx: Any) -> int:
     """`llmlab rm train` (ctx: the command's Context); `resume=RUN` continues a stopped run."""
-    from llmlab.train.checkpoint import with_resume
 
     train_reward_model(with_resume(cfg, ctx), out=ctx.out, quiet=ctx.quiet)
     return 0
@@ -170,14 +169,12 @@ def command(cfg: RewardModelConfig, ctx: Any) -> int:
 
 def score_command(cfg: ScoreRMConfig, ctx: Any) -> int:
     """One reward on stdout, or one JSON line {prompt, response, reward} per input row."""
-    from llmlab.model.device import pick_device
 
     rm, tok = load_reward_model(cfg.model, device=pick_device(cfg.device))
     if not cfg.input:
         (reward,) = score_texts(rm, tok, [(cfg.prompt, cfg.response)], max_length=cfg.max_length)
         print(f"{reward:.6f}")
         return 0
-    from llmlab.data.loaders import load_rows
 
     rows = load_rows(cfg.input, "responses", strict=True).rows
     rewards = score_texts(rm, tok, [(r["prompt"], r["response"]) for r in rows],

@@ -27,13 +27,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmlab.align.config import SFTConfig
-from llmlab.align.data import collate_chats, sample_indices
+from llmlab.align.data import (
+    collate_chats,
+    encode_chats,
+    holdout_split,
+    load_chat_rows,
+    pack_chats,
+    sample_indices,
+)
 from llmlab.align.logprobs import model_logits, nll_loss, target_count
 from llmlab.align.models import load_trainee, save_policy, sequence_lengths, trainable_parameters
 from llmlab.errors import UserError
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, global_units, plan_batches, unit_scale
-from llmlab.train.checkpoint import restore, resume_step, trainable_state
+from llmlab.train.checkpoint import restore, resume_step, trainable_state, with_resume
 from llmlab.train.optim import build_adamw
 from llmlab.train.precision import autocast_for
 from llmlab.train.session import Session, open_session
@@ -90,9 +97,9 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
             counters["tokens"] += tokens
         loss_value = float(D.mean_over_ranks(loss, info))
         done = step + 1
-        norm = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
+        norm, applied = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
                            run_dir=s.run_dir, log=s.log)
-        if math.isfinite(loss_value) and math.isfinite(norm):
+        if applied:
             window.add({"loss": loss_value})
         bar.update(1)
         if due(done, tc.log_every, tc.max_steps):
@@ -122,7 +129,6 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
 
 def prepare_chats(cfg: SFTConfig, tok: Any, max_length: int, log: Any) -> tuple[list[ChatExample], list[ChatExample]]:
     """(train sequences, held-out sequences): rows -> split -> ids and masks -> packs (train only)."""
-    from llmlab.align.data import encode_chats, holdout_split, load_chat_rows, pack_chats
 
     d = cfg.data
     rows, skipped = load_chat_rows(d.input, strict=d.strict, n=d.n, seed=d.seed)
@@ -162,7 +168,6 @@ def evaluate_loss(model: Any, examples: list[ChatExample], pad_id: int, micro: i
 
 def command(cfg: SFTConfig, ctx: Any) -> int:
     """`llmlab sft` (ctx: the command's Context); `resume=RUN` continues a stopped run."""
-    from llmlab.train.checkpoint import with_resume
 
     sft(with_resume(cfg, ctx), out=ctx.out, quiet=ctx.quiet)
     return 0

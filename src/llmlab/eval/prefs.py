@@ -29,8 +29,18 @@ from llmlab.align.dpo_train import dpo, preference_rows, task_world_pairs
 from llmlab.align.generation import chat_responses
 from llmlab.align.models import ChatTokenizer, load_policy, sequence_lengths
 from llmlab.align.reference import reference_logprobs
+from llmlab.config import read_yaml
+from llmlab.data.config import GenerateConfig
+from llmlab.data.corpora import eval_rows
 from llmlab.data.scoring import score_responses
 from llmlab.errors import UserError
+from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.model.device import pick_device
+from llmlab.runs import Run, read_metrics, start_run
+from llmlab.train.checkpoint import with_resume
+from llmlab.train.distributed import process_rank
+from llmlab.viz.alignment import preference_curves_png
+from llmlab.viz.figures import family_scores_chart
 
 Respond = Callable[[list[str]], list[str]]
 
@@ -101,8 +111,6 @@ def format_comparison(reports: dict[str, dict[str, Any]], prefs: dict[str, float
 def write_evaluation(out_dir: Path, reports: dict[str, dict[str, Any]], records: list[dict],
                      prefs: dict[str, float] | None) -> str:
     """eval.md, eval.json, generations.jsonl and family_scores.png in `out_dir`; returns the markdown."""
-    from llmlab.files import write_json_atomic, write_text_atomic
-    from llmlab.viz.figures import family_scores_chart
 
     out_dir.mkdir(parents=True, exist_ok=True)
     text = format_comparison(reports, prefs)
@@ -122,8 +130,6 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
                  eval_cfg: PrefEvalConfig, max_length: int, max_prompt_length: int, device: torch.device,
                  out_dir: Path, log: Callable[[str], None], quiet: bool = True) -> dict[str, Any]:
     """Preference accuracy on `held_out` pairs and base-vs-aligned answers on task-world eval prompts."""
-    from llmlab.data.config import GenerateConfig
-    from llmlab.data.corpora import eval_rows
 
     base, _ = load_policy(base_path, device=device)
     base.eval().requires_grad_(False)
@@ -154,8 +160,6 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
 
 def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
     """`llmlab eval-prefs`: evaluate --model against --base (default: the dpo run's starting model)."""
-    from llmlab.model.device import pick_device
-    from llmlab.runs import start_run
 
     base = cfg.base or _run_base(Path(cfg.model))
     if not base:
@@ -178,7 +182,6 @@ def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = F
 
 def _run_base(model_dir: Path) -> str:
     """The starting model recorded in a dpo run folder's config.yaml, or ""."""
-    from llmlab.config import read_yaml
 
     path = model_dir / "config.yaml"
     if not path.is_file():
@@ -200,8 +203,6 @@ def command(cfg: EvalPrefsConfig, ctx: Any) -> int:
 def dpo_command(cfg: DPOConfig, ctx: Any) -> int:
     """`llmlab dpo`: train (align/dpo_train.py; `resume=RUN` continues a stopped run), then, in the main
     process, `finish_dpo_run`."""
-    from llmlab.train.checkpoint import with_resume
-    from llmlab.train.distributed import process_rank
 
     cfg = with_resume(cfg, ctx)
     run_dir = dpo(cfg, out=ctx.out, quiet=ctx.quiet)
@@ -213,9 +214,6 @@ def dpo_command(cfg: DPOConfig, ctx: Any) -> int:
 def finish_dpo_run(cfg: DPOConfig, run_dir: Path, *, quiet: bool) -> None:
     """curves.png from the run's metrics, then the evaluation of its policy against the starting model on
     the run's held-out pairs and task-world prompts (eval.md, eval.json, generations.jsonl)."""
-    from llmlab.model.device import pick_device
-    from llmlab.runs import Run, read_metrics
-    from llmlab.viz.alignment import preference_curves_png
 
     run = Run(run_dir, quiet=quiet)
     rows = read_metrics(run_dir / "metrics.jsonl")

@@ -46,12 +46,6 @@ from llmlab.tokenizers.unigram import SPACE, UnigramTokenizer, chunk_pattern
 # ---------------------------------------------------------------------- tokenizer.json
 
 
-def to_hf_json(tok: UnigramTokenizer) -> dict[str, Any]:
-    """The tokenizer.json object that `tok.save` writes: `tok.to_hf_json()` (unigram.py: a tokenizer
-    writes itself; this module, above it, reads the file back)."""
-    return tok.to_hf_json()
-
-
 def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
     """A Unigram tokenizer from a parsed tokenizer.json; UserErrors name the field at fault."""
     model = data.get("model")

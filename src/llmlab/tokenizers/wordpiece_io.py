@@ -42,12 +42,6 @@ from llmlab.tokenizers.wordpiece import BERT_NORMALIZER_FLAGS, WordPieceTokenize
 # ---------------------------------------------------------------------- writing
 
 
-def to_hf_json(tok: WordPieceTokenizer) -> dict[str, Any]:
-    """The tokenizer.json object that `tok.save` writes: `tok.to_hf_json()` (wordpiece.py: a tokenizer
-    writes itself; this module, above it, reads the file back)."""
-    return tok.to_hf_json()
-
-
 # ---------------------------------------------------------------------- reading
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from llmlab.config import to_yaml
+from llmlab.config import load_config, to_yaml
 from llmlab.errors import UserError
 from llmlab.files import write_text_atomic
 
@@ -117,7 +117,6 @@ def resumed_config(cls: type[T], resume: str, overrides: tuple[str, ...] = (),
                    flags: dict[str, Any] | None = None) -> T:
     """The config a checkpoint was trained with, plus the flags and `overrides` given now (e.g. a
     larger train.max_steps), with `resume` set to the checkpoint folder."""
-    from llmlab.config import load_config
 
     checkpoint = find_checkpoint(resume)
     cfg = load_config(cls, checkpoint / "config.yaml", overrides, flags=flags)

@@ -22,9 +22,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from llmlab.data.chat import CHAT_SPECIALS
 from llmlab.errors import UserError
+from llmlab.model.generate import Engine, SamplingConfig
+from llmlab.model.io import load_model, save_weights
 from llmlab.model.llama import Transformer
 from llmlab.runs import progress_bar
+from llmlab.tokenizers.bpe_train import train_bpe
+from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, plan_batches, unit_scale
 from llmlab.train.checkpoint import list_checkpoints, restore, resume_step
@@ -34,7 +39,7 @@ from llmlab.train.precision import autocast_for, uses_bf16
 from llmlab.train.session import Session, open_session
 from llmlab.train.step import Window, begin_step, due, finish_step
 from llmlab.train.throughput import Throughput, measure_matmul_peak
-from llmlab.train.token_data import SequenceSampler, TokenFile, prepare_token_files
+from llmlab.train.token_data import SequenceSampler, TokenFile, iter_documents, prepare_token_files
 
 if TYPE_CHECKING:
     from llmlab.tokenizers.base import Tokenizer
@@ -53,7 +58,6 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
     optimizer = build_adamw(model, lr=tc.lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2))
     start_step, counters = 0, {"tokens": 0, "nan_skips": 0}
     if cfg.resume:
-        from llmlab.model.io import load_model
 
         model.load_state_dict(load_model(Path(cfg.resume), device=device)[0].state_dict())
         start_step, counters = restore(Path(cfg.resume), model, optimizer)
@@ -87,11 +91,11 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
             loss += micro_loss.detach()
         loss_value = float(D.mean_over_ranks(loss, info))
         done = step + 1
-        norm = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
+        norm, applied = finish_step(wrapped, optimizer, loss_value, train=tc, lr=lr, done=done, counters=counters,
                            run_dir=s.run_dir, log=s.log)
         counters["tokens"] += tc.batch_size * tc.seq_len
         meter.add(plan.per_rank * tc.seq_len)
-        if math.isfinite(loss_value) and math.isfinite(norm):
+        if applied:
             window.add({"loss": loss_value})
         bar.update(1)
         if due(done, tc.log_every, tc.max_steps):
@@ -141,7 +145,6 @@ def _data(cfg: PretrainConfig, s: Session) -> tuple[Tokenizer, TokenFile, TokenF
 
 def _tokenizer(cfg: PretrainConfig, s: Session) -> tuple[Tokenizer, bytes]:
     """The tokenizer of a resumed checkpoint, the user's, or a BPE trained on the data (by rank 0)."""
-    from llmlab.tokenizers.hf_io import load_tokenizer
 
     if cfg.resume:
         source = Path(cfg.resume)
@@ -159,9 +162,6 @@ def _tokenizer(cfg: PretrainConfig, s: Session) -> tuple[Tokenizer, bytes]:
 
 
 def _train_tokenizer(cfg: PretrainConfig, directory: Path, log) -> None:
-    from llmlab.data.chat import CHAT_SPECIALS
-    from llmlab.tokenizers.bpe_train import train_bpe
-    from llmlab.train.token_data import iter_documents
 
     budget, docs = 20_000_000, []  # characters: enough for a good vocabulary, bounded time
     for doc in iter_documents(cfg.data):
@@ -229,7 +229,6 @@ def _sample_now(tc: Any, done: int) -> bool:
 def samples(model: Transformer, tokenizer: Tokenizer, val: SequenceSampler, n_tokens: int,
             n_prompts: int = 3) -> list[dict]:
     """Greedy continuations of the openings of the first validation documents."""
-    from llmlab.model.generate import Engine, SamplingConfig
 
     tokens = val.tokens
     eos = _eos_id(tokenizer)
@@ -257,7 +256,6 @@ def _write_samples(s: Session, step: int, rows: list[dict]) -> None:
 
 def _checkpoint(cfg: PretrainConfig, s: Session, step: int, wrapped: torch.nn.Module, model: Transformer,
                 optimizer: torch.optim.Optimizer, counters: dict[str, Any], tokenizer: Tokenizer) -> None:
-    from llmlab.model.io import save_weights
 
     model_state, optim_state = _full_states(cfg, s, wrapped, model, optimizer)
     s.checkpoint(step, cfg=cfg, write_model=lambda d: save_weights(cfg.model, model_state, d, tokenizer),

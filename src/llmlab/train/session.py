@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from llmlab.files import write_text_atomic
 from llmlab.runs import Run, progress_bar, start_run
 from llmlab.train import distributed as D
 from llmlab.train.checkpoint import save_checkpoint
@@ -111,7 +112,6 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows logged after `step` (those of a killed run past its last checkpoint)."""
     if not path.is_file():
         return
-    from llmlab.files import write_text_atomic
 
     kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
             if line.strip() and json.loads(line).get("step", 0) <= step]

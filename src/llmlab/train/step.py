@@ -3,7 +3,7 @@
 
     lr = begin_step(train, step, info)          dropout seed and lr: functions of the step
     ... micro-batches: loss.backward() ...      the trainer's (train/batches.py's accumulation rule)
-    norm = finish_step(model, optimizer, loss, train=..., lr=lr, done=step + 1, ...)
+    norm, applied = finish_step(model, optimizer, loss, train=..., lr=lr, done=step + 1, ...)
 
 The NaN policy: a non-finite loss or gradient norm is never applied to the weights. With
 `train.on_nan=stop` the run stops with one line that names the last good checkpoint (nothing
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -41,15 +41,19 @@ def begin_step(train: TrainConfig, step: int, info: D.DistInfo) -> float:
                  min_lr_ratio=train.min_lr_ratio)
 
 
+class StepResult(NamedTuple):
+    norm: float  # the gradient norm before clipping
+    applied: bool  # False: a non-finite step skipped under train.on_nan=skip (its loss is not logged)
+
+
 def finish_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: float, *, train: TrainConfig,
                 lr: float, done: int, counters: dict[str, Any], run_dir: Path,
-                log: Callable[[str], None]) -> float:
-    """Clip, apply the NaN policy, step; return the gradient norm before clipping. `loss` is the
-    step's loss already averaged over processes (every process takes the same decision: the loss
-    is reduced and the gradients all-reduced)."""
+                log: Callable[[str], None]) -> StepResult:
+    """Clip, apply the NaN policy, step. `loss` is the step's loss already averaged over processes
+    (every process takes the same decision: the loss is reduced and the gradients all-reduced)."""
     norm = clip_and_step(model, optimizer, lr=lr, grad_clip=train.grad_clip, loss=loss)
     if math.isfinite(loss) and math.isfinite(norm):
-        return norm
+        return StepResult(norm, True)
     what = f"loss {loss}, grad norm {norm}"
     if train.on_nan == "stop":
         log(f"step {done}: {what}: stopping (train.on_nan=stop)")
@@ -58,7 +62,7 @@ def finish_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: 
                                "train.on_nan=skip")
     counters["nan_skips"] = counters.get("nan_skips", 0) + 1
     log(f"step {done}: {what}; update skipped (train.on_nan=skip)")
-    return norm
+    return StepResult(norm, False)
 
 
 def due(done: int, every: int, max_steps: int) -> bool:

@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from llmlab.data.config import GenerateConfig
+from llmlab.data.corpora import pretrain_documents
+from llmlab.data.loaders import load_rows, read_text_documents
 from llmlab.errors import DataError
 from llmlab.files import atomic_open, write_json_atomic
 
@@ -50,12 +53,9 @@ def iter_documents(cfg: PretrainDataConfig) -> Iterator[str]:
     """The user's documents (text files split at blank lines; JSONL/JSON/parquet/datasets rows with a
     "text" field), or the task world's pretraining corpus when no input is given."""
     if not cfg.input:
-        from llmlab.data.config import GenerateConfig
-        from llmlab.data.corpora import pretrain_documents
 
         yield from pretrain_documents(GenerateConfig(kind="pretrain", chars=cfg.corpus_chars))
         return
-    from llmlab.data.loaders import load_rows, read_text_documents
 
     for path in cfg.input:
         p = Path(path)
