@@ -24,8 +24,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmlab.bench.attention import BenchAttentionConfig, run_benchmark
+from llmlab.bench.attention import run_benchmark
 from llmlab.bench.attention_report import format_table, plot_results
+from llmlab.bench.config import BenchAttentionConfig
 from llmlab.bench.harness import log_with_elapsed, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -227,7 +227,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "generate",
         "continue a prompt with a model (llmlab folder or local HF Llama/Mistral/Qwen2 folder), streaming",
-        config="llmlab.model.commands:GenerateTextConfig",
+        config="llmlab.model.config:GenerateTextConfig",
         run="llmlab.model.commands:generate",
         flags=(
             Flag("--model", "model", "an llmlab model folder or a local HF model folder", "DIR"),
@@ -241,7 +241,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "chat",
         "talk to a model in the terminal (its own chat template, else llmlab's); /reset, /exit",
-        config="llmlab.model.commands:ChatConfig",
+        config="llmlab.model.config:ChatConfig",
         run="llmlab.model.commands:chat",
         flags=(
             Flag("--model", "model", "an llmlab model folder or a local HF model folder", "DIR"),
@@ -254,7 +254,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "export-hf",
         "write an llmlab model as a Hugging Face folder (LlamaForCausalLM + tokenizer) for transformers",
-        config="llmlab.model.commands:ExportHFConfig",
+        config="llmlab.model.config:ExportHFConfig",
         run="llmlab.model.commands:export_hf",
         flags=(
             Flag("--model", "model", "the llmlab model folder", "DIR"),
@@ -267,7 +267,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "viz attention",
         "attention maps of your text through a trained model (--model) or a random reference model (PNG + HTML)",
-        config="llmlab.viz.commands:VizAttentionConfig",
+        config="llmlab.viz.config:VizAttentionConfig",
         run="llmlab.viz.commands:viz_attention",
         flags=(
             Flag("--text", "text", "the text: split into words and punctuation (at most 512 tokens)", "TEXT"),
@@ -283,7 +283,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "attention explain",
         "FLOPs, bytes moved, KV-cache size and arithmetic intensity of naive, flash, GQA, window and decode",
-        config="llmlab.viz.commands:AttentionExplainConfig",
+        config="llmlab.viz.config:AttentionExplainConfig",
         run="llmlab.viz.commands:explain_attention",
         flags=(
             Flag("--seq-len", "seq_len", "tokens in the sequence (and in the KV cache for decode)", "T"),
@@ -301,7 +301,7 @@ COMMANDS: tuple[Command, ...] = (
         "bench attention",
         "check, then time naive, sdpa and flash attention (prefill forward / forward+backward, decode) and "
         "measure their peak memory; writes table.md, results.json and attention.png",
-        config="llmlab.bench.attention:BenchAttentionConfig",
+        config="llmlab.bench.config:BenchAttentionConfig",
         run="llmlab.bench.attention:bench_attention",
         flags=(
             Flag("--max-len", "max_len", "longest prefill; lengths double from min_len (256)", "T"),

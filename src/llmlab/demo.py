@@ -54,7 +54,8 @@ from llmlab.runs import Run, progress_bar, read_metrics, start_run
 from llmlab.tokenizers.bpe_train import train_bpe
 from llmlab.tokenizers.bytelevel import visible
 from llmlab.train.config import PretrainConfig, PretrainDataConfig, PretrainTrainConfig, TrainConfig
-from llmlab.viz.commands import embed, model_attention, random_layers, split_words, toy_attention
+from llmlab.viz.commands import embed, model_attention, random_layers, toy_attention
+from llmlab.viz.config import split_words
 from llmlab.viz.figures import family_scores_chart
 from llmlab.viz.training import loss_curves_png
 

@@ -15,13 +15,8 @@ import pytest
 from llmlab.attention.reference import multi_head_attention
 from llmlab.cli import main
 from llmlab.viz.attention import attention_grid_png, attention_html, attention_json
-from llmlab.viz.commands import (
-    embed,
-    random_layers,
-    sinusoidal_positions,
-    split_words,
-    token_vector,
-)
+from llmlab.viz.commands import embed, random_layers, sinusoidal_positions, token_vector
+from llmlab.viz.config import split_words
 
 TEXT = "The cat sat on the mat & the <b>dog</b> sat too."
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -16,7 +16,6 @@ import torch
 from llmlab.attention import functional
 from llmlab.attention.masks import MaskSpec
 from llmlab.attention.naive import naive_attention
-from llmlab.bench.attention import BenchAttentionConfig
 from llmlab.bench.attention_cases import (
     PRELOAD,
     Heads,
@@ -28,6 +27,7 @@ from llmlab.bench.attention_cases import (
     time_decode,
 )
 from llmlab.bench.attention_report import evaluate_targets, plot_results
+from llmlab.bench.config import BenchAttentionConfig
 from llmlab.bench.harness import run_in_fresh_process
 from llmlab.cli import main
 from llmlab.errors import ConfigError

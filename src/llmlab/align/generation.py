@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from llmlab.align.models import ChatTokenizer, is_llmlab
+from llmlab.align.models import ChatTokenizer, context_length, is_llmlab
 from llmlab.model.generate import Engine, SamplingConfig
 
 
@@ -18,11 +18,18 @@ def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str],
                    batch_size: int, device: torch.device, temperature: float = 0.0,
                    top_p: float | None = None) -> list[str]:
     """Each prompt as one user turn, answered (greedily at temperature 0, else sampled; seed with
-    torch.manual_seed); the text up to the turn's closing token."""
+    torch.manual_seed); the text up to the turn's closing token.
+
+    A prompt too long for the model's context keeps its end (the question and the turn opening), so
+    that every row still gets max_new_tokens of room (at most half the context), for llmlab and HF
+    models alike."""
+    context = context_length(model)
+    max_new_tokens = min(max_new_tokens, context // 2)
+    keep = context - max_new_tokens
     answers: list[str] = []
     model.eval()
     for start in range(0, len(prompts), batch_size):
-        ids = [tok.render_prompt(p) for p in prompts[start: start + batch_size]]
+        ids = [tok.render_prompt(p)[-keep:] for p in prompts[start: start + batch_size]]
         if is_llmlab(model):
             new = _llmlab_generate(model, ids, tok, max_new_tokens, temperature, top_p)
         else:
@@ -35,12 +42,6 @@ def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str],
 
 def _llmlab_generate(model: nn.Module, ids: list[list[int]], tok: ChatTokenizer, max_new_tokens: int,
                      temperature: float, top_p: float | None) -> list[list[int]]:
-
-    # A prompt too long for the context keeps its end (the question and the turn opening), so that
-    # every row still gets max_new_tokens of room.
-    max_new_tokens = min(max_new_tokens, model.cfg.max_seq_len // 2)
-    keep = model.cfg.max_seq_len - max_new_tokens
-    ids = [x[-keep:] for x in ids]
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                               stop_tokens=tok.eos_ids)
     return Engine(model, pad_id=tok.pad_id).generate(ids, sampling)

@@ -4,64 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from llmlab.config import check
 from llmlab.context import Context
 from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
+from llmlab.model.config import ChatConfig, ExportHFConfig, GenerateTextConfig, SamplingOptions
 from llmlab.tokenizers.base import Tokenizer
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """The sampling flags shared by `generate` and `chat`."""
-
-    model: str = ""
-    max_new_tokens: int = 128
-    temperature: float = 0.8  # 0: greedy
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    def __post_init__(self) -> None:
-        check(bool(self.model), "model is required (--model DIR: an llmlab model folder or a local HF folder)")
-        check(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
-        check(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1, got {self.top_k}")
-        check(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        check(self.repetition_penalty > 0, f"repetition_penalty must be positive, got {self.repetition_penalty}")
-
-
-@dataclass(frozen=True)
-class GenerateTextConfig(SamplingOptions):
-    """`llmlab generate`."""
-
-    prompt: str = ""
-    chat: bool = False  # wrap the prompt as one user turn of the model's chat template
-
-
-@dataclass(frozen=True)
-class ChatConfig(SamplingOptions):
-    """`llmlab chat`."""
-
-    system: str = ""  # an optional system message
-
-
-@dataclass(frozen=True)
-class ExportHFConfig:
-    """`llmlab export-hf`."""
-
-    model: str = ""
-    out: str = ""
-
-    def __post_init__(self) -> None:
-        check(bool(self.model), "model is required (--model DIR)")
-        check(bool(self.out), "out is required (--out HF_DIR)")
 
 
 def _load(opts: SamplingOptions) -> tuple[Any, Tokenizer, Any]:

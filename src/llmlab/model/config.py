@@ -1,4 +1,5 @@
-"""`ModelConfig`: the shape of a Llama-style decoder, checked when it is built.
+"""`ModelConfig`: the shape of a Llama-style decoder, checked when it is built; and the configs of the
+model commands (`llmlab generate`, `chat`, `export-hf`).
 
 Field names follow the papers (d_model, n_heads, n_kv_heads, d_ff); `hf_io` maps them to
 `LlamaConfig`'s names (hidden_size, num_attention_heads, ...). Sizes that cannot work
@@ -81,3 +82,55 @@ class ModelConfig:
         d, kv = self.d_model, self.kv_heads * self.head_dim
         matmul = self.n_layers * (d * (d + 2 * kv) + d * d + 3 * d * self.ff_dim) + d * self.vocab_size
         return 6.0 * matmul + 12.0 * self.n_layers * d * seq_len
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The sampling flags shared by `generate` and `chat`."""
+
+    model: str = ""
+    max_new_tokens: int = 128
+    temperature: float = 0.8  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required (--model DIR: an llmlab model folder or a local HF folder)")
+        check(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        check(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1, got {self.top_k}")
+        check(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.repetition_penalty > 0, f"repetition_penalty must be positive, got {self.repetition_penalty}")
+
+
+@dataclass(frozen=True)
+class GenerateTextConfig(SamplingOptions):
+    """`llmlab generate`."""
+
+    prompt: str = ""
+    chat: bool = False  # wrap the prompt as one user turn of the model's chat template
+
+
+@dataclass(frozen=True)
+class ChatConfig(SamplingOptions):
+    """`llmlab chat`."""
+
+    system: str = ""  # an optional system message
+
+
+@dataclass(frozen=True)
+class ExportHFConfig:
+    """`llmlab export-hf`."""
+
+    model: str = ""
+    out: str = ""
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required (--model DIR)")
+        check(bool(self.out), "out is required (--out HF_DIR)")
