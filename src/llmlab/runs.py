@@ -13,6 +13,7 @@ Also the one place that decides whether a progress bar is shown: never with
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmlab.config import to_yaml
+from llmlab.errors import UserError
 from llmlab.files import write_text_atomic
 
 T = TypeVar("T")
@@ -62,18 +64,25 @@ class Run:
     quiet: bool = False
 
     def log(self, message: str) -> None:
-        """Append to log.txt and echo to stderr unless quiet."""
+        """Append to log.txt and echo to stderr unless quiet (above any progress bar, not through it)."""
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
         with open(self.dir / "log.txt", "a", encoding="utf-8") as f:
             f.write(line + "\n")
         if not self.quiet:
-            print(message, file=sys.stderr)
+            from tqdm.auto import tqdm  # here: light commands never log through a run
+
+            tqdm.write(message, file=sys.stderr)
 
     def metrics(self, step: int, **values: Any) -> None:
-        """One JSON line per call; appended and flushed so a crash keeps what was logged."""
-        row = {"step": step, "time": round(time.time(), 3), **values}
+        """One JSON line per call; appended and flushed so a crash keeps what was logged. A NaN or
+        infinite value is written as null: bare NaN is not JSON, and every reader must parse the file."""
+        row = {"step": step, "time": round(time.time(), 3), **{k: json_safe(v) for k, v in values.items()}}
         with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+
+    def status(self, status: str, **details: Any) -> None:
+        """status.json: how the run ended ("finished", "failed" with the error, "interrupted")."""
+        write_text_atomic(self.dir / "status.json", json.dumps({"status": status, **details}, ensure_ascii=False) + "\n")
 
     def path(self, name: str) -> Path:
         p = self.dir / name
@@ -89,9 +98,33 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: bool = False) -> Run:
-    """Create the run folder and write its resolved `config.yaml` (atomically)."""
+def json_safe(value: Any) -> Any:
+    """`value` with non-finite floats (at any depth of lists and dicts) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+# What another run or a model leaves in its folder: a command writing there would mix its files with them.
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.yaml", "model.safetensors", "config.json",
+               "tokenizer.json")
+
+
+def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: bool = False,
+              resume: bool = False) -> Run:
+    """Create the run folder and write its resolved `config.yaml` (atomically). A folder that already
+    holds a run or a model is refused (one line) unless this run resumes it: two runs never mix."""
     run_dir = Path(out) if out is not None else default_run_dir(command)
+    if run_dir.is_file():
+        raise UserError(f"--out {run_dir}: is a file, not a folder")
+    found = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    if found and not resume:
+        raise UserError(f"--out {run_dir}: already holds a run or a model ({', '.join(found[:3])}); choose a new "
+                        "folder" + (f", or --resume {run_dir} to continue it" if "checkpoints" in found else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     (run_dir / "metrics.jsonl").touch()

@@ -69,7 +69,7 @@ from llmlab.train.checkpoint import restore, resume_step, trainable_state
 from llmlab.train.optim import build_adamw
 from llmlab.train.precision import autocast_for
 from llmlab.train.session import Session, open_session
-from llmlab.train.step import begin_step, due, finish_step
+from llmlab.train.step import begin_step, check_eval, due, finish_step
 
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "margin", "accuracy", "logps/chosen", "logps/rejected")
 
@@ -208,6 +208,7 @@ def _train(cfg: DPOConfig, s: Session) -> Path:
             s.record(done, row)
             s.log(f"step {done}: held-out loss {row['eval_loss']:.4f}, accuracy {row['eval_accuracy']:.3f}, "
                   f"margin {row['eval_margin']:.3f}")
+            check_eval(row, done=done, run_dir=s.run_dir)
         if due(done, tc.checkpoint_every, tc.max_steps):
             s.checkpoint(done, cfg=cfg, write_model=lambda d: save_policy(model, tok, d),
                          optimizer_state=optimizer.state_dict(), counters=counters, keep=tc.keep_checkpoints,

@@ -5,7 +5,7 @@ sample-prefs, the evaluation after training, and the online RL rollouts to come.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -16,13 +16,13 @@ from llmlab.model.generate import Engine, SamplingConfig
 
 def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], *, max_new_tokens: int,
                    batch_size: int, device: torch.device, temperature: float = 0.0,
-                   top_p: float | None = None) -> list[str]:
+                   top_p: float | None = None, progress: Callable[[int], object] | None = None) -> list[str]:
     """Each prompt as one user turn, answered (greedily at temperature 0, else sampled; seed with
     torch.manual_seed); the text up to the turn's closing token.
 
     A prompt too long for the model's context keeps its end (the question and the turn opening), so
     that every row still gets max_new_tokens of room (at most half the context), for llmlab and HF
-    models alike."""
+    models alike. `progress(n)` is told of every n prompts answered (a progress bar's update)."""
     context = context_length(model)
     max_new_tokens = min(max_new_tokens, context // 2)
     keep = context - max_new_tokens
@@ -37,6 +37,8 @@ def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str],
         for tokens in new:
             cut = next((i for i, t in enumerate(tokens) if t in tok.eos_ids), len(tokens))
             answers.append(tok.decode(tokens[:cut]).strip())
+        if progress is not None:
+            progress(len(ids))
     return answers
 
 

@@ -127,7 +127,6 @@ def sample_prefs(cfg: SamplePrefsConfig, *, out: Path | None = None, quiet: bool
     """Sample, score, pair; return the run folder (prefs.jsonl, summary.json)."""
     import torch
 
-
     run = start_run("sample-prefs", cfg, out=out, quiet=quiet)
     device = pick_device(cfg.device)
     prompts = (input_prompts(cfg.input, gold_scorer=cfg.scorer == "gold", strict=cfg.strict, log=run.log)
@@ -136,14 +135,10 @@ def sample_prefs(cfg: SamplePrefsConfig, *, out: Path | None = None, quiet: bool
     model, tok = load_policy(cfg.model, device=device)
     torch.manual_seed(cfg.seed)
     repeated = [p.text for p in prompts for _ in range(cfg.samples)]
-    answers: list[str] = []
     bar = progress_bar(total=len(repeated), desc="sampling", unit="answer", quiet=quiet)
-    for start in range(0, len(repeated), cfg.batch_size):
-        chunk = repeated[start: start + cfg.batch_size]
-        answers += chat_responses(model, tok, chunk, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                  device=device, temperature=cfg.temperature,
-                                  top_p=cfg.top_p if cfg.top_p < 1.0 else None)
-        bar.update(len(chunk))
+    answers = chat_responses(model, tok, repeated, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                             device=device, temperature=cfg.temperature, top_p=cfg.top_p if cfg.top_p < 1.0 else None,
+                             progress=bar.update)
     bar.close()
     scores = scorer(list(zip(repeated, answers, strict=True)))
     rows, summary = build_pairs(prompts, answers, scores, cfg)

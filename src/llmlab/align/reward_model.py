@@ -129,7 +129,6 @@ def save_reward_model(rm: RewardModel, tok: ChatTokenizer, directory: str | Path
     import yaml
     from safetensors.torch import save_file
 
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = merged_state_dict(rm.trunk)
@@ -175,7 +174,6 @@ def _export_hf_sequence_classification(cfg: Any, state: dict[str, torch.Tensor],
     the causal-LM export (model/hf_io.py) without lm_head, plus score.weight (1, d)."""
     from safetensors.torch import save_file
 
-
     with torch.device("meta"):
         shell = Transformer(cfg)
     shell.load_state_dict(state, assign=True)
@@ -199,7 +197,6 @@ def load_reward_model(directory: str | Path, *, device: str | torch.device = "cp
                       dtype: torch.dtype | None = None) -> tuple[RewardModel, ChatTokenizer]:
     """(reward model in eval mode, tokenizer) from a folder `save_reward_model` wrote."""
     from safetensors.torch import load_file
-
 
     directory = Path(directory)
     if not is_reward_model(directory):

@@ -35,11 +35,11 @@ from llmlab.data.loaders import load_rows
 from llmlab.model.device import pick_device
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, plan_batches, unit_scale
-from llmlab.train.checkpoint import restore, resume_step, trainable_state, with_resume
+from llmlab.train.checkpoint import load_weights, restore, resume_step, trainable_state, with_resume
 from llmlab.train.optim import build_adamw
 from llmlab.train.precision import autocast_for
 from llmlab.train.session import Session, open_session
-from llmlab.train.step import Window, begin_step, due, finish_step
+from llmlab.train.step import Window, begin_step, check_eval, due, finish_step
 
 if TYPE_CHECKING:
     from llmlab.align.data import PairExample
@@ -63,7 +63,7 @@ def _train(cfg: RewardModelConfig, s: Session) -> Path:
     start_step, counters = 0, {"pairs": 0, "nan_skips": 0}
     if cfg.resume:
         if not cfg.lora.r:  # full-weight training: the checkpoint's reward model (LoRA: base + its adapters)
-            rm.load_state_dict(load_reward_model(cfg.resume, device=device)[0].state_dict())
+            load_weights(rm, load_reward_model(cfg.resume, device=device)[0].state_dict(), Path(cfg.resume))
         start_step, counters = restore(Path(cfg.resume), rm, optimizer)
         s.log(f"resumed from {cfg.resume} at step {start_step}")
     wrapped = D.wrap_model(rm, info, device, fsdp=False)
@@ -111,6 +111,7 @@ def _train(cfg: RewardModelConfig, s: Session) -> Path:
                                  margin=cfg.margin)
             s.record(done, row)
             s.log(f"step {done}: held-out loss {row['eval_loss']:.4f}, accuracy {row['eval_accuracy']:.3f}")
+            check_eval(row, done=done, run_dir=s.run_dir)
         if due(done, tc.checkpoint_every, tc.max_steps):
             s.checkpoint(done, cfg=cfg, write_model=lambda d: save_reward_model(rm, tok, d),
                          optimizer_state=optimizer.state_dict(), counters=counters, keep=tc.keep_checkpoints,

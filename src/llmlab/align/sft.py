@@ -44,7 +44,7 @@ from llmlab.train.checkpoint import restore, resume_step, trainable_state, with_
 from llmlab.train.optim import build_adamw
 from llmlab.train.precision import autocast_for
 from llmlab.train.session import Session, open_session
-from llmlab.train.step import Window, begin_step, due, finish_step
+from llmlab.train.step import Window, begin_step, check_eval, due, finish_step
 from llmlab.train.throughput import Throughput
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
                                 autocast)
             s.record(done, row)
             s.log(f"step {done}: held-out loss {row['eval_loss']:.4f}, perplexity {row['eval_ppl']:.2f}")
+            check_eval(row, done=done, run_dir=s.run_dir)
             meter.restart()
         if due(done, tc.checkpoint_every, tc.max_steps):
             s.checkpoint(done, cfg=cfg, write_model=lambda d: save_policy(model, tok, d),

@@ -36,7 +36,7 @@ from llmlab.data.scoring import score_responses
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.model.device import pick_device
-from llmlab.runs import Run, read_metrics, start_run
+from llmlab.runs import Run, progress_bar, read_metrics, start_run
 from llmlab.train.checkpoint import with_resume
 from llmlab.train.distributed import process_rank
 from llmlab.viz.alignment import preference_curves_png
@@ -144,11 +144,16 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
     rows = list(eval_rows(GenerateConfig(kind="eval", n=eval_cfg.n_prompts, seed=eval_cfg.seed))) \
         if eval_cfg.n_prompts else []
 
-    def responder(model: nn.Module) -> Respond:
-        return lambda prompts: chat_responses(model, tok, prompts, max_new_tokens=eval_cfg.max_new_tokens,
-                                                batch_size=eval_cfg.batch_size, device=device)
+    def responder(model: nn.Module, name: str) -> Respond:
+        def respond(prompts: list[str]) -> list[str]:
+            bar = progress_bar(total=len(prompts), desc=f"answers ({name})", unit="prompt", quiet=quiet)
+            answers = chat_responses(model, tok, prompts, max_new_tokens=eval_cfg.max_new_tokens,
+                                     batch_size=eval_cfg.batch_size, device=device, progress=bar.update)
+            bar.close()
+            return answers
+        return respond
 
-    reports, records = compare_generations(rows, {"base": responder(base), "aligned": responder(policy)})
+    reports, records = compare_generations(rows, {"base": responder(base, "base"), "aligned": responder(policy, "aligned")})
     text = write_evaluation(out_dir, reports, records, prefs)
     for line in text.splitlines()[2:4]:
         if line:

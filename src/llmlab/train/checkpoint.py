@@ -5,6 +5,7 @@
         trainer_state.pt     step, optimizer state, counters, and with LoRA the trainable tensors
                              (adapters, a reward head): torch.load(weights_only=True)
         config.yaml          the run's resolved config
+        checkpoint.json      {"step", "good"}: good is false when an update was skipped since the last one
 
 The folder is written as `.step-0000200.tmp` and renamed into place, so a crash mid-save
 leaves the previous checkpoints whole and no half checkpoint that looks complete. The
@@ -14,12 +15,16 @@ the data order is a function of the example's global position and the torch seed
 of (step, rank) (train/step.py), so a resumed run reads and draws exactly what the
 uninterrupted run would have. To resume, a trainer builds its model from the checkpoint's
 model folder (full fine-tuning) or from the base model plus `trainable` (LoRA), then
-`restore` puts the optimizer and counters back.
+`restore` puts the optimizer and counters back. Resuming a run folder takes its newest intact
+checkpoint (`find_checkpoint` passes over one whose files are truncated, saying so); pruning to
+`train.keep_checkpoints` never removes the newest good checkpoint, which the NaN stop names.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -33,29 +38,48 @@ from llmlab.files import write_text_atomic
 
 T = TypeVar("T")
 STATE_FILE = "trainer_state.pt"
+INFO_FILE = "checkpoint.json"  # {"step", "good"}: read without loading the trainer state
 PREFIX = "step-"
 
 
 def save_checkpoint(root: Path, step: int, *, write_model: Callable[[Path], None], optimizer_state: dict[str, Any],
                     cfg: Any, counters: dict[str, Any], keep: int,
-                    trainable: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write RUN/checkpoints/step-N atomically and delete all but the `keep` newest. `write_model(dir)`
-    writes the model folder (llmlab's save_weights, or an alignment policy's save_policy);
-    `trainable` holds the tensors a LoRA run needs on top of its base model."""
+                    trainable: dict[str, torch.Tensor] | None = None, good: bool = True) -> Path:
+    """Write RUN/checkpoints/step-N atomically and delete the older ones but the `keep` newest and the
+    newest good one. `write_model(dir)` writes the model folder (llmlab's save_weights, or an
+    alignment policy's save_policy); `trainable` holds the tensors a LoRA run needs on top of its base
+    model; `good` is False when an update was skipped (train.on_nan=skip) since the last checkpoint,
+    so that the last checkpoint before trouble is never pruned. A write that fails (a full disk)
+    leaves no partial folder behind."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_model(tmp)
-    torch.save({"step": step, "optimizer": optimizer_state, "counters": counters, "trainable": trainable or {}},
-               tmp / STATE_FILE)
-    write_text_atomic(tmp / "config.yaml", to_yaml(cfg))
+    try:
+        write_model(tmp)
+        torch.save({"step": step, "optimizer": optimizer_state, "counters": counters, "trainable": trainable or {}},
+                   tmp / STATE_FILE)
+        write_text_atomic(tmp / "config.yaml", to_yaml(cfg))
+        write_text_atomic(tmp / INFO_FILE, json.dumps({"step": step, "good": good}) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    found = list_checkpoints(root)
+    good_ones = [c for c in found if is_good(c)]
+    for old in found[:-keep]:
+        if not good_ones or old != good_ones[-1]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def is_good(checkpoint: Path) -> bool:
+    """Whether no update was skipped since the checkpoint before it (checkpoint.json; older checkpoints
+    without one count as good)."""
+    path = checkpoint / INFO_FILE
+    return not path.is_file() or bool(json.loads(path.read_text(encoding="utf-8")).get("good", True))
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -66,15 +90,41 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """`path` itself if it is a checkpoint, else the newest checkpoint of the run folder `path`."""
+def find_checkpoint(path: str | Path, log: Callable[[str], None] | None = None) -> Path:
+    """`path` itself if it is a checkpoint, else the newest intact checkpoint of the run folder `path`:
+    a newer one whose files are truncated or unreadable (a crash mid-copy, a full disk) is passed
+    over, saying so through `log` (stderr by default)."""
     path = Path(path)
     if (path / STATE_FILE).is_file():
         return path
     found = list_checkpoints(path / "checkpoints")
     if not found:
         raise UserError(f"{path}: no checkpoint to resume from (expected {STATE_FILE} or checkpoints/{PREFIX}*)")
-    return found[-1]
+    for checkpoint in reversed(found):
+        problem = damage(checkpoint)
+        if problem is None:
+            return checkpoint
+        message = f"warning: {checkpoint} is damaged ({problem}); trying the one before it"
+        (log or (lambda m: print(m, file=sys.stderr)))(message)
+    raise UserError(f"{path}: every checkpoint is damaged (the newest: {damage(found[-1])})")
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint's files, or None: the trainer state must load and every
+    safetensors file must parse to its end."""
+    from safetensors import safe_open  # here: only resuming reads checkpoints back
+
+    try:
+        torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:
+        return f"{STATE_FILE}: {type(e).__name__}"
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        try:  # the header's offsets must fit in the file: a truncated file does not open
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except Exception as e:
+            return f"{weights.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return None
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
@@ -85,8 +135,9 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def last_checkpoint(run_dir: Path) -> str:
-    """The newest complete checkpoint of a run folder, as the NaN stop names it."""
-    found = list_checkpoints(run_dir / "checkpoints")
+    """The newest good checkpoint of a run folder (no update skipped since the one before), as the NaN
+    stop names it."""
+    found = [c for c in list_checkpoints(run_dir / "checkpoints") if is_good(c)]
     return str(found[-1]) if found else "none (no checkpoint was written yet)"
 
 
@@ -108,9 +159,21 @@ def restore(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         if missing:
             raise UserError(f"{checkpoint}: its trained tensors do not fit this model ({missing[0]}, ...); "
                             "resume with the lora.* settings it was trained with")
-        model.load_state_dict(trainable, strict=False)
+        load_weights(model, trainable, checkpoint, strict=False)
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"]), dict(state["counters"])
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: Path, *,
+                 strict: bool = True) -> None:
+    """`model.load_state_dict(state)`, with a shape that changed since the checkpoint (model.* overrides
+    given with --resume) as one line instead of torch's page of size mismatches."""
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
+        raise UserError(f"{checkpoint}: its weights do not fit the model as configured now ({first}); resume "
+                        "without changing model.* or lora.*") from None
 
 
 def resumed_config(cls: type[T], resume: str, overrides: tuple[str, ...] = (),

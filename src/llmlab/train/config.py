@@ -38,6 +38,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     on_nan: Literal["stop", "skip"] = "stop"
+    max_nan_skips: int = 10  # on_nan=skip: stop as `stop` does once more updates than this were skipped
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume on GPU (CPU runs are already)
     tracker: Literal["none", "tensorboard", "wandb"] = "none"  # metrics.jsonl is always written
     wandb_project: str = "llmlab"
@@ -46,7 +47,7 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "eval_batches", "log_every", "keep_checkpoints"):
             check(getattr(self, name) >= 1, f"train.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every", "grad_clip",
-                     "weight_decay"):
+                     "weight_decay", "max_nan_skips"):
             check(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
         check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         check(0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

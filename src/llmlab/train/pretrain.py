@@ -32,12 +32,12 @@ from llmlab.tokenizers.bpe_train import train_bpe
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, plan_batches, unit_scale
-from llmlab.train.checkpoint import list_checkpoints, restore, resume_step
+from llmlab.train.checkpoint import list_checkpoints, load_weights, restore, resume_step
 from llmlab.train.config import PretrainConfig
 from llmlab.train.optim import build_adamw
 from llmlab.train.precision import autocast_for, uses_bf16
 from llmlab.train.session import Session, open_session
-from llmlab.train.step import Window, begin_step, due, finish_step
+from llmlab.train.step import Window, begin_step, check_eval, due, finish_step
 from llmlab.train.throughput import Throughput, measure_matmul_peak
 from llmlab.train.token_data import SequenceSampler, TokenFile, iter_documents, prepare_token_files
 
@@ -59,7 +59,7 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
     start_step, counters = 0, {"tokens": 0, "nan_skips": 0}
     if cfg.resume:
 
-        model.load_state_dict(load_model(Path(cfg.resume), device=device)[0].state_dict())
+        load_weights(model, load_model(Path(cfg.resume), device=device)[0].state_dict(), Path(cfg.resume))
         start_step, counters = restore(Path(cfg.resume), model, optimizer)
         s.log(f"resumed from {cfg.resume} at step {start_step}")
     wrapped = D.wrap_model(model, info, device, fsdp=tc.fsdp)
@@ -108,6 +108,7 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
         if tc.eval_every and due(done, tc.eval_every, tc.max_steps):
             row = evaluate(wrapped, val, tc, info, device, plan.micro, autocast, val_file)
             _log_eval(s, done, row)
+            check_eval(row, done=done, run_dir=s.run_dir)
             if info.is_main and not tc.fsdp and _sample_now(tc, done):
                 _write_samples(s, done, samples(model, tokenizer, val, tc.sample_tokens))
             meter.restart()

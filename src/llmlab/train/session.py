@@ -8,7 +8,9 @@
 
 `open_session` initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and
 shuts it down on the way out, even after an error; creates the run folder on rank 0 and
-writes the resolved config there; seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
+writes the resolved config there (refusing a folder that holds another run, unless resuming it);
+marks how the run ended in status.json ("finished", or "failed" with the error, also written to
+log.txt, or "interrupted"); seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
 kernels: on an H200 a resumed run logged the uninterrupted run's losses bit for bit only with them,
 benchmarks/results/trainers_gpu*.md); opens the tracker. When the
 config resumes a checkpoint (`cfg.resume`), the run folder is the checkpoint's own (unless
@@ -70,11 +72,14 @@ class Session:
 
     def checkpoint(self, step: int, *, cfg: Any, write_model: Callable[[Path], None], optimizer_state: dict[str, Any],
                    counters: dict[str, Any], keep: int, trainable: dict[str, torch.Tensor] | None = None) -> None:
-        """RUN/checkpoints/step-N (train/checkpoint.py), written by rank 0 while the others wait."""
+        """RUN/checkpoints/step-N (train/checkpoint.py), written by rank 0 while the others wait; it is
+        good when no update was skipped since the last one."""
+        good = counters.get("nan_skips", 0) == counters.get("nan_skips_at_checkpoint", 0)
+        counters["nan_skips_at_checkpoint"] = counters.get("nan_skips", 0)
         if self.is_main:
             save_checkpoint(self.run_dir / "checkpoints", step, write_model=write_model,
                             optimizer_state=optimizer_state, cfg=cfg, counters=dict(counters), keep=keep,
-                            trainable=trainable)
+                            trainable=trainable, good=good)
         self.barrier()
 
 
@@ -85,13 +90,13 @@ def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None
     `resume_step` is the step of the checkpoint `cfg.resume` points at (None for a fresh run)."""
     info, device = D.init_distributed(train.device)
     tracker: Tracker = Tracker()
+    run: Run | None = None
     try:
         run_dir = Path(out) if out is not None else None
         if resume_step is not None and run_dir is None:
             run_dir = Path(cfg.resume).parent.parent  # RUN/checkpoints/step-N -> RUN
-        run = None
         if info.is_main:
-            run = start_run(command, cfg, out=run_dir, quiet=quiet)
+            run = start_run(command, cfg, out=run_dir, quiet=quiet, resume=resume_step is not None)
             run_dir = run.dir
             if resume_step is not None:
                 truncate_metrics(run.dir / "metrics.jsonl", resume_step)
@@ -103,6 +108,15 @@ def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         yield Session(info, device, run, run_dir, tracker, quiet)
+        if run is not None:
+            run.status("finished")
+    except BaseException as e:  # the folder says how the run ended; the error goes on to the CLI
+        if run is not None:
+            interrupted = isinstance(e, KeyboardInterrupt)
+            message = "interrupted" if interrupted else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            run.log(f"run {'interrupted' if interrupted else 'failed'}: {message}")
+            run.status("interrupted" if interrupted else "failed", error=message)
+        raise
     finally:
         tracker.close()
         D.shutdown(info)

@@ -8,7 +8,9 @@
 The NaN policy: a non-finite loss or gradient norm is never applied to the weights. With
 `train.on_nan=stop` the run stops with one line that names the last good checkpoint (nothing
 after it was saved); with `train.on_nan=skip` the update is dropped, counted in
-`counters["nan_skips"]` and logged, and training goes on.
+`counters["nan_skips"]` and logged, and training goes on, until more than `train.max_nan_skips`
+updates were dropped: then it stops as `stop` does. A non-finite held-out loss (`check_eval`)
+always stops.
 """
 
 from __future__ import annotations
@@ -61,8 +63,22 @@ def finish_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: 
                                f"good checkpoint is {last_checkpoint(run_dir)}; lower train.lr or set "
                                "train.on_nan=skip")
     counters["nan_skips"] = counters.get("nan_skips", 0) + 1
+    if counters["nan_skips"] > train.max_nan_skips:
+        raise TrainingDiverged(f"training diverged: {counters['nan_skips']} updates skipped, more than "
+                               f"train.max_nan_skips={train.max_nan_skips} (the last at step {done}: {what}); the last "
+                               f"good checkpoint is {last_checkpoint(run_dir)}; lower train.lr")
     log(f"step {done}: {what}; update skipped (train.on_nan=skip)")
     return StepResult(norm, False)
+
+
+def check_eval(row: dict[str, float], *, done: int, run_dir: Path) -> None:
+    """A held-out loss that is NaN or infinite stops the run whatever train.on_nan says: an evaluation
+    cannot be skipped, and weights that give it are no model to keep training."""
+    bad = {k: v for k, v in row.items() if isinstance(v, float) and k.endswith("loss") and not math.isfinite(v)}
+    if bad:
+        what = ", ".join(f"{k} is {v}" for k, v in bad.items())
+        raise TrainingDiverged(f"training diverged: at step {done} the held-out {what}; the last good checkpoint "
+                               f"is {last_checkpoint(run_dir)}; lower train.lr")
 
 
 def due(done: int, every: int, max_steps: int) -> bool:

@@ -87,6 +87,8 @@ class TokenFile:
     dtype: str
 
     def array(self) -> np.ndarray:
+        if self.n_tokens == 0:  # an empty file cannot be memory-mapped; the sampler then says what is missing
+            return np.zeros(0, dtype=self.dtype)
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
 
 
@@ -109,9 +111,12 @@ def prepare_token_files(cfg: PretrainDataConfig, tokenizer: Tokenizer, tokenizer
     dtype = token_dtype(tokenizer.vocab_size)
     log(f"tokenizing into {folder} ({dtype})")
     counts = _write_splits(iter_documents(cfg), tokenizer, eos_id, folder, dtype, cfg.val_fraction, progress)
-    meta = {name: {"n_tokens": n, "n_bytes": b, "dtype": dtype} for name, (n, b) in counts.items()}
-    if meta["train"]["n_tokens"] == 0:
+    if counts["train"][0] + counts["val"][0] == 0:
         raise DataError("the input holds no documents")
+    if not (counts["train"][0] and counts["val"][0]):  # one paragraph, or a few documents: split the tokens
+        log(f"every document fell in one split; holding out the last {cfg.val_fraction:.0%} of the tokens as val")
+        counts = _split_by_position(folder, dtype, counts, cfg.val_fraction)
+    meta = {name: {"n_tokens": n, "n_bytes": b, "dtype": dtype} for name, (n, b) in counts.items()}
     write_json_atomic(meta_path, {**meta, "fingerprint": fingerprint})  # written last: marks the folder complete
     return TokenFile(folder / "train.bin", **meta["train"]), TokenFile(folder / "val.bin", **meta["val"])
 
@@ -131,6 +136,20 @@ def _write_splits(docs: Iterable[str], tokenizer: Tokenizer, eos_id: int, folder
             if progress is not None:
                 progress(sum(len(d) for d in chunk))
     return {k: (n, b) for k, (n, b) in counts.items()}
+
+
+def _split_by_position(folder: Path, dtype: str, counts: dict[str, tuple[int, int]],
+                       val_fraction: float) -> dict[str, tuple[int, int]]:
+    """Rewrite the two split files as the first (1 - val_fraction) and the last val_fraction of all the
+    tokens (at least one token each); bytes are shared out in proportion, for bits per byte."""
+    tokens = np.concatenate([np.fromfile(folder / f"{name}.bin", dtype=dtype) for name in ("train", "val")])
+    n_val = min(max(1, round(len(tokens) * val_fraction)), len(tokens) - 1)
+    n_bytes = counts["train"][1] + counts["val"][1]
+    parts = {"train": tokens[: len(tokens) - n_val], "val": tokens[len(tokens) - n_val:]}
+    for name, part in parts.items():
+        with atomic_open(folder / f"{name}.bin", "wb") as f:
+            f.write(part.tobytes())
+    return {name: (len(part), round(n_bytes * len(part) / len(tokens))) for name, part in parts.items()}
 
 
 def _chunks(items: Iterable[str], n: int) -> Iterator[list[str]]:
