@@ -7,18 +7,24 @@ A user error must come out as exactly one stderr line `error: ...` and exit code
 
 from __future__ import annotations
 
+import argparse
+import errno
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
 
 import llmlab
-from llmlab.cli import COMMANDS, build_parser, main
+import llmlab.files
+from llmlab.cli import COMMANDS, build_parser, main, parse_command_line
 from llmlab.config import load_config, to_dict, to_yaml
 from llmlab.data.config import GenerateConfig
 from llmlab.runs import Run, default_run_dir, progress, start_run
@@ -224,6 +230,232 @@ def test_flag_value_for_an_optional_str_field_keeps_the_raw_text(capsys: pytest.
     code, out, err = cli(capsys, "data", "score", "--print-config", "--input", "r.jsonl", "--out", "2024")
     assert code == 0, err
     assert yaml.safe_load(out)["out"] == "2024"
+
+
+# --- overrides anywhere on the line ----------------------------------------------------------------
+
+
+def printed_config(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    code, out, err = cli(capsys, *argv, "--print-config")
+    assert code == 0, err
+    return yaml.safe_load(out)
+
+
+def test_overrides_after_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """Used to fail with "unrecognized arguments: seed=1": argparse takes positionals in one run."""
+    printed = printed_config(capsys, "data", "generate", "n=5", "--kind", "eval", "seed=1")
+    assert (printed["n"], printed["kind"], printed["seed"]) == (5, "eval", 1)
+
+
+def test_overrides_keep_their_order_across_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert printed_config(capsys, "data", "generate", "n=5", "--kind", "eval", "n=7")["n"] == 7
+    assert printed_config(capsys, "data", "generate", "n=7", "--kind", "eval", "--seed", "2", "n=5")["n"] == 5
+
+
+README_DPO = ["dpo", "--model", "runs/sft", "--input", "runs/onpolicy/prefs.jsonl", "rpo_alpha=1",
+              "--out", "runs/dpo-onpolicy"]
+
+
+def test_list_flag_stops_at_a_config_override() -> None:
+    """The README's line: `--input` (nargs="+") used to swallow rpo_alpha=1 as a second file."""
+    args = parse_command_line(README_DPO)
+    assert args._command.name == "dpo"
+    assert getattr(args, "_flag_data.input") == ["runs/onpolicy/prefs.jsonl"]
+    assert args.overrides == ["rpo_alpha=1"]
+    assert args.out == "runs/dpo-onpolicy"
+
+
+def test_readme_dpo_line_resolves(capsys: pytest.CaptureFixture[str]) -> None:
+    printed = printed_config(capsys, *README_DPO)
+    assert printed["data"]["input"] == ["runs/onpolicy/prefs.jsonl"]
+    assert printed["rpo_alpha"] == 1.0
+
+
+def test_list_flag_keeps_an_existing_file_named_like_an_override(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("rpo_alpha=1").write_text("{}\n", encoding="utf-8")
+    args = parse_command_line(["dpo", "--model", "m", "--input", "a.jsonl", "rpo_alpha=1", "beta=0.2"])
+    assert getattr(args, "_flag_data.input") == ["a.jsonl", "rpo_alpha=1"]
+    assert args.overrides == ["beta=0.2"]
+
+
+def test_list_flag_keeps_values_whose_key_is_not_a_config_key() -> None:
+    """`--language-input en=a.txt`: LANG=FILE, not an override (`en` is no config key)."""
+    args = parse_command_line(["tokenizer", "train", "--language-input", "en=a.txt", "fr=b.txt",
+                               "vocab_size=300", "--quiet"])
+    assert args._flag_language_input == ["en=a.txt", "fr=b.txt"]
+    assert args.overrides == ["vocab_size=300"]
+
+
+def test_misspelt_key_after_a_list_flag_is_reported_as_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    line = assert_one_error_line(*cli(capsys, "tokenizer", "train", "--input", "a.txt", "vocab=300",
+                                      "--print-config"))
+    assert "unknown config key 'vocab'; did you mean 'vocab_size'?" in line
+
+
+def test_list_flag_with_only_an_override_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    line = assert_one_error_line(*cli(capsys, "tokenizer", "train", "--input", "vocab_size=300", "--print-config"))
+    assert "--input" in line and "vocab_size=300" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "generate", "--kind", "eval", "stray"],  # a word that is no override
+    ["data", "generate", "--kind", "eval", "n=1", "--nope"],
+    ["data", "generate", "--kind", "eval", "=3"],
+])
+def test_leftovers_that_are_not_overrides_are_errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert_one_error_line(*cli(capsys, *argv, "--print-config"))
+
+
+# --- no abbreviated flags --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, wrong", [
+    (["data", "generate", "--se", "1"], "--se"),
+    (["data", "generate", "--kin", "eval"], "--kin"),
+    (["pretrain", "--max-step", "5"], "--max-step"),  # was silently --max-steps
+    (["dpo", "--model", "m", "--max-step=5"], "--max-step=5"),
+    (["tokenizer", "train", "--vocab", "300"], "--vocab"),
+    (["--deb", "data", "generate"], "--deb"),
+])
+def test_abbreviated_flags_are_errors(capsys: pytest.CaptureFixture[str], argv: list[str], wrong: str) -> None:
+    line = assert_one_error_line(*cli(capsys, *argv, "--print-config"))
+    assert wrong in line
+
+
+def test_no_parser_allows_abbreviations() -> None:
+    seen = 0
+    todo = [build_parser()]
+    while todo:
+        parser = todo.pop()
+        assert parser.allow_abbrev is False, parser.prog
+        seen += 1
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    assert seen > len(COMMANDS)  # every command, its groups and the top
+
+
+# --- --out that is a file ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["tokenizer", "train", "--vocab-size", "300"],
+    ["tokenizer", "stats", "--tokenizer", "tok"],
+    ["pretrain"],
+    ["demo"],
+    ["export-hf", "--model", "m"],
+])
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_a_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str],
+                                        under: bool) -> None:
+    """Used to be a FileExistsError traceback from mkdir; now refused before the command runs."""
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep me\n", encoding="utf-8")
+    out = existing / "run" if under else existing
+    line = assert_one_error_line(*cli(capsys, *argv, "--out", str(out)))
+    expected = f"--out {out}: {existing} is a file" if under else f"--out {out}: is a file, not a folder"
+    assert line == f"error: {expected}"
+    assert existing.read_text(encoding="utf-8") == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# --- OS errors the user can fix: disk full ---------------------------------------------------------
+
+
+class _FullFile:
+    """A file whose writes fail as on a full disk (no filename, as the real OSError has none)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def __enter__(self) -> _FullFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def fill_disk(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make `llmlab.files.atomic_open` fail with ENOSPC at the first write to a file called `name`."""
+    temps: dict[int, str] = {}
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, tmp = tempfile.mkstemp(*args, **kwargs)
+        temps[fd] = tmp
+        return fd, tmp
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        f = os.fdopen(fd, *args, **kwargs)
+        return _FullFile(f) if Path(temps.get(fd, "")).name.startswith(f".{name}.") else f
+
+    # only llmlab.files sees the full disk: its `os` and `tempfile` names are swapped, not the modules
+    monkeypatch.setattr(llmlab.files, "os", SimpleNamespace(**{**vars(os), "fdopen": fdopen}))
+    monkeypatch.setattr(llmlab.files, "tempfile", SimpleNamespace(mkstemp=mkstemp))
+
+
+def test_disk_full_in_data_generate(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "prefs.jsonl"
+    out.write_text("the previous file\n", encoding="utf-8")
+    fill_disk(monkeypatch, "prefs.jsonl")
+    line = assert_one_error_line(*cli(capsys, "data", "generate", "--kind", "prefs", "--n", "20", "--out",
+                                      str(out), "--quiet"))
+    assert line == f"error: {out}: no space left on device"
+    assert out.read_text(encoding="utf-8") == "the previous file\n"  # atomic: old file intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl"]  # no temp file left
+
+
+def test_disk_full_in_tokenizer_train(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 50, encoding="utf-8")
+    fill_disk(monkeypatch, "tokenizer.json")
+    out = tmp_path / "run"
+    line = assert_one_error_line(*cli(capsys, "tokenizer", "train", "--input", str(corpus), "--vocab-size",
+                                      "300", "--out", str(out), "--quiet", "workers=1"))
+    assert line == f"error: {out / 'tokenizer.json'}: no space left on device"
+    assert not (out / "tokenizer.json").exists()
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
+
+
+def test_disk_full_with_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    fill_disk(monkeypatch, "e.jsonl")
+    code, _, err = cli(capsys, "--debug", "data", "generate", "--n", "3", "--out", str(tmp_path / "e.jsonl"))
+    assert code == 2 and "Traceback" in err and "no space left on device" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system"),
+                                          (errno.EDQUOT, "disk quota exceeded")])
+def test_os_errors_the_user_can_fix_are_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                 code: int, reason: str) -> None:
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise OSError(code, os.strerror(code), "runs/x/config.yaml")
+
+    monkeypatch.setattr("llmlab.cli.dispatch", failing)
+    assert assert_one_error_line(*cli(capsys, "demo")) == f"error: runs/x/config.yaml: {reason}"
+
+
+def test_other_os_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the errors a user can fix become one line; anything else is a bug and must show."""
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr("llmlab.cli.dispatch", broken)
+    with pytest.raises(OSError, match="Invalid argument"):
+        main(["data", "generate", "--print-config"])
 
 
 # --- start-up cost -------------------------------------------------------------------------------

@@ -250,6 +250,31 @@ def test_conflicting_overrides(overrides: list[str]) -> None:
     assert "conflicts" in message
 
 
+@pytest.mark.parametrize("raw", [".inf", "-.inf", ".nan", "inf", "-inf", "nan", "Infinity", "1e999"])
+def test_non_finite_float_is_refused(raw: str) -> None:
+    """`train.lr=.inf` used to load and fail only at step 2; no llmlab float field takes inf or nan."""
+    message = config_error([f"train.lr={raw}"])
+    assert message.startswith("config key 'train.lr' must be a finite number, got "), message
+
+
+def test_non_finite_float_is_refused_in_yaml_and_in_optional_fields(yaml_file: Any) -> None:
+    assert config_error(path=yaml_file("train:\n  lr: .nan\n")).startswith(
+        "config key 'train.lr' must be a finite number")
+    message = config_error(["prefs.length_bias=.inf"], cls=GenerateConfig)  # float | None
+    assert message.startswith("config key 'prefs.length_bias' must be a finite number"), message
+
+
+def test_no_config_float_field_documents_inf() -> None:
+    """If a field ever needs inf, it must say so and the finite check must make an exception for it."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "src" / "llmlab"
+    for path in root.glob("*/config.py"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if re.search(r":\s*float\b", line):
+                assert not re.search(r"\binf\b|infinity", line, re.IGNORECASE), f"{path}: {line}"
+
+
 def test_int_accepted_for_float() -> None:
     cfg = load(["train.lr=1"])
     assert cfg.train.lr == 1.0 and type(cfg.train.lr) is float
@@ -380,7 +405,43 @@ def test_missing_yaml_file(tmp_path: Path) -> None:
 
 def test_yaml_path_is_a_folder(tmp_path: Path) -> None:
     message = config_error(path=tmp_path)
-    assert str(tmp_path) in message and "cannot read" in message
+    assert message == f"{tmp_path}: is a directory, not a config file"
+
+
+def test_yaml_file_not_utf8_names_the_byte_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    good = b"seed: 1\ntrain:\n  name: caf"
+    path.write_bytes(good + b"\xe9\n")
+    assert config_error(path=path) == f"{path}:3: not valid UTF-8 at byte offset {len(good)}"
+
+
+# --- duplicate keys: PyYAML keeps the last one silently; we refuse the file ---------------------
+
+
+@pytest.mark.parametrize(
+    "text, key, line, first",
+    [
+        ("seed: 1\nseed: 2\n", "seed", 2, 1),
+        ("seed: 1\ntrain:\n  lr: 0.1\n  steps: 3\n  lr: 0.2\n", "lr", 5, 3),  # in a section
+        ("train: {lr: 0.1, lr: 0.2}\n", "lr", 1, 1),  # flow mapping: both on one line
+        ("train:\n  lr: 0.1\ntrain:\n  steps: 3\n", "train", 3, 1),  # a whole section twice
+    ],
+)
+def test_duplicate_yaml_key_names_the_key_file_and_line(yaml_file: Any, text: str, key: str, line: int,
+                                                        first: int) -> None:
+    path = yaml_file(text)
+    message = config_error(path=path)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert f"duplicate key '{key}' (first given on line {first})" in message
+
+
+def test_yaml_merge_key_may_be_overridden(yaml_file: Any) -> None:
+    """`<<: *base` then a key of base is YAML's override idiom, not a duplicate."""
+    text = "base: &b {lr: 0.1, steps: 5}\ntrain:\n  <<: *b\n  lr: 0.2\n"
+    assert yaml.safe_load(text)["train"] == {"lr": 0.2, "steps": 5}
+    from llmlab.config import read_yaml
+
+    assert read_yaml(yaml_file(text))["train"] == {"lr": 0.2, "steps": 5}
 
 
 @pytest.mark.parametrize(
@@ -426,7 +487,7 @@ TEXT = st.text(max_size=40)
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60, deadline=None,
           database=None)
 @given(
-    lr=st.floats(allow_nan=False),
+    lr=st.floats(allow_nan=False, allow_infinity=False),
     steps=st.integers(),
     name=TEXT,
     flag=st.booleans(),

@@ -10,24 +10,36 @@ Every command takes `--config FILE.yaml`, dotted `key=value` overrides and
 `--print-config`; precedence is defaults < YAML < flags < overrides. Commands that
 produce a run folder also take `--out DIR` and `--quiet`.
 
+Overrides may stand anywhere on the line, before or after flags. A flag that takes several
+values (`--input A B`) stops at a `dotted.key=value`, unless a file of that name exists (and
+`--language-input LANG=FILE`, whose values hold an '=', only at one of the command's config keys):
+
+    llmlab dpo --input prefs.jsonl rpo_alpha=1 --out runs/dpo   # input=[prefs.jsonl], rpo_alpha=1
+
+Flags are never abbreviated (`--max-step` is an error, not `--max-steps`).
+
 A `UserError` becomes one line `error: ...` on stderr and exit code 2; `--debug` or
-`LLMLAB_DEBUG=1` shows the traceback.
+`LLMLAB_DEBUG=1` shows the traceback. So do the OS errors that are the user's to fix
+(no space left on device, permission denied), which name the file where there is one.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import re
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmlab import __version__
-from llmlab.config import load_config, to_yaml
+from llmlab.config import load_config, to_yaml, valid_keys
 from llmlab.context import Context
 from llmlab.errors import UserError
 
@@ -53,6 +65,7 @@ class Command:
     flags: tuple[Flag, ...] = ()
     run_folder: bool = True  # takes --out DIR / --quiet and writes runs/<name>-<time>/
     epilog: str = ""
+    out_key: str | None = None  # a config key naming a folder the command writes (checked like --out)
 
 
 SAMPLING_FLAGS = (  # shared by `generate` and `chat`
@@ -263,6 +276,7 @@ COMMANDS: tuple[Command, ...] = (
         run_folder=False,
         epilog="example: llmlab export-hf --model runs/pt --out hf/pt && "
         "python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('hf/pt')\"",
+        out_key="out",
     ),
     Command(
         "viz attention",
@@ -429,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmlab",
         description="llmlab: attention, tokenization and alignment, from first principles.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `--max-step 5` must be an error, not a silent `--max-steps 5`
     )
     parser.add_argument("--version", action="version", version=f"llmlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
@@ -441,13 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
         for i in range(1, len(words)):  # intermediate groups such as `data`
             prefix = words[:i]
             if prefix not in groups:
-                group_parser = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
+                group_parser = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands",
+                                                              allow_abbrev=False)
                 group_parser.set_defaults(_group=group_parser)
                 parents[prefix] = group_parser
                 groups[prefix] = group_parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
         sub = groups[words[:-1]].add_parser(
             words[-1], help=cmd.help, description=cmd.help, epilog=cmd.epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
         )
         _add_common_arguments(sub, cmd)
         sub.set_defaults(_command=cmd)
@@ -475,6 +491,91 @@ def _import(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+# `train.lr=1e-3`: a dotted key of identifiers, then `=`. A file path or a LANG=FILE value may look
+# alike: see _overrides_in_list_flags for how they are told apart.
+_OVERRIDE_KEY = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)=")
+
+
+def parse_command_line(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse argv with `key=value` overrides allowed anywhere; `args.overrides` keeps their argv order.
+
+    argparse takes the positional overrides only in one run, so `n=5 --kind eval seed=1` leaves
+    `seed=1` unrecognised: such leftovers that look like `key=value` are overrides. Anything else
+    left over (`--max-step`, a stray word) is the usual "unrecognized arguments" error.
+    """
+    parser = parser or build_parser()
+    args, extras = parser.parse_known_args(list(argv))
+    cmd: Command | None = getattr(args, "_command", None)
+    stray = [x for x in extras if x.startswith("-") or "=" not in x or x.startswith("=")]
+    if stray or (extras and cmd is None):
+        prog = f"llmlab {cmd.name}" if cmd is not None else "llmlab"
+        raise UserError(f"unrecognized arguments: {' '.join(stray or extras)} (see '{prog} --help')")
+    if cmd is None:
+        return args
+    moved = _overrides_in_list_flags(cmd, args)
+    args.overrides = _in_argv_order(argv, [*args.overrides, *extras, *moved])
+    return args
+
+
+def _overrides_in_list_flags(cmd: Command, args: argparse.Namespace) -> list[str]:
+    """Take `key=value` overrides out of the values of flags with nargs="+" (which swallow them).
+
+    `--input prefs.jsonl rpo_alpha=1` gives input=[prefs.jsonl] and the override rpo_alpha=1, as the
+    user meant; a file that exists under such a name stays a file. A flag whose values hold an '='
+    themselves (`--language-input LANG=FILE`) gives up only the command's config keys; the others
+    give up any `dotted.key=value`, so that a misspelt key is reported as one (`vocab=300`: did you
+    mean 'vocab_size'?), not as a missing file.
+    """
+    keys: set[str] | None = None
+    moved: list[str] = []
+    for flag in cmd.flags:
+        values = getattr(args, f"_flag_{flag.key}")
+        if flag.nargs != "+" or not values or not any("=" in v for v in values):
+            continue
+        if keys is None:  # imports the config class: only when some value has an '='
+            keys = set(valid_keys(_import(cmd.config)))
+        kept: list[str] = []
+        for value in values:
+            match = _OVERRIDE_KEY.match(value)
+            key_like = match is not None and (match.group(1) in keys or "=" not in (flag.metavar or ""))
+            if key_like and not os.path.lexists(value):
+                moved.append(value)
+            else:
+                kept.append(value)
+        if not kept:
+            raise UserError(f"argument {flag.name}: expected at least one value before {values[0]!r} "
+                            f"(see 'llmlab {cmd.name} --help')")
+        setattr(args, f"_flag_{flag.key}", kept)
+    return moved
+
+
+def _in_argv_order(argv: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """`overrides` sorted by where they stand in argv, so the later of two values of a key wins.
+
+    subtle: tokens are matched by text, so an override equal to some flag's value (`--text n=5 n=5`)
+    may take that value's place; equal texts set the same value, so only the order among different
+    values of one key could change, and only in such contrived lines.
+    """
+    left = Counter(overrides)
+    ordered = []
+    for token in argv:
+        if left[token] > 0:
+            ordered.append(token)
+            left[token] -= 1
+    return ordered
+
+
+def _check_out_folder(label: str, out: str | Path) -> None:
+    """Refuse an output folder that is a file (or lies under one) before any work starts."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            what = "is a file" if p.is_file() else "is not a folder"
+            raise UserError(f"{label}: {what}, not a folder" if p == path else f"{label}: {p} {what}")
+
+
 def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cmd: Command | None = getattr(args, "_command", None)
     if cmd is None:
@@ -486,30 +587,55 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sys.stdout.write(to_yaml(cfg))
         return 0
     out = getattr(args, "out", None) if cmd.run_folder else None
+    if cmd.run_folder:
+        _check_out_folder(f"--out {out}" if out else "runs (the default parent of run folders)", out or "runs")
+    if cmd.out_key is not None and (folder := getattr(cfg, cmd.out_key)):
+        _check_out_folder(f"--out {folder}", folder)
     ctx = Context(command=cmd.name, out=Path(out) if out else None, quiet=args.quiet, argv=tuple(argv),
                   overrides=tuple(args.overrides), flags=flags)
     run: Callable[[Any, Context], int | None] = _import(cmd.run)
     return run(cfg, ctx) or 0
 
 
+# OS errors that are the user's to fix: one line naming the file, like a UserError.
+_OS_USER_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split("\n")).strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("LLMLAB_DEBUG", "") not in ("", "0")
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_command_line(argv)
         return dispatch(args, argv)
     except UserError as e:
         if debug:
             traceback.print_exc()
-        message = " ".join(str(e).split("\n")).strip() or e.__class__.__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(str(e)) or e.__class__.__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `llmlab data generate --out - | head`
+    except BrokenPipeError:  # `llmlab data generate --out - | head`; before OSError, of which it is one
         sys.stderr.close()
         return 0
+    except OSError as e:
+        reason = _OS_USER_ERRORS.get(e.errno) if e.errno is not None else None
+        if reason is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        where = f"{_one_line(os.fsdecode(e.filename))}: " if e.filename else ""
+        print(f"error: {where}{reason}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

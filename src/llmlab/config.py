@@ -7,6 +7,9 @@ file and dotted overrides into that dataclass and refuses anything it cannot che
 
 - an unknown key names the key and the closest valid keys;
 - a wrong type names the key and the expected type;
+- a key given twice in one YAML mapping names the key and its line (PyYAML alone keeps the last);
+- a float field refuses inf and nan (`train.lr=.inf` would otherwise fail only at step 2). No
+  field takes an infinite value today; one that must would need its own sentinel, not `.inf`;
 - cross-field checks live in each dataclass's `__post_init__` (via `check`), so an
   impossible config fails at load time, not deep inside training.
 
@@ -17,8 +20,11 @@ accepts a comma-separated list (`families=arithmetic,reverse`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import functools
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -64,13 +70,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 at byte offset {e.start}") from None
+    try:
+        data = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -81,6 +92,36 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """A yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last, silently).
+
+    Built on first use so that importing this module does not import yaml.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            # subtle: check before the merge keys (`<<: *base`) are flattened in, since a key that
+            # overrides a merged one is allowed; only keys written twice in this mapping are refused.
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it below
+                    continue
+                seen.setdefault(key, key_node.start_mark.line)
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {first + 1})", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def parse_overrides(overrides: Sequence[str], cls: type | None = None) -> dict[str, Any]:
@@ -267,6 +308,10 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", str(t))
 
 
+class _NotFinite(ConfigError):
+    """inf or nan for a float field: reported as such, not as "expects float or null"."""
+
+
 def _coerce(value: Any, t: Any, key: str, root: type) -> Any:
     """Check `value` against the annotation `t`; convert only where it loses nothing."""
     origin = typing.get_origin(t)
@@ -281,6 +326,8 @@ def _coerce(value: Any, t: Any, key: str, root: type) -> Any:
                 continue
             try:
                 return _coerce(value, a, key, root)
+            except _NotFinite:
+                raise
             except ConfigError:
                 continue
         raise ConfigError(f"config key '{key}' expects {_type_name(t)}, got {_describe(value)}")
@@ -305,13 +352,16 @@ def _coerce(value: Any, t: Any, key: str, root: type) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif t is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise _NotFinite(f"config key '{key}' must be a finite number, got {value!r}")
+            return number
     elif t is str:
         if isinstance(value, str):
             return value

@@ -21,10 +21,10 @@ from llmlab.data.chat import LLMLAB_CHAT_TEMPLATE, render_ids
 from llmlab.errors import UserError
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"},
-        {"role": "assistant", "content": "5"}, {"role": "user", "content": "And 2+4?"},
+        {"role": "assistant", "content": "5"}, {"role": "user", "content": "And 2+4? <|assistant|>"},
         {"role": "assistant", "content": "6 <|assistant|>"}]
-# subtle: no marker strings in prompt content: HF templates read them as the special tokens (chat.py),
-# llmlab as text. Responses go through `encode` on both sides, so the last one may hold one.
+# subtle: marker strings in content are text for ChatTokenizer, llmlab's and HF's alike (tests/test_security.py);
+# transformers' own apply_chat_template reads them as the special tokens, so its comparison drops them.
 
 # llmlab's template with the assistant spans marked for transformers' return_assistant_tokens_mask
 GENERATION_TEMPLATE = (

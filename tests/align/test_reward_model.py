@@ -124,3 +124,20 @@ def test_rm_score_command(saved_rm, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["rm", "score", "--model", str(directory), "--input", str(data), "--device", "cpu"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["reward"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_hf_reward_model_with_pickled_weights_is_refused(tiny_hf_dir: Path, tmp_path: Path) -> None:
+    """load_reward_model reads safetensors only: a folder whose weights are a pytorch_model.bin is one line,
+    and the file is never unpickled (its bytes are not even a pickle here)."""
+    from llmlab.align.models import load_policy
+    from llmlab.align.reward_model import load_reward_model, reward_model_from_policy, save_reward_model
+    from llmlab.errors import UserError
+
+    policy, tok = load_policy(str(tiny_hf_dir), device="cpu")
+    folder = save_reward_model(reward_model_from_policy(policy), tok, tmp_path / "rm")
+    assert load_reward_model(folder)[0] is not None
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(UserError, match="only safetensors"):
+        load_reward_model(folder)

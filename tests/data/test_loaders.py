@@ -203,6 +203,43 @@ def test_prefs_mixed_forms_rejected(tmp_path: Path) -> None:
             },
             "'chosen' has no assistant message",
         ),
+        # the trainers' checks (schemas.normalise_pair / normalise_chat), shared with `data validate`
+        ("prefs", {"prompt": " ", "chosen": "a", "rejected": "b"}, "'prompt' is empty"),
+        ("prefs", {"prompt": "q", "chosen": "", "rejected": "b"}, "'chosen' is empty"),
+        ("prefs", {"prompt": "q", "chosen": "a", "rejected": "\n"}, "'rejected' is empty"),
+        ("prefs", {"prompt": "q", "chosen": "same", "rejected": "same"}, "'chosen' and 'rejected' are the same"),
+        (
+            "prefs",
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "assistant", "content": "4"}],
+                "rejected": [{"role": "assistant", "content": "4"}],
+            },
+            "'chosen' and 'rejected' are the same",
+        ),
+        (
+            "prefs",
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}],
+                "rejected": [{"role": "assistant", "content": "c"}],
+            },
+            "'chosen' must end with an assistant message",
+        ),
+        (
+            "prefs",
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "user", "content": "other"}, {"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "c"}],
+            },
+            "'chosen' repeats a conversation that is not 'prompt'",
+        ),
+        (
+            "chat",
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]},
+            "'messages' has no non-empty assistant message",
+        ),
         ("responses", {"prompt": "p"}, "missing key 'response'"),
         ("eval", {"prompt": ""}, "'prompt' is empty"),
         ("eval", 7, "expected a JSON object, got int"),
@@ -217,6 +254,15 @@ def test_schema_problems(schema: str, row: Any, problem: str) -> None:
     [
         ("text", {"text": "a", "id": 1}),
         ("chat", CHAT_OK),
+        ("prefs", {"prompt": "q", "chosen": "a", "rejected": "b"}),
+        (  # TRL's implicit-prompt form: chosen and rejected repeat the prompt before their answer
+            "prefs",
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}],
+            },
+        ),
         ("responses", {"prompt": "", "response": ""}),
         ("eval", {"prompt": "q", "answer": "a", "family": "arith"}),
     ],

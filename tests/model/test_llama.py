@@ -34,7 +34,7 @@ def tokens(B: int, T: int, seed: int = 1, vocab: int = 64) -> torch.Tensor:
     ({"d_model": 36, "n_heads": 4}, "head dimension"),  # head_dim 9: odd, no RoPE pairs
     ({"n_heads": 4, "n_kv_heads": 3}, "n_kv_heads"),
     ({"n_heads": 4, "n_kv_heads": 0}, "n_kv_heads"),
-    ({"vocab_size": 0}, "vocab_size"),
+    ({"vocab_size": -1}, "vocab_size"),
     ({"n_layers": 0}, "n_layers"),
     ({"max_seq_len": 0}, "max_seq_len"),
     ({"d_ff": 0}, "d_ff"),

@@ -77,6 +77,7 @@ def test_non_utf8_input_names_the_byte_offset_or_is_replaced(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"byte offset {len(CORPUS.encode()) + 3}" in err and "--errors replace" in err
+    assert not (tmp_path / "r").exists()  # checked before the run folder is made: nothing left behind
     assert main(["tokenizer", "train", "--input", str(bad), "--vocab-size", "300", "--out", str(tmp_path / "r2"),
                  "--errors", "replace", "--quiet", "workers=1"]) == 0
 
@@ -86,3 +87,44 @@ def test_decode_rejects_a_non_id(trained, capsys):
     assert "not a token id: 'x'" in capsys.readouterr().err
     assert main(["tokenizer", "decode", "--tokenizer", str(trained), "--ids", "99999"]) == 2
     assert "99999" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", [["--algo", "unigram", "--input"], ["--algo", "wordpiece", "--input"],
+                                 ["--language-input"]])
+def test_non_utf8_input_of_every_trainer_is_one_line_and_leaves_no_run_folder(tmp_path, capsys, how):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(CORPUS.encode() + b"caf\xe9 au lait\n")
+    value = f"en={bad}" if how == ["--language-input"] else str(bad)
+    assert main(["tokenizer", "train", *how, value, "--vocab-size", "300", "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 2
+    lines = CORPUS.count("\n") + 1
+    assert capsys.readouterr().err == (f"error: {bad}: not valid UTF-8 at byte offset {len(CORPUS.encode()) + 3} "
+                                       f"(line {lines}); pass --errors replace to replace bad bytes\n")
+    assert not (tmp_path / "r").exists()
+
+
+def test_non_utf8_input_of_encode_decode_and_stats(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"12\n3\xff4\n")
+    expected = f"error: {bad}: not valid UTF-8 at byte offset 4 (line 2)"
+    assert main(["tokenizer", "encode", "--tokenizer", str(trained), "--input", str(bad)]) == 2
+    assert capsys.readouterr().err == expected + "; pass errors=replace to replace bad bytes\n"
+    assert main(["tokenizer", "decode", "--tokenizer", str(trained), "--input", str(bad)]) == 2
+    assert capsys.readouterr().err == expected + "\n"
+    assert main(["tokenizer", "stats", "--tokenizer", str(trained), "--eval", str(bad),
+                 "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err == expected + "\n"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(("make", "phrase"), [
+    (lambda p: p.write_bytes(b""), "file is empty; nothing to train on"),
+    (lambda p: p.mkdir(), "is a directory, not a file"),
+], ids=["empty", "folder"])
+def test_train_input_that_is_empty_or_a_folder(tmp_path, capsys, make, phrase):
+    path = tmp_path / "in.txt"
+    make(path)
+    assert main(["tokenizer", "train", "--input", str(path), "--vocab-size", "300", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"error: {path}: {phrase}\n"
+    assert not (tmp_path / "r").exists()

@@ -36,7 +36,7 @@ import torch
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import pref_rows, sft_rows
 from llmlab.data.loaders import _located_rows  # subtle: the located reader, so our checks name file:line
-from llmlab.data.schemas import SCHEMAS
+from llmlab.data.schemas import SCHEMAS, normalise_chat, normalise_pair
 from llmlab.errors import DataError, UserError
 
 if TYPE_CHECKING:
@@ -58,38 +58,8 @@ def load_preference_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 
     strict=True raises the first problem as a DataError, strict=False skips and reports it.
     """
     if not paths:
-
         return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed))), []
     return _load(paths, "prefs", normalise_pair, strict=strict)
-
-
-def normalise_pair(row: Row) -> Row | str:
-    """A prefs-schema row as {"prompt": str | messages, "chosen": str, "rejected": str, ...}, or why not.
-
-    >>> normalise_pair({"prompt": [{"role": "user", "content": "2+2?"}],
-    ...                 "chosen": [{"role": "assistant", "content": "4"}],
-    ...                 "rejected": [{"role": "assistant", "content": "5"}]})["chosen"]
-    '4'
-    """
-    prompt = row["prompt"]
-    if isinstance(prompt, str) and not prompt.strip():
-        return "'prompt' is empty"
-    out = dict(row)
-    for key in ("chosen", "rejected"):
-        value = row[key]
-        if isinstance(value, list):
-            *head, last = value
-            if last["role"] != "assistant":
-                return f"{key!r} must end with an assistant message"
-            if head and head != prompt:
-                return f"{key!r} repeats a conversation that is not 'prompt'"
-            value = last["content"]
-        if not value.strip():
-            return f"{key!r} is empty"
-        out[key] = value
-    if out["chosen"] == out["rejected"]:
-        return "'chosen' and 'rejected' are the same"
-    return out
 
 
 # ---------------------------------------------------------------------- chat rows
@@ -99,19 +69,11 @@ def load_chat_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 2000,
                    seed: int = 0) -> tuple[list[Row], list[str]]:
     """(rows {"messages": [...], ...}, skipped messages); no paths: `n` task-world SFT chats."""
     if not paths:
-
         return list(sft_rows(GenerateConfig(kind="sft", n=n, seed=seed))), []
-    return _load(paths, "chat", _check_chat, strict=strict)
-
-
-def _check_chat(row: Row) -> Row | str:
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in row["messages"]):
-        return "'messages' has no non-empty assistant message"
-    return row
+    return _load(paths, "chat", normalise_chat, strict=strict)
 
 
 def _load(paths: Iterable[str], schema: str, normalise: Any, *, strict: bool) -> tuple[list[Row], list[str]]:
-
     validate = SCHEMAS[schema]
     rows: list[Row] = []
     skipped: list[str] = []

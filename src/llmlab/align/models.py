@@ -10,7 +10,12 @@ response as ordinary text followed by the token that closes the turn, so that
 
     render_prompt(messages) + render_response(text)  ==  the ids of the whole chat's assistant turn
 
-for llmlab's format (tests/align/test_models.py checks it against `render_ids`).
+for llmlab's format (tests/align/test_models.py checks it against `render_ids`). Message content is
+always text: a user's "<|end|>" never becomes the token, whatever the template (only the template's
+own text holds special tokens: tokenizers/chat_template.py, and `_hf_template_ids` for HF tokenizers).
+
+Every loader refuses pickled weights (`model.weights.require_safetensors`) and a tokenizer with more
+ids than the model has embeddings (`check_vocab_fits`).
 
 LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) comes from PEFT's
 `inject_adapter_in_model`, which swaps the targeted nn.Linear layers in place: the model
@@ -32,7 +37,9 @@ from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
 from llmlab.model.io import is_llmlab_model, load_model, save_weights
 from llmlab.model.llama import Transformer
+from llmlab.model.weights import check_vocab_fits, require_safetensors
 from llmlab.tokenizers.base import Tokenizer
+from llmlab.tokenizers.chat_template import content_spans, fill, refuse_specials_in, template_layout
 
 if TYPE_CHECKING:
     pass
@@ -112,9 +119,44 @@ class ChatTokenizer:
     # -- HF chat templates
 
     def _hf_template_ids(self, messages: list[Message], *, add_generation_prompt: bool) -> list[int]:
-        # As apply_chat_template does: render the text, then tokenize it with the markers as specials.
-        text = self.inner.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        return self.inner(text, add_special_tokens=False)["input_ids"]
+        """As apply_chat_template does (render the text, tokenize it with the markers as specials), except
+        that message content never becomes a special token (tokenizers/chat_template.py).
+
+        The whole text is tokenized, as HF does, and kept unless a special token falls inside a
+        content's span; then (and for slow tokenizers, which give no offsets) the template's pieces
+        (specials allowed) and the contents (as text) are tokenized apart. Whole-text ids first, because
+        some tokenizers (SentencePiece-style, with a prefix space per call) tokenize a piece alone
+        differently from the same text in context."""
+
+        def render(chat: list[Message]) -> str:
+            return self.inner.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+        layout = template_layout(render, messages)
+        if layout is None:  # the template rewrites content: the slots are unknown
+            refuse_specials_in(messages, _hf_special_texts(self.inner))
+            return self.inner(render(messages), add_special_tokens=False)["input_ids"]
+        whole = self._hf_offsets(fill(layout, messages))
+        if whole is not None:
+            ids, offsets = whole
+            specials, spans = _hf_special_ids(self.inner), content_spans(layout, messages)
+            if not any(i in specials and s < b and a < e for i, (s, e) in zip(ids, offsets, strict=True)
+                       for a, b in spans):
+                return ids
+        ids = []
+        for piece in layout:
+            if isinstance(piece, str):
+                ids += self.inner(piece, add_special_tokens=False)["input_ids"]
+            else:
+                ids += self.encode(messages[piece]["content"])
+        return ids
+
+    def _hf_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]] | None:
+        """(ids, character spans) of `text` with every special allowed; None for a slow tokenizer."""
+        try:
+            out = self.inner(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # slow (Python) tokenizers have no offsets
+            return None
+        return out["input_ids"], [tuple(o) for o in out["offset_mapping"]]
 
     def _hf_turn_closing(self) -> list[int]:
         """What the template writes after an assistant message's content, up to and including the first
@@ -138,6 +180,11 @@ class ChatTokenizer:
 def _hf_special_ids(tokenizer: Any) -> set[int]:
     """Ids of the named specials (eos, pad, ...) and of every added token (chat markers)."""
     return set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+
+
+def _hf_special_texts(tokenizer: Any) -> list[str]:
+    """The texts of those tokens."""
+    return list(tokenizer.all_special_tokens) + [t.content for t in tokenizer.added_tokens_decoder.values()]
 
 
 # ---------------------------------------------------------------------- models
@@ -171,12 +218,20 @@ def _load_hf(directory: Path, *, device: str | torch.device, dtype: torch.dtype 
                                                                                                 ChatTokenizer]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    require_safetensors(directory)  # pickled weights are refused before transformers sees the folder
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or torch.float32,
+                                                     use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError) as e:
         raise UserError(f"{directory}: cannot load with transformers ({str(e).splitlines()[0]})") from None
+    check_vocab_fits(hf_tokenizer_ids(tokenizer), model.get_input_embeddings().num_embeddings, source=str(directory))
     return model.to(device), ChatTokenizer(tokenizer)
+
+
+def hf_tokenizer_ids(tokenizer: Any) -> int:
+    """1 + the highest id of a transformers tokenizer, added tokens included."""
+    return 1 + max(tokenizer.get_vocab().values())
 
 
 def load_trainee(path: str, *, resume: str, lora: LoraConfig, device: str | torch.device,

@@ -27,13 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.align.models import ChatTokenizer, merged_state_dict, sequence_lengths
+from llmlab.align.models import ChatTokenizer, hf_tokenizer_ids, merged_state_dict, sequence_lengths
 from llmlab.config import read_yaml
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.model.hf_io import export_hf, hf_model_type, to_hf_config, to_hf_state
 from llmlab.model.io import load_model, save_weights
 from llmlab.model.llama import Transformer
+from llmlab.model.weights import check_vocab_fits, require_safetensors
 
 if TYPE_CHECKING:
     from llmlab.align.models import ChatTokenizer
@@ -213,7 +214,11 @@ def load_reward_model(directory: str | Path, *, device: str | torch.device = "cp
     if kind == "hf":
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        seq = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype=dtype or torch.float32)
+        require_safetensors(directory)  # pickled weights are never loaded
+        seq = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype=dtype or torch.float32,
+                                                                 use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        check_vocab_fits(hf_tokenizer_ids(tokenizer), seq.get_input_embeddings().num_embeddings, source=str(directory))
         rm = RewardModel(seq.base_model, seq.score).to(device)
-        return rm.eval(), ChatTokenizer(AutoTokenizer.from_pretrained(str(directory)))
+        return rm.eval(), ChatTokenizer(tokenizer)
     raise UserError(f"{directory / RM_FILE}: trunk must be 'llmlab' or 'hf', got {kind!r}")

@@ -53,11 +53,16 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _require_file(path: Path) -> None:
+def require_file(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path, if it names a readable kind of file; else a one-line DataError saying why not."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise DataError(f"{path}: is not a regular file")
+    return path
 
 
 def _import_optional(module: str) -> ModuleType:
@@ -90,7 +95,7 @@ def read_text_documents(
     split the same way. errors="replace" turns bad bytes into U+FFFD instead of raising.
     """
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     text = _decode(path, path.read_bytes(), errors)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return [doc.strip() for doc in text.split(separator) if doc.strip()]
@@ -103,7 +108,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     and the byte offset of a bad UTF-8 byte can be reported exactly.
     """
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     offset = 0  # byte offset of the start of the current line
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -198,7 +203,7 @@ def _located_rows(path: Path, schema: str, split: str) -> Located:
     """Pick the reader from the path: a folder is a saved dataset, a file goes by its extension."""
     if path.is_dir():
         return _dataset_rows(path, split)
-    _require_file(path)
+    require_file(path)
     reader = _FILE_READERS.get(path.suffix.lower())
     if reader is not None:
         return reader(path)

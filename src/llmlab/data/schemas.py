@@ -8,6 +8,11 @@ None when the row is fine, or a short description of the first problem, e.g.
 The loaders add `file:line: ` in front. Pure functions, no I/O. Extra keys are always
 allowed (a `meta` or `family` field travels with the row untouched).
 
+The checks are those of the trainers, so `llmlab data validate` passes exactly the rows that
+`sft`, `rm train` and `dpo` accept: beyond the shape, a preference pair needs a non-empty prompt
+and responses and chosen != rejected (`normalise_pair`), and a chat a non-empty assistant message
+(`normalise_chat`). The trainers call those two to get the rows in their normal form.
+
 Message lists follow the chat format used by HF `transformers` chat templates and TRL:
 `[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]`.
 Preference rows follow TRL's two forms: standard (three strings) and conversational
@@ -74,12 +79,29 @@ def check_text(row: Any) -> str | None:
 
 
 def check_chat(row: Any) -> str | None:
-    """{"messages": [...]} with at least one assistant turn, or there is nothing to learn from."""
+    """{"messages": [...]} with a non-empty assistant turn, or there is nothing to learn from."""
     if problem := _check_object(row):
         return problem
     if "messages" not in row:
         return "missing key 'messages'"
-    return _check_messages(row["messages"], "'messages'", needs_assistant=True)
+    if problem := _check_messages(row["messages"], "'messages'", needs_assistant=True):
+        return problem
+    return _problem(normalise_chat(row))
+
+
+def normalise_chat(row: dict[str, Any]) -> dict[str, Any] | str:
+    """A chat-schema row as it is, or why no SFT loss can be computed on it.
+
+    Expects a row whose shape `check_chat`'s message checks passed.
+    """
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in row["messages"]):
+        return "'messages' has no non-empty assistant message"
+    return row
+
+
+def _problem(result: dict[str, Any] | str) -> str | None:
+    """The problem a normalise_* function returned, or None for a row."""
+    return result if isinstance(result, str) else None
 
 
 def _check_pref_field(row: dict[str, Any], key: str) -> str | None:
@@ -108,7 +130,42 @@ def check_prefs(row: Any) -> str | None:
     if len({isinstance(row[key], str) for key in ("prompt", "chosen", "rejected")}) > 1:
         forms = ", ".join(f"{k!r} is a {_kind(row[k])}" for k in ("prompt", "chosen", "rejected"))
         return f"mixed forms ({forms}); use all strings or all message lists"
-    return None
+    return _problem(normalise_pair(row))
+
+
+def normalise_pair(row: dict[str, Any]) -> dict[str, Any] | str:
+    """A prefs row as {"prompt": str | messages, "chosen": str, "rejected": str, ...}, or why not.
+
+    Expects a row whose shape `check_prefs` passed. A conversational answer becomes the content
+    of its last message, which must be the assistant's; messages before it must repeat the prompt
+    (TRL's implicit-prompt form). Empty parts and chosen == rejected teach nothing: refused.
+
+    >>> normalise_pair({"prompt": [{"role": "user", "content": "2+2?"}],
+    ...                 "chosen": [{"role": "assistant", "content": "4"}],
+    ...                 "rejected": [{"role": "assistant", "content": "5"}]})["chosen"]
+    '4'
+    >>> normalise_pair({"prompt": "2+2?", "chosen": "4", "rejected": "4"})
+    "'chosen' and 'rejected' are the same"
+    """
+    prompt = row["prompt"]
+    if isinstance(prompt, str) and not prompt.strip():
+        return "'prompt' is empty"
+    out = dict(row)
+    for key in ("chosen", "rejected"):
+        value = row[key]
+        if isinstance(value, list):
+            *head, last = value
+            if last["role"] != "assistant":
+                return f"{key!r} must end with an assistant message"
+            if head and head != prompt:
+                return f"{key!r} repeats a conversation that is not 'prompt'"
+            value = last["content"]
+        if not value.strip():
+            return f"{key!r} is empty"
+        out[key] = value
+    if out["chosen"] == out["rejected"]:
+        return "'chosen' and 'rejected' are the same"
+    return out
 
 
 def check_responses(row: Any) -> str | None:

@@ -12,6 +12,7 @@ from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
 from llmlab.model.config import ChatConfig, ExportHFConfig, GenerateTextConfig, SamplingOptions
 from llmlab.tokenizers.base import Tokenizer
+from llmlab.tokenizers.chat_template import template_ids
 
 
 def _load(opts: SamplingOptions) -> tuple[Any, Tokenizer, Any]:
@@ -43,11 +44,15 @@ def _stop_tokens(tokenizer: Tokenizer) -> tuple[int, ...]:
 
 
 def _fit(ids: list[int], model: Any, max_new_tokens: int) -> list[int]:
-    """Keep the end of an over-long prompt so prompt + new tokens fit the model's context."""
+    """Keep the end of an over-long prompt so prompt + new tokens fit the model's context, and say on
+    stderr how much was cut (never silently)."""
     room = model.cfg.max_seq_len - max_new_tokens
     if room < 1:
         raise UserError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in max_seq_len "
                         f"{model.cfg.max_seq_len}")
+    if len(ids) > room:
+        print(f"note: the prompt has {len(ids)} tokens; its first {len(ids) - room} were cut so that it and "
+              f"max_new_tokens={max_new_tokens} fit the model's {model.cfg.max_seq_len} positions", file=sys.stderr)
     return ids[-room:]
 
 
@@ -73,17 +78,21 @@ def _stream(model: Any, tokenizer: Tokenizer, ids: list[int], opts: SamplingOpti
 
 def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, str]], model_dir: str) -> list[int]:
     """The model's own chat template when its folder carries one (tokenizer_config.json, HF style),
-    else llmlab's; ends with the assistant's turn opening."""
+    else llmlab's; ends with the assistant's turn opening. Special tokens come from the template
+    only: a user who types "<|end|>" gets its text, never the token (tokenizers/chat_template.py)."""
     config = Path(model_dir) / "tokenizer_config.json"
     template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
     if not template:
         return render_ids(tokenizer, messages, add_generation_prompt=True)[0]
     import jinja2.sandbox  # an optional dependency (it comes with transformers), needed for HF templates only
 
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    text = env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                            bos_token="", eos_token="")
-    return tokenizer.encode(text, allowed_special="all")  # HF's behaviour: markers in the template are specials
+    compiled = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(template)
+
+    def render(chat: list[dict[str, str]]) -> str:
+        return compiled.render(messages=chat, add_generation_prompt=True, bos_token="", eos_token="")
+
+    # markers written by the template are specials (HF's behaviour); message content is always text
+    return template_ids(tokenizer, render, messages)
 
 
 def generate(cfg: GenerateTextConfig, ctx: Context) -> int:
@@ -100,23 +109,37 @@ def generate(cfg: GenerateTextConfig, ctx: Context) -> int:
     return 0
 
 
+CHAT_HELP = "commands: /reset forgets the conversation, /exit ends it (so does Ctrl-D), /help shows this"
+
+
 def chat(cfg: ChatConfig, ctx: Context) -> int:
-    """Read user turns from stdin (one line each; /reset forgets the conversation, /exit ends it)."""
+    """Read user turns from stdin (one line each; /reset forgets the conversation, /exit ends it, /help
+    lists the commands; a line starting with "/" is never sent to the model). Bytes that are not UTF-8
+    become U+FFFD instead of ending the session."""
     model, tokenizer, generator = _load(cfg)
     system = [{"role": "system", "content": cfg.system}] if cfg.system else []
     messages = list(system)
     interactive = sys.stdin.isatty()
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")
+    if interactive:
+        print(CHAT_HELP, file=sys.stderr)
     while True:
         if interactive:
             sys.stdout.write("you> ")
             sys.stdout.flush()
         line = sys.stdin.readline()
-        if not line or line.strip() == "/exit":
+        command = line.strip()
+        if not line or command == "/exit":
             return 0
-        if line.strip() == "/reset":
+        if command == "/reset":
             messages = list(system)
+            print("(conversation reset)", file=sys.stderr)
             continue
-        if not line.strip():
+        if command.startswith("/"):
+            print(CHAT_HELP if command == "/help" else f"unknown command {command}; {CHAT_HELP}", file=sys.stderr)
+            continue
+        if not command:
             continue
         messages.append({"role": "user", "content": line.rstrip("\n")})
         if interactive:

@@ -17,7 +17,7 @@ from llmlab.config import check
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 8192
+    vocab_size: int = 8192  # 0: set by the command from its tokenizer (llmlab pretrain)
     d_model: int = 256
     n_layers: int = 4
     n_heads: int = 8
@@ -34,7 +34,8 @@ class ModelConfig:
     qkv_bias: bool = False  # biases on the q, k, v projections, as Qwen2 (Llama has none)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
+        check(self.vocab_size >= 0, f"model.vocab_size must be >= 0 (0: the tokenizer's), got {self.vocab_size}")
+        for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
             check(getattr(self, name) >= 1, f"model.{name} must be at least 1, got {getattr(self, name)}")
         check(self.d_model % self.n_heads == 0,
               f"model.n_heads ({self.n_heads}) must divide model.d_model ({self.d_model})")

@@ -38,7 +38,7 @@ from llmlab.errors import UserError
 from llmlab.files import atomic_open, write_json_atomic
 from llmlab.model.config import ModelConfig
 from llmlab.model.llama import Transformer
-from llmlab.model.weights import load_model_tokenizer, load_state, read_safetensors
+from llmlab.model.weights import load_model_tokenizer, load_state, read_safetensors, require_safetensors
 from llmlab.tokenizers.base import Tokenizer
 
 _ARCH = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -198,14 +198,8 @@ def export_hf(model: Transformer, directory: str | Path, tokenizer: Tokenizer | 
 
 
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        pickled = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
-        hint = (f" ({', '.join(pickled)} is pickled and is never loaded; convert it to safetensors, e.g. "
-                "model.save_pretrained(dir, safe_serialization=True) where you trust it)") if pickled else ""
-        raise UserError(f"{directory}: no *.safetensors weights{hint}")
     state: dict[str, torch.Tensor] = {}
-    for file in files:
+    for file in require_safetensors(directory):
         state.update(read_safetensors(file))
     return state
 
@@ -230,4 +224,4 @@ def from_hf(directory: str | Path, *, device: str | torch.device = "cpu", dtype:
         model.head.weight = model.embed.weight
     load_state(model, {k: v.float() if dtype is None else v.to(dtype) for k, v in state.items()},
                source=str(directory))
-    return model.eval(), load_model_tokenizer(directory)
+    return model.eval(), load_model_tokenizer(directory, vocab_size=cfg.vocab_size)

@@ -94,4 +94,4 @@ def load_model(directory: str | Path, *, device: str | torch.device = "cpu", dty
     load_state(model, state, source=str(weights))
     if dtype is not None:
         model = model.to(dtype)
-    return model.eval(), load_model_tokenizer(directory)
+    return model.eval(), load_model_tokenizer(directory, vocab_size=cfg.vocab_size)

@@ -1,7 +1,9 @@
 """Weights in and out of a model: safetensors files, a checked state-dict load, and the tokenizer beside them.
 
-The pieces that both model folders (io.py) and Hugging Face folders (hf_io.py) read with: a truncated
-or foreign safetensors file, or a state dict that does not fit the config, is a one-line UserError.
+The pieces that every model loader reads with (model folders, io.py; Hugging Face folders, hf_io.py
+and transformers' `from_pretrained` in align/): a truncated or foreign safetensors file, a state dict
+that does not fit the config, a folder whose only weights are pickled (`require_safetensors`: pickles
+are never opened), or a tokenizer with more ids than the model has embeddings, is a one-line UserError.
 """
 
 from __future__ import annotations
@@ -26,6 +28,31 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
 
 
+def require_safetensors(directory: str | Path) -> list[Path]:
+    """The *.safetensors files of a model folder; a folder without any is a one-line UserError that
+    names its pickled weights. The one check of every loader: pickled weights (pytorch_model.bin,
+    *.pt, *.pth, *.ckpt) can run code when loaded, so they are never opened, only named."""
+    directory = Path(directory)
+    files = sorted(directory.glob("*.safetensors"))
+    if files:
+        return files
+    pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+                     for p in directory.glob(pattern))
+    if pickled:
+        raise UserError(f"{directory}: llmlab reads only safetensors weights, and this folder's are pickled "
+                        f"({', '.join(pickled[:3])}), which is never loaded since unpickling can run code; convert "
+                        "them where you trust them, e.g. model.save_pretrained(dir, safe_serialization=True)")
+    raise UserError(f"{directory}: no *.safetensors weights")
+
+
+def check_vocab_fits(tokenizer_ids: int, vocab_size: int, *, source: str) -> None:
+    """A tokenizer whose ids do not all index the model's embedding table is a one-line UserError:
+    its highest ids would fail (or, on some devices, read garbage) the first time they appear."""
+    if tokenizer_ids > vocab_size:
+        raise UserError(f"{source}: the tokenizer has {tokenizer_ids} ids but the model's vocab_size is "
+                        f"{vocab_size}; use the tokenizer the model was trained with")
+
+
 def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: str) -> None:
     """Copy `state` into `model`, naming missing, unexpected and mis-shaped tensors in one line."""
     expected = model.state_dict()
@@ -46,7 +73,10 @@ def _rotary(model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
     return rotary_tables(model.cfg, device=model.embed.weight.device)
 
 
-def load_model_tokenizer(directory: str | Path) -> Tokenizer | None:
+def load_model_tokenizer(directory: str | Path, *, vocab_size: int) -> Tokenizer | None:
+    """The tokenizer.json beside the weights (None without one), checked to fit `vocab_size`."""
     if not (Path(directory) / "tokenizer.json").is_file():
         return None
-    return load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory)
+    check_vocab_fits(tokenizer.id_count, vocab_size, source=str(directory))
+    return tokenizer

@@ -57,6 +57,12 @@ class Tokenizer(ABC):
 
     # ------------------------------------------------------------------ shared
 
+    @property
+    def id_count(self) -> int:
+        """1 + the highest id the tokenizer can give: the embedding rows a model needs for it
+        (the vocabulary size, unless the ids of a loaded file have gaps)."""
+        return max([self.vocab_size, *(i + 1 for i in self.special_tokens.values())])
+
     def id_to_token(self, token_id: int) -> bytes | str:
         """A special token's string, or an ordinary token's bytes."""
         for text, i in self.special_tokens.items():

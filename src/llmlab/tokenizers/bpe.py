@@ -182,6 +182,10 @@ class BPETokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.vocab) + len(self.special_tokens)
 
+    @property
+    def id_count(self) -> int:
+        return 1 + max([*self.vocab.values(), *self.special_tokens.values()])
+
     def merge_rank(self, token_id: int) -> int | None:
         """Which merge made this token (None for single bytes and specials)."""
         return self._merge_rank_of.get(token_id)

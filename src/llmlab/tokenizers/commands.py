@@ -14,13 +14,14 @@ from typing import Any
 from llmlab.context import Context
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import pretrain_documents
+from llmlab.data.loaders import require_file
 from llmlab.data.multilingual import LANGUAGES, code_mixed, language_corpus, parallel_sentences
 from llmlab.errors import UserError
 from llmlab.plotting import new_figure, save_figure
 from llmlab.runs import progress_bar, start_run
 from llmlab.tokenizers.analysis import analyze, parallel_premiums
 from llmlab.tokenizers.bpe import BPETokenizer
-from llmlab.tokenizers.bpe_train import check_training_args, train_bpe
+from llmlab.tokenizers.bpe_train import check_training_args, iter_file_blocks, train_bpe
 from llmlab.tokenizers.bytelevel import visible
 from llmlab.tokenizers.config import (
     CompareConfig,
@@ -43,15 +44,23 @@ _COLOURS = (153, 186, 217, 151, 223, 189)
 
 def train(cfg: TrainTokenizerConfig, ctx: Context) -> int:
     for path in (*cfg.input, *(item.partition("=")[2] for item in cfg.language_input)):
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+        if require_file(path).stat().st_size == 0:
+            raise UserError(f"{path}: file is empty; nothing to train on")
     num_merges = check_training_args(cfg.vocab_size, cfg.special_tokens) if cfg.algo == "bpe" else 0
-    run = start_run("tokenizer-train", cfg, out=ctx.out, quiet=ctx.quiet)
+    # Read (or for BPE's streamed files, check) the inputs before the run folder exists, so that a
+    # bad byte leaves nothing behind.
     texts = None
-    if cfg.language_input:
-        texts = _language_texts(cfg, run)
-    elif cfg.algo != "bpe" and cfg.input:
-        texts = [_read_text(path, cfg.errors) for path in cfg.input]
+    by_language = {lang: _read_text(path, cfg.errors, fix="--errors replace")
+                   for lang, _, path in (i.partition("=") for i in cfg.language_input)}
+    if cfg.algo != "bpe" and cfg.input:
+        texts = [_read_text(path, cfg.errors, fix="--errors replace") for path in cfg.input]
+    elif cfg.errors == "strict":
+        for path in cfg.input:
+            for _ in iter_file_blocks(path):  # the reader train_bpe uses: the same one-line error
+                pass
+    run = start_run("tokenizer-train", cfg, out=ctx.out, quiet=ctx.quiet)
+    if by_language:
+        texts = _language_texts(cfg, run, by_language)
     if cfg.algo != "bpe":
         return _train_other(cfg, run, texts)
     if texts is None and not cfg.input:
@@ -84,9 +93,8 @@ def train(cfg: TrainTokenizerConfig, ctx: Context) -> int:
     return 0
 
 
-def _language_texts(cfg: TrainTokenizerConfig, run: Any) -> list[str]:
+def _language_texts(cfg: TrainTokenizerConfig, run: Any, texts: dict[str, str]) -> list[str]:
     """The per-language inputs, re-sampled with p_i ∝ n_i^alpha when language_alpha is set."""
-    texts = {lang: _read_text(path, cfg.errors) for lang, _, path in (i.partition("=") for i in cfg.language_input)}
     if cfg.language_alpha is not None:
         texts = balanced_corpus(texts, cfg.language_alpha)
     shares = language_weights({k: max(1, len(v)) for k, v in texts.items()}, 1.0)
@@ -117,19 +125,23 @@ def _builtin_pretrain(chars: int, run: Any) -> list[str]:
     return list(pretrain_documents(GenerateConfig(kind="pretrain", chars=chars)))
 
 
-def _read_text(path: str, errors: str) -> str:
-    data = Path(path).read_bytes() if Path(path).is_file() else None
-    if data is None:
-        raise UserError(f"{path}: no such file")
+def _read_text(path: str, errors: str, *, fix: str = "") -> str:
+    """The file's text; a bad UTF-8 byte is a one-line error naming its offset and line (errors="strict").
+
+    `fix` names the option that replaces bad bytes instead, for commands that have one.
+    """
+    data = require_file(path).read_bytes()
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not valid UTF-8 at byte offset {e.start}; pass errors=replace") from None
+        hint = f"; pass {fix} to replace bad bytes" if fix else ""
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}: not valid UTF-8 at byte offset {e.start} (line {line}){hint}") from None
 
 
 def encode(cfg: EncodeConfig, ctx: Context) -> int:
     tok = load_tokenizer(cfg.tokenizer)
-    text = cfg.text if cfg.text is not None else _read_text(cfg.input or "", cfg.errors)
+    text = cfg.text if cfg.text is not None else _read_text(cfg.input or "", cfg.errors, fix="errors=replace")
     allowed = "all" if cfg.allowed_special == ("all",) else cfg.allowed_special
     ids = tok.encode(text, allowed_special=allowed)
     if cfg.ids:
@@ -286,14 +298,13 @@ def _html_colour(ansi: int) -> str:
 
 def sweep(cfg: SweepConfig, ctx: Context) -> int:
     for path in (*cfg.input, *cfg.eval):
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+        require_file(path)
     sizes = [parse_size(s) or 0 for s in cfg.vocab_sizes]
+    train_texts = [_read_text(p, "strict") for p in cfg.input]  # read before the run folder exists
+    eval_text = "".join(_read_text(p, "strict") for p in cfg.eval)
     run = start_run("tokenizer-sweep", cfg, out=ctx.out, quiet=ctx.quiet)
-    train_texts = [_read_text(p, "strict") for p in cfg.input] or _builtin_sweep_corpus(cfg.corpus_chars, run)
-    if cfg.eval:
-        eval_text = "".join(_read_text(p, "strict") for p in cfg.eval)
-    else:
+    train_texts = train_texts or _builtin_sweep_corpus(cfg.corpus_chars, run)
+    if not cfg.eval:
         eval_text = "".join(_builtin_eval(100, seed=1)[0].values()) + "\n".join(code_mixed(60, seed=1))
     rows: list[dict[str, Any]] = []
     for algo in cfg.algos:

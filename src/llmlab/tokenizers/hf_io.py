@@ -33,7 +33,9 @@ Reading accepts files llmlab did not write when they are byte-level BPE:
   - GPT-2 / RoBERTa style: pre_tokenizer ByteLevel(use_regex=true), i.e. the GPT-2 pattern,
     with add_prefix_space true or false
   - Llama 3 / Qwen style: Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]
-  - merges as "a b" strings (older files) or [a, b] pairs
+  - merges as "a b" strings (older files) or [a, b] pairs; `model.merges` must be there (HF
+    refuses a BPE without it) and may be empty only when every vocab token is a single byte:
+    a deleted or emptied list would otherwise load and encode everything byte by byte
   - normalizer null, NFC, NFKC, Lowercase, or a Sequence of them that amounts to one
   - `model.ignore_merges`
   - added tokens, special or not, all become llmlab special tokens: HF matches every
@@ -110,7 +112,7 @@ def from_hf_json(data: Any) -> BPETokenizer:
     _check_byte_level_bpe(model)
     specials = read_added_tokens(data.get("added_tokens") or [])
     vocab = _read_vocab(model.get("vocab"), specials)
-    merges = _read_merges(model.get("merges", []), vocab, specials)
+    merges = _read_merges(model.get("merges"), vocab, specials)
     normalizer = _read_normalizer(data.get("normalizer"))
     pre_tokenizer, prefix_space = _read_pre_tokenizer(data.get("pre_tokenizer"))
     return BPETokenizer(vocab, merges, special_tokens=specials, pre_tokenizer=pre_tokenizer, normalizer=normalizer,
@@ -161,8 +163,17 @@ def _read_vocab(vocab: Any, specials: dict[str, int]) -> dict[bytes, int]:
 
 
 def _read_merges(merges: Any, vocab: dict[bytes, int], specials: dict[str, int]) -> list[tuple[bytes, bytes]]:
+    """model.merges, which must be there (HF `tokenizers` refuses a BPE without it); [] only for a
+    vocab of single bytes, since without merges no longer token is ever produced."""
+    if merges is None:
+        raise UserError("model.merges: missing; a BPE tokenizer.json needs its merges (without them every "
+                        "text would be encoded byte by byte)")
     if not isinstance(merges, list):
         raise UserError("model.merges: not a list")
+    longer = next((token for token in vocab if len(token) > 1), None)
+    if not merges and longer is not None:
+        raise UserError(f"model.merges: empty, but model.vocab has tokens of several bytes (e.g. "
+                        f"{to_chars(longer)!r}) that only merges can produce")
     return [_read_merge(n, merge, vocab, specials) for n, merge in enumerate(merges)]
 
 

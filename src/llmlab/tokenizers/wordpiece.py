@@ -209,6 +209,10 @@ class WordPieceTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.vocab) + sum(1 for t in self.special_tokens if t not in self.vocab)
 
+    @property
+    def id_count(self) -> int:
+        return 1 + max([*self.vocab.values(), *self.special_tokens.values()])
+
     # ------------------------------------------------------------------ files
 
     def save(self, directory: str | Path) -> None:

@@ -77,7 +77,7 @@ class PretrainTrainConfig(TrainConfig):
 class PretrainDataConfig:
     input: tuple[str, ...] = ()  # text files, or JSONL / JSON / parquet / HF save_to_disk with a "text" field; empty: built-in
     corpus_chars: int = 3_000_000  # size of the built-in task-world corpus when no input is given
-    tokenizer: str = ""  # a folder with tokenizer.json; empty: train a BPE of model.vocab_size on the data
+    tokenizer: str = ""  # a folder with tokenizer.json; empty: train a BPE of model.vocab_size (or 4096) on the data
     val_fraction: float = 0.02  # share of documents held out (chosen by a hash of the text)
     cache_dir: str = ".cache/llmlab/tokens"  # tokenized data, reused when tokenizer and input are unchanged
 
@@ -90,7 +90,8 @@ class PretrainDataConfig:
 class PretrainConfig:
     """`llmlab pretrain`."""
 
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=4096, d_model=256, n_layers=4,
+    # vocab_size 0: the ids of data.tokenizer, rounded up to a multiple of 64; 4096 for a BPE trained on the data
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(vocab_size=0, d_model=256, n_layers=4,
                                                                    n_heads=8, max_seq_len=256))
     train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,28 @@ if TYPE_CHECKING:
 
 def pretrain(cfg: PretrainConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
     """Train; return the run folder (which also holds the final model)."""
+    cfg = with_vocab_size(cfg)
     with open_session("pretrain", cfg, cfg.train, out=out, quiet=quiet, resume_step=resume_step(cfg)) as s:
         return _pretrain(cfg, s)
+
+
+def with_vocab_size(cfg: PretrainConfig) -> PretrainConfig:
+    """`cfg` with model.vocab_size 0 resolved: the ids of data.tokenizer rounded up to a multiple of 64
+    (so a tokenizer that stopped short of its target size, or a pretrained one, fits as it is), or 4096
+    for the BPE trained on the data. A resumed config has it resolved already."""
+    if cfg.model.vocab_size:
+        return cfg
+    size = DEFAULT_VOCAB
+    if cfg.data.tokenizer:
+        path = Path(cfg.data.tokenizer)
+        path = path / "tokenizer.json" if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f"{cfg.data.tokenizer}: no tokenizer.json")
+        size = -(-load_tokenizer(path).vocab_size // 64) * 64
+    return replace(cfg, model=replace(cfg.model, vocab_size=size))
+
+
+DEFAULT_VOCAB = 4096  # the BPE trained on the data when neither data.tokenizer nor model.vocab_size is given
 
 
 def _pretrain(cfg: PretrainConfig, s: Session) -> Path:

@@ -74,6 +74,8 @@ def input_fingerprint(cfg: PretrainDataConfig) -> dict[str, Any]:
     files = []
     for path in cfg.input:
         p = Path(path)
+        if not p.exists():
+            raise DataError(f"{path}: no such file or folder")
         members = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
         files += [(str(q.resolve()), q.stat().st_size, q.stat().st_mtime_ns) for q in members]
     return {"files": files, "val_fraction": cfg.val_fraction}
