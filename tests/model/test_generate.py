@@ -168,6 +168,22 @@ def test_engine_sampling_equals_naive_with_the_same_seed() -> None:
         assert Engine(model).generate([prompt], sampling, generator=seeded(seed)) == want
 
 
+def test_vocab_limit_never_samples_past_the_tokenizer() -> None:
+    """A model wider than its tokenizer (ids 0..9 only): greedy and sampled ids stay below 10, with the
+    repetition penalty on, and the engine still equals the naive generator."""
+    model = tiny_model()
+    sampling = SamplingConfig(max_new_tokens=24, temperature=1.5, repetition_penalty=1.3, vocab_limit=10)
+    for seed, prompt in enumerate(PROMPTS):
+        want = generate_naive(model, [prompt], sampling, generator=seeded(seed))
+        assert Engine(model).generate([prompt], sampling, generator=seeded(seed)) == want
+        assert all(t < 10 for t in want[0])
+    greedy = Engine(model).generate(list(PROMPTS), SamplingConfig(max_new_tokens=8, temperature=0, vocab_limit=10))
+    assert all(t < 10 for row in greedy for t in row)
+    unlimited = Engine(model).generate(list(PROMPTS), SamplingConfig(max_new_tokens=24, temperature=1.5),
+                                       generator=seeded(0))
+    assert any(t >= 10 for row in unlimited for t in row)  # so the limit is what kept them below
+
+
 def test_bad_prompts_are_user_errors() -> None:
     model = tiny_model()
     with pytest.raises(UserError, match="max_seq_len"):

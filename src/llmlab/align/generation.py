@@ -45,7 +45,7 @@ def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str],
 def _llmlab_generate(model: nn.Module, ids: list[list[int]], tok: ChatTokenizer, max_new_tokens: int,
                      temperature: float, top_p: float | None) -> list[list[int]]:
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              stop_tokens=tok.eos_ids)
+                              stop_tokens=tok.eos_ids, vocab_limit=tok.inner.id_count)
     return Engine(model, pad_id=tok.pad_id).generate(ids, sampling)
 
 

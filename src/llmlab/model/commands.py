@@ -31,11 +31,12 @@ def _load(opts: SamplingOptions) -> tuple[Any, Tokenizer, Any]:
     return model, tokenizer, generator
 
 
-def _sampling(opts: SamplingOptions, stop_tokens: tuple[int, ...]) -> Any:
+def _sampling(opts: SamplingOptions, stop_tokens: tuple[int, ...], tokenizer: Tokenizer) -> Any:
     from llmlab.model.generate import SamplingConfig  # torch: imported when the command runs
 
     return SamplingConfig(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_k=opts.top_k,
-                          top_p=opts.top_p, repetition_penalty=opts.repetition_penalty, stop_tokens=stop_tokens)
+                          top_p=opts.top_p, repetition_penalty=opts.repetition_penalty, stop_tokens=stop_tokens,
+                          vocab_limit=tokenizer.id_count)
 
 
 def _stop_tokens(tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -63,7 +64,7 @@ def _stream(model: Any, tokenizer: Tokenizer, ids: list[int], opts: SamplingOpti
     stops = _stop_tokens(tokenizer)
     decoder = tokenizer.stream_decoder()
     pieces = []
-    for (token,) in Engine(model).stream([_fit(ids, model, opts.max_new_tokens)], _sampling(opts, stops),
+    for (token,) in Engine(model).stream([_fit(ids, model, opts.max_new_tokens)], _sampling(opts, stops, tokenizer),
                                          generator=generator):
         if token is None or token in stops:
             break

@@ -72,6 +72,8 @@ class SamplingConfig:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     stop_tokens: tuple[int, ...] = ()  # generation of a row ends after one of these
+    vocab_limit: int | None = None  # ids from this on are never sampled: rows of a padded embedding table
+                                    # that no tokenizer id maps to (a model wider than its tokenizer)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -82,6 +84,9 @@ class SamplingConfig:
 
 def _next_tokens(logits: torch.Tensor, seen: torch.Tensor, s: SamplingConfig,
                  generator: torch.Generator | None) -> torch.Tensor:
+    if s.vocab_limit is not None and s.vocab_limit < logits.shape[-1]:
+        # (B, vocab_limit): the argmax and the samples index the same ids
+        logits, seen = logits[..., : s.vocab_limit], seen[..., : s.vocab_limit]
     logits = apply_repetition_penalty(logits, seen, s.repetition_penalty)
     return sample_next_token(logits, generator=generator, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
 

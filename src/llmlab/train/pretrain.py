@@ -259,7 +259,7 @@ def samples(model: Transformer, tokenizer: Tokenizer, val: SequenceSampler, n_to
     n_tokens = min(n_tokens, model.cfg.max_seq_len - 8)
     model.eval()
     outputs = Engine(model).generate(prompts, SamplingConfig(max_new_tokens=n_tokens, temperature=0.0,
-                                                            stop_tokens=(eos,)))
+                                                            stop_tokens=(eos,), vocab_limit=tokenizer.id_count))
     model.train()
     return [{"prompt": tokenizer.decode(p), "completion": tokenizer.decode([t for t in o if t != eos])}
             for p, o in zip(prompts, outputs, strict=True)]
