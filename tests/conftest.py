@@ -108,22 +108,39 @@ def _tiny_config(vocab_size: int):
 # ---------------------------------------------------------------------- killing a run mid-way
 
 PAUSE_HOOK = '''
-"""`python -m llmlab` with one change: after logging training step PAUSE_AT, touch PAUSE_MARKER and hang,
-so that the test can SIGKILL the run at a known point."""
-import os, sys, time
+"""`python -m llmlab` with one change, so that the test can SIGKILL the run at a known point: touch
+PAUSE_MARKER and hang after logging training step PAUSE_AT, or, with PAUSE_CALL="module:name:N", at the
+N-th call of module.name (before it runs)."""
+import importlib, os, sys, time
 from pathlib import Path
 from llmlab.cli import main
 from llmlab.runs import Run
 
-metrics, pause_at = Run.metrics, int(os.environ["PAUSE_AT"])
+def pause():
+    Path(os.environ["PAUSE_MARKER"]).touch()
+    time.sleep(600)
 
-def pausing_metrics(self, step, **values):
-    metrics(self, step, **values)
-    if step == pause_at and "loss" in values:
-        Path(os.environ["PAUSE_MARKER"]).touch()
-        time.sleep(600)
+if "PAUSE_CALL" in os.environ:
+    module_name, name, nth = os.environ["PAUSE_CALL"].split(":")
+    module, calls = importlib.import_module(module_name), [0]
+    real = getattr(module, name)
 
-Run.metrics = pausing_metrics
+    def pausing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == int(nth):
+            pause()
+        return real(*args, **kwargs)
+
+    setattr(module, name, pausing)
+else:
+    metrics, pause_at = Run.metrics, int(os.environ["PAUSE_AT"])
+
+    def pausing_metrics(self, step, **values):
+        metrics(self, step, **values)
+        if step == pause_at and "loss" in values:
+            pause()
+
+    Run.metrics = pausing_metrics
 raise SystemExit(main(sys.argv[1:]))
 '''
 
@@ -137,17 +154,19 @@ def subprocess_environment() -> dict[str, str]:
     return env
 
 
-def kill_after_step(argv: list[str], step: int, tmp_path: Path) -> None:
-    """Run `llmlab *argv` in a subprocess and SIGKILL it once it has logged training step `step`."""
+def kill_after_step(argv: list[str], step: int, tmp_path: Path, *, call: str = "") -> None:
+    """Run `llmlab *argv` in a subprocess and SIGKILL it once it has logged training step `step`, or, with
+    `call="module:name:N"`, when it makes the N-th call of module.name."""
     marker, hook = tmp_path / "paused", tmp_path / "pause_hook.py"
     hook.write_text(PAUSE_HOOK)
-    proc = subprocess.Popen([sys.executable, str(hook), *argv], env={**subprocess_environment(), "PAUSE_AT": str(step),
+    where = {"PAUSE_CALL": call} if call else {"PAUSE_AT": str(step)}
+    proc = subprocess.Popen([sys.executable, str(hook), *argv], env={**subprocess_environment(), **where,
                             "PAUSE_MARKER": str(marker)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
             assert proc.poll() is None, f"the run ended early: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, f"the run never reached step {step}"
+            assert time.monotonic() < deadline, f"the run never reached step {step} / {call}"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

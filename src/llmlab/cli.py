@@ -42,6 +42,7 @@ from llmlab import __version__
 from llmlab.config import load_config, to_yaml, valid_keys
 from llmlab.context import Context
 from llmlab.errors import UserError
+from llmlab.runs import outcome
 
 
 @dataclass(frozen=True)
@@ -594,7 +595,8 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ctx = Context(command=cmd.name, out=Path(out) if out else None, quiet=args.quiet, argv=tuple(argv),
                   overrides=tuple(args.overrides), flags=flags)
     run: Callable[[Any, Context], int | None] = _import(cmd.run)
-    return run(cfg, ctx) or 0
+    with outcome():  # every run folder the command starts says how it ended (status.json)
+        return run(cfg, ctx) or 0
 
 
 # OS errors that are the user's to fix: one line naming the file, like a UserError.

@@ -12,6 +12,7 @@ Also the one place that decides whether a progress bar is shown: never with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -112,20 +113,58 @@ def json_safe(value: Any) -> Any:
 # What another run or a model leaves in its folder: a command writing there would mix its files with them.
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.yaml", "model.safetensors", "config.json",
                "tokenizer.json")
+_STARTED: list[Run] = []  # runs started inside the innermost `outcome()`, in order
 
 
 def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: bool = False,
               resume: bool = False) -> Run:
     """Create the run folder and write its resolved `config.yaml` (atomically). A folder that already
-    holds a run or a model is refused (one line) unless this run resumes it: two runs never mix."""
+    holds a run or a model is refused (one line) unless this run resumes it, or it holds a run that
+    never finished and left nothing to resume (no checkpoints/): that run's metrics are cleared and
+    this one starts over there. Two runs never mix."""
     run_dir = Path(out) if out is not None else default_run_dir(command)
     if run_dir.is_file():
         raise UserError(f"--out {run_dir}: is a file, not a folder")
     found = [name for name in RUN_MARKERS if (run_dir / name).exists()]
-    if found and not resume:
+    unfinished = _status(run_dir) in ("running", "failed", "interrupted") and "checkpoints" not in found
+    if found and not resume and not unfinished:
         raise UserError(f"--out {run_dir}: already holds a run or a model ({', '.join(found[:3])}); choose a new "
                         "folder" + (f", or --resume {run_dir} to continue it" if "checkpoints" in found else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    if found and not resume:  # an unfinished run's leftovers: its rows would read as this run's
+        write_text_atomic(run_dir / "metrics.jsonl", "")
     (run_dir / "metrics.jsonl").touch()
-    return Run(dir=run_dir, quiet=quiet)
+    run = Run(dir=run_dir, quiet=quiet)
+    run.status("running")
+    _STARTED.append(run)
+    return run
+
+
+def _status(run_dir: Path) -> str | None:
+    path = run_dir / "status.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("status") if path.is_file() else None
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def outcome() -> Iterator[None]:
+    """Mark how every run started inside ended, in its status.json: "finished"; "failed", with the
+    error also written to its log.txt; or "interrupted" (Ctrl-C). The CLI runs every command in one."""
+    mark = len(_STARTED)
+    try:
+        yield
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        message = "interrupted" if interrupted else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        for run in _STARTED[mark:]:
+            run.log(f"run {'interrupted' if interrupted else 'failed'}: {message}")
+            run.status("interrupted" if interrupted else "failed", error=message)
+        raise
+    else:
+        for run in _STARTED[mark:]:
+            run.status("finished")
+    finally:
+        del _STARTED[mark:]

@@ -14,7 +14,7 @@ import torch
 
 from llmlab.cli import main
 from llmlab.errors import TrainingDiverged, UserError
-from llmlab.runs import start_run
+from llmlab.runs import outcome, start_run
 from llmlab.train.checkpoint import find_checkpoint, last_checkpoint, list_checkpoints, save_checkpoint
 from llmlab.train.config import TrainConfig
 from llmlab.train.pretrain import pretrain
@@ -54,21 +54,36 @@ def test_out_naming_a_file_is_one_line(tmp_path: Path) -> None:
         start_run("x", TrainConfig(), out=tmp_path / "f")
 
 
-def test_the_folder_says_how_the_run_ended(tmp_path: Path, tiny_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
-    done = pretrain(tiny_cfg("train.max_steps=2", "train.eval_every=0"), out=tmp_path / "ok", quiet=True)
+def test_the_folder_says_how_the_run_ended(tmp_path: Path, tiny, tiny_cfg, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """status.json: "running" while it runs, then "finished", or "failed" with the error (also in log.txt);
+    a folder whose run failed and left no checkpoint is reused by the next run, with its rows cleared."""
+    with outcome():
+        done = pretrain(tiny_cfg("train.max_steps=2", "train.eval_every=0"), out=tmp_path / "ok", quiet=True)
+        assert json.loads((done / "status.json").read_text()) == {"status": "running"}
     assert json.loads((done / "status.json").read_text()) == {"status": "finished"}
 
     import llmlab.train.pretrain as module
 
+    real = module.finish_step
+
     def boom(*args, **kwargs):
-        raise RuntimeError("disk on fire")
+        if kwargs["done"] == 2:
+            raise RuntimeError("disk on fire")
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "finish_step", boom)
+    argv = ["pretrain", "--out", str(tmp_path / "bad"), "--quiet", *tiny("train.max_steps=2", "train.eval_every=0")]
     with pytest.raises(RuntimeError):
-        pretrain(tiny_cfg("train.max_steps=2", "train.eval_every=0"), out=tmp_path / "bad", quiet=True)
+        main(argv)
     status = json.loads((tmp_path / "bad" / "status.json").read_text())
     assert status == {"status": "failed", "error": "RuntimeError: disk on fire"}
     assert "run failed: RuntimeError: disk on fire" in (tmp_path / "bad" / "log.txt").read_text()
+    assert [r["step"] for r in rows(tmp_path / "bad")] == [1]
+    monkeypatch.setattr(module, "finish_step", real)
+    assert main(argv) == 0  # nothing to resume there: the rerun takes the folder over
+    assert [r["step"] for r in rows(tmp_path / "bad") if "loss" in r] == [1, 2]
+    assert json.loads((tmp_path / "bad" / "status.json").read_text()) == {"status": "finished"}
 
 
 def poison_losses(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:

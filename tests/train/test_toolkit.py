@@ -59,8 +59,11 @@ def test_due_runs_every_k_steps_and_at_the_end() -> None:
 
 
 def test_window_means_and_resets() -> None:
-    w = Window()
+    counters: dict = {}
+    w = Window(counters)
     w.add({"loss": 1.0, "accuracy": 0.5})
+    assert counters["window"] == {"sums": {"loss": 1.0, "accuracy": 0.5}, "steps": 1}  # what a checkpoint saves
+    w = Window(counters)  # as after a resume from that checkpoint
     w.add({"loss": 3.0, "accuracy": 1.0})
     assert w.pop() == {"loss": 2.0, "accuracy": 0.75}
     assert w.pop() == {}

@@ -75,7 +75,7 @@ def _train(cfg: RewardModelConfig, s: Session) -> Path:
           f"{info.world_size} process(es) on {device}")
     scale = unit_scale(tc.batch_size, info)  # example mean over the global batch's pairs
     bar = s.progress(total=tc.max_steps, desc="rm", start=start_step)
-    window = Window()
+    window = Window(counters)
     for step in range(start_step, tc.max_steps):
         lr = begin_step(tc, step, info)
         pairs = [train_set[i] for i in sample_indices(plan.first_example(step, info.rank), plan.per_rank,

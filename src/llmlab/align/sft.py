@@ -77,7 +77,7 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
           f"{info.world_size} process(es) on {device}")
     meter = Throughput(0.0, 1.0)  # tokens/s only: an HF model has no llmlab FLOP count
     bar = s.progress(total=tc.max_steps, desc="sft", start=start_step)
-    window = Window()
+    window = Window(counters)
     model.train()
     for step in range(start_step, tc.max_steps):
         lr = begin_step(tc, step, info)

@@ -98,7 +98,7 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
           f"process); {train_file.n_tokens:,} train / {val_file.n_tokens:,} val tokens")
     scale = unit_scale(tc.batch_size * tc.seq_len, info)  # token mean over the global batch
     bar = s.progress(total=tc.max_steps, desc="pretrain", start=start_step)
-    window = Window()
+    window = Window(counters)
     for step in range(start_step, tc.max_steps):
         lr = begin_step(tc, step, info)
         first = plan.first_example(step, info.rank)

@@ -8,9 +8,8 @@
 
 `open_session` initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and
 shuts it down on the way out, even after an error; creates the run folder on rank 0 and
-writes the resolved config there (refusing a folder that holds another run, unless resuming it);
-marks how the run ended in status.json ("finished", or "failed" with the error, also written to
-log.txt, or "interrupted"); seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
+writes the resolved config there (refusing a folder that holds another run, unless resuming it;
+runs.outcome, around every command, marks in status.json how it ended); seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
 kernels: on an H200 a resumed run logged the uninterrupted run's losses bit for bit only with them,
 benchmarks/results/trainers_gpu*.md); opens the tracker. When the
 config resumes a checkpoint (`cfg.resume`), the run folder is the checkpoint's own (unless
@@ -90,11 +89,11 @@ def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None
     `resume_step` is the step of the checkpoint `cfg.resume` points at (None for a fresh run)."""
     info, device = D.init_distributed(train.device)
     tracker: Tracker = Tracker()
-    run: Run | None = None
     try:
         run_dir = Path(out) if out is not None else None
         if resume_step is not None and run_dir is None:
             run_dir = Path(cfg.resume).parent.parent  # RUN/checkpoints/step-N -> RUN
+        run = None
         if info.is_main:
             run = start_run(command, cfg, out=run_dir, quiet=quiet, resume=resume_step is not None)
             run_dir = run.dir
@@ -108,15 +107,6 @@ def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         yield Session(info, device, run, run_dir, tracker, quiet)
-        if run is not None:
-            run.status("finished")
-    except BaseException as e:  # the folder says how the run ended; the error goes on to the CLI
-        if run is not None:
-            interrupted = isinstance(e, KeyboardInterrupt)
-            message = "interrupted" if interrupted else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            run.log(f"run {'interrupted' if interrupted else 'failed'}: {message}")
-            run.status("interrupted" if interrupted else "failed", error=message)
-        raise
     finally:
         tracker.close()
         D.shutdown(info)

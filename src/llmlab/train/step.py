@@ -88,19 +88,22 @@ def due(done: int, every: int, max_steps: int) -> bool:
 
 
 class Window:
-    """Means of logged values over the steps since the last log row (skipped steps left out)."""
+    """Means of logged values over the steps since the last log row (skipped steps left out). The partial
+    sums live in `counters["window"]`, which every checkpoint saves, so that a run resumed between two
+    log rows logs the row the uninterrupted run logs."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.steps = 0
+    def __init__(self, counters: dict[str, Any]) -> None:
+        self.state = counters.setdefault("window", {"sums": {}, "steps": 0})
 
     def add(self, values: dict[str, float]) -> None:
+        sums = self.state["sums"]
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.steps += 1
+            sums[k] = sums.get(k, 0.0) + float(v)
+        self.state["steps"] += 1
 
     def pop(self) -> dict[str, float]:
         """The means, and a fresh window (no row when every step was skipped)."""
-        means = {k: v / self.steps for k, v in self.sums.items()} if self.steps else {}
-        self.sums, self.steps = {}, 0
+        steps, sums = self.state["steps"], self.state["sums"]
+        means = {k: v / steps for k, v in sums.items()} if steps else {}
+        self.state["sums"], self.state["steps"] = {}, 0
         return means
