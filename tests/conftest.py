@@ -110,14 +110,17 @@ def _tiny_config(vocab_size: int):
 PAUSE_HOOK = '''
 """`python -m llmlab` with one change, so that the test can SIGKILL the run at a known point: touch
 PAUSE_MARKER and hang after logging training step PAUSE_AT, or, with PAUSE_CALL="module:name:N", at the
-N-th call of module.name (before it runs)."""
-import importlib, os, sys, time
+N-th call of module.name (before it runs). With PAUSE_SIGINT set, it sends itself a Ctrl-C there instead."""
+import importlib, os, signal, sys, time
 from pathlib import Path
 from llmlab.cli import main
 from llmlab.runs import Run
 
 def pause():
     Path(os.environ["PAUSE_MARKER"]).touch()
+    if os.environ.get("PAUSE_SIGINT"):  # a Ctrl-C instead of a hang: the run goes on to handle it
+        os.kill(os.getpid(), signal.SIGINT)
+        return
     time.sleep(600)
 
 if "PAUSE_CALL" in os.environ:

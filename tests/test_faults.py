@@ -56,3 +56,26 @@ def test_sigkill_while_training_a_tokenizer_then_rerun(tmp_path: Path) -> None:
     assert not (tmp_path / "B" / "tokenizer.json").exists()
     assert main([*args, "--out", str(tmp_path / "B")]) == 0
     assert (tmp_path / "B" / "tokenizer.json").read_bytes() == (tmp_path / "A" / "tokenizer.json").read_bytes()
+
+
+def test_ctrl_c_writes_a_checkpoint_then_resume_continues_exactly(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A Ctrl-C (SIGINT) after step 3 of an SFT run with checkpoints every 10 steps: the run writes a
+    step-3 checkpoint, exits with 130 and says "interrupted"; `--resume` then logs the uninterrupted
+    run's losses. Before, a Ctrl-C before the first checkpoint lost everything."""
+    from conftest import PAUSE_HOOK
+
+    args = ["sft", "--model", str(tiny_model_dir), "--quiet", "train.max_steps=6", "train.batch_size=4",
+            "train.checkpoint_every=10", "train.log_every=1", "train.eval_every=0", "train.warmup_steps=1",
+            "train.device=cpu", "data.n=24"]
+    assert main([*args[:1], "--out", str(tmp_path / "A"), *args[1:]]) == 0
+    hook = tmp_path / "hook.py"
+    hook.write_text(PAUSE_HOOK)
+    env = {**subprocess_environment(), "PAUSE_AT": "3", "PAUSE_SIGINT": "1", "PAUSE_MARKER": str(tmp_path / "m")}
+    interrupted = subprocess.run([sys.executable, str(hook), *args[:1], "--out", str(tmp_path / "B"), *args[1:]],
+                                 env=env, capture_output=True, text=True, timeout=300)
+    assert interrupted.returncode == 130, interrupted.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "B" / "checkpoints").iterdir()) == ["step-0000003"]
+    assert json.loads((tmp_path / "B" / "status.json").read_text())["status"] == "interrupted"
+    assert "interrupted after step 3" in (tmp_path / "B" / "log.txt").read_text()
+    assert main(["sft", "--resume", str(tmp_path / "B"), "--quiet"]) == 0
+    assert losses(tmp_path / "B") == losses(tmp_path / "A")

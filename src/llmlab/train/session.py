@@ -9,7 +9,8 @@
 `open_session` initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and
 shuts it down on the way out, even after an error; creates the run folder on rank 0 and
 writes the resolved config there (refusing a folder that holds another run, unless resuming it;
-runs.outcome, around every command, marks in status.json how it ended); seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
+runs.outcome, around every command, marks in status.json how it ended); catches Ctrl-C, which the
+trainers answer by stopping after the current step with a checkpoint; seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
 kernels: on an H200 a resumed run logged the uninterrupted run's losses bit for bit only with them,
 benchmarks/results/trainers_gpu*.md); opens the tracker. When the
 config resumes a checkpoint (`cfg.resume`), the run folder is the checkpoint's own (unless
@@ -22,8 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,19 @@ class Session:
     run_dir: Path
     tracker: Tracker
     quiet: bool
+    interrupt: list[bool] = field(default_factory=lambda: [False])  # set by the first Ctrl-C (SIGINT)
+
+    def stop_requested(self) -> bool:
+        """Whether Ctrl-C came, on any process (one all-reduce of a flag under torchrun, so every rank
+        stops after the same step). The trainers ask after each step: they write a checkpoint, then stop."""
+        flag = torch.tensor(float(self.interrupt[0]), device=self.device)
+        return bool(D.sum_over_ranks(flag, self.info).item() > 0)
+
+    def stop(self, done: int) -> None:
+        """End the run after step `done`, whose checkpoint was just written: as a Ctrl-C, so that the
+        command exits with 130 and the folder says "interrupted"."""
+        self.log(f"interrupted after step {done}, checkpoint written; continue with --resume {self.run_dir}")
+        raise KeyboardInterrupt
 
     @property
     def is_main(self) -> bool:
@@ -106,10 +123,31 @@ def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None
         if train.deterministic:  # CUDA's atomics-based kernels otherwise differ between two identical runs
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        yield Session(info, device, run, run_dir, tracker, quiet)
+        session = Session(info, device, run, run_dir, tracker, quiet)
+        previous = _catch_ctrl_c(session)
+        try:
+            yield session
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
     finally:
         tracker.close()
         D.shutdown(info)
+
+
+def _catch_ctrl_c(session: Session) -> Any:
+    """The first Ctrl-C asks the loop to stop after the current step (with a checkpoint); a second one
+    stops at once. Returns the handler it replaced (None off the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handle(signum: int, frame: Any) -> None:
+        if session.interrupt[0]:
+            raise KeyboardInterrupt
+        session.interrupt[0] = True
+        print("\nstopping after this step, with a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    return signal.signal(signal.SIGINT, handle)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
