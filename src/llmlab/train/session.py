@@ -1,21 +1,27 @@
-"""The frame every trainer runs in: processes, run folder, seed, tracker, resume.
+"""The frame every trainer runs in: processes, run folder, seed, tracker, resume, Ctrl-C.
 
     with open_session("sft", cfg, cfg.train, out=out, quiet=quiet) as s:
         s.info, s.device        rank / world size (torchrun) and the device of this process
         s.run_dir               the run folder, the same path on every rank
         s.log(message)          log.txt (rank 0 only)
         s.record(step, row)     metrics.jsonl + TensorBoard / W&B (rank 0 only)
+        s.checkpoint(step, ...) RUN/checkpoints/step-N (rank 0 writes, the others wait)
+        s.stop_requested()      Ctrl-C came: checkpoint, then s.stop(step)
 
-`open_session` initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and
-shuts it down on the way out, even after an error; creates the run folder on rank 0 and
-writes the resolved config there (refusing a folder that holds another run, unless resuming it;
-runs.outcome, around every command, marks in status.json how it ended); catches Ctrl-C, which the
-trainers answer by stopping after the current step with a checkpoint; seeds torch with `train.seed` (and, with `train.deterministic`, turns on PyTorch's deterministic
-kernels: on an H200 a resumed run logged the uninterrupted run's losses bit for bit only with them,
-benchmarks/results/trainers_gpu*.md); opens the tracker. When the
-config resumes a checkpoint (`cfg.resume`), the run folder is the checkpoint's own (unless
-`out` says otherwise) and the metric rows logged after that checkpoint are dropped: the
-resumed run logs them again, so metrics.jsonl reads as one uninterrupted run.
+`open_session`:
+- initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and shuts it down on
+  the way out, even after an error;
+- creates the run folder on rank 0 and writes the resolved config there, refusing a folder that
+  holds another run unless resuming it (runs.outcome, around every command, marks in status.json
+  how the run ended);
+- when the config resumes a checkpoint (`cfg.resume`), uses the checkpoint's own run folder
+  (unless `out` says otherwise) and drops the metric rows logged after that checkpoint: the
+  resumed run logs them again, so metrics.jsonl reads as one uninterrupted run;
+- seeds torch with `train.seed`; with `train.deterministic`, turns on PyTorch's deterministic
+  kernels (on an H200 a resumed run logged the uninterrupted run's losses bit for bit only with
+  them: benchmarks/results/trainers_gpu*.md);
+- opens the tracker, and catches Ctrl-C, which the trainers answer by stopping after the current
+  step with a checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +55,12 @@ class Session:
     run_dir: Path
     tracker: Tracker
     quiet: bool
-    interrupt: list[bool] = field(default_factory=lambda: [False])  # set by the first Ctrl-C (SIGINT)
+    interrupted: bool = False  # set by the first Ctrl-C (SIGINT)
 
     def stop_requested(self) -> bool:
         """Whether Ctrl-C came, on any process (one all-reduce of a flag under torchrun, so every rank
         stops after the same step). The trainers ask after each step: they write a checkpoint, then stop."""
-        flag = torch.tensor(float(self.interrupt[0]), device=self.device)
+        flag = torch.tensor(float(self.interrupted), device=self.device)
         return bool(D.sum_over_ranks(flag, self.info).item() > 0)
 
     def stop(self, done: int) -> None:
@@ -142,9 +148,9 @@ def _catch_ctrl_c(session: Session) -> Any:
         return None
 
     def handle(signum: int, frame: Any) -> None:
-        if session.interrupt[0]:
+        if session.interrupted:
             raise KeyboardInterrupt
-        session.interrupt[0] = True
+        session.interrupted = True
         print("\nstopping after this step, with a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
 
     return signal.signal(signal.SIGINT, handle)
