@@ -14,6 +14,7 @@ added tokens in the text; llmlab's tokenizer.json files keep that HF behaviour t
 from __future__ import annotations
 
 import codecs
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -31,15 +32,15 @@ class SpecialTokenError(UserError):
 
 
 class Tokenizer(ABC):
-    """Shared interface: subclasses implement `_encode_ordinary`, `_token_bytes` and the vocabulary."""
+    """Shared interface: subclasses implement `_encode_ordinary`, `token_bytes` and the vocabulary."""
 
     special_tokens: dict[str, int]
 
     # ------------------------------------------------------------------ to implement
 
     @abstractmethod
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Encode text in which nothing is special."""
+    def _encode_ordinary(self, text: str) -> list[int]:
+        """Encode text in which nothing is special (and no lone surrogate: `encode_ordinary` checked)."""
 
     @abstractmethod
     def token_bytes(self, token_id: int) -> bytes:
@@ -70,8 +71,14 @@ class Tokenizer(ABC):
                 return text
         return self.token_bytes(token_id)
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text in which nothing is special."""
+        refuse_lone_surrogates(text)
+        return self._encode_ordinary(text)
+
     def encode(self, text: str, *, allowed_special: AllowedSpecial = (),
                disallowed_special: Literal["text", "raise"] = "text") -> list[int]:
+        refuse_lone_surrogates(text)
         if disallowed_special not in ("text", "raise"):
             raise UserError(f"disallowed_special must be 'text' or 'raise', got {disallowed_special!r}")
         if allowed_special == "all":
@@ -90,14 +97,14 @@ class Tokenizer(ABC):
                     f"text contains the special token {m.group()!r} at character {m.start()}; pass it in "
                     "allowed_special to encode it as special, or disallowed_special='text' to encode it as text")
         if not allowed:
-            return self.encode_ordinary(text)
+            return self._encode_ordinary(text)
         ids: list[int] = []
         start = 0
         for m in _specials_regex(tuple(sorted(allowed))).finditer(text):
-            ids += self.encode_ordinary(text[start:m.start()])
+            ids += self._encode_ordinary(text[start:m.start()])
             ids.append(self.special_tokens[m.group()])
             start = m.end()
-        ids += self.encode_ordinary(text[start:])
+        ids += self._encode_ordinary(text[start:])
         return ids
 
     def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
@@ -132,6 +139,18 @@ class Tokenizer(ABC):
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, any surrogate code point is a lone one
+
+
+def refuse_lone_surrogates(text: str) -> None:
+    """A UserError for text that holds a lone surrogate ("a\\ud800b"): it has no UTF-8 bytes, so no
+    tokenizer can encode it (HF `tokenizers` refuses it too), and BERT's normalizer would drop it silently.
+    Such text comes from bytes decoded with errors="surrogateescape" or from broken JSON escapes."""
+    if not text.isascii() and (m := _LONE_SURROGATE.search(text)):
+        raise UserError(f"text holds the lone surrogate {m.group()!r} at character {m.start()}: "
+                        "lone surrogates have no UTF-8 form, so they cannot be encoded")
 
 
 _WORKER_TOKENIZER: Tokenizer | None = None  # set once per encode_batch worker process

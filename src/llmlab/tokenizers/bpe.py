@@ -122,7 +122,7 @@ class BPETokenizer(Tokenizer):
 
     # ------------------------------------------------------------------ encoding
 
-    def encode_ordinary(self, text: str) -> list[int]:
+    def _encode_ordinary(self, text: str) -> list[int]:
         text = self._normalize(text)
         if self.add_prefix_space and text and not text.startswith(" "):
             text = " " + text

@@ -357,7 +357,7 @@ class UnigramTokenizer(Tokenizer):
         return text_words(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
                           remove_extra_whitespaces=self.remove_extra_whitespaces, chunks=self._chunks)
 
-    def encode_ordinary(self, text: str) -> list[int]:
+    def _encode_ordinary(self, text: str) -> list[int]:
         if self.float32:
             return self._encode_float32(text)
         ids: list[int] = []

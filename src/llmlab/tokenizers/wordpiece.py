@@ -150,7 +150,7 @@ class WordPieceTokenizer(Tokenizer):
 
     # ------------------------------------------------------------------ encoding
 
-    def encode_ordinary(self, text: str) -> list[int]:
+    def _encode_ordinary(self, text: str) -> list[int]:
         ids: list[int] = []
         cache = self._cache
         for chunk in whitespace_chunks(self.normalizer(text)):  # cached per chunk: "world!" -> world !

@@ -60,6 +60,8 @@ class Session:
     def stop_requested(self) -> bool:
         """Whether Ctrl-C came, on any process (one all-reduce of a flag under torchrun, so every rank
         stops after the same step). The trainers ask after each step: they write a checkpoint, then stop."""
+        if not self.info.enabled:
+            return self.interrupted
         flag = torch.tensor(float(self.interrupted), device=self.device)
         return bool(D.sum_over_ranks(flag, self.info).item() > 0)
 
