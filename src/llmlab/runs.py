@@ -116,6 +116,11 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.yaml", "mod
 _STARTED: list[Run] = []  # runs started inside the innermost `outcome()`, in order
 
 
+def occupied(folder: Path) -> list[str]:
+    """What of another run or model `folder` holds (RUN_MARKERS present): writing there would mix."""
+    return [name for name in RUN_MARKERS if (folder / name).exists()]
+
+
 def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: bool = False,
               resume: bool = False) -> Run:
     """Create the run folder and write its resolved `config.yaml` (atomically). A folder that already
@@ -125,7 +130,7 @@ def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: b
     run_dir = Path(out) if out is not None else default_run_dir(command)
     if run_dir.is_file():
         raise UserError(f"--out {run_dir}: is a file, not a folder")
-    found = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    found = occupied(run_dir)
     unfinished = _status(run_dir) in ("running", "failed", "interrupted") and "checkpoints" not in found
     if found and not resume and not unfinished:
         raise UserError(f"--out {run_dir}: already holds a run or a model ({', '.join(found[:3])}); choose a new "

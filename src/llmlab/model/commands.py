@@ -11,6 +11,7 @@ from llmlab.context import Context
 from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
 from llmlab.model.config import ChatConfig, ExportHFConfig, GenerateTextConfig, SamplingOptions
+from llmlab.runs import occupied
 from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.chat_template import template_ids
 
@@ -156,6 +157,9 @@ def export_hf(cfg: ExportHFConfig, ctx: Context) -> int:
 
     if not is_llmlab_model(cfg.model):
         raise UserError(f"{cfg.model}: not an llmlab model folder (no model.yaml)")
+    if found := occupied(Path(cfg.out)):  # never over a run, a model, or the folder being read
+        raise UserError(f"--out {cfg.out}: already holds a run or a model ({', '.join(found[:3])}); choose a new "
+                        "folder")
     model, tokenizer = load_model(cfg.model)
     out = write_hf(model, cfg.out, tokenizer)
     if not ctx.quiet:

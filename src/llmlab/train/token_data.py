@@ -20,8 +20,10 @@ across the <eos>, as in GPT-2/nanoGPT pretraining) and streaming datasets larger
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +114,17 @@ def prepare_token_files(cfg: PretrainDataConfig, tokenizer: Tokenizer, tokenizer
         return TokenFile(folder / "train.bin", **meta["train"]), TokenFile(folder / "val.bin", **meta["val"])
     dtype = token_dtype(tokenizer.vocab_size)
     log(f"tokenizing into {folder} ({dtype})")
-    counts = _write_splits(iter_documents(cfg), tokenizer, eos_id, folder, dtype, cfg.val_fraction, progress)
-    if counts["train"][0] + counts["val"][0] == 0:
-        raise DataError("the input holds no documents")
+    created = [d for d in (folder, *folder.parents) if not d.exists()]  # removed again if the input is bad
+    try:
+        counts = _write_splits(iter_documents(cfg), tokenizer, eos_id, folder, dtype, cfg.val_fraction, progress)
+        if counts["train"][0] + counts["val"][0] == 0:
+            raise DataError("the input holds no documents")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        for d in created[1:]:  # the cache's parent folders, innermost first, if this run made them
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     if not (counts["train"][0] and counts["val"][0]):  # one paragraph, or a few documents: split the tokens
         log(f"every document fell in one split; holding out the last {cfg.val_fraction:.0%} of the tokens as val")
         counts = _split_by_position(folder, dtype, counts, cfg.val_fraction)
