@@ -23,8 +23,10 @@ and for every kind, on any text without lone surrogates:
 Lone surrogates ("a\\ud800b": no UTF-8 form) are refused with a one-line UserError on every
 encode path, instead of an exception from deep inside or a silent drop (WordPiece dropped them).
 
-The chat paths (chat, generate --chat, SFT/DPO rendering, HF Jinja templates) reuse the
-property of tests/test_security.py at 10,000 examples.
+The chat paths (chat / generate --chat, SFT / DPO rendering; llmlab's format and an HF Jinja
+template with transformers) reuse tests/test_security.py: its property at 10,000 examples, and
+its fixtures and helpers for the same check on contents from every plane. Without torch or
+transformers (test_security not importable) those tests are skipped.
 """
 
 from __future__ import annotations
@@ -269,23 +271,64 @@ def test_lone_surrogate_by_hand(kind: str, cases: dict[str, Case]) -> None:
 
 # ---------------------------------------------------------------------- the chat paths
 
-try:  # tests/test_security.py's property and its fixtures (module-scoped: trained once here too)
-    from test_security import chat_tokenizers, folders, llmlab_tokenizers  # noqa: F401 (fixtures)
+try:  # tests/test_security.py's property, helpers and fixtures (module-scoped: built once here too)
+    from conftest import one_thread
+    from test_security import chat_tokenizers, folders, llmlab_tokenizers, specials_in  # noqa: F401 (fixtures)
     from test_security import test_any_content_keeps_the_template_specials_only as security_property
 except ImportError as e:  # e.g. without torch or transformers
-    security_property, SECURITY_MISSING = None, str(e)
+    security_property = specials_in = one_thread = None
+    SECURITY_MISSING = f"tests/test_security.py is not importable: {e}"
+else:
+    SECURITY_MISSING = ""
+needs_security = pytest.mark.skipif(security_property is None, reason=SECURITY_MISSING)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(security_property is None, reason="tests/test_security.py is not importable")
+@needs_security
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_content_keeps_the_template_specials_only_10k(data: st.DataObject, folders: dict,  # noqa: F811
-                                                          llmlab_tokenizers: dict,  # noqa: F811
-                                                          chat_tokenizers: dict) -> None:  # noqa: F811
-    """test_security's property (llmlab's chat format and an HF Jinja template; chat_prompt_ids for
-    chat / generate --chat, ChatTokenizer.render_prompt for SFT and DPO) at 10,000 examples."""
-    from conftest import one_thread
-
+def test_any_content_keeps_the_template_specials_only_10k(data: st.DataObject, folders: dict,
+                                                          llmlab_tokenizers: dict,
+                                                          chat_tokenizers: dict) -> None:
+    """test_security's property (60 examples there) at 10,000: contents made of specials' texts and
+    their fragments, on chat_prompt_ids (chat, generate --chat: llmlab's format and an HF Jinja
+    template) and ChatTokenizer.render_prompt (SFT and DPO prompts; transformers for the HF folder)."""
     with one_thread():
         security_property.hypothesis.inner_test(data, folders, llmlab_tokenizers, chat_tokenizers)
+
+
+def check_chat_content(content: str, folders: dict, llmlab_tokenizers: dict, chat_tokenizers: dict) -> None:
+    """Any content, every plane: the specials are the template's, on the chat and SFT/DPO paths."""
+    from llmlab.align.data import render_chat
+    from llmlab.model import commands
+
+    prompt = [{"role": "user", "content": content}]
+    for kind in ("llmlab", "hf"):
+        tok, chat_tok = llmlab_tokenizers[kind], chat_tokenizers[kind]
+        user, end, assistant = (tok.special_tokens[s] for s in ("<|user|>", "<|end|>", "<|assistant|>"))
+        ids = commands.chat_prompt_ids(tok, prompt, str(folders[kind]))
+        assert specials_in(ids, tok) == [user, end, assistant]
+        assert tok.decode(ids) == f"<|user|>\n{content}<|end|>\n<|assistant|>\n"
+        assert chat_tok.render_prompt(prompt) == ids
+        sft, mask = render_chat(chat_tok, [*prompt, {"role": "assistant", "content": content}])
+        assert specials_in(sft, tok) == [user, end, assistant, end]
+        assert tok.decode([i for i, m in zip(sft, mask, strict=True) if m]) == f"{content}<|end|>"
+
+
+@needs_security
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_any_content_in_every_plane_keeps_the_template_specials_only(
+        examples: int, folders: dict, llmlab_tokenizers: dict, chat_tokenizers: dict) -> None:
+    with one_thread():
+        hold(examples, lambda content: check_chat_content(content, folders, llmlab_tokenizers, chat_tokenizers),
+             content=fuzz_text)
+
+
+def test_subword_sampling_refuses_lone_surrogates_too() -> None:
+    """encode_sample (Unigram's subword regularisation) takes the same check as encode."""
+    from llmlab.errors import UserError
+    from llmlab.tokenizers.unigram_train import train_unigram
+
+    tok = train_unigram(["the quick brown fox jumps over the lazy dog"] * 20, vocab_size=60)
+    with pytest.raises(UserError, match="lone surrogate"):
+        tok.encode_sample("a\ud800b", seed=0)

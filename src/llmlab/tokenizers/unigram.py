@@ -48,7 +48,7 @@ import regex
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.tokenizers.added_tokens import added_token
-from llmlab.tokenizers.base import StreamDecoder, Tokenizer
+from llmlab.tokenizers.base import StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 
@@ -402,6 +402,7 @@ class UnigramTokenizer(Tokenizer):
         """
         if (generator is None) == (seed is None):
             raise UserError("encode_sample needs exactly one of generator= and seed=")
+        refuse_lone_surrogates(text)  # as encode does: they have no UTF-8 form
         rng = generator if generator is not None else random.Random(seed)
         words = self.words(text)
         normalized = "".join(words)
