@@ -166,3 +166,30 @@ def test_exported_template_is_llmlabs(tiny_hf_dir: Path) -> None:
     import json
 
     assert json.loads((tiny_hf_dir / "tokenizer_config.json").read_text())["chat_template"] == LLMLAB_CHAT_TEMPLATE
+
+
+def test_save_pretrained_is_atomic(tiny_hf_dir: Path, tmp_path: Path) -> None:
+    """An HF policy saved into a folder that holds an older save: a failure mid-write (a full disk) leaves
+    the older files whole and no temporary folder; a save that succeeds replaces them and loads."""
+    import errno
+
+    import pytest
+
+    from llmlab.align.models import load_policy, save_policy
+    from llmlab.model.weights import save_pretrained_atomic
+
+    model, tok = load_policy(str(tiny_hf_dir), device="cpu")
+    save_policy(model, tok, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    class FullDisk:
+        def save_pretrained(self, directory: str, **kwargs) -> None:
+            Path(directory, "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        save_pretrained_atomic(FullDisk(), tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    again, _ = load_policy(str(tmp_path / "out"), device="cpu")
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

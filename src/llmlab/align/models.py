@@ -37,7 +37,7 @@ from llmlab.data.chat import END, render_ids
 from llmlab.errors import UserError
 from llmlab.model.io import is_llmlab_model, load_model, save_weights
 from llmlab.model.llama import Transformer
-from llmlab.model.weights import check_vocab_fits, require_safetensors
+from llmlab.model.weights import check_vocab_fits, require_safetensors, save_pretrained_atomic
 from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.chat_template import content_spans, fill, refuse_specials_in, template_layout
 
@@ -114,7 +114,7 @@ class ChatTokenizer:
         if self.is_llmlab:
             self.inner.save(directory)
         else:
-            self.inner.save_pretrained(str(directory))
+            save_pretrained_atomic(self.inner, directory)
 
     # -- HF chat templates
 
@@ -330,15 +330,14 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 
 def save_policy(model: nn.Module, tokenizer: ChatTokenizer, directory: str | Path) -> Path:
     """An llmlab folder for llmlab models, an HF folder (safetensors) for HF models, with LoRA folded
-    into the weights (`merged_state_dict`; the model itself keeps its adapters, so training can go on)."""
-
+    into the weights (`merged_state_dict`; the model itself keeps its adapters, so training can go on).
+    Every file is written atomically."""
     directory = Path(directory)
     model = getattr(model, "module", model)
     state = merged_state_dict(model)
     if is_llmlab(model):
         save_weights(model.cfg, state, directory, tokenizer.inner)
     else:
-        directory.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(directory), state_dict=state, safe_serialization=True)
+        save_pretrained_atomic(model, directory, state_dict=state, safe_serialization=True)
         tokenizer.save(directory)
     return directory

@@ -34,7 +34,12 @@ from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.model.hf_io import export_hf, hf_model_type, to_hf_config, to_hf_state
 from llmlab.model.io import load_model, save_weights
 from llmlab.model.llama import Transformer
-from llmlab.model.weights import check_vocab_fits, require_safetensors
+from llmlab.model.weights import (
+    check_vocab_fits,
+    require_safetensors,
+    save_pretrained_atomic,
+    save_safetensors,
+)
 
 if TYPE_CHECKING:
     from llmlab.align.models import ChatTokenizer
@@ -128,23 +133,21 @@ def score_texts(rm: RewardModel, tok: ChatTokenizer, pairs: list[tuple[Any, str]
 def save_reward_model(rm: RewardModel, tok: ChatTokenizer, directory: str | Path) -> Path:
     """Write the folder described in the module docstring (LoRA merged into the trunk's weights)."""
     import yaml
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = merged_state_dict(rm.trunk)
     weight = rm.score.weight.detach().float().cpu().contiguous()
     if _is_llmlab(rm.trunk):
-
         save_weights(rm.trunk.cfg, state, directory, tok.inner)
-        save_file({"weight": weight}, str(directory / SCORE_FILE))
+        save_safetensors({"weight": weight}, directory / SCORE_FILE)
         _export_hf_sequence_classification(rm.trunk.cfg, state, weight, tok, directory / "hf")
         kind = "llmlab"
     else:
         seq = _hf_sequence_classifier(rm.trunk.config, tok.pad_id)
         seq.base_model.load_state_dict(state)
         seq.score.weight.data.copy_(weight)
-        seq.save_pretrained(str(directory), safe_serialization=True)
+        save_pretrained_atomic(seq, directory, safe_serialization=True)
         tok.save(directory)
         kind = "hf"
     write_text_atomic(directory / RM_FILE, yaml.safe_dump({"trunk": kind, "pad_id": tok.pad_id}))
@@ -173,15 +176,13 @@ def _export_hf_sequence_classification(cfg: Any, state: dict[str, torch.Tensor],
                                        tok: ChatTokenizer, directory: Path) -> None:
     """An HF `<Arch>ForSequenceClassification` folder of an llmlab trunk, written without transformers:
     the causal-LM export (model/hf_io.py) without lm_head, plus score.weight (1, d)."""
-    from safetensors.torch import save_file
-
     with torch.device("meta"):
         shell = Transformer(cfg)
     shell.load_state_dict(state, assign=True)
     export_hf(shell, directory, tok.inner)
     hf_state = {k: v for k, v in to_hf_state(shell).items() if k != "lm_head.weight"}
     hf_state["score.weight"] = weight
-    save_file(hf_state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(hf_state, directory / "model.safetensors", metadata={"format": "pt"})
     arch = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}[hf_model_type(cfg)]
     eos = tok.eos_ids[-1] if tok.eos_ids else None
     config = to_hf_config(cfg, eos_id=eos) | {"architectures": [f"{arch}ForSequenceClassification"],

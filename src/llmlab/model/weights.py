@@ -8,13 +8,17 @@ are never opened), or a tokenizer with more ids than the model has embeddings, i
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from llmlab.errors import UserError
+from llmlab.files import atomic_open
 from llmlab.model.llama import Transformer, rotary_tables
 from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.hf_io import load_tokenizer
@@ -80,3 +84,29 @@ def load_model_tokenizer(directory: str | Path, *, vocab_size: int) -> Tokenizer
     tokenizer = load_tokenizer(directory)
     check_vocab_fits(tokenizer.id_count, vocab_size, source=str(directory))
     return tokenizer
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file written atomically (temp file + rename): a crash or a full disk mid-write
+    leaves the old file or none, never a truncated one that loads as garbage or not at all."""
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def save_pretrained_atomic(obj: Any, directory: str | Path, **kwargs: Any) -> None:
+    """transformers' `save_pretrained` (a model or a tokenizer) into a temporary folder beside the
+    target, then each file renamed into `directory`: no file there is ever half-written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ".save_pretrained.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        obj.save_pretrained(str(tmp), **kwargs)
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                target = directory / path.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
