@@ -209,13 +209,9 @@ def _train(cfg: DPOConfig, s: Session) -> Path:
             s.log(f"step {done}: held-out loss {row['eval_loss']:.4f}, accuracy {row['eval_accuracy']:.3f}, "
                   f"margin {row['eval_margin']:.3f}")
             check_eval(row, done=done, run_dir=s.run_dir)
-        stop = s.stop_requested()  # Ctrl-C: a checkpoint now, then stop
-        if stop or due(done, tc.checkpoint_every, tc.max_steps):
-            s.checkpoint(done, cfg=cfg, write_model=lambda d: save_policy(model, tok, d),
-                         optimizer_state=optimizer.state_dict(), counters=counters, keep=tc.keep_checkpoints,
-                         trainable=trainable_state(model) if cfg.lora.r else None)
-        if stop:
-            s.stop(done)
+        s.after_step(done, tc, lambda step: s.checkpoint(
+            step, cfg=cfg, write_model=lambda d: save_policy(model, tok, d), optimizer_state=optimizer.state_dict(),
+            counters=counters, keep=tc.keep_checkpoints, trainable=trainable_state(model) if cfg.lora.r else None))
     bar.close()
     if s.is_main:
         save_policy(model, tok, s.run_dir)

@@ -115,14 +115,10 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
             s.log(f"step {done}: held-out loss {row['eval_loss']:.4f}, perplexity {row['eval_ppl']:.2f}")
             check_eval(row, done=done, run_dir=s.run_dir)
             meter.restart()
-        stop = s.stop_requested()  # Ctrl-C: a checkpoint now, then stop
-        if stop or due(done, tc.checkpoint_every, tc.max_steps):
-            s.checkpoint(done, cfg=cfg, write_model=lambda d: save_policy(model, tok, d),
-                         optimizer_state=optimizer.state_dict(), counters=counters, keep=tc.keep_checkpoints,
-                         trainable=trainable_state(model) if cfg.lora.r else None)
+        if s.after_step(done, tc, lambda step: s.checkpoint(
+                step, cfg=cfg, write_model=lambda d: save_policy(model, tok, d), optimizer_state=optimizer.state_dict(),
+                counters=counters, keep=tc.keep_checkpoints, trainable=trainable_state(model) if cfg.lora.r else None)):
             meter.restart()
-        if stop:
-            s.stop(done)
     bar.close()
     if s.is_main:
         save_policy(model, tok, s.run_dir)

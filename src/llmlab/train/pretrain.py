@@ -133,12 +133,8 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
             if info.is_main and not tc.fsdp and _sample_now(tc, done):
                 _write_samples(s, done, samples(model, tokenizer, val, tc.sample_tokens))
             meter.restart()
-        stop = s.stop_requested()  # Ctrl-C: a checkpoint now, then stop
-        if stop or due(done, tc.checkpoint_every, tc.max_steps):
-            _checkpoint(cfg, s, done, wrapped, model, optimizer, counters, tokenizer)
+        if s.after_step(done, tc, lambda step: _checkpoint(cfg, s, step, wrapped, model, optimizer, counters, tokenizer)):
             meter.restart()
-        if stop:
-            s.stop(done)
     bar.close()
     if info.is_main:
         _write_final_model(s)

@@ -6,7 +6,7 @@
         s.log(message)          log.txt (rank 0 only)
         s.record(step, row)     metrics.jsonl + TensorBoard / W&B (rank 0 only)
         s.checkpoint(step, ...) RUN/checkpoints/step-N (rank 0 writes, the others wait)
-        s.stop_requested()      Ctrl-C came: checkpoint, then s.stop(step)
+        s.after_step(step, ...) a checkpoint when due (or at Ctrl-C, then the run stops)
 
 `open_session`:
 - initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU) and shuts it down on
@@ -44,6 +44,7 @@ from llmlab.runs import Run, progress_bar, start_run
 from llmlab.train import distributed as D
 from llmlab.train.checkpoint import save_checkpoint
 from llmlab.train.config import TrainConfig
+from llmlab.train.step import due
 from llmlab.train.trackers import Tracker, make_tracker
 
 
@@ -64,6 +65,17 @@ class Session:
             return self.interrupted
         flag = torch.tensor(float(self.interrupted), device=self.device)
         return bool(D.sum_over_ranks(flag, self.info).item() > 0)
+
+    def after_step(self, done: int, train: TrainConfig, write_checkpoint: Callable[[int], None]) -> bool:
+        """The end of step `done`: `write_checkpoint(done)` when one is due or Ctrl-C came, then stop (as
+        interrupted) if Ctrl-C came. Returns whether a checkpoint was written."""
+        stop = self.stop_requested()
+        written = stop or due(done, train.checkpoint_every, train.max_steps)
+        if written:
+            write_checkpoint(done)
+        if stop:
+            self.stop(done)
+        return written
 
     def stop(self, done: int) -> None:
         """End the run after step `done`, whose checkpoint was just written: as a Ctrl-C, so that the
