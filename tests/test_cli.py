@@ -207,6 +207,18 @@ def test_print_config_subprocess() -> None:
     assert printed["world"]["n_people"] == GenerateConfig().world.n_people
 
 
+@pytest.mark.parametrize("command", [c.name for c in COMMANDS])
+def test_every_command_prints_its_config_before_its_required_settings(command: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The README: every command takes --print-config. Required settings (--model, --tokenizer, --text)
+    are checked when the command runs, not when its settings are shown; unknown keys still are."""
+    code, out, err = cli(capsys, *command.split(), "--print-config")
+    assert code == 0, err
+    assert isinstance(yaml.safe_load(out), dict)
+    code, _, err = cli(capsys, *command.split(), "--print-config", "no_such_key=1")
+    assert code == 2 and "no_such_key" in err
+
+
 def test_yaml_then_flags_then_overrides(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "gen.yaml"
     path.write_text("kind: sft\nn: 9\nseed: 7\nworld: {n_people: 30}\n", encoding="utf-8")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlab import __version__
-from llmlab.config import load_config, to_yaml, valid_keys
+from llmlab.config import load_config, to_yaml, unchecked, valid_keys
 from llmlab.context import Context
 from llmlab.errors import UserError
 from llmlab.runs import outcome
@@ -583,10 +583,11 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         (getattr(args, "_group", None) or build_parser()).print_help()
         return 0
     flags = {f.key: value for f in cmd.flags if (value := getattr(args, f"_flag_{f.key}")) is not None}
-    cfg = load_config(_import(cmd.config), args.config, args.overrides, flags=flags)
-    if args.print_config:
-        sys.stdout.write(to_yaml(cfg))
+    if args.print_config:  # every setting, also before the required ones (--model, --text, ...) are given
+        with unchecked():
+            sys.stdout.write(to_yaml(load_config(_import(cmd.config), args.config, args.overrides, flags=flags)))
         return 0
+    cfg = load_config(_import(cmd.config), args.config, args.overrides, flags=flags)
     out = getattr(args, "out", None) if cmd.run_folder else None
     if cmd.run_folder:
         _check_out_folder(f"--out {out}" if out else "runs (the default parent of run folders)", out or "runs")

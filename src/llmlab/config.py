@@ -27,7 +27,7 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -36,10 +36,24 @@ from llmlab.errors import ConfigError
 T = TypeVar("T")
 
 
+_CHECKING = [True]  # False inside `unchecked()`
+
+
 def check(condition: bool, message: str) -> None:
     """Cross-field validation for `__post_init__`: raise a ConfigError unless `condition`."""
-    if not condition:
+    if not condition and _CHECKING[-1]:
         raise ConfigError(message)
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Build configs without their cross-field checks (`check`): for `--print-config`, which shows every
+    setting of a command before the required ones are given. Keys and types are still checked."""
+    _CHECKING.append(False)
+    try:
+        yield
+    finally:
+        _CHECKING.pop()
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), *,
