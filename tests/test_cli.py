@@ -132,7 +132,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["data", "generate", "--print-config", "n=abc"],  # wrong type
         ["data", "generate", "--print-config", "novalue"],  # malformed override
         ["data", "generate", "--print-config", "prefs.label_noise=0.9"],  # cross-field check
-        ["data", "score", "--print-config"],  # required input missing
+        ["data", "score"],  # required input missing (--print-config shows the settings without it)
     ],
 )
 def test_user_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:

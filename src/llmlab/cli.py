@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlab import __version__
-from llmlab.config import load_config, to_yaml, unchecked, valid_keys
+from llmlab.config import load_config, to_yaml, valid_keys, without_required
 from llmlab.context import Context
 from llmlab.errors import UserError
 from llmlab.runs import outcome
@@ -584,7 +584,7 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     flags = {f.key: value for f in cmd.flags if (value := getattr(args, f"_flag_{f.key}")) is not None}
     if args.print_config:  # every setting, also before the required ones (--model, --text, ...) are given
-        with unchecked():
+        with without_required():
             sys.stdout.write(to_yaml(load_config(_import(cmd.config), args.config, args.overrides, flags=flags)))
         return 0
     cfg = load_config(_import(cmd.config), args.config, args.overrides, flags=flags)

@@ -36,24 +36,31 @@ from llmlab.errors import ConfigError
 T = TypeVar("T")
 
 
-_CHECKING = [True]  # False inside `unchecked()`
+_REQUIRING = [True]  # False inside `without_required()`
 
 
 def check(condition: bool, message: str) -> None:
     """Cross-field validation for `__post_init__`: raise a ConfigError unless `condition`."""
-    if not condition and _CHECKING[-1]:
+    if not condition:
+        raise ConfigError(message)
+
+
+def require(condition: bool, message: str) -> None:
+    """A setting the command cannot run without (--model, --tokenizer, --text, ...): a ConfigError unless
+    `condition`, except inside `without_required()`."""
+    if not condition and _REQUIRING[-1]:
         raise ConfigError(message)
 
 
 @contextlib.contextmanager
-def unchecked() -> Iterator[None]:
-    """Build configs without their cross-field checks (`check`): for `--print-config`, which shows every
-    setting of a command before the required ones are given. Keys and types are still checked."""
-    _CHECKING.append(False)
+def without_required() -> Iterator[None]:
+    """Build configs before their required settings are given: for `--print-config`, which shows every
+    setting of a command. Keys, types and every other check still apply."""
+    _REQUIRING.append(False)
     try:
         yield
     finally:
-        _CHECKING.pop()
+        _REQUIRING.pop()
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), *,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmlab.align.dpo import LOSSES
-from llmlab.config import check
+from llmlab.config import check, require
 from llmlab.train.config import TrainConfig
 
 LossName = Literal["sigmoid", "hinge", "ipo", "cdpo", "robust", "simpo", "orpo", "kto"]
@@ -121,7 +121,7 @@ class DPOConfig:
     resume: str = ""  # a run folder or checkpoint folder to continue from
 
     def __post_init__(self) -> None:
-        check(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
+        require(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
         check(self.beta > 0, f"beta must be positive, got {self.beta}")
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         spec = LOSSES[self.loss]
@@ -157,7 +157,7 @@ class EvalPrefsConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model is required: --model DIR")
+        require(bool(self.model), "model is required: --model DIR")
         check_lengths(self.max_length, self.max_prompt_length)
 
 
@@ -183,7 +183,7 @@ class SFTConfig:
     resume: str = ""  # a run folder or checkpoint folder to continue from
 
     def __post_init__(self) -> None:
-        check(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
+        require(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
         check(self.max_length == 0 or self.max_length >= 2, f"max_length must be 0 (the model's) or >= 2, got {self.max_length}")
 
 
@@ -207,7 +207,7 @@ class RewardModelConfig:
     resume: str = ""  # a run folder or checkpoint folder to continue from
 
     def __post_init__(self) -> None:
-        check(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
+        require(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
         check_lengths(self.max_length, self.max_prompt_length)
 
 
@@ -224,9 +224,9 @@ class ScoreRMConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model is required: --model DIR (a reward model folder)")
-        check(bool(self.input) != bool(self.prompt or self.response),
-              "give either --prompt and --response, or --input FILE")
+        require(bool(self.model), "model is required: --model DIR (a reward model folder)")
+        require(bool(self.input) != bool(self.prompt or self.response),
+                "give either --prompt and --response, or --input FILE")
         check(self.max_length >= 0, f"max_length must be >= 0 (0: the model's), got {self.max_length}")
 
 
@@ -251,7 +251,7 @@ class SamplePrefsConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model is required: --model DIR (the policy to sample from)")
+        require(bool(self.model), "model is required: --model DIR (the policy to sample from)")
         check(self.n >= 1, f"n must be at least 1, got {self.n}")
         check(self.samples >= 2, f"samples must be at least 2 (a pair needs two answers), got {self.samples}")
         check(self.temperature > 0, f"temperature must be positive (sampling), got {self.temperature}")

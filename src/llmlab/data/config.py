@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmlab.config import check
+from llmlab.config import check, require
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class ScoreConfig:
     strict: bool = False  # stop at the first malformed row instead of skipping it
 
     def __post_init__(self) -> None:
-        check(bool(self.input), "input is required (--input FILE)")
+        require(bool(self.input), "input is required (--input FILE)")
 
 
 @dataclass(frozen=True)
@@ -127,4 +127,4 @@ class ValidateConfig:
     strict: bool = False
 
     def __post_init__(self) -> None:
-        check(bool(self.input), "input is required (--input FILE)")
+        require(bool(self.input), "input is required (--input FILE)")

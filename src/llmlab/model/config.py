@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from llmlab.config import check
+from llmlab.config import check, require
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class SamplingOptions:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model is required (--model DIR: an llmlab model folder or a local HF folder)")
+        require(bool(self.model), "model is required (--model DIR: an llmlab model folder or a local HF folder)")
         check(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         check(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1, got {self.top_k}")
@@ -133,5 +133,5 @@ class ExportHFConfig:
     out: str = ""
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model is required (--model DIR)")
-        check(bool(self.out), "out is required (--out HF_DIR)")
+        require(bool(self.model), "model is required (--model DIR)")
+        require(bool(self.out), "out is required (--out HF_DIR)")

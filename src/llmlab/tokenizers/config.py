@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from llmlab.config import check
+from llmlab.config import check, require
 from llmlab.tokenizers.trainers import TRAINERS
 
 _BPE_SPECIALS = ("<|endoftext|>",)
@@ -92,8 +92,9 @@ class EncodeConfig:
     errors: Literal["strict", "replace"] = "strict"
 
     def __post_init__(self) -> None:
-        check(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR)")
-        check((self.text is None) != (self.input is None), "give exactly one of --text and --input")
+        require(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR)")
+        require(self.text is not None or self.input is not None, "give exactly one of --text and --input")
+        check(self.text is None or self.input is None, "give exactly one of --text and --input")
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,9 @@ class DecodeConfig:
     input: str | None = None
 
     def __post_init__(self) -> None:
-        check(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR)")
-        check((self.ids is None) != (self.input is None), "give exactly one of --ids and --input")
+        require(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR)")
+        require(self.ids is not None or self.input is not None, "give exactly one of --ids and --input")
+        check(self.ids is None or self.input is None, "give exactly one of --ids and --input")
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class StatsConfig:
     top_n: int = 10
 
     def __post_init__(self) -> None:
-        check(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR [DIR ...])")
+        require(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR [DIR ...])")
         check(self.eval_sentences >= 1, f"eval_sentences must be at least 1, got {self.eval_sentences}")
         check(self.top_n >= 1, f"top_n must be at least 1, got {self.top_n}")
 
@@ -133,8 +135,9 @@ class CompareConfig:
     input: str | None = None
 
     def __post_init__(self) -> None:
-        check(bool(self.tokenizer), "tokenizer is required (--tokenizer A [B ...])")
-        check((self.text is None) != (self.input is None), "give exactly one of --text and --input")
+        require(bool(self.tokenizer), "tokenizer is required (--tokenizer A [B ...])")
+        require(self.text is not None or self.input is not None, "give exactly one of --text and --input")
+        check(self.text is None or self.input is None, "give exactly one of --text and --input")
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,9 @@ class ExtendConfig:
     min_frequency: int = 2
 
     def __post_init__(self) -> None:
-        check(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR)")
-        check((self.num_tokens > 0) != bool(self.tokens), "give exactly one of --num-tokens N and --tokens a,b,c")
+        require(bool(self.tokenizer), "tokenizer is required (--tokenizer DIR)")
+        require(self.num_tokens > 0 or bool(self.tokens), "give exactly one of --num-tokens N and --tokens a,b,c")
+        check(not (self.num_tokens > 0 and self.tokens), "give exactly one of --num-tokens N and --tokens a,b,c")
         check(self.num_tokens >= 0, f"num_tokens must be >= 0, got {self.num_tokens}")
         check(self.num_tokens == 0 or self.domain is not None, "--num-tokens learns on a --domain FILE")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmlab.config import check
+from llmlab.config import check, require
 
 MAX_TOKENS = 512  # the page embeds L * H * T * T weights; 512 tokens is ~10 MB of JSON
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -32,7 +32,7 @@ class VizAttentionConfig:
     causal: bool = True
 
     def __post_init__(self) -> None:
-        check(bool(self.text.strip()), "text is empty: pass the text to look at with --text '...'")
+        require(bool(self.text.strip()), "text is empty: pass the text to look at with --text '...'")
         n_tokens = len(split_words(self.text))
         check(bool(self.model) or n_tokens <= MAX_TOKENS,
               f"text has {n_tokens} tokens; at most {MAX_TOKENS} fit in the maps")
