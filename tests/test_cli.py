@@ -91,7 +91,8 @@ def test_every_command_is_reachable() -> None:
                                           "tokenizer compare", "tokenizer sweep", "tokenizer extend", "pretrain",
                                           "generate", "chat", "export-hf", "viz attention",
                                           "attention explain", "bench attention", "sft", "rm train", "rm score",
-                                          "dpo", "sample-prefs", "eval-prefs", "demo"]
+                                          "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "eval-prefs",
+                                          "demo"]
 
 
 @pytest.mark.parametrize("name", [c.name for c in COMMANDS])

@@ -84,6 +84,17 @@ TRAINER_FLAGS = (  # shared by every trainer: pretrain, sft, rm train, dpo
     Flag("--device", "train.device", "auto | cpu | cuda", "D"),
 )
 
+ONLINE_FLAGS = (  # shared by ppo, grpo and rloo
+    Flag("--model", "model", "the policy to start from (an SFT run): an llmlab or local HF model folder", "DIR"),
+    Flag("--input", "data.input", "{prompt} rows (default: task-world train prompts, data.tasks.* set difficulty)",
+         "FILE", nargs="+"),
+    Flag("--reward-model", "reward.reward_model", "a reward model folder (scored as the proxy; weight reward.rm)",
+         "DIR"),
+    Flag("--kl-coef", "kl_coef", "weight of the KL to the reference (beta)", "B"),
+    Flag("--samples", "rollout.samples", "responses per prompt (the group size G)", "G"),
+    *TRAINER_FLAGS,
+)
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "data generate",
@@ -391,6 +402,47 @@ COMMANDS: tuple[Command, ...] = (
         ),
         epilog="example: llmlab dpo --model runs/sft --loss sigmoid --beta 0.1 --out runs/dpo train.lr=5e-6\n"
         "         torchrun --nproc_per_node=2 -m llmlab dpo --model runs/sft --reference precompute lora.r=16",
+    ),
+    Command(
+        "grpo",
+        "online RL with GRPO: G sampled answers per prompt, group-normalised advantages, no critic",
+        config="llmlab.align.config:GRPOConfig",
+        run="llmlab.align.online:command",
+        flags=ONLINE_FLAGS,
+        epilog="example: llmlab grpo --model runs/sft --out runs/grpo data.tasks.families=[compare,arithmetic]\n"
+        "         llmlab grpo --model runs/sft --reward-model runs/rm reward.gold=0 reward.rm=1 --out runs/grpo-rm\n"
+        "         torchrun --nproc_per_node=2 -m llmlab grpo --model runs/sft loss_norm=constant scale_rewards=none",
+    ),
+    Command(
+        "rloo",
+        "online RL with REINFORCE leave-one-out: each answer's baseline is the mean of its siblings' rewards",
+        config="llmlab.align.config:RLOOConfig",
+        run="llmlab.align.online:command",
+        flags=ONLINE_FLAGS,
+        epilog="example: llmlab rloo --model runs/sft --out runs/rloo --samples 4",
+    ),
+    Command(
+        "ppo",
+        "RLHF with PPO: a critic, per-token KL-shaped rewards, GAE, minibatch epochs, adaptive KL (target_kl)",
+        config="llmlab.align.config:PPOConfig",
+        run="llmlab.align.online:command",
+        flags=ONLINE_FLAGS,
+        epilog="example: llmlab ppo --model runs/sft --reward-model runs/rm reward.gold=0 reward.rm=1 --out runs/ppo\n"
+        "         llmlab ppo --model runs/sft --out runs/ppo-gold target_kl=2 value_model=shared",
+    ),
+    Command(
+        "hacking",
+        "the reward-hacking lab: a length-biased proxy RM, RL and best-of-n against it, mitigations, a report",
+        config="llmlab.align.config:HackingConfig",
+        run="llmlab.align.hacking:command",
+        flags=(
+            Flag("--model", "model", "the SFT policy every run starts from", "DIR"),
+            Flag("--algo", "algo", "grpo | ppo: the optimiser run against the proxy", "NAME"),
+            Flag("--steps", "steps", "RL steps of each run", "N"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab hacking --model runs/sft --out runs/hacking\n"
+        "         llmlab hacking --model runs/sft --algo ppo --steps 200 frontier=false --out runs/hacking-ppo",
     ),
     Command(
         "sample-prefs",

@@ -1,5 +1,5 @@
-"""Configs of the alignment commands: `llmlab sft`, `rm train`, `rm score`, `dpo`, `sample-prefs` and
-`eval-prefs`, and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
+"""Configs of the alignment commands: `llmlab sft`, `rm train`, `rm score`, `dpo`, `sample-prefs`,
+`eval-prefs` and the online RL trainers (`ppo`, `grpo`, `rloo`), and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
 
 `llmlab <command> --print-config` shows every field. `train.*` is the shared loop
 (train.config.TrainConfig): it has no `seq_len`, because `max_length` bounds each chat or pair
@@ -14,6 +14,7 @@ from typing import Literal
 
 from llmlab.align.dpo import LOSSES
 from llmlab.config import check, require
+from llmlab.data.config import TaskConfig
 from llmlab.train.config import TrainConfig
 
 LossName = Literal["sigmoid", "hinge", "ipo", "cdpo", "robust", "simpo", "orpo", "kto"]
@@ -259,3 +260,233 @@ class SamplePrefsConfig:
         check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
         check(self.min_gap >= 0, f"min_gap must be >= 0, got {self.min_gap}")
         check(self.scorer != "rm" or bool(self.reward_model), "scorer=rm needs reward_model=DIR")
+
+
+# ---------------------------------------------------------------------- online RL: ppo, grpo, rloo
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How responses are sampled each step (llmlab's KV-cache Engine, or HF generate)."""
+
+    samples: int = 4  # responses per prompt (GRPO / RLOO's group size G; PPO may use 1)
+    max_new_tokens: int = 32
+    temperature: float = 1.0  # the log-probs trained on are those of the same tempered distribution
+    top_p: float = 1.0
+    batch_size: int = 64  # sequences generated together
+
+    def __post_init__(self) -> None:
+        check(self.samples >= 1, f"rollout.samples must be at least 1, got {self.samples}")
+        check(self.max_new_tokens >= 1 and self.batch_size >= 1, "rollout.max_new_tokens and batch_size must be >= 1")
+        check(self.temperature > 0, f"rollout.temperature must be positive (sampling), got {self.temperature}")
+        check(0.0 < self.top_p <= 1.0, f"rollout.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The training reward: a weighted sum of terms (weight 0 leaves a term out).
+
+        gold    the task world's gold score of the response, in [0, 1] (a verifiable reward)
+        rm      a reward model's score: `llmlab rm train` output or an HF sequence-classification folder
+        format  1 when the response is non-empty and closed its turn (did not run out of tokens)
+        length  the response's length in tokens (a negative weight is a length penalty)
+    """
+
+    gold: float = 1.0
+    rm: float = 0.0
+    reward_model: str = ""
+    format: float = 0.0
+    length: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(any((self.gold, self.rm, self.format, self.length)), "reward: every weight is 0; give one a weight")
+        check(not self.rm or bool(self.reward_model), "reward.rm needs reward.reward_model=DIR")
+
+
+@dataclass(frozen=True)
+class PromptDataConfig:
+    """The prompts: task-world train-split prompts drawn with `tasks` (default), or {"prompt"} rows."""
+
+    input: tuple[str, ...] = ()  # JSONL / JSON / parquet / HF dataset folders of {"prompt": ...}; empty: task world
+    n: int = 2000  # task-world prompts to draw when no input is given
+    seed: int = 0
+    strict: bool = True
+    eval_fraction: float = 0.05  # with input: share of rows held out (task world: its eval split instead)
+    tasks: TaskConfig = field(default_factory=TaskConfig)  # task families and difficulty (train and eval alike)
+
+    def __post_init__(self) -> None:
+        check(self.n >= 1, f"data.n must be at least 1, got {self.n}")
+        check(0.0 <= self.eval_fraction < 0.5, f"data.eval_fraction must be in [0, 0.5), got {self.eval_fraction}")
+
+
+@dataclass(frozen=True)
+class OnlineEvalConfig:
+    """Held-out evaluation at train.eval_every and at the start and end: greedy accuracy, and pass@1 /
+    pass@k from k sampled answers per prompt (Chen et al.'s unbiased estimator)."""
+
+    n_prompts: int = 100
+    k: int = 4
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(self.n_prompts >= 0 and self.k >= 1, "eval.n_prompts must be >= 0 and eval.k >= 1")
+        check(self.temperature > 0, f"eval.temperature must be positive, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class HackingWatchConfig:
+    """The divergence detector (align/overopt.py): warns when, over the last `window` steps, the proxy
+    reward rose by more than min_rise while the gold score fell by more than min_fall."""
+
+    window: int = 20
+    min_rise: float = 0.05
+    min_fall: float = 0.02
+    stop: bool = False  # end the run when it fires (the early-stopping mitigation)
+
+    def __post_init__(self) -> None:
+        check(self.window >= 3, f"hacking.window must be at least 3, got {self.window}")
+        check(self.min_rise >= 0 and self.min_fall >= 0, "hacking.min_rise and min_fall must be >= 0")
+
+
+def _online_train() -> TrainConfig:
+    return TrainConfig(max_steps=100, batch_size=16, lr=1e-5, warmup_steps=0, weight_decay=0.0, min_lr_ratio=1.0,
+                       eval_every=25, log_every=1, checkpoint_every=50)
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """`llmlab ppo`, `llmlab grpo`, `llmlab rloo`: online RL of a policy against a reward.
+
+    train.batch_size counts prompts per step (each with rollout.samples responses); train.micro_batch_size
+    prompts per forward. Each step samples, scores, then makes epochs x minibatches optimiser updates."""
+
+    algo: Literal["ppo", "grpo", "rloo"] = "grpo"
+    model: str = ""  # the policy to start from (an SFT run): an llmlab or a local HF causal-LM folder
+    reference_model: str = ""  # empty: the starting policy
+    kl_coef: float = 0.04  # beta: weight of the KL to the reference
+    kl_estimator: Literal["k1", "k2", "k3"] | None = None  # unset: k3 in the loss, k1 in the reward
+    kl_in: Literal["loss", "reward"] | None = None  # unset: loss for grpo, reward for ppo and rloo
+    target_kl: float = 0.0  # > 0: adaptive kl_coef steering the sequence KL to this (Ziegler et al. 2019)
+    kl_horizon: int = 10_000
+    clip: float = 0.2  # epsilon of the clipped ratio (low side)
+    clip_high: float | None = None  # upper epsilon; > clip is DAPO's clip-higher; unset: clip
+    loss_norm: Literal["sequence", "token", "constant"] = "sequence"  # GRPO / DAPO / Dr. GRPO (rl.aggregate)
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # GRPO's advantage scale; none: Dr. GRPO
+    normalize_advantages: bool = False  # rloo: whiten the advantages over the batch
+    epochs: int = 1  # passes over each rollout
+    minibatches: int = 1  # optimiser updates per pass
+    stop_kl: float = 0.0  # > 0: end a step's updates once the approximate KL to the rollout policy passes it
+    entropy_coef: float = 0.0  # entropy bonus weight
+    value_model: Literal["shared", "separate"] = "separate"  # ppo: a head on the policy's trunk, or a critic
+    critic_model: str = ""  # ppo, separate: the critic's start (a reward model folder, InstructGPT); empty: the policy
+    vf_coef: float = 0.1
+    value_clip: float = 0.2
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten: bool = True  # ppo: normalise the advantages over the batch's tokens
+    sample_every: int = 10  # save a few generations to samples.jsonl every N steps (0: never)
+    gradient_checkpointing: bool = False
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
+    eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
+    hacking: HackingWatchConfig = field(default_factory=HackingWatchConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=_online_train)
+    resume: str = ""
+
+    def __post_init__(self) -> None:
+        require(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
+        check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.kl_in is None:  # resolved here, so the saved config shows what was trained with
+            object.__setattr__(self, "kl_in", "loss" if self.algo == "grpo" else "reward")
+        if self.kl_estimator is None:
+            object.__setattr__(self, "kl_estimator", "k3" if self.kl_in == "loss" else "k1")
+        check(self.algo != "ppo" or self.kl_in == "reward", "ppo charges the KL in the reward (kl_in=reward)")
+        check(self.algo == "ppo" or self.rollout.samples >= 2,
+              f"{self.algo} compares each prompt's responses: rollout.samples must be at least 2")
+        check(self.target_kl >= 0 and self.kl_horizon >= 1, "target_kl must be >= 0 and kl_horizon >= 1")
+        check(0 < self.clip < 1, f"clip must be in (0, 1), got {self.clip}")
+        check(self.clip_high is None or self.clip_high > 0, f"clip_high must be positive, got {self.clip_high}")
+        check(self.epochs >= 1 and self.minibatches >= 1, "epochs and minibatches must be at least 1")
+        check(self.train.batch_size % self.minibatches == 0,
+              f"minibatches ({self.minibatches}) must divide train.batch_size ({self.train.batch_size} prompts)")
+        check(self.stop_kl >= 0 and self.entropy_coef >= 0 and self.vf_coef >= 0, "stop_kl, entropy_coef and "
+              "vf_coef must be >= 0")
+        check(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "gamma and lam must be in [0, 1]")
+        check(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}")
+
+
+@dataclass(frozen=True)
+class GRPOConfig(OnlineConfig):
+    """`llmlab grpo`: group-relative policy optimisation (Shao et al. 2024), no critic, k3 KL in the loss."""
+
+    algo: Literal["grpo"] = "grpo"
+
+
+@dataclass(frozen=True)
+class RLOOConfig(OnlineConfig):
+    """`llmlab rloo`: REINFORCE leave-one-out (Ahmadian et al. 2024), KL in the reward (k1), as TRL's."""
+
+    algo: Literal["rloo"] = "rloo"
+    kl_coef: float = 0.05
+
+
+def _ppo_rollout() -> RolloutConfig:
+    return RolloutConfig(samples=2)
+
+
+@dataclass(frozen=True)
+class PPOConfig(OnlineConfig):
+    """`llmlab ppo`: RLHF with PPO (Ziegler et al. 2019; Ouyang et al. 2022): a critic, per-token KL-shaped
+    rewards, GAE, several minibatch epochs per rollout."""
+
+    algo: Literal["ppo"] = "ppo"
+    kl_coef: float = 0.05
+    loss_norm: Literal["sequence", "token", "constant"] = "token"
+    epochs: int = 2
+    minibatches: int = 2
+    rollout: RolloutConfig = field(default_factory=_ppo_rollout)
+
+
+def _easy_tasks() -> TaskConfig:
+    return TaskConfig(families=("compare", "arithmetic"), arith_ops=("+", "-"), arith_max_digits=1, max_number=99)
+
+
+@dataclass(frozen=True)
+class HackingConfig:
+    """`llmlab hacking`: the reward-hacking lab (align/hacking.py). Every run is an ordinary run folder
+    under the lab's folder; the defaults fit a small model on a CPU in minutes."""
+
+    model: str = ""  # the SFT policy every run starts from
+    algo: Literal["grpo", "ppo"] = "grpo"  # the optimiser run against the proxy
+    tasks: TaskConfig = field(default_factory=_easy_tasks)  # where the SFT model's pass@k > pass@1
+    n_prefs: int = 2000  # length-biased preference pairs the proxy reward model is trained on
+    length_bias: float = 1.0  # share of those pairs whose chosen response is the longer one
+    rm_steps: int = 150
+    steps: int = 120  # RL steps of each run
+    batch_size: int = 16  # prompts per RL step
+    samples: int = 4  # responses per prompt
+    lr: float = 1e-4
+    max_new_tokens: int = 48
+    kl_coef: float = 0.0  # the unmitigated run (Gao et al. optimise without a KL penalty)
+    mitigation_kl_coef: float = 0.1  # mitigation 1: a KL penalty
+    gold_mix: float = 1.0  # mitigation 3: reward = proxy + gold_mix x gold
+    bon_n: tuple[int, ...] = (1, 2, 4, 8, 16)
+    n_prompts: int = 100  # held-out prompts of every evaluation and of best-of-n
+    frontier: bool = True  # also run DPO, PPO and GRPO on the gold signal for the reward-vs-KL frontier
+    frontier_kl_coefs: tuple[float, ...] = (0.02, 0.2)
+    frontier_dpo_betas: tuple[float, ...] = (0.1, 0.5)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        require(bool(self.model), "model is required: --model DIR (the SFT policy)")
+        check(self.n_prefs >= 20 and self.rm_steps >= 1 and self.steps >= 4, "need n_prefs >= 20, rm_steps >= 1, "
+              "steps >= 4")
+        check(0.0 <= self.length_bias <= 1.0, f"length_bias must be in [0, 1], got {self.length_bias}")
+        check(self.samples >= 2 and self.batch_size >= 1, "samples must be >= 2 and batch_size >= 1")
+        check(bool(self.bon_n) and all(n >= 1 for n in self.bon_n), "bon_n must list sizes >= 1")
+        check(self.n_prompts >= 2, f"n_prompts must be at least 2, got {self.n_prompts}")
+        check(self.kl_coef >= 0 and self.mitigation_kl_coef > self.kl_coef,
+              "need 0 <= kl_coef < mitigation_kl_coef")

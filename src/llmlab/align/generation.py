@@ -1,6 +1,7 @@
 """Answers of a policy to chat prompts, batched: llmlab's KV-cache `Engine` for llmlab models, `generate`
-for HF models. Greedy at temperature 0, sampled otherwise (seed with torch.manual_seed). Used by
-sample-prefs, the evaluation after training, and the online RL rollouts to come.
+for HF models. Greedy at temperature 0, sampled otherwise, from an explicit `torch.Generator` when one
+is given (else torch's global generator). Used by sample-prefs, the evaluation after training, and the
+online RL rollouts (`generate_ids` gives the token ids the RL losses are computed on).
 """
 
 from __future__ import annotations
@@ -16,37 +17,62 @@ from llmlab.model.generate import Engine, SamplingConfig
 
 def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], *, max_new_tokens: int,
                    batch_size: int, device: torch.device, temperature: float = 0.0,
-                   top_p: float | None = None, progress: Callable[[int], object] | None = None) -> list[str]:
+                   top_p: float | None = None, progress: Callable[[int], object] | None = None,
+                   generator: torch.Generator | None = None) -> list[str]:
     """Each prompt as one user turn, answered (greedily at temperature 0, else sampled; seed with
     torch.manual_seed); the text up to the turn's closing token.
 
     A prompt too long for the model's context keeps its end (the question and the turn opening), so
     that every row still gets max_new_tokens of room (at most half the context), for llmlab and HF
     models alike. `progress(n)` is told of every n prompts answered (a progress bar's update)."""
+    ids = prompt_ids(model, tok, prompts, max_new_tokens)
+    new = generate_ids(model, tok, ids, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device,
+                       temperature=temperature, top_p=top_p, progress=progress, generator=generator)
+    return [tok.decode(cut_at_stop(tokens, tok.eos_ids)).strip() for tokens in new]
+
+
+def prompt_ids(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+    """Each prompt rendered as one user turn, cut to its end where prompt + max_new_tokens (at most half
+    the context) would not fit the model's context."""
     context = context_length(model)
-    max_new_tokens = min(max_new_tokens, context // 2)
-    keep = context - max_new_tokens
-    answers: list[str] = []
+    keep = context - min(max_new_tokens, context // 2)
+    return [tok.render_prompt(p)[-keep:] for p in prompts]
+
+
+def cut_at_stop(tokens: Sequence[int], stops: Sequence[int]) -> list[int]:
+    """The tokens before the first stop token."""
+    return list(next((tokens[:i] for i, t in enumerate(tokens) if t in stops), tokens))
+
+
+def generate_ids(model: nn.Module, tok: ChatTokenizer, ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                 batch_size: int, device: torch.device, temperature: float = 0.0, top_p: float | None = None,
+                 progress: Callable[[int], object] | None = None,
+                 generator: torch.Generator | None = None) -> list[list[int]]:
+    """The new tokens of each prompt (ids), up to and including the stop token that closed it, in
+    batches of `batch_size`. HF `generate` takes no generator: its global seed is drawn from it."""
+    max_new_tokens = min(max_new_tokens, context_length(model) // 2)
+    was_training = model.training
     model.eval()
-    for start in range(0, len(prompts), batch_size):
-        ids = [tok.render_prompt(p)[-keep:] for p in prompts[start: start + batch_size]]
+    out: list[list[int]] = []
+    for start in range(0, len(ids), batch_size):
+        chunk = [list(x) for x in ids[start: start + batch_size]]
         if is_llmlab(model):
-            new = _llmlab_generate(model, ids, tok, max_new_tokens, temperature, top_p)
+            out += _llmlab_generate(model, chunk, tok, max_new_tokens, temperature, top_p, generator)
         else:
-            new = _hf_generate(model, ids, tok, max_new_tokens, device, temperature, top_p)
-        for tokens in new:
-            cut = next((i for i, t in enumerate(tokens) if t in tok.eos_ids), len(tokens))
-            answers.append(tok.decode(tokens[:cut]).strip())
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            out += _hf_generate(model, chunk, tok, max_new_tokens, device, temperature, top_p)
         if progress is not None:
-            progress(len(ids))
-    return answers
+            progress(len(chunk))
+    model.train(was_training)
+    return out
 
 
 def _llmlab_generate(model: nn.Module, ids: list[list[int]], tok: ChatTokenizer, max_new_tokens: int,
-                     temperature: float, top_p: float | None) -> list[list[int]]:
+                     temperature: float, top_p: float | None, generator: torch.Generator | None) -> list[list[int]]:
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                               stop_tokens=tok.eos_ids, vocab_limit=tok.inner.id_count)
-    return Engine(model, pad_id=tok.pad_id).generate(ids, sampling)
+    return Engine(getattr(model, "module", model), pad_id=tok.pad_id).generate(ids, sampling, generator=generator)
 
 
 @torch.inference_mode()

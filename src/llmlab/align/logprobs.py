@@ -47,6 +47,15 @@ def _crop(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[
     return ids[:, -K:], mask[:, -K:]
 
 
+def masked_token_logprobs(logits: torch.Tensor, ids: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token log-probs (B, K-1), mask on them (B, K-1) as 0/1 of their dtype) of the positions
+    `logits` covers (the last K of T; position t's log-prob is that of ids[:, T-K+1+t])."""
+    ids, mask = _crop(logits, ids, mask)
+    per_token = token_logprobs(logits, ids)
+    return per_token, mask[:, 1:].to(per_token.dtype)
+
+
 def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor,
                       mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of the masked tokens' log-probs (B,), number of masked tokens (B,)).
@@ -54,9 +63,7 @@ def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor,
     `mask` (B, T) is True on the tokens to score; the first position `logits` covers is never scored
     (nothing before it is predicted). `logits` may cover only the last K positions (logits_to_keep).
     """
-    ids, mask = _crop(logits, ids, mask)
-    per_token = token_logprobs(logits, ids)  # (B, K-1)
-    m = mask[:, 1:].to(per_token.dtype)
+    per_token, m = masked_token_logprobs(logits, ids, mask)
     # subtle: summed in float64, so a row's total does not depend on how long its batch is padded or
     # cropped (float32 reductions group terms by length); the policy and a precomputed reference
     # then agree to the last bit on the same sequence

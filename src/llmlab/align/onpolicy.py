@@ -35,6 +35,7 @@ from llmlab.align.data import _load  # subtle: the checked, located reader the o
 from llmlab.align.generation import chat_responses
 from llmlab.align.models import load_policy
 from llmlab.align.reward_model import load_reward_model, score_texts
+from llmlab.data.config import TaskConfig
 from llmlab.data.tasks import FAMILIES, parse_task, sample_tasks, score
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_jsonl_atomic
@@ -82,12 +83,14 @@ class Prompt:
     gold: str | None  # a full-marks response, when known
 
 
-def task_world_prompts(n: int, *, seed: int) -> list[Prompt]:
-    """`n` train-split task-world prompts, all families in equal shares, with a gold response each."""
+def task_world_prompts(n: int, *, seed: int, split: str = "train", tasks: TaskConfig = TaskConfig(),  # noqa: B008
+                       stream: str = "sample-prefs") -> list[Prompt]:
+    """`n` task-world prompts of `split` drawn with `tasks` (families and difficulty), the families in
+    equal shares, with a gold response each."""
 
-    rng = random.Random(f"llmlab-sample-prefs:{seed}")
-    tasks = sample_tasks(n, seed=seed, split="train", stream="sample-prefs")
-    return [Prompt(t.prompt, t.family, FAMILIES[t.family].respond(t, rng)) for t in tasks]
+    rng = random.Random(f"llmlab-{stream}:{seed}")
+    drawn = sample_tasks(n, seed=seed, split=split, tasks=tasks, stream=stream)
+    return [Prompt(t.prompt, t.family, FAMILIES[t.family].respond(t, rng)) for t in drawn]
 
 
 def input_prompts(paths: tuple[str, ...], *, gold_scorer: bool, strict: bool,

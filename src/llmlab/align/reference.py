@@ -1,6 +1,7 @@
 """Response log-probs of a policy or of a frozen reference, one implementation for every trainer
 that compares the two (DPO and its family, eval-prefs, and the online RL trainers to come).
 
+    forward_tokens         per-token response log-probs of a collated batch (the online RL losses)
     forward_sequences      (summed response log-probs, token counts, logits) of a collated batch
     reference_logprobs     a frozen model's summed log-probs of every pair, computed once
                            (`reference=precompute`: the reference then leaves memory)
@@ -18,18 +19,47 @@ import torch
 from torch import nn
 
 from llmlab.align.data import PairExample, collate_pairs
-from llmlab.align.logprobs import logits_to_keep, model_logits, sequence_logprobs
+from llmlab.align.logprobs import logits_to_keep, masked_token_logprobs, model_logits, sequence_logprobs
 from llmlab.train.precision import autocast_for
+
+
+def _response_logits(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
+                     autocast: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits of the response rows (`logits_to_keep`), ids, response mask) of a collated batch."""
+    ids = batch["ids"].to(device, non_blocking=True)
+    mask = batch["response_mask"].to(device, non_blocking=True)
+    attention = batch["attention_mask"].to(device, non_blocking=True)
+    with autocast:
+        logits = model_logits(model, ids, attention, keep=logits_to_keep(mask))
+    return logits, ids, mask
+
+
+def forward_tokens(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device, autocast: Any, *,
+                   temperature: float = 1.0, vocab_limit: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-token log-probs (N, K-1), the response mask on them (N, K-1), logits (N, K, V)) of a collated
+    batch, for the last K positions (the response rows). Sampled text is scored as it was sampled:
+    logits divided by the sampling `temperature` (as TRL does), over the first `vocab_limit` ids only
+    (the tokenizer's: a wider embedding's extra rows are never sampled)."""
+    logits, ids, mask = _response_logits(model, batch, device, autocast)
+    return sampled_token_logprobs(logits, ids, mask, temperature=temperature, vocab_limit=vocab_limit)
+
+
+def sampled_token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *, temperature: float = 1.0,
+                           vocab_limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """forward_tokens' result from logits already computed (PPO's policy-with-value forward)."""
+    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+        logits = logits[..., :vocab_limit]
+    if temperature != 1.0:
+        logits = logits / temperature
+    per_token, m = masked_token_logprobs(logits, ids, mask)
+    return per_token, m, logits
 
 
 def forward_sequences(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
                       autocast: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(summed response log-probs (N,), response token counts (N,), logits) of a collated batch."""
-    ids = batch["ids"].to(device, non_blocking=True)
-    mask = batch["response_mask"].to(device, non_blocking=True)
-    attention = batch["attention_mask"].to(device, non_blocking=True)
-    with autocast:
-        logits = model_logits(model, ids, attention, keep=logits_to_keep(mask))  # response rows only
+    logits, ids, mask = _response_logits(model, batch, device, autocast)
     sums, counts = sequence_logprobs(logits, ids, mask)
     return sums, counts, logits
 

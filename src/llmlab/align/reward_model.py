@@ -14,6 +14,8 @@ so a reward model starts from any policy folder `load_policy` reads. Saved folde
                                    pad_token_id set): transformers scores exactly as llmlab does
     HF trunk       DIR/            an HF `...ForSequenceClassification` folder + reward_model.yaml
 
+Any HF `...ForSequenceClassification` folder with one label loads too (reward_model.yaml is optional there).
+
 The training loop is in rm_train.py. Left out: value heads for PPO (a per-token head), reward
 ensembles, and centring rewards (TRL's center_rewards_coefficient).
 """
@@ -195,15 +197,32 @@ def is_reward_model(directory: str | Path) -> bool:
     return (Path(directory) / RM_FILE).is_file()
 
 
+def _is_hf_sequence_classifier(directory: Path) -> bool:
+    """An HF folder whose config names a `...ForSequenceClassification` architecture with one label."""
+    import json
+
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = config.get("architectures") or []
+    return any(a.endswith("ForSequenceClassification") for a in archs) and config.get("num_labels", 1) == 1 \
+        and len(config.get("id2label") or {"0": ""}) == 1
+
+
 def load_reward_model(directory: str | Path, *, device: str | torch.device = "cpu",
                       dtype: torch.dtype | None = None) -> tuple[RewardModel, ChatTokenizer]:
     """(reward model in eval mode, tokenizer) from a folder `save_reward_model` wrote."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    if not is_reward_model(directory):
-        raise UserError(f"{directory}: not a reward model folder (no {RM_FILE}; train one with `llmlab rm train`)")
-    kind = read_yaml(directory / RM_FILE).get("trunk")
+    if is_reward_model(directory):
+        kind = read_yaml(directory / RM_FILE).get("trunk")
+    elif _is_hf_sequence_classifier(directory):
+        kind = "hf"
+    else:
+        raise UserError(f"{directory}: not a reward model folder (no {RM_FILE} and no HF ...ForSequenceClassification "
+                        "config.json; train one with `llmlab rm train`)")
     if kind == "llmlab":
 
         trunk, tokenizer = load_model(directory, device=device, dtype=dtype)
