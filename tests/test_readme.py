@@ -29,6 +29,8 @@ TINY_PRETRAIN = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "mod
                  "train.sample_tokens=4", "train.checkpoint_every=2", "data.corpus_chars=20000"]
 TINY_ALIGN = ["train.max_steps=2", "train.batch_size=2", "train.eval_every=2", "train.eval_batches=1", "data.n=8"]
 TINY_EVAL = ["eval.n_prompts=2", "eval.n_pairs=2", "eval.max_new_tokens=4"]
+TINY_ONLINE = ["train.max_steps=2", "train.batch_size=2", "train.checkpoint_every=2", "rollout.max_new_tokens=4",
+               "eval.n_prompts=2", "data.n=8"]
 TINY_TOKENIZER = ["vocab_size=300", "corpus_chars=20000"]
 TINY: dict[str, Callable[[str], list[str]]] = {  # command words -> overrides appended to the printed line
     "data generate": lambda line: ["chars=20000"] if "--kind pretrain" in line else ["n=16"],
@@ -46,6 +48,9 @@ TINY: dict[str, Callable[[str], list[str]]] = {  # command words -> overrides ap
     "rm score": lambda line: ["batch_size=2"],
     "dpo": lambda line: ["train.max_steps=3"] if "--resume" in line else [*TINY_ALIGN, *TINY_EVAL],
     "sample-prefs": lambda line: ["n=4", "samples=2", "max_new_tokens=4"],
+    **dict.fromkeys(("grpo", "rloo", "ppo"), lambda line: ["train.max_steps=3"] if "--resume" in line else TINY_ONLINE),
+    "hacking": lambda line: ["steps=4", "n_prefs=20", "rm_steps=1", "n_prompts=2", "bon_n=[1,2]", "batch_size=2",
+                             "samples=2", "max_new_tokens=4", "frontier_kl_coefs=[0.1]", "frontier_dpo_betas=[0.1]"],
     "eval-prefs": lambda line: TINY_EVAL,
     "bench attention": lambda line: ["min_len=32", "max_len=64", "repeats=1", "decode_calls=1", "check_max_len=64",
                                      "check_grads_max_len=64", "matmul_n=64"],

@@ -44,6 +44,11 @@ def cut_at_stop(tokens: Sequence[int], stops: Sequence[int]) -> list[int]:
     return list(next((tokens[:i] for i, t in enumerate(tokens) if t in stops), tokens))
 
 
+def through_stop(tokens: Sequence[int], stops: Sequence[int]) -> list[int]:
+    """The tokens up to and including the first stop token."""
+    return list(next((tokens[: i + 1] for i, t in enumerate(tokens) if t in stops), tokens))
+
+
 def generate_ids(model: nn.Module, tok: ChatTokenizer, ids: Sequence[Sequence[int]], *, max_new_tokens: int,
                  batch_size: int, device: torch.device, temperature: float = 0.0, top_p: float | None = None,
                  progress: Callable[[int], object] | None = None,
@@ -61,7 +66,9 @@ def generate_ids(model: nn.Module, tok: ChatTokenizer, ids: Sequence[Sequence[in
         else:
             if generator is not None:
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            out += _hf_generate(model, chunk, tok, max_new_tokens, device, temperature, top_p)
+            # HF pads a row that stopped early up to the batch's longest: keep it up to its stop token
+            out += [through_stop(row, tok.eos_ids) for row in
+                    _hf_generate(model, chunk, tok, max_new_tokens, device, temperature, top_p)]
         if progress is not None:
             progress(len(chunk))
     model.train(was_training)

@@ -211,8 +211,11 @@ def _frontier(cfg: HackingConfig, run: Run) -> dict[str, list[tuple[float, float
 
 def _summarise(cfg: HackingConfig, bon: dict[str, Any], series: dict[str, dict[str, Any]],
                frontier: dict[str, list[tuple[float, float]]], run: Run) -> dict[str, Any]:
-    proxy = series["proxy"]
-    gold0 = _mean(proxy["gold"][:3])
+    # per-step values are one batch's estimates: curves and fits use trailing means over ~1/12 of a run
+    smooth = {name: {k: _smooth(s[k], max(1, len(s[k]) // 12)) for k in ("kl", "proxy", "gold")}
+              for name, s in series.items()}
+    proxy = smooth["proxy"]
+    gold0 = _mean(series["proxy"]["gold"][:3])
     d = [math.sqrt(max(k, 0.0)) for k in proxy["kl"]]
     fits: dict[str, Any] = {}
     try:
@@ -224,7 +227,7 @@ def _summarise(cfg: HackingConfig, bon: dict[str, Any], series: dict[str, dict[s
     except ValueError as e:
         run.log(f"no best-of-n fit: {e}")
     overoptimisation_png(run.path("overoptimisation.png"),
-                         rl={name: (s["kl"], s["proxy"], s["gold"]) for name, s in series.items()},
+                         rl={name: (s["kl"], s["proxy"], s["gold"]) for name, s in smooth.items()},
                          bon=(bon["kl"], bon["proxy"], bon["gold"]), fits=fits,
                          title=f"{cfg.algo} against a length-biased proxy reward model")
     if frontier:
@@ -244,6 +247,11 @@ def _summarise(cfg: HackingConfig, bon: dict[str, Any], series: dict[str, dict[s
 
 def _eval_summary(row: dict[str, Any]) -> dict[str, float]:
     return {k.removeprefix("eval/"): v for k, v in row.items() if k.startswith("eval/")}
+
+
+def _smooth(xs: list[float], window: int) -> list[float]:
+    """Trailing means over `window` values (nan values left out)."""
+    return [_mean(xs[max(0, i + 1 - window): i + 1]) for i in range(len(xs))]
 
 
 def _mean(xs: list[float]) -> float:

@@ -143,10 +143,12 @@ class Forward:
                  vocab_limit: int | None) -> None:
         self.cfg, self.tok, self.device, self.autocast, self.vocab_limit = cfg, tok, device, autocast, vocab_limit
 
-    def __call__(self, model: nn.Module, r: Rollouts, idx: list[int], *, want_entropy: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def __call__(self, model: nn.Module, r: Rollouts, idx: list[int], *, want_entropy: bool = False,
+                 temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`temperature`: the one the answers were sampled at (default: rollout.temperature)."""
         batch = collate_rollouts([r.prompt_ids[i] for i in idx], [r.response_ids[i] for i in idx], self.tok.pad_id)
-        W, temperature = r.mask.shape[1], self.cfg.rollout.temperature
+        W = r.mask.shape[1]
+        temperature = self.cfg.rollout.temperature if temperature is None else temperature
         values = None
         if isinstance(getattr(model, "module", model), PolicyWithValue):
             ids, mask = batch["ids"].to(self.device), batch["response_mask"].to(self.device)
@@ -342,7 +344,7 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     if s.is_main:
         _save(trainee, policy, tok, s.run_dir)
         if held:
-            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_correct, held, cfg)
+            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_correct, evaluator.held, cfg)
         s.log(f"final policy: {s.run_dir} (llmlab chat --model {s.run_dir})")
     s.barrier()
     return s.run_dir
@@ -504,8 +506,8 @@ class Evaluator:
     def __call__(self, policy: nn.Module) -> dict[str, float]:
         cfg, k = self.cfg, self.cfg.eval.k
         mine = self.held
-        if not mine:
-            return {}
+        if not mine:  # more processes than held-out prompts: this one adds nothing, but joins the reduction
+            return self._reduce([0.0] * 10)
         rollout = dict(max_new_tokens=cfg.rollout.max_new_tokens, top_p=1.0, batch_size=cfg.rollout.batch_size,
                        device=self.device, generator=torch.Generator(device=self.device).manual_seed(cfg.train.seed))
         greedy = sample_rollouts(policy, self.tok, mine, samples=1, temperature=0.0, **rollout)
@@ -516,17 +518,21 @@ class Evaluator:
         kl = 0.0
         for start in range(0, len(sampled), cfg.rollout.batch_size):
             idx = list(range(start, min(start + cfg.rollout.batch_size, len(sampled))))
-            logp = self.fwd(policy, sampled, idx)[0]
-            ref = self.fwd(self.ref, sampled, idx)[0]
+            logp = self.fwd(policy, sampled, idx, temperature=cfg.eval.temperature)[0]
+            ref = self.fwd(self.ref, sampled, idx, temperature=cfg.eval.temperature)[0]
             kl += float(((logp - ref) * sampled.mask[idx]).sum())
         correct = [float(x == 1.0) for x in g.gold]
         self.last_correct = correct
         c = [sum(sg.gold[i * k + j] == 1.0 for j in range(k)) for i in range(len(mine))]
         proxy = [x for x in g.proxy if not math.isnan(x)]
-        local = torch.tensor([len(mine), sum(correct), sum(x for x in g.gold if not math.isnan(x)),
-                              sum(ci / k for ci in c), sum(rl.pass_at_k(k, ci, k) for ci in c), kl / k,
-                              sum(len(x) for x in greedy.response_ids), sum(g.refused), sum(proxy), len(proxy)],
-                             dtype=torch.float64, device=self.device)
+        return self._reduce([len(mine), sum(correct), sum(x for x in g.gold if not math.isnan(x)),
+                             sum(ci / k for ci in c), sum(rl.pass_at_k(k, ci, k) for ci in c), kl / k,
+                             sum(len(x) for x in greedy.response_ids), sum(g.refused), sum(proxy), len(proxy)])
+
+    def _reduce(self, sums: list[float]) -> dict[str, float]:
+        """The eval/* row from this process's sums, added over every process."""
+        k = self.cfg.eval.k
+        local = torch.tensor(sums, dtype=torch.float64, device=self.device)
         n, acc, score, p1, pk, kl_sum, length, refused, proxy_sum, proxy_n = D.sum_over_ranks(local, self.info).tolist()
         row = {"eval/accuracy": acc / n, "eval/score": score / n, "eval/pass@1": p1 / n, f"eval/pass@{k}": pk / n,
                "eval/kl": kl_sum / n, "eval/response_len": length / n, "eval/refusal_rate": refused / n, "eval/n": n}
@@ -536,8 +542,6 @@ class Evaluator:
 
 
 def _eval_text(row: dict[str, float], k: int) -> str:
-    if not row:
-        return "no held-out prompts on this process"
     return (f"held-out accuracy {row['eval/accuracy']:.3f}, pass@1 {row['eval/pass@1']:.3f}, pass@{k} "
             f"{row[f'eval/pass@{k}']:.3f}, KL {row['eval/kl']:.3f}, length {row['eval/response_len']:.1f} tokens"
             + (f", proxy {row['eval/proxy']:.3f}" if "eval/proxy" in row else ""))
@@ -546,10 +550,12 @@ def _eval_text(row: dict[str, float], k: int) -> str:
 def paired_difference(before: list[float], after: list[float]) -> tuple[float, float]:
     """(mean of after - before, its standard error) over the same prompts: the paired test of whether
     training changed accuracy (more sensitive than comparing two independent proportions)."""
-    if len(before) != len(after) or len(before) < 2:
-        raise ValueError("need two equally long lists of at least two scores")
+    if len(before) != len(after) or not before:
+        raise ValueError("need two equally long, non-empty lists of scores")
     diffs = [a - b for a, b in zip(after, before, strict=True)]
     mean = sum(diffs) / len(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan
     var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
     return mean, math.sqrt(var / len(diffs))
 
@@ -565,7 +571,8 @@ def write_eval_report(run_dir: Path, before: list[float] | None, after: list[flo
     for p, b, a in zip(held, before, after, strict=False):
         families.setdefault(p.family or "-", []).append((b, a))
     result = {"n": len(after), "accuracy_start": sum(before) / len(before), "accuracy_end": sum(after) / len(after),
-              "difference": diff, "standard_error": se, "z": diff / se if se else None,
+              "difference": diff, "standard_error": None if math.isnan(se) else se,
+              "z": diff / se if se and not math.isnan(se) else None,
               "families": {f: {"n": len(v), "start": sum(b for b, _ in v) / len(v), "end": sum(a for _, a in v) / len(v)}
                            for f, v in sorted(families.items())},
               "tasks": _tasks_text(cfg.data.tasks) if not cfg.data.input else None}

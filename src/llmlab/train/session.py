@@ -135,7 +135,8 @@ def open_session(command: str, cfg: Any, train: TrainConfig, *, out: Path | None
             run = start_run(command, cfg, out=run_dir, quiet=quiet, resume=resume_step is not None)
             run_dir = run.dir
             if resume_step is not None:
-                truncate_metrics(run.dir / "metrics.jsonl", resume_step)
+                for name in ("metrics.jsonl", "samples.jsonl"):
+                    truncate_metrics(run.dir / name, resume_step)
         run_dir = Path(D.broadcast_text(str(run_dir), info))
         if info.is_main:
             tracker = make_tracker(train.tracker, run_dir, cfg, train.wandb_project)
@@ -171,7 +172,7 @@ def _catch_ctrl_c(session: Session) -> Any:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows logged after `step` (those of a killed run past its last checkpoint)."""
+    """Drop rows (metrics, samples) logged after `step` (those of a killed run past its last checkpoint)."""
     if not path.is_file():
         return
 
