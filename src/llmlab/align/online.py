@@ -289,7 +289,7 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     evaluator = Evaluator(cfg, tok, held, rewards, fwd, ref_model, device, info)
     if start_step == 0 and held:
         row = evaluator(policy)
-        counters["eval_start"] = evaluator.last_correct
+        counters["eval_start"], counters["eval_start_row"] = evaluator.last_correct, row
         s.record(0, row)
         s.log(f"step 0: {_eval_text(row, cfg.eval.k)}")
     bar = s.progress(total=tc.max_steps, desc=cfg.algo, start=start_step)
@@ -344,7 +344,8 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     if s.is_main:
         _save(trainee, policy, tok, s.run_dir)
         if held:
-            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_correct, evaluator.held, cfg)
+            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_correct, evaluator.held, cfg,
+                              rows=(counters.get("eval_start_row", {}), evaluator.last_row))
         s.log(f"final policy: {s.run_dir} (llmlab chat --model {s.run_dir})")
     s.barrier()
     return s.run_dir
@@ -501,6 +502,7 @@ class Evaluator:
                                                                                         ref_model, device, info)
         self.held = held[info.rank:: info.world_size]
         self.last_correct: list[float] = []
+        self.last_row: dict[str, float] = {}
 
     @torch.no_grad()
     def __call__(self, policy: nn.Module) -> dict[str, float]:
@@ -538,6 +540,7 @@ class Evaluator:
                "eval/kl": kl_sum / n, "eval/response_len": length / n, "eval/refusal_rate": refused / n, "eval/n": n}
         if proxy_n:
             row["eval/proxy"] = proxy_sum / proxy_n
+        self.last_row = row
         return row
 
 
@@ -561,9 +564,10 @@ def paired_difference(before: list[float], after: list[float]) -> tuple[float, f
 
 
 def write_eval_report(run_dir: Path, before: list[float] | None, after: list[float], held: list[Prompt],
-                      cfg: OnlineConfig) -> None:
+                      cfg: OnlineConfig, *, rows: tuple[dict[str, float], dict[str, float]] = ({}, {})) -> None:
     """eval.md and eval.json: held-out greedy accuracy at the start and the end, per family, with the paired
-    difference and its standard error (single-process runs: the prompts this process evaluated)."""
+    difference and its standard error (under torchrun: the prompts rank 0 evaluated), and every eval/*
+    figure of the first and last evaluation (`rows`, over every process)."""
     if not before or len(before) != len(after):
         return
     diff, se = paired_difference(before, after)
@@ -575,7 +579,8 @@ def write_eval_report(run_dir: Path, before: list[float] | None, after: list[flo
               "z": diff / se if se and not math.isnan(se) else None,
               "families": {f: {"n": len(v), "start": sum(b for b, _ in v) / len(v), "end": sum(a for _, a in v) / len(v)}
                            for f, v in sorted(families.items())},
-              "tasks": _tasks_text(cfg.data.tasks) if not cfg.data.input else None}
+              "tasks": _tasks_text(cfg.data.tasks) if not cfg.data.input else None,
+              "start": rows[0], "end": rows[1]}
     write_json_atomic(run_dir / "eval.json", result)
     lines = [f"# {cfg.algo}: held-out greedy accuracy", "",
              f"{result['n']} held-out prompts{' (' + result['tasks'] + ')' if result['tasks'] else ''}.", "",
@@ -583,7 +588,10 @@ def write_eval_report(run_dir: Path, before: list[float] | None, after: list[flo
              f"| end | {result['accuracy_end']:.3f} |",
              f"| difference (paired) | {diff:+.3f} ± {se:.3f} (standard error) |", "",
              "| family | n | start | end |", "|---|---:|---:|---:|",
-             *(f"| {f} | {v['n']} | {v['start']:.3f} | {v['end']:.3f} |" for f, v in result["families"].items()), ""]
+             *(f"| {f} | {v['n']} | {v['start']:.3f} | {v['end']:.3f} |" for f, v in result["families"].items()), "",
+             "| held-out | start | end |", "|---|---:|---:|",
+             *(f"| {k.removeprefix('eval/')} | {v:.3f} | {rows[1].get(k, math.nan):.3f} |" for k, v in rows[0].items()),
+             ""]
     write_text_atomic(run_dir / "eval.md", "\n".join(lines))
 
 
