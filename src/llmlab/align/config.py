@@ -349,8 +349,9 @@ class HackingWatchConfig:
 
 
 def _online_train() -> TrainConfig:
-    return TrainConfig(max_steps=100, batch_size=16, lr=1e-5, warmup_steps=0, weight_decay=0.0, min_lr_ratio=1.0,
-                       eval_every=25, log_every=1, checkpoint_every=50)
+    # micro-batches of one prompt's answers: no padding across prompts (raise it on a GPU for throughput)
+    return TrainConfig(max_steps=100, batch_size=16, micro_batch_size=1, lr=1e-5, warmup_steps=0, weight_decay=0.0,
+                       min_lr_ratio=1.0, eval_every=25, log_every=1, checkpoint_every=50)
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,9 @@ class OnlineConfig:
     """`llmlab ppo`, `llmlab grpo`, `llmlab rloo`: online RL of a policy against a reward.
 
     train.batch_size counts prompts per step (each with rollout.samples responses); train.micro_batch_size
-    prompts per forward. Each step samples, scores, then makes epochs x minibatches optimiser updates."""
+    prompts per forward (1 by default: a micro-batch is one prompt's answers, so rows pad only to the longest
+    answer; micro-batches of several prompts group prompts of similar length). Each step samples, scores,
+    then makes epochs x minibatches optimiser updates."""
 
     algo: Literal["ppo", "grpo", "rloo"] = "grpo"
     model: str = ""  # the policy to start from (an SFT run): an llmlab or a local HF causal-LM folder

@@ -172,20 +172,20 @@ def _keep(batch: dict[str, torch.Tensor]) -> int:
 
 
 @torch.no_grad()
-def score_old(fwd: Forward, model: nn.Module, ref_model: nn.Module, r: Rollouts, chunk: int, *, need_old: bool) -> None:
-    """Fill r.ref_logp, and (need_old) r.old_logp and PPO's r.values, in chunks of `chunk` rows."""
-    parts: dict[str, list[torch.Tensor]] = {"ref": [], "old": [], "values": []}
-    for start in range(0, len(r), chunk):
-        idx = list(range(start, min(start + chunk, len(r))))
-        parts["ref"].append(fwd(ref_model, r, idx)[0])
+def score_old(fwd: Forward, model: nn.Module, ref_model: nn.Module, r: Rollouts, micro: int, samples: int, *,
+              need_old: bool) -> None:
+    """Fill r.ref_logp, and (need_old) r.old_logp and PPO's r.values, `micro` prompts per forward."""
+    r.ref_logp = torch.zeros_like(r.mask)
+    r.old_logp = torch.zeros_like(r.mask)  # without need_old: filled by the one update, for the KL metric
+    r.values = torch.zeros_like(r.mask) if need_old and isinstance(getattr(model, "module", model),
+                                                                   PolicyWithValue) else None
+    for idx in micro_groups(r, list(range(len(r) // samples)), micro, samples):
+        r.ref_logp[idx] = fwd(ref_model, r, idx)[0]
         if need_old:
             logp, _, values = fwd(model, r, idx)
-            parts["old"].append(logp)
+            r.old_logp[idx] = logp
             if values is not None:
-                parts["values"].append(values)
-    r.ref_logp = torch.cat(parts["ref"])
-    r.old_logp = torch.cat(parts["old"]) if parts["old"] else None
-    r.values = torch.cat(parts["values"]) if parts["values"] else None
+                r.values[idx] = values
 
 
 # ---------------------------------------------------------------------- advantages
@@ -194,19 +194,44 @@ def score_old(fwd: Forward, model: nn.Module, ref_model: nn.Module, r: Rollouts,
 def advantages(cfg: OnlineConfig, r: Rollouts, kl_coef: float) -> None:
     """Fill r.advantages (and PPO's r.returns) from the rewards, the KL and (PPO) the values."""
     reward = torch.tensor(r.scored.reward, dtype=torch.float32, device=r.mask.device)
-    G = cfg.rollout.samples
     if cfg.algo == "ppo":
         rewards, _ = rl.token_rewards(reward, r.old_logp, r.ref_logp, r.mask, kl_coef=kl_coef, kind=cfg.kl_estimator)
         adv, r.returns = rl.gae(rewards, r.values, r.mask, gamma=cfg.gamma, lam=cfg.lam)
         r.advantages = rl.whiten(adv, r.mask) if cfg.whiten else adv
         return
+    r.advantages = sequence_advantages(cfg, reward, r.old_logp, r.ref_logp, r.mask, kl_coef)
+
+
+def sequence_advantages(cfg: OnlineConfig, reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor,
+                        mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """GRPO's or RLOO's advantage of each response (whole groups of G rows), the KL charged in the reward
+    when kl_in=reward."""
     if cfg.kl_in == "reward" and kl_coef:
-        reward = reward - kl_coef * (rl.kl_estimate(r.old_logp, r.ref_logp, cfg.kl_estimator) * r.mask).sum(dim=1)
+        reward = reward - kl_coef * (rl.kl_estimate(logp, ref_logp, cfg.kl_estimator) * mask).sum(dim=1)
+    G = cfg.rollout.samples
     if cfg.algo == "grpo":
-        r.advantages = rl.group_advantages(reward, G, scale=cfg.scale_rewards)
-    else:
-        adv = rl.rloo_advantages(reward, G)
-        r.advantages = rl.whiten(adv, torch.ones_like(adv)) if cfg.normalize_advantages else adv
+        return rl.group_advantages(reward, G, scale=cfg.scale_rewards)
+    adv = rl.rloo_advantages(reward, G)
+    return rl.whiten(adv, torch.ones_like(adv)) if cfg.normalize_advantages else adv
+
+
+def advantages_in_micro_batches(cfg: OnlineConfig, updates: int) -> bool:
+    """Whether each micro-batch computes its responses' advantages from its own forward: one update per
+    rollout, a KL charged in the reward (which needs the rollout's log-probs), and advantages that
+    compare a response only with its own group (no batch-wide scale): then the separate no-grad policy
+    pass the KL would need is skipped (TRL's RLOOTrainer runs it)."""
+    group_local = (cfg.scale_rewards != "batch") if cfg.algo == "grpo" else not cfg.normalize_advantages
+    return (updates == 1 and cfg.algo != "ppo" and cfg.kl_in == "reward" and cfg.kl_coef > 0
+            and group_local)
+
+
+def micro_groups(r: Rollouts, prompts: list[int], micro: int, samples: int) -> list[list[int]]:
+    """The rows of `prompts` in micro-batches of `micro` prompts (their `samples` responses each), the
+    prompts sorted by length first, so a micro-batch pads its rows to similar lengths (task-world prompts
+    run from 14 to 350 tokens). The loss does not depend on the grouping (train/batches.py's rule)."""
+    ordered = sorted(prompts, key=lambda p: len(r.prompt_ids[p * samples]))
+    return [[p * samples + g for p in ordered[a:a + micro] for g in range(samples)]
+            for a in range(0, len(ordered), micro)]
 
 
 # ---------------------------------------------------------------------- the loss
@@ -221,7 +246,11 @@ def micro_loss(cfg: OnlineConfig, fwd: Forward, model: nn.Module, r: Rollouts, i
     old = logp.detach() if reuse else r.old_logp[idx]
     if reuse:
         r.old_logp[idx] = old  # the KL metric's input
-    adv = r.advantages[idx]
+    if r.advantages is None:  # advantages_in_micro_batches: from this forward, detached
+        reward = torch.tensor([r.scored.reward[i] for i in idx], dtype=torch.float32, device=mask.device)
+        adv = sequence_advantages(cfg, reward, old, r.ref_logp[idx], mask, kl_coef)
+    else:
+        adv = r.advantages[idx]
     share = dict(n_sequences=n_sequences, n_tokens=n_tokens, max_tokens=cfg.rollout.max_new_tokens)
     if cfg.algo == "rloo":  # sequence level, as TRL's RLOOTrainer: one ratio per response
         seq, seq_old = (logp * mask).sum(1, keepdim=True), (old * mask).sum(1, keepdim=True)
@@ -278,9 +307,10 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     detector = DivergenceDetector(cfg.hacking.window, cfg.hacking.min_rise, cfg.hacking.min_fall)
     for step, proxy, gold in counters["trace"]:  # a resumed run's detector has seen what it saw
         detector.update(step, proxy, gold)
-    G, chunk = cfg.rollout.samples, plan.micro * cfg.rollout.samples
+    G = cfg.rollout.samples
     updates = cfg.epochs * cfg.minibatches
-    need_old = updates > 1 or cfg.algo == "ppo" or (cfg.kl_in == "reward" and cfg.kl_coef > 0)
+    in_micro = advantages_in_micro_batches(cfg, updates)
+    need_old = updates > 1 or cfg.algo == "ppo" or (cfg.kl_in == "reward" and cfg.kl_coef > 0 and not in_micro)
     n_train, n_all = trainable_parameters(trainee)
     s.log(f"{cfg.algo}: {len(prompts)} prompts ({len(held)} held out), {tc.batch_size} per step x {G} responses of "
           f"at most {cfg.rollout.max_new_tokens} tokens; reward {_reward_text(cfg)}; kl_coef {cfg.kl_coef} "
@@ -306,10 +336,9 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
         rollout_s = time.perf_counter() - t0
         r.scored = rewards(r.prompts, r.texts, r.closed, [len(x) for x in r.response_ids])
         r.mask = layout_mask(r.response_ids, max(map(len, r.response_ids))).to(device)
-        score_old(fwd, wrapped, ref_model, r, chunk, need_old=need_old)
-        if r.old_logp is None:  # one update reuses the rollout: filled by that update, for the KL metric
-            r.old_logp = torch.zeros_like(r.ref_logp)
-        advantages(cfg, r, kl_coef)
+        score_old(fwd, wrapped, ref_model, r, plan.micro, G, need_old=need_old)
+        if not in_micro:
+            advantages(cfg, r, kl_coef)
         stats, losses, norms, applied_all = _updates(cfg, wrapped, optimizer, fwd, r, plan, per_minibatch, kl_coef,
                                                      lr, step, s, counters, generator, reuse=not need_old)
         row = _step_row(cfg, r, stats, info, device, kl_coef=kl_coef, loss=losses, norms=norms, lr=lr)
@@ -366,16 +395,14 @@ def _updates(cfg: OnlineConfig, wrapped: nn.Module, optimizer: Any, fwd: Forward
         order = torch.randperm(n_prompts, generator=generator, device=generator.device).tolist() \
             if cfg.minibatches > 1 else list(range(n_prompts))
         for m in range(cfg.minibatches):
-            prompts_mb = order[m * per_minibatch:(m + 1) * per_minibatch]
-            rows = [p * G + g for p in prompts_mb for g in range(G)]
+            groups = micro_groups(r, order[m * per_minibatch:(m + 1) * per_minibatch], plan.micro, G)
+            rows = [i for idx in groups for i in idx]
             n_sequences = per_minibatch * info.world_size * G
             n_tokens = global_units(int(r.mask[rows].sum()), info, device)
             loss = torch.zeros((), device=device)
             sums: dict[str, torch.Tensor] = {}
-            micro_rows = plan.micro * G
-            for a in range(0, len(rows), micro_rows):
-                idx = rows[a:a + micro_rows]
-                with accumulating(wrapped, a + micro_rows >= len(rows)):
+            for j, idx in enumerate(groups):
+                with accumulating(wrapped, j == len(groups) - 1):
                     part, part_stats = micro_loss(cfg, fwd, wrapped, r, idx, kl_coef=kl_coef, n_sequences=n_sequences,
                                                   n_tokens=n_tokens, reuse=reuse)
                     (part * info.world_size).backward()  # DDP averages: the sum over ranks is the global loss
