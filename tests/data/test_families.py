@@ -101,8 +101,9 @@ def test_compare_parse():
 
 
 def test_compare_scores():
-    """Score = [the first of {120, 383} named in the final answer is 383]. So "120 is smaller than 383"
-    (true, but names 120 first) scores 0, while an "answer is" mark cuts a preamble away."""
+    """Score = [the final answer's first number is 383 and it names no number but 120 and 383]. So "120 is
+    smaller than 383" (true, but names 120 first) scores 0, an "answer is" mark cuts a preamble away, and a
+    list of guesses scores 0."""
     check_scores("Which is larger, 120 or 383?", "compare", [
         ("383", 1.0),
         ("The answer is 383.", 1.0),
@@ -112,6 +113,8 @@ def test_compare_scores():
         ("120 is smaller than 383.", 0.0),
         ("3830", 0.0),  # names neither number
         ("both", 0.0),
+        ("383, 120, 384", 0.0),  # a list of guesses names a third number
+        ("383 or 500", 0.0),
     ])
 
 

@@ -77,9 +77,12 @@ class Compare(Family):
         return replace(self.make(int(m[2]), int(m[3]), m[1]), prompt=prompt) if m and m[2] != m[3] else None
 
     def score(self, task: Task, response: str) -> float:
-        """The first of the two numbers that the final answer names must be the right one."""
-        named = [x for x in all_ints(final_answer(response)) if x in (task.data["a"], task.data["b"])]
-        return float(bool(named) and named[0] == int(task.answer))
+        """The final answer's first number must be the right one, and every number it names must be one of
+        the two compared: "383 is larger than 120" scores, a list of guesses ("40, 33, 44": GRPO learned to
+        write these against the looser rule that only looked at the two numbers) does not."""
+        named = all_ints(final_answer(response))
+        candidates = (task.data["a"], task.data["b"])
+        return float(bool(named) and named[0] == int(task.answer) and all(x in candidates for x in named))
 
     def wrong(self, task: Task, rng: random.Random) -> str:
         a, b = task.data["a"], task.data["b"]
