@@ -221,9 +221,7 @@ def check(algo: str, paths: dict[str, str], prompts: list[Any], root: Path, log:
     r.mask = online.layout_mask(c_ids, W)
     fwd = online.Forward(cfg, tok, cpu, autocast_for(cpu, "float32"), tok.inner.id_count)
     need_old = algo == "rloo"  # kl in the reward: the rollout policy's log-probs before the update
-    online.score_old(fwd, policy, ref, r, len(r), need_old=need_old)
-    if r.old_logp is None:
-        r.old_logp = torch.zeros_like(r.ref_logp)
+    online.score_old(fwd, policy, ref, r, PROMPTS_PER_STEP, G, need_old=need_old)
     online.advantages(cfg, r, cfg.kl_coef)
     mask = out["completion_mask"].bool()
     if algo == "grpo":
