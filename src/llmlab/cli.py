@@ -440,6 +440,7 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--algo", "algo", "grpo | ppo: the optimiser run against the proxy", "NAME"),
             Flag("--steps", "steps", "RL steps of each run", "N"),
             Flag("--device", "device", "auto | cpu | cuda", "D"),
+            Flag("--resume", "resume", "finish an interrupted lab: its finished runs are kept", "DIR"),
         ),
         epilog="example: llmlab hacking --model runs/sft --out runs/hacking\n"
         "         llmlab hacking --model runs/sft --algo ppo --steps 200 frontier=false --out runs/hacking-ppo",

@@ -482,9 +482,10 @@ class HackingConfig:
     frontier_dpo_betas: tuple[float, ...] = (0.1, 0.5)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    resume: str = ""  # a lab folder to finish: its finished runs are kept, the rest run
 
     def __post_init__(self) -> None:
-        require(bool(self.model), "model is required: --model DIR (the SFT policy)")
+        require(bool(self.model) or bool(self.resume), "model is required: --model DIR (the SFT policy)")
         check(self.n_prefs >= 20 and self.rm_steps >= 1 and self.steps >= 4, "need n_prefs >= 20, rm_steps >= 1, "
               "steps >= 4")
         check(0.0 <= self.length_bias <= 1.0, f"length_bias must be in [0, 1], got {self.length_bias}")

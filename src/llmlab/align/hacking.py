@@ -16,11 +16,15 @@ overoptimisation.png is Gao et al. 2022's figure (https://arxiv.org/abs/2210.107
 reward against d = sqrt(KL) for RL and for best-of-n, with their functional forms fitted to the gold
 gains (RL: d (alpha - beta log d); best-of-n: d (alpha - beta d)). Each run is an ordinary run folder,
 so any of them can be inspected, resumed or rerun on its own with the command its config.yaml records.
+`--resume LAB` finishes an interrupted lab: stages whose folder says "finished" (and best-of-n's bon.json)
+are kept, the others run again from the start.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,19 +47,25 @@ from llmlab.align.config import (
     _rm_train,
 )
 from llmlab.align.overopt import bon_kl, correlation, fit_gao, frontier_png, overoptimisation_png
+from llmlab.config import load_config
 from llmlab.data.config import GenerateConfig, PrefsConfig
 from llmlab.data.corpora import pref_rows
+from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llmlab.runs import Run, read_metrics, start_run
 
 
 def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
-    """Run the lab; return its folder."""
-    run = start_run("hacking", cfg, out=out, quiet=quiet)
+    """Run the lab (or, with cfg.resume, finish one); return its folder."""
+    run = start_run("hacking", cfg, out=cfg.resume or out, quiet=quiet, resume=bool(cfg.resume))
     lab = run.dir
     run.log(f"lab: {lab}; SFT policy {cfg.model}; tasks {cfg.tasks}")
     rm_dir = _proxy_reward_model(cfg, run)
-    bon = best_of_n(cfg, rm_dir, run)
+    if (lab / "bon.json").is_file():
+        bon = json.loads((lab / "bon.json").read_text(encoding="utf-8"))
+    else:
+        bon = best_of_n(cfg, rm_dir, run)
+        write_json_atomic(lab / "bon.json", bon)
     runs = {name: _rl(cfg, name, override, rm_dir, run) for name, override in _experiments(cfg).items()}
     series = {name: _series(folder) for name, folder in runs.items()}
     frontier = _frontier(cfg, run) if cfg.frontier else {}
@@ -66,6 +76,20 @@ def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False)
     return lab
 
 
+def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path]) -> Path:
+    """`train(cfg, out=folder)`, in a resumed lab: a finished stage is kept as it is, an interrupted one
+    with a checkpoint continues from it (one without starts over)."""
+    from llmlab.train.checkpoint import find_checkpoint
+
+    status = folder / "status.json"
+    if status.is_file() and json.loads(status.read_text(encoding="utf-8")).get("status") == "finished":
+        run.log(f"{folder.name}: finished before, kept")
+        return folder
+    if (folder / "checkpoints").is_dir():
+        return train(replace(cfg, resume=str(find_checkpoint(folder, run.log))), out=None, quiet=run.quiet)
+    return train(cfg, out=folder, quiet=run.quiet)
+
+
 # ---------------------------------------------------------------------- the proxy
 
 
@@ -73,16 +97,18 @@ def _proxy_reward_model(cfg: HackingConfig, run: Run) -> Path:
     """Train the proxy on pairs whose chosen side is the longer one in `length_bias` of them."""
     from llmlab.align.rm_train import train_reward_model
 
-    gen = GenerateConfig(kind="prefs", n=cfg.n_prefs, seed=cfg.seed, tasks=cfg.tasks,
-                         prefs=PrefsConfig(length_bias=cfg.length_bias))
-    rows = list(pref_rows(gen))
-    write_jsonl_atomic(run.path("prefs/prefs.jsonl"), rows)
-    longer = sum(r["meta"]["chosen_longer"] for r in rows) / len(rows)
-    run.log(f"prefs: {len(rows)} pairs, chosen longer in {longer:.0%}")
-    rm_cfg = RewardModelConfig(model=cfg.model, data=PairDataConfig(input=(str(run.path("prefs/prefs.jsonl")),)),
+    prefs = run.path("prefs/prefs.jsonl")
+    if not prefs.is_file():
+        gen = GenerateConfig(kind="prefs", n=cfg.n_prefs, seed=cfg.seed, tasks=cfg.tasks,
+                             prefs=PrefsConfig(length_bias=cfg.length_bias))
+        rows = list(pref_rows(gen))
+        write_jsonl_atomic(prefs, rows)
+        longer = sum(r["meta"]["chosen_longer"] for r in rows) / len(rows)
+        run.log(f"prefs: {len(rows)} pairs, chosen longer in {longer:.0%}")
+    rm_cfg = RewardModelConfig(model=cfg.model, data=PairDataConfig(input=(str(prefs),)),
                                train=replace(_rm_train(), max_steps=cfg.rm_steps, seed=cfg.seed, device=cfg.device,
                                              checkpoint_every=0))
-    return train_reward_model(rm_cfg, out=run.dir / "rm", quiet=run.quiet)
+    return _stage(run.dir / "rm", run, rm_cfg, train_reward_model)
 
 
 def _online_base(cfg: HackingConfig, *, reward: RewardConfig, kl_coef: float, algo: str | None = None,
@@ -115,7 +141,7 @@ def _rl(cfg: HackingConfig, name: str, override: dict[str, Any], rm_dir: Path, r
                               hacking=override.get("hacking"))
     run.log(f"{name}: {cfg.algo} against the proxy (reward {reward.rm} x rm + {reward.gold} x gold, kl_coef "
             f"{online_cfg.kl_coef})")
-    return online(online_cfg, out=run.dir / name, quiet=run.quiet)
+    return _stage(run.dir / name, run, online_cfg, online)
 
 
 def _series(folder: Path) -> dict[str, Any]:
@@ -189,18 +215,19 @@ def _frontier(cfg: HackingConfig, run: Run) -> dict[str, list[tuple[float, float
     points: dict[str, list[tuple[float, float]]] = {"grpo": [], "ppo": [], "dpo": []}
     for algo in ("grpo", "ppo"):
         for c in cfg.frontier_kl_coefs:
-            folder = online(_online_base(cfg, reward=gold, kl_coef=c, algo=algo),
-                            out=run.dir / "frontier" / f"{algo}-kl{c:g}", quiet=run.quiet)
+            folder = _stage(run.dir / "frontier" / f"{algo}-kl{c:g}", run,
+                            _online_base(cfg, reward=gold, kl_coef=c, algo=algo), online)
             points[algo] += [(r["eval/kl"], r["eval/score"]) for r in _series(folder)["evals"]]
-    pairs = list(pref_rows(GenerateConfig(kind="prefs", n=cfg.n_prefs, seed=cfg.seed, tasks=cfg.tasks)))
-    write_jsonl_atomic(run.path("frontier/prefs.jsonl"), pairs)
+    if not run.path("frontier/prefs.jsonl").is_file():
+        pairs = list(pref_rows(GenerateConfig(kind="prefs", n=cfg.n_prefs, seed=cfg.seed, tasks=cfg.tasks)))
+        write_jsonl_atomic(run.path("frontier/prefs.jsonl"), pairs)
     probe = _online_base(cfg, reward=gold, kl_coef=0.0)
     points["dpo"].append((0.0, evaluate_policy(probe, cfg.model)["eval/score"]))
     for beta in cfg.frontier_dpo_betas:
         dcfg = DPOConfig(model=cfg.model, beta=beta, data=PairDataConfig(input=(str(run.path("frontier/prefs.jsonl")),)),
                          train=replace(_dpo_train(), max_steps=cfg.steps, seed=cfg.seed, device=cfg.device,
                                        checkpoint_every=0, eval_every=0))
-        folder = dpo(dcfg, out=run.dir / "frontier" / f"dpo-beta{beta:g}", quiet=run.quiet)
+        folder = _stage(run.dir / "frontier" / f"dpo-beta{beta:g}", run, dcfg, dpo)
         row = evaluate_policy(probe, str(folder))
         points["dpo"].append((row["eval/kl"], row["eval/score"]))
     return points
@@ -306,6 +333,14 @@ def report(cfg: HackingConfig, summary: dict[str, Any]) -> str:
 
 
 def command(cfg: HackingConfig, ctx: Any) -> int:
-    """`llmlab hacking` (ctx: cli.Context)."""
+    """`llmlab hacking` (ctx: cli.Context). With --resume, the lab's own config.yaml with the flags and
+    overrides given now on top."""
+    if cfg.resume:
+        config = Path(cfg.resume) / "config.yaml"
+        if not config.is_file():
+            raise UserError(f"--resume {cfg.resume}: no config.yaml there (not an llmlab hacking folder)")
+        flags = {k: v for k, v in ctx.flags.items() if k != "resume"}
+        overrides = tuple(o for o in ctx.overrides if not o.startswith("resume="))
+        cfg = replace(load_config(HackingConfig, config, overrides, flags=flags), resume=cfg.resume)
     hacking(cfg, out=ctx.out, quiet=ctx.quiet)
     return 0
