@@ -619,7 +619,10 @@ def test_metrics_evaluation_and_samples(algo: str, stopper_dir: Path, tmp_path: 
     assert report["n"] == 4 and report["accuracy_start"] == evals[0]["eval/accuracy"]
     assert report["accuracy_end"] == evals[1]["eval/accuracy"]
     assert sum(f["n"] for f in report["families"].values()) == 4
-    assert "held-out greedy accuracy" in (run / "eval.md").read_text()
+    for key in ("start", "end"):  # the per-prompt pass@1 behind the paired difference averages to the logged one
+        assert report["pass@1"][key] == pytest.approx(evals[key == "end"]["eval/pass@1"], abs=1e-12)
+    assert report["pass@1"]["difference"] == pytest.approx(evals[1]["eval/pass@1"] - evals[0]["eval/pass@1"], abs=1e-12)
+    assert "held-out greedy accuracy and pass@1" in (run / "eval.md").read_text()
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [1] * 4 + [2] * 4
     assert all({"prompt", "response", "reward", "gold", "proxy"} <= set(s) for s in samples)

@@ -319,7 +319,7 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     evaluator = Evaluator(cfg, tok, held, rewards, fwd, ref_model, device, info)
     if start_step == 0 and held:
         row = evaluator(policy)
-        counters["eval_start"], counters["eval_start_row"] = evaluator.last_correct, row
+        counters["eval_start"], counters["eval_start_row"] = evaluator.last_per_prompt, row
         s.record(0, row)
         s.log(f"step 0: {_eval_text(row, cfg.eval.k)}")
     bar = s.progress(total=tc.max_steps, desc=cfg.algo, start=start_step)
@@ -373,7 +373,7 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     if s.is_main:
         _save(trainee, policy, tok, s.run_dir)
         if held:
-            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_correct, evaluator.held, cfg,
+            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_per_prompt, evaluator.held, cfg,
                               rows=(counters.get("eval_start_row", {}), evaluator.last_row))
         s.log(f"final policy: {s.run_dir} (llmlab chat --model {s.run_dir})")
     s.barrier()
@@ -528,7 +528,7 @@ class Evaluator:
         self.cfg, self.tok, self.rewards, self.fwd, self.ref, self.device, self.info = (cfg, tok, rewards, fwd,
                                                                                         ref_model, device, info)
         self.held = held[info.rank:: info.world_size]
-        self.last_correct: list[float] = []
+        self.last_per_prompt: dict[str, list[float]] = {}  # "accuracy" (greedy), "pass@1": this process's prompts
         self.last_row: dict[str, float] = {}
 
     @torch.no_grad()
@@ -551,8 +551,8 @@ class Evaluator:
             ref = self.fwd(self.ref, sampled, idx, temperature=cfg.eval.temperature)[0]
             kl += float(((logp - ref) * sampled.mask[idx]).sum())
         correct = [float(x == 1.0) for x in g.gold]
-        self.last_correct = correct
         c = [sum(sg.gold[i * k + j] == 1.0 for j in range(k)) for i in range(len(mine))]
+        self.last_per_prompt = {"accuracy": correct, "pass@1": [ci / k for ci in c]}
         proxy = [x for x in g.proxy if not math.isnan(x)]
         return self._reduce([len(mine), sum(correct), sum(x for x in g.gold if not math.isnan(x)),
                              sum(ci / k for ci in c), sum(rl.pass_at_k(k, ci, k) for ci in c), kl / k,
@@ -590,34 +590,51 @@ def paired_difference(before: list[float], after: list[float]) -> tuple[float, f
     return mean, math.sqrt(var / len(diffs))
 
 
-def write_eval_report(run_dir: Path, before: list[float] | None, after: list[float], held: list[Prompt],
-                      cfg: OnlineConfig, *, rows: tuple[dict[str, float], dict[str, float]] = ({}, {})) -> None:
-    """eval.md and eval.json: held-out greedy accuracy at the start and the end, per family, with the paired
-    difference and its standard error (under torchrun: the prompts rank 0 evaluated), and every eval/*
-    figure of the first and last evaluation (`rows`, over every process)."""
-    if not before or len(before) != len(after):
+def write_eval_report(run_dir: Path, before: dict[str, list[float]] | None, after: dict[str, list[float]],
+                      held: list[Prompt], cfg: OnlineConfig, *,
+                      rows: tuple[dict[str, float], dict[str, float]] = ({}, {})) -> None:
+    """eval.md and eval.json: held-out greedy accuracy and pass@1 at the start and the end, each with the
+    paired difference over the same prompts and its standard error (under torchrun: the prompts rank 0
+    evaluated), greedy accuracy per family, and every eval/* figure of the first and last evaluation
+    (`rows`, over every process). `before` / `after`: Evaluator.last_per_prompt."""
+    if not before or len(before["accuracy"]) != len(after["accuracy"]):
         return
-    diff, se = paired_difference(before, after)
+    paired = {}
+    for key in ("accuracy", "pass@1"):
+        diff, se = paired_difference(before[key], after[key])
+        paired[key] = {"start": sum(before[key]) / len(before[key]), "end": sum(after[key]) / len(after[key]),
+                       "difference": diff, "standard_error": None if math.isnan(se) else se,
+                       "z": diff / se if se and not math.isnan(se) else None}
     families: dict[str, list[tuple[float, float]]] = {}
-    for p, b, a in zip(held, before, after, strict=False):
+    for p, b, a in zip(held, before["accuracy"], after["accuracy"], strict=False):
         families.setdefault(p.family or "-", []).append((b, a))
-    result = {"n": len(after), "accuracy_start": sum(before) / len(before), "accuracy_end": sum(after) / len(after),
-              "difference": diff, "standard_error": None if math.isnan(se) else se,
-              "z": diff / se if se and not math.isnan(se) else None,
+    acc = paired["accuracy"]
+    result = {"n": len(after["accuracy"]), "accuracy_start": acc["start"], "accuracy_end": acc["end"],
+              "difference": acc["difference"], "standard_error": acc["standard_error"], "z": acc["z"],
+              "pass@1": paired["pass@1"],
               "families": {f: {"n": len(v), "start": sum(b for b, _ in v) / len(v), "end": sum(a for _, a in v) / len(v)}
                            for f, v in sorted(families.items())},
               "tasks": _tasks_text(cfg.data.tasks) if not cfg.data.input else None,
               "start": rows[0], "end": rows[1]}
     write_json_atomic(run_dir / "eval.json", result)
-    lines = [f"# {cfg.algo}: held-out greedy accuracy", "",
-             f"{result['n']} held-out prompts{' (' + result['tasks'] + ')' if result['tasks'] else ''}.", "",
-             "| | accuracy |", "|---|---:|", f"| start ({cfg.model}) | {result['accuracy_start']:.3f} |",
-             f"| end | {result['accuracy_end']:.3f} |",
-             f"| difference (paired) | {diff:+.3f} ± {se:.3f} (standard error) |", "",
+
+    def se(x: dict[str, Any]) -> str:
+        return f"{x['difference']:+.3f} ± {x['standard_error']:.3f}" if x["standard_error"] is not None else \
+            f"{x['difference']:+.3f}"
+
+    k = cfg.eval.k
+    lines = [f"# {cfg.algo}: held-out greedy accuracy and pass@1", "",
+             f"{result['n']} held-out prompts{' (' + result['tasks'] + ')' if result['tasks'] else ''}; pass@1 over "
+             f"{k} samples per prompt at temperature {cfg.eval.temperature:g}.", "",
+             "| | greedy accuracy | pass@1 |", "|---|---:|---:|",
+             f"| start ({cfg.model}) | {acc['start']:.3f} | {paired['pass@1']['start']:.3f} |",
+             f"| end | {acc['end']:.3f} | {paired['pass@1']['end']:.3f} |",
+             f"| difference (paired, ± standard error) | {se(acc)} | {se(paired['pass@1'])} |", "",
              "| family | n | start | end |", "|---|---:|---:|---:|",
              *(f"| {f} | {v['n']} | {v['start']:.3f} | {v['end']:.3f} |" for f, v in result["families"].items()), "",
              "| held-out | start | end |", "|---|---:|---:|",
-             *(f"| {k.removeprefix('eval/')} | {v:.3f} | {rows[1].get(k, math.nan):.3f} |" for k, v in rows[0].items()),
+             *(f"| {key.removeprefix('eval/')} | {v:.3f} | {rows[1].get(key, math.nan):.3f} |"
+               for key, v in rows[0].items()),
              ""]
     write_text_atomic(run_dir / "eval.md", "\n".join(lines))
 
