@@ -130,6 +130,25 @@ def test_engine_greedy_equals_naive(fields: dict, sampling: SamplingConfig) -> N
     assert [Engine(model).generate([p], sampling)[0] for p in PROMPTS] == want
 
 
+def test_engine_prefills_a_repeated_prompt_once() -> None:
+    """G samples per prompt (online RL) repeat prompts: the engine prefills each distinct prompt once and
+    copies its cache to the rows that share it. Greedy rows still equal the naive oracle's, row for row,
+    with padding (lengths 7, 1, 4) and a stop token; sampled copies of one prompt draw their own tokens."""
+    model = tiny_model(n_kv_heads=2)
+    batch = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[1], PROMPTS[0]]
+    want = generate_naive(model, batch, GREEDY)
+    shapes: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    assert Engine(model).generate(batch, GREEDY) == want
+    hook.remove()
+    assert shapes[0] == (3, 7) and set(shapes[1:]) == {(6, 1)}  # the prefill: 3 distinct prompts; decode: 6 rows
+    stop = pick_stop([want[0], want[1]])
+    assert Engine(model).generate(batch, replace(GREEDY, stop_tokens=(stop,))) == \
+        generate_naive(model, batch, replace(GREEDY, stop_tokens=(stop,)))
+    sampled = Engine(model).generate(batch, SamplingConfig(max_new_tokens=12, temperature=1.5), generator=seeded(3))
+    assert len({tuple(sampled[i]) for i in (0, 2, 5)}) == 3
+
+
 def pick_stop(rows: list[list[int]]) -> int:
     """A token row 0 emits early (step 1..4) that row 1 never emits: row 0 stops, row 1 runs on."""
     for t in rows[0][1:5]:

@@ -473,8 +473,8 @@ class HackingConfig:
     lr: float = 1e-4
     max_new_tokens: int = 48
     kl_coef: float = 0.0  # the unmitigated run (Gao et al. optimise without a KL penalty)
-    mitigation_kl_coef: float = 0.1  # mitigation 1: a KL penalty
-    gold_mix: float = 1.0  # mitigation 3: reward = proxy + gold_mix x gold
+    mitigation_kl_coef: float = 1.0  # mitigation 1: a KL penalty (0.1 let the policy reach KL 40 here)
+    gold_mix: float = 5.0  # mitigation 3: reward = proxy + gold_mix x gold (the proxy spans ~10 units)
     bon_n: tuple[int, ...] = (1, 2, 4, 8, 16)
     n_prompts: int = 100  # held-out prompts of every evaluation and of best-of-n
     frontier: bool = True  # also run DPO, PPO and GRPO on the gold signal for the reward-vs-KL frontier

@@ -76,15 +76,17 @@ def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False)
     return lab
 
 
-def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path]) -> Path:
-    """`train(cfg, out=folder)`, in a resumed lab: a finished stage is kept as it is, an interrupted one
-    with a checkpoint continues from it (one without starts over)."""
+def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path], note: str = "") -> Path:
+    """`train(cfg, out=folder)` (logging `note` first); in a resumed lab, a finished stage is kept as it is,
+    an interrupted one with a checkpoint continues from it (one without starts over)."""
     from llmlab.train.checkpoint import find_checkpoint
 
     status = folder / "status.json"
     if status.is_file() and json.loads(status.read_text(encoding="utf-8")).get("status") == "finished":
         run.log(f"{folder.name}: finished before, kept")
         return folder
+    if note:
+        run.log(note)
     if (folder / "checkpoints").is_dir():
         return train(replace(cfg, resume=str(find_checkpoint(folder, run.log))), out=None, quiet=run.quiet)
     return train(cfg, out=folder, quiet=run.quiet)
@@ -139,9 +141,9 @@ def _rl(cfg: HackingConfig, name: str, override: dict[str, Any], rm_dir: Path, r
     reward = RewardConfig(gold=override.get("gold", 0.0), rm=1.0, reward_model=str(rm_dir))
     online_cfg = _online_base(cfg, reward=reward, kl_coef=override.get("kl_coef", cfg.kl_coef),
                               hacking=override.get("hacking"))
-    run.log(f"{name}: {cfg.algo} against the proxy (reward {reward.rm} x rm + {reward.gold} x gold, kl_coef "
-            f"{online_cfg.kl_coef})")
-    return _stage(run.dir / name, run, online_cfg, online)
+    return _stage(run.dir / name, run, online_cfg, online,
+                  note=f"{name}: {cfg.algo} against the proxy (reward {reward.rm} x rm + {reward.gold} x gold, kl_coef "
+                       f"{online_cfg.kl_coef})")
 
 
 def _series(folder: Path) -> dict[str, Any]:
@@ -256,7 +258,8 @@ def _summarise(cfg: HackingConfig, bon: dict[str, Any], series: dict[str, dict[s
     overoptimisation_png(run.path("overoptimisation.png"),
                          rl={name: (s["kl"], s["proxy"], s["gold"]) for name, s in smooth.items()},
                          bon=(bon["kl"], bon["proxy"], bon["gold"]), fits=fits,
-                         title=f"{cfg.algo} against a length-biased proxy reward model")
+                         title=f"{cfg.algo} against a length-biased proxy reward model (RL: training batches, "
+                               "smoothed; best-of-n: held-out prompts)")
     if frontier:
         frontier_png(run.path("frontier.png"), {k: ([p[0] for p in v], [p[1] for p in v]) for k, v in frontier.items()},
                      title="gold score vs KL to the SFT policy")

@@ -597,7 +597,7 @@ def write_eval_report(run_dir: Path, before: dict[str, list[float]] | None, afte
     paired difference over the same prompts and its standard error (under torchrun: the prompts rank 0
     evaluated), greedy accuracy per family, and every eval/* figure of the first and last evaluation
     (`rows`, over every process). `before` / `after`: Evaluator.last_per_prompt."""
-    if not before or len(before["accuracy"]) != len(after["accuracy"]):
+    if not before or not after or len(before["accuracy"]) != len(after["accuracy"]):
         return
     paired = {}
     for key in ("accuracy", "pass@1"):

@@ -252,7 +252,7 @@ def overoptimisation_png(path: str | Path, *, rl: Mapping[str, Series], bon: Ser
         raise ValueError(f"fits {unknown} name no series; expected names from {sorted(series)}")
     colours = {name: f"C{i}" for i, name in enumerate(series)}
 
-    fig, ax_gold = new_figure(width=9.0, height=5.0)
+    fig, ax_gold = new_figure(width=12.0, height=5.0)
     ax_proxy = ax_gold.twinx()
     for name, (kl, proxy, gold) in series.items():
         d = _sqrt_kl(kl)
@@ -279,8 +279,9 @@ def overoptimisation_png(path: str | Path, *, rl: Mapping[str, Series], bon: Ser
     handles_gold, labels_gold = ax_gold.get_legend_handles_labels()
     handles_proxy, labels_proxy = ax_proxy.get_legend_handles_labels()
     if handles_gold or handles_proxy:
-        # on the twin: it is drawn last, so a legend on ax_gold would sit under the proxy lines
-        ax_proxy.legend(handles_gold + handles_proxy, labels_gold + labels_proxy, fontsize=8)
+        # beside the axes: inside, it hides the start of every curve, where the gold score moves first
+        ax_proxy.legend(handles_gold + handles_proxy, labels_gold + labels_proxy, fontsize=8, loc="upper left",
+                        bbox_to_anchor=(1.08, 1.0), borderaxespad=0.0)
     ax_gold.set_title(title)
     save_figure(fig, path)
 

@@ -39,6 +39,12 @@ class KVCache:
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, Hkv, end, D) views
 
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (B',) of the batch, in that order (a row may repeat): after one prefill of
+        each distinct prompt, the rows that sample from the same prompt get copies of its cache."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+
     def advance(self, n: int) -> None:
         """Mark `n` more positions as filled (the model calls this after its last layer)."""
         self.length += n

@@ -152,9 +152,17 @@ class Engine:
         positions = (real[:, :P].long().cumsum(dim=1) - 1).clamp(min=0)  # (B, P): each prompt starts at 0
         seen = torch.zeros(B, model.cfg.vocab_size, dtype=torch.bool, device=device)
         seen.scatter_(1, ids, real[:, :P])
-        cache = model.new_cache(B, total)
-        logits = model(ids, positions=positions, cache=cache,
-                       key_padding_mask=real[:, :P] if padded else None, logits_to_keep=1).logits[:, -1]  # (B, V)
+        # one prefill per distinct prompt (G samples of a prompt share it), copied to its rows after
+        distinct: dict[tuple[int, ...], int] = {}
+        row_of = torch.tensor([distinct.setdefault(tuple(p), row) for row, p in enumerate(prompts)], device=device)
+        first = torch.tensor(sorted(distinct.values()), device=device)  # each distinct prompt's first row
+        cache = model.new_cache(len(first), total)
+        logits = model(ids[first], positions=positions[first], cache=cache,
+                       key_padding_mask=real[first, :P] if padded else None, logits_to_keep=1).logits[:, -1]
+        if len(first) < B:
+            index = torch.searchsorted(first, row_of)  # row -> its prompt's place among the distinct ones
+            cache.select_rows(index)
+            logits = logits[index]  # (B, V)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         stops = torch.tensor(s.stop_tokens, dtype=torch.long, device=device)
         pos = positions[:, -1:]  # (B, 1)
