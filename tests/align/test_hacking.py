@@ -60,9 +60,10 @@ def test_the_summary_is_what_the_runs_logged(lab: Path) -> None:
     assert bon["kl"] == pytest.approx([0.0, math.log(2) - 0.5])
     assert bon == json.loads((lab / "bon.json").read_text())
     grpo = [[r["eval/kl"], r["eval/score"]] for r in eval_rows(lab / "frontier/grpo-kl0.1")]
-    assert summary["frontier"]["grpo"] == grpo
-    assert len(summary["frontier"]["dpo"]) == 2  # the SFT policy itself (KL 0) and the one DPO run
-    assert summary["frontier"]["dpo"][0][0] == 0.0
+    assert summary["frontier"]["grpo, kl_coef 0.1"] == grpo
+    assert len(summary["frontier"]["dpo, beta 0.1"]) == 2  # the SFT policy itself (KL 0) and the one DPO run
+    assert summary["frontier"]["dpo, beta 0.1"][0][0] == 0.0
+    assert set(summary["frontier"]) == {"grpo, kl_coef 0.1", "ppo, kl_coef 0.1", "dpo, beta 0.1"}
 
 
 def test_resume_keeps_finished_runs_and_reruns_the_rest(lab: Path) -> None:

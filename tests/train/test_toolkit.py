@@ -79,6 +79,16 @@ def test_step_seed_and_lr_are_functions_of_the_step() -> None:
     assert torch.equal(torch.rand(3), a)
 
 
+def test_the_runs_seed_changes_what_a_cpu_generator_draws() -> None:
+    """mt19937 (torch's CPU generator) reads only a seed's low 32 bits: each train.seed must change them.
+    Seed 0 keeps its old step seeds (step * 1024 + rank), so earlier seed-0 runs reproduce."""
+    draws = {seed: torch.rand(4, generator=torch.Generator().manual_seed(step_seed(seed, 7, 0))) for seed in range(4)}
+    assert all(not torch.equal(draws[a], draws[b]) for a in draws for b in draws if a < b)
+    assert all(0 <= step_seed(seed, step, rank) < 2**32 for seed in (0, 1, 2**40) for step in (0, 10**6)
+               for rank in (0, 7))
+    assert [step_seed(0, step, rank) for step, rank in ((0, 0), (3, 1), (500, 2))] == [0, 3073, 512002]
+
+
 def _poisoned_layer() -> tuple[torch.nn.Linear, torch.optim.Optimizer]:
     layer = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(layer.parameters(), lr=1.0)

@@ -208,30 +208,32 @@ def best_of_n(cfg: HackingConfig, rm_dir: Path, run: Run) -> dict[str, Any]:
 
 
 def _frontier(cfg: HackingConfig, run: Run) -> dict[str, list[tuple[float, float]]]:
-    """(KL, gold score) points of GRPO and PPO on the gold reward (every evaluation of each run) and of DPO
-    on gold-labelled pairs (each final policy), all from the same SFT policy and held-out prompts."""
+    """(KL, gold score) points, one series per GRPO / PPO run on the gold reward (its evaluations, from the
+    SFT policy's at KL 0) and one for DPO on gold-labelled pairs (the SFT policy, then each beta's final
+    policy), all from the same SFT policy and held-out prompts."""
     from llmlab.align.dpo_train import dpo
     from llmlab.align.online import evaluate_policy, online
 
     gold = RewardConfig(gold=1.0)
-    points: dict[str, list[tuple[float, float]]] = {"grpo": [], "ppo": [], "dpo": []}
+    points: dict[str, list[tuple[float, float]]] = {}
     for algo in ("grpo", "ppo"):
         for c in cfg.frontier_kl_coefs:
             folder = _stage(run.dir / "frontier" / f"{algo}-kl{c:g}", run,
                             _online_base(cfg, reward=gold, kl_coef=c, algo=algo), online)
-            points[algo] += [(r["eval/kl"], r["eval/score"]) for r in _series(folder)["evals"]]
+            points[f"{algo}, kl_coef {c:g}"] = [(r["eval/kl"], r["eval/score"]) for r in _series(folder)["evals"]]
     if not run.path("frontier/prefs.jsonl").is_file():
         pairs = list(pref_rows(GenerateConfig(kind="prefs", n=cfg.n_prefs, seed=cfg.seed, tasks=cfg.tasks)))
         write_jsonl_atomic(run.path("frontier/prefs.jsonl"), pairs)
     probe = _online_base(cfg, reward=gold, kl_coef=0.0)
-    points["dpo"].append((0.0, evaluate_policy(probe, cfg.model)["eval/score"]))
+    dpo_points = points[f"dpo, beta {', '.join(f'{b:g}' for b in cfg.frontier_dpo_betas)}"] = []
+    dpo_points.append((0.0, evaluate_policy(probe, cfg.model)["eval/score"]))
     for beta in cfg.frontier_dpo_betas:
         dcfg = DPOConfig(model=cfg.model, beta=beta, data=PairDataConfig(input=(str(run.path("frontier/prefs.jsonl")),)),
                          train=replace(_dpo_train(), max_steps=cfg.steps, seed=cfg.seed, device=cfg.device,
                                        checkpoint_every=0, eval_every=0))
         folder = _stage(run.dir / "frontier" / f"dpo-beta{beta:g}", run, dcfg, dpo)
         row = evaluate_policy(probe, str(folder))
-        points["dpo"].append((row["eval/kl"], row["eval/score"]))
+        dpo_points.append((row["eval/kl"], row["eval/score"]))
     return points
 
 
@@ -327,8 +329,10 @@ def report(cfg: HackingConfig, summary: dict[str, Any]) -> str:
                          f"{f(fit['peak_sqrt_kl'])} |")
         lines.append("")
     if summary["frontier"]:
+        se = math.sqrt(0.25 / cfg.n_prompts)
         lines += ["## Reward-vs-KL frontier on the gold signal", "", "![frontier](frontier.png)", "",
-                  "| method | (KL, gold score) points |", "|---|---|"]
+                  f"Each point: {cfg.n_prompts} held-out prompts, greedy; a score's standard error is at most {se:.3f}.",
+                  "", "| run | (KL, gold score) points |", "|---|---|"]
         for method, pts in summary["frontier"].items():
             lines.append(f"| {method} | " + ", ".join(f"({k:.2f}, {g:.3f})" for k, g in pts) + " |")
         lines.append("")

@@ -32,8 +32,10 @@ from llmlab.train.schedule import lr_at
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of (step, rank): dropout and any sampling in a step are functions of it, so a
-    resumed run draws what the uninterrupted run drew."""
-    return seed * 2**32 + step * 1024 + rank
+    resumed run draws what the uninterrupted run drew. A CPU generator (mt19937) keeps only the low 32
+    bits of its seed, so the run's seed is mixed into them (times an odd constant), not put above them:
+    there, `seed * 2**32 + ...` gave every train.seed the same draws."""
+    return (seed * 0x9E3779B1 + step * 1024 + rank) % 2**32
 
 
 def begin_step(train: TrainConfig, step: int, info: D.DistInfo) -> float:
