@@ -443,7 +443,8 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--resume", "resume", "finish an interrupted lab: its finished runs are kept", "DIR"),
         ),
         epilog="example: llmlab hacking --model runs/sft --out runs/hacking\n"
-        "         llmlab hacking --model runs/sft --algo ppo --steps 200 frontier=false --out runs/hacking-ppo",
+        "         llmlab hacking --model runs/sft --algo ppo --steps 200 frontier=false --out runs/hacking-ppo\n"
+        "         llmlab hacking --resume runs/hacking",
     ),
     Command(
         "sample-prefs",
