@@ -10,13 +10,13 @@ from llmlab.data.chat import CHAT_SPECIALS
 
 def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--quiet", "pretrain_chars=20000", "n_sft=20", "n_prefs=20", "n_eval=45",
+    code = main(["demo", "--out", str(out), "--quiet", "pretrain_chars=20000", "n_sft=60", "n_prefs=20", "n_eval=45",
                  "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
                  "model.max_seq_len=64", "train.max_steps=4", "train.seq_len=32", "train.batch_size=4",
                  "train.eval_every=2", "train.eval_batches=1", "train.checkpoint_every=2", "train.warmup_steps=1",
                  "train.sample_tokens=8", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=2",
                  "sft.eval_batches=1", "dpo.max_steps=2", "dpo.batch_size=4", "n_eval_prompts=9", "n_eval_pairs=4",
-                 "n_onpolicy=12", "samples=2"])
+                 "n_onpolicy=12", "samples=2", "tasks.families=[compare,count,unsafe,benign]", "tasks.max_number=20"])
     assert code == 0
     assert f"report at {out / 'report.md'}" in capsys.readouterr().out
     for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "baselines.png", "baselines.json",
@@ -60,3 +60,12 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     eval_md = (out / "dpo" / "eval.md").read_text()
     assert eval_md.split("\n", 1)[1].strip() in report and "| **all** |" in report
     assert "## On-policy preference pairs" in report and "onpolicy/prefs.jsonl" in report
+    # one task configuration for every stage: the data, the on-policy prompts, DPO's held-out prompts and pairs
+    families = {"compare", "count", "unsafe", "benign"}
+    assert "families=('compare', 'count', 'unsafe', 'benign')" in report and "max_number=20" in report
+    assert {r["family"] for r in map(json.loads, (out / "data" / "eval.jsonl").read_text().splitlines())} <= families
+    onpolicy = [json.loads(x) for x in (out / "onpolicy" / "prefs.jsonl").read_text().splitlines()]
+    assert onpolicy and {r["meta"]["family"] for r in onpolicy} <= families
+    generations = [json.loads(x) for x in (out / "dpo" / "generations.jsonl").read_text().splitlines()]
+    assert len(generations) == 9 and {r["family"] for r in generations} == families
+    assert set(evaluation["generation"]["base"]["families"]) == families

@@ -114,7 +114,9 @@ def stage_data(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
         "prefs": _generate(cfg, "prefs", n=cfg.n_prefs),
         "eval": _generate(cfg, "eval", n=cfg.n_eval),
     }
-    lines = ["## Data", "", "| file | rows | split |", "|---|---:|---|"]
+    tasks = ", ".join(f"{k}={v}" for k, v in cfg.tasks.__dict__.items())
+    lines = ["## Data", "", f"Task world (every stage's prompts, training and held-out alike): {tasks}.", "",
+             "| file | rows | split |", "|---|---:|---|"]
     for kind, gen_cfg in plan.items():
         path = run.path(f"data/{kind}.jsonl")
         rows = list(run.progress(GENERATORS[kind](gen_cfg), desc=f"data {kind}", unit="row"))
@@ -300,7 +302,8 @@ def stage_onpolicy(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     if not cfg.n_onpolicy:
         state["dpo_pairs"] = run.dir / "data" / "prefs.jsonl"
         return ""
-    scfg = SamplePrefsConfig(model=str(state["sft_dir"]), n=cfg.n_onpolicy, seed=cfg.seed, samples=cfg.samples,
+    scfg = SamplePrefsConfig(model=str(state["sft_dir"]), n=cfg.n_onpolicy, seed=cfg.seed, tasks=cfg.tasks,
+                             samples=cfg.samples,
                              temperature=0.8, max_new_tokens=min(64, cfg.model.max_seq_len // 2))
     folder = sample_prefs(scfg, out=run.dir / "onpolicy", quiet=run.quiet)
     state["dpo_pairs"] = folder / "prefs.jsonl"
@@ -328,8 +331,9 @@ def stage_dpo(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
     dcfg = DPOConfig(model=str(state["sft_dir"]), beta=cfg.beta, rpo_alpha=cfg.rpo_alpha, max_length=max_length,
                      max_prompt_length=max_length * 3 // 4, reference="precompute",
                      train=replace(cfg.dpo, seed=cfg.seed),
-                     data=PairDataConfig(input=(str(pairs),), seed=cfg.seed),  # 5% held out
-                     eval=PrefEvalConfig(n_prompts=cfg.n_eval_prompts, n_pairs=cfg.n_eval_pairs, seed=cfg.seed))
+                     data=PairDataConfig(input=(str(pairs),), seed=cfg.seed, tasks=cfg.tasks),  # 5% held out
+                     eval=PrefEvalConfig(n_prompts=cfg.n_eval_prompts, n_pairs=cfg.n_eval_pairs, seed=cfg.seed,
+                                         tasks=cfg.tasks))
     folder = dpo(dcfg, out=run.dir / "dpo", quiet=run.quiet)
     finish_dpo_run(dcfg, folder, quiet=run.quiet)
     lines = (folder / "eval.md").read_text(encoding="utf-8").splitlines()

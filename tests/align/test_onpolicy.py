@@ -4,6 +4,7 @@ checked against an independent re-scoring (the task world's gold scorer, or the 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,16 @@ def test_strict_false_skips_foreign_prompts_and_lists_them(tiny_model_dir: Path,
                        quiet=True)
     assert json.loads((run / "summary.json").read_text())["prompts"] == 1
     assert f"skipped row: {prompts}:2: not a task-world prompt" in (run / "log.txt").read_text()
+
+
+def test_task_world_prompts_follow_the_tasks_setting(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """tasks.* sets the families and difficulty of the drawn prompts (the demo passes its own)."""
+    from llmlab.data.tasks import parse_task
+
+    run = sample_prefs(cfg_for(tiny_model_dir, "tasks.families=[compare]", "tasks.max_number=20"), out=tmp_path / "a",
+                       quiet=True)
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["families"]) == {"compare"}
+    for row in read_jsonl(run / "prefs.jsonl"):
+        task = parse_task(row["prompt"])
+        assert task is not None and task.family == "compare" and all(int(n) <= 20 for n in re.findall(r"\d+", row["prompt"]))

@@ -112,3 +112,15 @@ def test_eval_prefs_needs_a_base_outside_a_dpo_run(tiny_model_dir: Path, tmp_pat
     code = main(["eval-prefs", "--model", str(tiny_model_dir), "--out", str(tmp_path / "ev"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "--base" in err
+
+
+def test_eval_prefs_draws_prompts_and_pairs_from_eval_tasks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from llmlab.cli import main
+
+    assert main(["eval-prefs", "--model", str(tiny_model_dir), "--base", str(tiny_model_dir), "--out",
+                 str(tmp_path / "ev"), "--quiet", "eval.n_pairs=4", "eval.n_prompts=6", "eval.max_new_tokens=4",
+                 "max_length=128", "max_prompt_length=96", "device=cpu", "eval.tasks.families=[count,sort]"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "ev" / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and {r["family"] for r in records} == {"count", "sort"}
+    saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert set(saved["generation"]["base"]["families"]) == {"count", "sort"}

@@ -60,6 +60,7 @@ class PairDataConfig:
     input: tuple[str, ...] = ()  # JSONL / JSON / parquet / HF dataset folders of {prompt, chosen, rejected}; empty: task world
     n: int = 2000  # task-world pairs to draw when no input is given
     seed: int = 0
+    tasks: TaskConfig = field(default_factory=TaskConfig)  # the task world's families and difficulty (no input)
     strict: bool = True  # false: skip malformed rows (listed in log.txt) instead of stopping at the first
     eval_fraction: float = 0.05  # with input: share of rows held out (task world: pairs of its eval split instead)
 
@@ -84,6 +85,7 @@ class PrefEvalConfig:
     max_new_tokens: int = 64
     batch_size: int = 16
     seed: int = 0
+    tasks: TaskConfig = field(default_factory=TaskConfig)  # families and difficulty of the held-out prompts and pairs
 
     def __post_init__(self) -> None:
         for name in ("n_pairs", "n_prompts", "max_new_tokens", "batch_size"):
@@ -239,6 +241,7 @@ class SamplePrefsConfig:
     input: tuple[str, ...] = ()  # {"prompt": ...} rows (JSONL / JSON / parquet / HF dataset); empty: task world
     n: int = 1000  # task-world train prompts to draw when no input is given
     seed: int = 0
+    tasks: TaskConfig = field(default_factory=TaskConfig)  # the task world's families and difficulty (no input)
     samples: int = 4  # answers per prompt
     temperature: float = 1.0
     top_p: float = 1.0

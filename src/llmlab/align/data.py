@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llmlab.data.config import GenerateConfig
+from llmlab.data.config import GenerateConfig, TaskConfig
 from llmlab.data.corpora import pref_rows, sft_rows
 from llmlab.data.loaders import _located_rows  # subtle: the located reader, so our checks name file:line
 from llmlab.data.schemas import SCHEMAS, normalise_chat, normalise_pair
@@ -49,8 +49,8 @@ Row = dict[str, Any]
 # ---------------------------------------------------------------------- preference rows
 
 
-def load_preference_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 2000,
-                         seed: int = 0) -> tuple[list[Row], list[str]]:
+def load_preference_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 2000, seed: int = 0,
+                         tasks: TaskConfig | None = None) -> tuple[list[Row], list[str]]:
     """(rows {"prompt", "chosen", "rejected", ...}, skipped "where: why" messages).
 
     No paths: `n` task-world preference pairs drawn with `seed`. Otherwise every row of every
@@ -58,7 +58,7 @@ def load_preference_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 
     strict=True raises the first problem as a DataError, strict=False skips and reports it.
     """
     if not paths:
-        return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed))), []
+        return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed, tasks=tasks or TaskConfig()))), []
     return _load(paths, "prefs", normalise_pair, strict=strict)
 
 

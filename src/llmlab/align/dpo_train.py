@@ -60,7 +60,7 @@ from llmlab.align.models import (
 )
 from llmlab.align.preference import nll_weight_of, preference_loss
 from llmlab.align.reference import forward_sequences, kl_batch, mismatched_responses, reference_logprobs
-from llmlab.data.config import GenerateConfig
+from llmlab.data.config import GenerateConfig, TaskConfig
 from llmlab.data.corpora import pref_rows
 from llmlab.errors import UserError
 from llmlab.train import distributed as D
@@ -283,20 +283,20 @@ def preference_rows(cfg: DPOConfig, log: Any = print) -> tuple[list[dict], list[
     train split plus eval.n_pairs pairs of its eval split. The evaluation after training reads the
     same held-out rows."""
 
-    rows, skipped = load_preference_rows(cfg.data.input, strict=cfg.data.strict, n=cfg.data.n, seed=cfg.data.seed)
+    rows, skipped = load_preference_rows(cfg.data.input, strict=cfg.data.strict, n=cfg.data.n, seed=cfg.data.seed,
+                                         tasks=cfg.data.tasks)
     for message in skipped:
         log(f"skipped row: {message}")
     if cfg.data.input:
         return holdout_split(rows, cfg.data.eval_fraction, seed=cfg.data.seed)
-    return rows, task_world_pairs(cfg.eval.n_pairs, seed=cfg.eval.seed)
+    return rows, task_world_pairs(cfg.eval.n_pairs, seed=cfg.eval.seed, tasks=cfg.eval.tasks)
 
 
-def task_world_pairs(n: int, *, seed: int) -> list[dict]:
+def task_world_pairs(n: int, *, seed: int, tasks: TaskConfig | None = None) -> list[dict]:
     """`n` preference pairs from the task world's eval split (no prompt of it is in the train split)."""
     if n == 0:
         return []
-
-    return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed, split="eval")))
+    return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed, split="eval", tasks=tasks or TaskConfig())))
 
 
 

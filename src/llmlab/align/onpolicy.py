@@ -133,7 +133,7 @@ def sample_prefs(cfg: SamplePrefsConfig, *, out: Path | None = None, quiet: bool
     run = start_run("sample-prefs", cfg, out=out, quiet=quiet)
     device = pick_device(cfg.device)
     prompts = (input_prompts(cfg.input, gold_scorer=cfg.scorer == "gold", strict=cfg.strict, log=run.log)
-               if cfg.input else task_world_prompts(cfg.n, seed=cfg.seed))
+               if cfg.input else task_world_prompts(cfg.n, seed=cfg.seed, tasks=cfg.tasks))
     scorer = gold_scorer if cfg.scorer == "gold" else rm_scorer(cfg.reward_model, device, cfg.batch_size)
     model, tok = load_policy(cfg.model, device=device)
     torch.manual_seed(cfg.seed)

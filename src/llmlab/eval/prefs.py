@@ -141,7 +141,7 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
         kwargs = {"device": device, "batch_size": eval_cfg.batch_size}
         prefs = preference_accuracy(reference_logprobs(policy, examples, tok.pad_id, **kwargs),
                                     reference_logprobs(base, examples, tok.pad_id, **kwargs))
-    rows = list(eval_rows(GenerateConfig(kind="eval", n=eval_cfg.n_prompts, seed=eval_cfg.seed))) \
+    rows = list(eval_rows(GenerateConfig(kind="eval", n=eval_cfg.n_prompts, seed=eval_cfg.seed, tasks=eval_cfg.tasks))) \
         if eval_cfg.n_prompts else []
 
     def responder(model: nn.Module, name: str) -> Respond:
@@ -179,7 +179,7 @@ def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = F
         held = holdout_split(rows, cfg.data.eval_fraction, seed=cfg.data.seed)[1] if cfg.data.eval_fraction else rows
         held = held[: cfg.eval.n_pairs]
     else:
-        held = task_world_pairs(cfg.eval.n_pairs, seed=cfg.eval.seed)
+        held = task_world_pairs(cfg.eval.n_pairs, seed=cfg.eval.seed, tasks=cfg.eval.tasks)
     evaluate_run(policy, tok, base_path=base, held_out=held, eval_cfg=cfg.eval, max_length=cfg.max_length,
                  max_prompt_length=cfg.max_prompt_length, device=device, out_dir=run.dir, log=run.log, quiet=quiet)
     return run.dir
