@@ -114,8 +114,8 @@ def stage_data(cfg: DemoConfig, run: Run, state: dict[str, Any]) -> str:
         "prefs": _generate(cfg, "prefs", n=cfg.n_prefs),
         "eval": _generate(cfg, "eval", n=cfg.n_eval),
     }
-    tasks = ", ".join(f"{k}={v}" for k, v in cfg.tasks.__dict__.items())
-    lines = ["## Data", "", f"Task world (every stage's prompts, training and held-out alike): {tasks}.", "",
+    lines = ["## Data", "", f"Task world (every stage's prompts, training and held-out alike): {cfg.tasks.describe()}.",
+             "",
              "| file | rows | split |", "|---|---:|---|"]
     for kind, gen_cfg in plan.items():
         path = run.path(f"data/{kind}.jsonl")

@@ -131,7 +131,7 @@ def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: b
     if run_dir.is_file():
         raise UserError(f"--out {run_dir}: is a file, not a folder")
     found = occupied(run_dir)
-    unfinished = _status(run_dir) in ("running", "failed", "interrupted") and "checkpoints" not in found
+    unfinished = run_status(run_dir) in ("running", "failed", "interrupted") and "checkpoints" not in found
     if found and not resume and not unfinished:
         raise UserError(f"--out {run_dir}: already holds a run or a model ({', '.join(found[:3])}); choose a new "
                         "folder" + (f", or --resume {run_dir} to continue it" if "checkpoints" in found else ""))
@@ -146,7 +146,9 @@ def start_run(command: str, cfg: Any, *, out: str | Path | None = None, quiet: b
     return run
 
 
-def _status(run_dir: Path) -> str | None:
+def run_status(run_dir: Path) -> str | None:
+    """What a run folder's status.json says: "running", "finished", "failed", "interrupted"; None
+    where there is none (or it is unreadable)."""
     path = run_dir / "status.json"
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("status") if path.is_file() else None

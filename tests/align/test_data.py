@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmlab.align.config import PairDataConfig
 from llmlab.align.data import (
     ChatExample,
     PairExample,
@@ -20,6 +21,7 @@ from llmlab.align.data import (
     load_preference_rows,
     pack_chats,
 )
+from llmlab.data.config import TaskConfig
 from llmlab.errors import DataError, UserError
 
 
@@ -53,10 +55,18 @@ def assistant(text: str) -> list[dict[str, str]]:
 
 
 def test_default_preference_rows_are_the_task_world() -> None:
-    rows, skipped = load_preference_rows(strict=True, n=5, seed=1)
+    rows, skipped = load_preference_rows(PairDataConfig(n=5, seed=1))
     assert len(rows) == 5 and skipped == []
-    assert rows == load_preference_rows(strict=True, n=5, seed=1)[0]
+    assert rows == load_preference_rows(PairDataConfig(n=5, seed=1))[0]
     assert all(isinstance(r[k], str) and r[k] for r in rows for k in ("prompt", "chosen", "rejected"))
+
+
+def test_default_preference_rows_follow_data_tasks() -> None:
+    """data.tasks reaches the task-world pairs of every trainer that reads pairs (rm train, dpo, eval-prefs)."""
+    from llmlab.data.tasks import parse_task
+
+    rows, _ = load_preference_rows(PairDataConfig(n=12, tasks=TaskConfig(families=("compare", "count"))))
+    assert len(rows) == 12 and {parse_task(r["prompt"]).family for r in rows} == {"compare", "count"}
 
 
 def test_string_and_conversational_forms_agree(tmp_path: Path) -> None:
@@ -66,8 +76,8 @@ def test_string_and_conversational_forms_agree(tmp_path: Path) -> None:
         # TRL's implicit-prompt form: chosen repeats the prompt before the assistant turn
         {"prompt": user("2+2?"), "chosen": user("2+2?") + assistant("4"), "rejected": assistant("5")},
     ])
-    (s,), _ = load_preference_rows((str(strings),), strict=True)
-    c1, c2 = load_preference_rows((str(chats),), strict=True)[0]
+    (s,), _ = load_preference_rows(PairDataConfig(input=(str(strings),), strict=True))
+    c1, c2 = load_preference_rows(PairDataConfig(input=(str(chats),), strict=True))[0]
     assert s == {"prompt": "2+2?", "chosen": "4", "rejected": "5"}
     assert c1 == c2 == {"prompt": user("2+2?"), "chosen": "4", "rejected": "5"}
     tok = CharTok()
@@ -84,7 +94,7 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path) -> None:
         {"prompt": "q", "chosen": "a"},
         {"prompt": user("q"), "chosen": user("q"), "rejected": assistant("b")},
     ])
-    rows, skipped = load_preference_rows((str(path),), strict=False)
+    rows, skipped = load_preference_rows(PairDataConfig(input=(str(path),), strict=False))
     assert len(rows) == 1
     assert skipped == [f"{path}:2: 'prompt' is empty",
                        f"{path}:3: 'chosen' and 'rejected' are the same",
@@ -92,20 +102,20 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path) -> None:
                        f"{path}:5: missing key 'rejected'",
                        f"{path}:6: 'chosen' has no assistant message"]
     with pytest.raises(DataError, match=rf"^{path}:2: 'prompt' is empty$"):
-        load_preference_rows((str(path),), strict=True)
+        load_preference_rows(PairDataConfig(input=(str(path),), strict=True))
 
 
 def test_no_valid_row_is_an_error(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "a"}])
     with pytest.raises(DataError, match="no valid rows"):
-        load_preference_rows((str(path),), strict=False)
+        load_preference_rows(PairDataConfig(input=(str(path),), strict=False))
 
 
 def test_hf_dataset_on_disk(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_list([{"prompt": "q", "chosen": "a", "rejected": "b"},
                                 {"prompt": "q", "chosen": "c", "rejected": "c"}]).save_to_disk(tmp_path / "ds")
-    rows, skipped = load_preference_rows((str(tmp_path / "ds"),), strict=False)
+    rows, skipped = load_preference_rows(PairDataConfig(input=(str(tmp_path / "ds"),), strict=False))
     assert [r["chosen"] for r in rows] == ["a"]
     assert skipped == [f"{tmp_path / 'ds'}[row 1]: 'chosen' and 'rejected' are the same"]
 

@@ -64,6 +64,7 @@ def test_config_checks() -> None:
 
 
 def test_gold_pairs_are_right_by_the_gold_scorer_and_load_as_dpo_data(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from llmlab.align.config import PairDataConfig
     from llmlab.align.data import load_preference_rows
     from llmlab.data.tasks import parse_task, score
 
@@ -79,7 +80,7 @@ def test_gold_pairs_are_right_by_the_gold_scorer_and_load_as_dpo_data(tiny_model
         assert score(row["prompt"], row["rejected"]) == row["meta"]["rejected_score"]
         assert row["meta"]["chosen_score"] > row["meta"]["rejected_score"]
         assert len(row["meta"]["sample_scores"]) == 3
-    loaded, skipped = load_preference_rows((str(run / "prefs.jsonl"),), strict=True)
+    loaded, skipped = load_preference_rows(PairDataConfig(input=(str(run / "prefs.jsonl"),)))
     assert len(loaded) == len(rows) and not skipped
     # same seed, same pairs
     again = sample_prefs(cfg_for(tiny_model_dir), out=tmp_path / "b", quiet=True)

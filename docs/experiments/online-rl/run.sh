@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The online-RL experiments of docs/alignment.md, as run (CPU, one thread per run: the SFT model in ~4 minutes,
-# GRPO and RLOO ~3 minutes each for 150 steps, PPO ~6, the reward-hacking lab ~15).
+# GRPO and RLOO ~3 minutes each for 150 steps, PPO ~6, the reward-hacking lab ~11).
 set -euo pipefail
 export OMP_NUM_THREADS=1
 T="tasks.families=[compare,arithmetic,sort] tasks.arith_max_digits=1 tasks.arith_ops=[+,-] tasks.max_number=99 tasks.list_min_len=3 tasks.list_max_len=4"

@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llmlab.data.config import GenerateConfig, TaskConfig
+from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import pref_rows, sft_rows
 from llmlab.data.loaders import _located_rows  # subtle: the located reader, so our checks name file:line
 from llmlab.data.schemas import SCHEMAS, normalise_chat, normalise_pair
 from llmlab.errors import DataError, UserError
 
 if TYPE_CHECKING:
+    from llmlab.align.config import PairDataConfig
     from llmlab.align.models import ChatTokenizer
 
 Message = dict[str, str]
@@ -49,17 +50,16 @@ Row = dict[str, Any]
 # ---------------------------------------------------------------------- preference rows
 
 
-def load_preference_rows(paths: tuple[str, ...] = (), *, strict: bool, n: int = 2000, seed: int = 0,
-                         tasks: TaskConfig | None = None) -> tuple[list[Row], list[str]]:
+def load_preference_rows(data: PairDataConfig) -> tuple[list[Row], list[str]]:
     """(rows {"prompt", "chosen", "rejected", ...}, skipped "where: why" messages).
 
-    No paths: `n` task-world preference pairs drawn with `seed`. Otherwise every row of every
+    No data.input: data.n task-world preference pairs drawn with data.seed from data.tasks. Otherwise every row of every
     file, checked against the "prefs" schema and then for empty fields and chosen == rejected;
     strict=True raises the first problem as a DataError, strict=False skips and reports it.
     """
-    if not paths:
-        return list(pref_rows(GenerateConfig(kind="prefs", n=n, seed=seed, tasks=tasks or TaskConfig()))), []
-    return _load(paths, "prefs", normalise_pair, strict=strict)
+    if not data.input:
+        return list(pref_rows(GenerateConfig(kind="prefs", n=data.n, seed=data.seed, tasks=data.tasks))), []
+    return _load(data.input, "prefs", normalise_pair, strict=data.strict)
 
 
 # ---------------------------------------------------------------------- chat rows

@@ -283,8 +283,7 @@ def preference_rows(cfg: DPOConfig, log: Any = print) -> tuple[list[dict], list[
     train split plus eval.n_pairs pairs of its eval split. The evaluation after training reads the
     same held-out rows."""
 
-    rows, skipped = load_preference_rows(cfg.data.input, strict=cfg.data.strict, n=cfg.data.n, seed=cfg.data.seed,
-                                         tasks=cfg.data.tasks)
+    rows, skipped = load_preference_rows(cfg.data)
     for message in skipped:
         log(f"skipped row: {message}")
     if cfg.data.input:

@@ -52,14 +52,14 @@ from llmlab.data.config import GenerateConfig, PrefsConfig
 from llmlab.data.corpora import pref_rows
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from llmlab.runs import Run, read_metrics, start_run
+from llmlab.runs import Run, read_metrics, run_status, start_run
 
 
 def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
     """Run the lab (or, with cfg.resume, finish one); return its folder."""
     run = start_run("hacking", cfg, out=cfg.resume or out, quiet=quiet, resume=bool(cfg.resume))
     lab = run.dir
-    run.log(f"lab: {lab}; SFT policy {cfg.model}; tasks {cfg.tasks}")
+    run.log(f"lab: {lab}; SFT policy {cfg.model}; tasks {cfg.tasks.describe()}")
     rm_dir = _proxy_reward_model(cfg, run)
     if (lab / "bon.json").is_file():
         bon = json.loads((lab / "bon.json").read_text(encoding="utf-8"))
@@ -81,8 +81,7 @@ def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path], note: s
     an interrupted one with a checkpoint continues from it (one without starts over)."""
     from llmlab.train.checkpoint import find_checkpoint
 
-    status = folder / "status.json"
-    if status.is_file() and json.loads(status.read_text(encoding="utf-8")).get("status") == "finished":
+    if run_status(folder) == "finished":
         run.log(f"{folder.name}: finished before, kept")
         return folder
     if note:
@@ -272,7 +271,7 @@ def _summarise(cfg: HackingConfig, bon: dict[str, Any], series: dict[str, dict[s
                       "proxy_length_r": correlation(s["proxy"], s["length"]),
                       "start": _eval_summary(first), "end": _eval_summary(last),
                       "train": {k: (_mean(s[k][:5]), _mean(s[k][-5:])) for k in ("proxy", "gold", "kl", "length")}}
-    return {"tasks": str(cfg.tasks), "bon": bon, "runs": runs,
+    return {"tasks": cfg.tasks.describe(), "bon": bon, "runs": runs,
             "fits": {k: {"alpha": f.alpha, "beta": f.beta, "r2": f.r2, "peak_sqrt_kl": f.peak()} for k, f in fits.items()},
             "frontier": frontier}
 
@@ -342,12 +341,13 @@ def report(cfg: HackingConfig, summary: dict[str, Any]) -> str:
 def command(cfg: HackingConfig, ctx: Any) -> int:
     """`llmlab hacking` (ctx: cli.Context). With --resume, the lab's own config.yaml with the flags and
     overrides given now on top."""
+    from llmlab.train.checkpoint import changes_given
+
     if cfg.resume:
         config = Path(cfg.resume) / "config.yaml"
         if not config.is_file():
             raise UserError(f"--resume {cfg.resume}: no config.yaml there (not an llmlab hacking folder)")
-        flags = {k: v for k, v in ctx.flags.items() if k != "resume"}
-        overrides = tuple(o for o in ctx.overrides if not o.startswith("resume="))
+        overrides, flags = changes_given(ctx)
         cfg = replace(load_config(HackingConfig, config, overrides, flags=flags), resume=cfg.resume)
     hacking(cfg, out=ctx.out, quiet=ctx.quiet)
     return 0

@@ -50,7 +50,6 @@ from llmlab.align.overopt import DivergenceDetector
 from llmlab.align.reference import forward_tokens, sampled_token_logprobs
 from llmlab.align.rewards import Rewards, Scored
 from llmlab.align.value import PolicyWithValue, with_value
-from llmlab.data.config import TaskConfig
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.train import distributed as D
@@ -614,7 +613,7 @@ def write_eval_report(run_dir: Path, before: dict[str, list[float]] | None, afte
               "pass@1": paired["pass@1"],
               "families": {f: {"n": len(v), "start": sum(b for b, _ in v) / len(v), "end": sum(a for _, a in v) / len(v)}
                            for f, v in sorted(families.items())},
-              "tasks": _tasks_text(cfg.data.tasks) if not cfg.data.input else None,
+              "tasks": cfg.data.tasks.describe(only_changed=True) if not cfg.data.input else None,
               "start": rows[0], "end": rows[1]}
     write_json_atomic(run_dir / "eval.json", result)
 
@@ -637,10 +636,6 @@ def write_eval_report(run_dir: Path, before: dict[str, list[float]] | None, afte
                for key, v in rows[0].items()),
              ""]
     write_text_atomic(run_dir / "eval.md", "\n".join(lines))
-
-
-def _tasks_text(tasks: TaskConfig) -> str:
-    return ", ".join(f"{k}={v}" for k, v in tasks.__dict__.items() if v != getattr(TaskConfig(), k)) or "default tasks"
 
 
 def command(cfg: OnlineConfig, ctx: Any) -> int:

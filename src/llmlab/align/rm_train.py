@@ -127,7 +127,7 @@ def prepare_pairs(cfg: RewardModelConfig, tok: Any, max_length: int, max_prompt_
                   log: Any) -> tuple[list[PairExample], list[PairExample]]:
 
     d = cfg.data
-    rows, skipped = load_preference_rows(d.input, strict=d.strict, n=d.n, seed=d.seed)
+    rows, skipped = load_preference_rows(d)
     for message in skipped:
         log(f"skipped {message}")
     train_rows, eval_rows = holdout_split(rows, d.eval_fraction, seed=d.seed)

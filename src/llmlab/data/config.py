@@ -59,6 +59,13 @@ class TaskConfig:
         check(self.max_number >= 20, f"max_number must be at least 20, got {self.max_number}")
         check(0 <= self.distractors <= 6, f"distractors must be in 0..6, got {self.distractors}")
 
+    def describe(self, *, only_changed: bool = False) -> str:
+        """"families=('compare',), max_number=99, ..." for reports: every setting, or those that differ
+        from the defaults ("default tasks" when none does)."""
+        default = TaskConfig()
+        return ", ".join(f"{k}={v}" for k, v in self.__dict__.items()
+                         if not only_changed or v != getattr(default, k)) or "default tasks"
+
 
 REJECTED_KINDS = ("wrong_answer", "unsafe_compliance", "over_refusal", "format_violation", "verbose_padding")
 

@@ -173,7 +173,7 @@ def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = F
     device = pick_device(cfg.device)
     policy, tok = load_policy(cfg.model, device=device)
     if cfg.data.input:
-        rows, skipped = load_preference_rows(cfg.data.input, strict=cfg.data.strict)
+        rows, skipped = load_preference_rows(cfg.data)
         for message in skipped:
             run.log(f"skipped row: {message}")
         held = holdout_split(rows, cfg.data.eval_fraction, seed=cfg.data.seed)[1] if cfg.data.eval_fraction else rows

@@ -153,14 +153,14 @@ class Engine:
         seen = torch.zeros(B, model.cfg.vocab_size, dtype=torch.bool, device=device)
         seen.scatter_(1, ids, real[:, :P])
         # one prefill per distinct prompt (G samples of a prompt share it), copied to its rows after
-        distinct: dict[tuple[int, ...], int] = {}
-        row_of = torch.tensor([distinct.setdefault(tuple(p), row) for row, p in enumerate(prompts)], device=device)
-        first = torch.tensor(sorted(distinct.values()), device=device)  # each distinct prompt's first row
+        distinct: dict[tuple[int, ...], int] = {}  # a prompt -> its first row
+        first_row = torch.tensor([distinct.setdefault(tuple(p), row) for row, p in enumerate(prompts)], device=device)
+        first = torch.tensor(list(distinct.values()), device=device)  # increasing: rows in order of first sight
         cache = model.new_cache(len(first), total)
         logits = model(ids[first], positions=positions[first], cache=cache,
                        key_padding_mask=real[first, :P] if padded else None, logits_to_keep=1).logits[:, -1]
         if len(first) < B:
-            index = torch.searchsorted(first, row_of)  # row -> its prompt's place among the distinct ones
+            index = torch.searchsorted(first, first_row)  # each row's place among the distinct prompts
             cache.select_rows(index)
             logits = logits[index]  # (B, V)
         done = torch.zeros(B, dtype=torch.bool, device=device)

@@ -196,6 +196,12 @@ def with_resume(cfg: T, ctx: Any) -> T:
     with the flags and overrides given now on top (ctx: the command's Context)."""
     if not getattr(cfg, "resume", ""):
         return cfg
-    flags = {k: v for k, v in ctx.flags.items() if k != "resume"}
-    overrides = tuple(o for o in ctx.overrides if not o.startswith("resume="))
+    overrides, flags = changes_given(ctx)
     return resumed_config(type(cfg), cfg.resume, overrides, flags)
+
+
+def changes_given(ctx: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(overrides, flags) given now with --resume, less the resume itself: what goes on top of the
+    resumed folder's own config.yaml."""
+    return (tuple(o for o in ctx.overrides if not o.startswith("resume=")),
+            {k: v for k, v in ctx.flags.items() if k != "resume"})
