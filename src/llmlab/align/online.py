@@ -52,6 +52,7 @@ from llmlab.align.rewards import Rewards, Scored
 from llmlab.align.value import PolicyWithValue, with_value
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.stats import paired_difference
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, global_units, plan_batches
 from llmlab.train.checkpoint import restore, resume_step, trainable_state
@@ -574,19 +575,6 @@ def _eval_text(row: dict[str, float], k: int) -> str:
     return (f"held-out accuracy {row['eval/accuracy']:.3f}, pass@1 {row['eval/pass@1']:.3f}, pass@{k} "
             f"{row[f'eval/pass@{k}']:.3f}, KL {row['eval/kl']:.3f}, length {row['eval/response_len']:.1f} tokens"
             + (f", proxy {row['eval/proxy']:.3f}" if "eval/proxy" in row else ""))
-
-
-def paired_difference(before: list[float], after: list[float]) -> tuple[float, float]:
-    """(mean of after - before, its standard error) over the same prompts: the paired test of whether
-    training changed accuracy (more sensitive than comparing two independent proportions)."""
-    if len(before) != len(after) or not before:
-        raise ValueError("need two equally long, non-empty lists of scores")
-    diffs = [a - b for a, b in zip(after, before, strict=True)]
-    mean = sum(diffs) / len(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan
-    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return mean, math.sqrt(var / len(diffs))
 
 
 def write_eval_report(run_dir: Path, before: dict[str, list[float]] | None, after: dict[str, list[float]],
