@@ -77,18 +77,12 @@ def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False)
 
 
 def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path], note: str = "") -> Path:
-    """`train(cfg, out=folder)` (logging `note` first); in a resumed lab, a finished stage is kept as it is,
-    an interrupted one with a checkpoint continues from it (one without starts over)."""
-    from llmlab.train.checkpoint import find_checkpoint
+    """One run of the lab (checkpoint.run_or_resume), logging `note` when it starts."""
+    from llmlab.train.checkpoint import run_or_resume
 
-    if run_status(folder) == "finished":
-        run.log(f"{folder.name}: finished before, kept")
-        return folder
-    if note:
+    if note and run_status(folder) != "finished":
         run.log(note)
-    if (folder / "checkpoints").is_dir():
-        return train(replace(cfg, resume=str(find_checkpoint(folder, run.log))), out=None, quiet=run.quiet)
-    return train(cfg, out=folder, quiet=run.quiet)
+    return run_or_resume(folder, cfg, train, log=run.log, quiet=run.quiet)
 
 
 # ---------------------------------------------------------------------- the proxy

@@ -35,6 +35,7 @@ import torch
 from llmlab.config import load_config, to_yaml
 from llmlab.errors import UserError
 from llmlab.files import write_text_atomic
+from llmlab.runs import outcome, run_status
 
 T = TypeVar("T")
 STATE_FILE = "trainer_state.pt"
@@ -205,3 +206,18 @@ def changes_given(ctx: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     resumed folder's own config.yaml."""
     return (tuple(o for o in ctx.overrides if not o.startswith("resume=")),
             {k: v for k, v in ctx.flags.items() if k != "resume"})
+
+
+def run_or_resume(folder: Path, cfg: Any, train: Callable[..., Path], *, log: Callable[[str], None],
+                  quiet: bool) -> Path:
+    """`train(cfg, out=folder)`, one stage of a multi-run command (the demo, the reward-hacking lab): a
+    stage whose folder says "finished" is kept as it is; an interrupted one with a checkpoint continues from
+    it (one without starts over). The stage's own status.json is written when it ends, not when the whole
+    command does, so an interruption later leaves the stages before it "finished"."""
+    if run_status(folder) == "finished":
+        log(f"{folder.name}: finished before, kept")
+        return folder
+    with outcome():
+        if (folder / "checkpoints").is_dir() and list_checkpoints(folder / "checkpoints"):
+            return train(replace(cfg, resume=str(find_checkpoint(folder, log))), out=None, quiet=quiet)
+        return train(cfg, out=folder, quiet=quiet)
