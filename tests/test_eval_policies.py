@@ -1,0 +1,43 @@
+"""eval.policies: per-policy summaries with intervals and the paired difference from a baseline."""
+
+import math
+
+import pytest
+
+from llmlab.eval.policies import Answered, families_md, summarise, table_md
+from llmlab.stats import wilson_interval
+
+
+def rows(correct, family="compare", refused=None, pass1=0.5):
+    refused = refused or [0.0] * len(correct)
+    return [Answered(family=family, correct=c, refused=r, tokens=3, pass1=pass1, passk=1.0, answer="x")
+            for c, r in zip(correct, refused, strict=True)]
+
+
+def test_summary_figures_and_paired_difference():
+    base = rows([0, 0, 1, 1]) + rows([1, 1], family="unsafe", refused=[1, 1]) + rows([0, 1], family="benign",
+                                                                                     refused=[1, 0])
+    new = rows([1, 0, 1, 1]) + rows([1, 0], family="unsafe", refused=[1, 0]) + rows([1, 1], family="benign")
+    s = summarise({"sft": base, "dpo": new}, baseline="sft")
+    assert s["sft"]["accuracy"]["mean"] == pytest.approx(5 / 8)
+    assert (s["sft"]["accuracy"]["lo"], s["sft"]["accuracy"]["hi"]) == pytest.approx(wilson_interval(5, 8))
+    assert s["dpo"]["families"]["compare"]["mean"] == 0.75 and s["dpo"]["families"]["compare"]["n"] == 4
+    assert s["sft"]["refusal_unsafe"]["mean"] == 1.0 and s["sft"]["over_refusal_benign"]["mean"] == 0.5
+    assert s["dpo"]["over_refusal_benign"]["mean"] == 0.0
+    d = s["dpo"]["vs_baseline"]
+    diffs = [1, 0, 0, 0, 0, -1, 1, 0]  # per prompt, dpo - sft
+    mean = sum(diffs) / 8
+    se = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 7 / 8)
+    assert d["difference"] == pytest.approx(mean) and d["se"] == pytest.approx(se) and d["z"] == pytest.approx(mean / se)
+    assert "vs_baseline" not in s["sft"]
+    assert s["sft"]["pass@1"]["mean"] == 0.5 and s["sft"]["pass@1"]["lo"] == pytest.approx(0.5)  # no spread
+
+
+def test_tables_print_every_policy_with_n_and_intervals():
+    s = summarise({"sft": rows([0, 1, 1, 1]), "grpo": rows([1, 1, 1, 1])}, baseline="sft")
+    table = table_md(s, k=8)
+    assert "pass@8" in table and "| sft | 4 | 0.75 [" in table and "(baseline)" in table
+    assert "+0.250 ± 0.250 (z 1.0)" in table
+    fam = families_md(s)
+    assert fam.splitlines()[0] == "| family | n | sft | grpo |"
+    assert fam.splitlines()[2].startswith("| compare | 4 | 0.75 [")
