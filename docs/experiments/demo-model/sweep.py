@@ -1,0 +1,102 @@
+"""One point of the demo-model sweep: data -> tokenizer -> pretrain (optionally with task chats mixed in)
+-> SFT -> held-out greedy accuracy per family and pass@k. Usage:
+
+    python sweep.py OUT key=value ...   (keys: see DEFAULTS)
+
+Writes OUT/result.json. The runs behind docs/experiments/demo-model/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from llmlab.align.config import ChatDataConfig, SFTConfig
+from llmlab.align.models import load_policy
+from llmlab.align.online import sample_rollouts
+from llmlab.align.onpolicy import task_world_prompts
+from llmlab.align.rl import pass_at_k
+from llmlab.align.sft import sft
+from llmlab.data.chat import CHAT_SPECIALS
+from llmlab.data.config import GenerateConfig, TaskConfig
+from llmlab.data.corpora import GENERATORS
+from llmlab.data.tasks import score
+from llmlab.files import write_jsonl_atomic
+from llmlab.model.config import ModelConfig
+from llmlab.tokenizers.bpe_train import train_bpe
+from llmlab.train.config import PretrainConfig, PretrainDataConfig, PretrainTrainConfig, TrainConfig
+from llmlab.train.pretrain import pretrain
+
+DEFAULTS = dict(families="arithmetic,compare,count,world_qa,unsafe,benign", d_model=128, n_layers=4, n_heads=4,
+                vocab=1024, pre="gpt2", chars=1_000_000, mid=0, pre_steps=400, pre_lr=3e-3, sft_steps=300, sft_bs=16,
+                sft_lr=1e-3, n_sft=2000, packing=0, n_eval=240, k=8, seed=0)
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    a = dict(DEFAULTS)
+    for kv in sys.argv[2:]:
+        k, v = kv.split("=", 1)
+        a[k] = type(DEFAULTS[k])(v)
+    tasks = TaskConfig(families=tuple(a["families"].split(",")), arith_max_digits=1, arith_ops=("+", "-"),
+                       max_number=99, list_min_len=3, list_max_len=4, distractors=0)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    gen = dict(seed=a["seed"], tasks=tasks)
+    docs = [r["text"] for r in GENERATORS["pretrain"](GenerateConfig(kind="pretrain", chars=a["chars"], **gen))]
+    chats = list(GENERATORS["sft"](GenerateConfig(kind="sft", n=a["n_sft"], **gen)))
+    if a["mid"]:  # task chats as plain text in the pretraining corpus ("mid-training")
+        mid = list(GENERATORS["sft"](GenerateConfig(kind="sft", n=a["mid"], seed=a["seed"] + 1000, tasks=tasks)))
+        docs += [f"Question: {c['messages'][0]['content']}\nAnswer: {c['messages'][1]['content']}" for c in mid]
+        random.Random(0).shuffle(docs)
+    write_jsonl_atomic(out / "pretrain.jsonl", ({"text": d} for d in docs))
+    write_jsonl_atomic(out / "sft.jsonl", chats)
+    tok = train_bpe(docs, vocab_size=a["vocab"], special_tokens=CHAT_SPECIALS, pre_tokenizer=a["pre"])
+    tok.save(out / "tokenizer")
+    model = ModelConfig(vocab_size=a["vocab"], d_model=a["d_model"], n_layers=a["n_layers"], n_heads=a["n_heads"],
+                        n_kv_heads=a["n_heads"] // 2, max_seq_len=256)
+    train = PretrainTrainConfig(max_steps=a["pre_steps"], batch_size=16, seq_len=128, lr=a["pre_lr"],
+                                warmup_steps=40, eval_every=a["pre_steps"], eval_batches=4, checkpoint_every=0,
+                                log_every=50, sample_tokens=20, seed=a["seed"])
+    data = PretrainDataConfig(input=(str(out / "pretrain.jsonl"),), tokenizer=str(out / "tokenizer"),
+                              cache_dir=str(out / ".cache"))
+    pre = pretrain(PretrainConfig(model=model, train=train, data=data), out=out / "pre", quiet=True)
+    t1 = time.time()
+    scfg = SFTConfig(model=str(pre), max_length=256, packing=bool(a["packing"]),
+                     train=TrainConfig(max_steps=a["sft_steps"], batch_size=a["sft_bs"], lr=a["sft_lr"],
+                                       warmup_steps=20, weight_decay=0.0, eval_every=0, log_every=50,
+                                       checkpoint_every=0, seed=a["seed"]),
+                     data=ChatDataConfig(input=(str(out / "sft.jsonl"),), seed=a["seed"]))
+    s = sft(scfg, out=out / "sft", quiet=True)
+    t2 = time.time()
+    policy, ctok = load_policy(str(s), device="cpu")
+    policy.eval()
+    held = task_world_prompts(a["n_eval"], seed=a["seed"], split="eval", tasks=tasks, stream="demo-eval")
+    gen_kw = dict(max_new_tokens=48, top_p=1.0, batch_size=64, device=torch.device("cpu"),
+                  generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g = sample_rollouts(policy, ctok, held, samples=1, temperature=0.0, **gen_kw)
+        sm = sample_rollouts(policy, ctok, held, samples=a["k"], temperature=1.0, **gen_kw)
+    fam: dict[str, list[float]] = {}
+    p1, pk = [], []
+    for i, p in enumerate(held):
+        fam.setdefault(p.family, []).append(float(score(p.text, g.texts[i]) == 1.0))
+        c = sum(score(p.text, sm.texts[i * a["k"] + j]) == 1.0 for j in range(a["k"]))
+        p1.append(c / a["k"])
+        pk.append(pass_at_k(a["k"], c, a["k"]))
+    acc = sum(sum(v) for v in fam.values()) / len(held)
+    result = dict(args=a, params=model.num_params(), accuracy=acc, pass1=sum(p1) / len(p1), passk=sum(pk) / len(pk),
+                  families={f: sum(v) / len(v) for f, v in sorted(fam.items())},
+                  seconds=dict(pretrain=round(t1 - t0), sft=round(t2 - t1), eval=round(time.time() - t2)),
+                  examples=[(p.family, p.text[-60:], g.texts[i]) for i, p in enumerate(held[:12])])
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
+
+
+if __name__ == "__main__":
+    main()
