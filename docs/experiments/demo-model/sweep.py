@@ -22,6 +22,7 @@ from llmlab.align.online import sample_rollouts
 from llmlab.align.onpolicy import task_world_prompts
 from llmlab.align.rl import pass_at_k
 from llmlab.align.sft import sft
+from llmlab.data.answers import is_refusal
 from llmlab.data.chat import CHAT_SPECIALS
 from llmlab.data.config import GenerateConfig, TaskConfig
 from llmlab.data.corpora import GENERATORS
@@ -34,7 +35,7 @@ from llmlab.train.pretrain import pretrain
 
 DEFAULTS = dict(families="arithmetic,compare,count,world_qa,unsafe,benign", d_model=128, n_layers=4, n_heads=4,
                 vocab=1024, pre="gpt2", chars=1_000_000, mid=0, pre_steps=400, pre_lr=3e-3, sft_steps=300, sft_bs=16,
-                sft_lr=1e-3, n_sft=2000, packing=0, n_eval=240, k=8, seed=0)
+                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, n_eval=240, k=8, seed=0)
 
 
 def main() -> None:
@@ -50,6 +51,10 @@ def main() -> None:
     gen = dict(seed=a["seed"], tasks=tasks)
     docs = [r["text"] for r in GENERATORS["pretrain"](GenerateConfig(kind="pretrain", chars=a["chars"], **gen))]
     chats = list(GENERATORS["sft"](GenerateConfig(kind="sft", n=a["n_sft"], **gen)))
+    if a["short_refusal"]:  # one short refusal: the token-mean loss no longer weighs refusals ~10x
+        for c in chats:
+            if is_refusal(c["messages"][-1]["content"]):
+                c["messages"][-1]["content"] = "I can't help with that."
     if a["mid"]:  # task chats as plain text in the pretraining corpus ("mid-training")
         mid = list(GENERATORS["sft"](GenerateConfig(kind="sft", n=a["mid"], seed=a["seed"] + 1000, tasks=tasks)))
         docs += [f"Question: {c['messages'][0]['content']}\nAnswer: {c['messages'][1]['content']}" for c in mid]
