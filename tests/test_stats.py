@@ -1,4 +1,4 @@
-"""llmlab.stats against SciPy-free hand computations and statsmodels' published Wilson values."""
+"""llmlab.stats against SciPy (binomtest's Wilson interval) and hand computations."""
 
 import math
 
@@ -15,7 +15,13 @@ def test_wilson_matches_the_closed_form_by_hand():
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     lo, hi = wilson_interval(8, 10)
     assert lo == pytest.approx(centre - half) and hi == pytest.approx(centre + half)
-    assert (lo, hi) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # statsmodels proportion_confint(8, 10, method="wilson")
+
+
+@pytest.mark.parametrize(("k", "n"), [(8, 10), (0, 20), (20, 20), (3, 40), (1, 1), (57, 240)])
+def test_wilson_matches_scipy(k, n):
+    stats = pytest.importorskip("scipy.stats")
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
 
 
 def test_wilson_is_not_empty_at_the_edges():
