@@ -42,3 +42,14 @@ def test_a_failed_stage_is_marked_failed_and_runs_again(tmp_path):
     folder = run_or_resume(tmp_path / "a", Cfg(), lambda cfg, out, quiet: start_run("x", cfg, out=out).dir,
                            log=print, quiet=True)
     assert folder == tmp_path / "a"
+
+
+def test_the_note_is_logged_only_when_the_stage_runs(tmp_path):
+    logged = []
+
+    def train(cfg, *, out, quiet):
+        return start_run("x", cfg, out=out, quiet=True).dir
+
+    run_or_resume(tmp_path / "a", Cfg(), train, log=logged.append, quiet=True, note="a: starting")
+    run_or_resume(tmp_path / "a", Cfg(), train, log=logged.append, quiet=True, note="a: starting")
+    assert logged == ["a: starting", "a: finished before, kept"]

@@ -52,7 +52,7 @@ from llmlab.data.config import GenerateConfig, PrefsConfig
 from llmlab.data.corpora import pref_rows
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from llmlab.runs import Run, read_metrics, run_status, start_run
+from llmlab.runs import Run, read_metrics, start_run
 
 
 def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
@@ -77,12 +77,10 @@ def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False)
 
 
 def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path], note: str = "") -> Path:
-    """One run of the lab (checkpoint.run_or_resume), logging `note` when it starts."""
+    """One run of the lab (checkpoint.run_or_resume), logging `note` when it runs."""
     from llmlab.train.checkpoint import run_or_resume
 
-    if note and run_status(folder) != "finished":
-        run.log(note)
-    return run_or_resume(folder, cfg, train, log=run.log, quiet=run.quiet)
+    return run_or_resume(folder, cfg, train, log=run.log, quiet=run.quiet, note=note)
 
 
 # ---------------------------------------------------------------------- the proxy

@@ -209,15 +209,18 @@ def changes_given(ctx: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def run_or_resume(folder: Path, cfg: Any, train: Callable[..., Path], *, log: Callable[[str], None],
-                  quiet: bool) -> Path:
-    """`train(cfg, out=folder)`, one stage of a multi-run command (the demo, the reward-hacking lab): a
-    stage whose folder says "finished" is kept as it is; an interrupted one with a checkpoint continues from
-    it (one without starts over). The stage's own status.json is written when it ends, not when the whole
-    command does, so an interruption later leaves the stages before it "finished"."""
+                  quiet: bool, note: str = "") -> Path:
+    """`train(cfg, out=folder)`, one stage of a multi-run command (the demo, the reward-hacking lab),
+    logging `note` when it runs: a stage whose folder says "finished" is kept as it is; an interrupted one
+    with a checkpoint continues from it (one without starts over). The stage's own status.json is written
+    when it ends, not when the whole command does, so an interruption later leaves the stages before it
+    "finished"."""
     if run_status(folder) == "finished":
         log(f"{folder.name}: finished before, kept")
         return folder
+    if note:
+        log(note)
     with outcome():
-        if (folder / "checkpoints").is_dir() and list_checkpoints(folder / "checkpoints"):
+        if list_checkpoints(folder / "checkpoints"):
             return train(replace(cfg, resume=str(find_checkpoint(folder, log))), out=None, quiet=quiet)
         return train(cfg, out=folder, quiet=quiet)
