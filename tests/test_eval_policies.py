@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from llmlab.eval.policies import Answered, families_md, summarise, table_md
+from llmlab.eval.policies import Answered, answer, families_md, summarise, table_md
 from llmlab.stats import wilson_interval
 
 
@@ -41,3 +41,28 @@ def test_tables_print_every_policy_with_n_and_intervals():
     fam = families_md(s)
     assert fam.splitlines()[0] == "| family | n | sft | grpo |"
     assert fam.splitlines()[2].startswith("| compare | 4 | 0.75 [")
+
+
+def test_answer_scores_a_real_model_like_an_independent_greedy_pass(tiny_model_dir):
+    """answer()'s greedy answers and scores equal generation.chat_responses' answers scored by the gold scorer;
+    pass@1 is the share of correct samples and pass@k follows from it."""
+    import torch
+
+    from llmlab.align.generation import chat_responses
+    from llmlab.align.models import load_policy
+    from llmlab.align.onpolicy import task_world_prompts
+    from llmlab.data.answers import is_refusal
+    from llmlab.data.tasks import score
+
+    prompts = task_world_prompts(6, seed=0, split="eval", stream="test")
+    got = answer(str(tiny_model_dir), prompts, k=3, max_new_tokens=6, batch_size=4, seed=1)
+    policy, tok = load_policy(str(tiny_model_dir), device="cpu")
+    greedy = chat_responses(policy.eval(), tok, [p.text for p in prompts], max_new_tokens=6, batch_size=4,
+                            device=torch.device("cpu"))
+    assert [r.answer for r in got] == [g.strip() for g in greedy]
+    assert [r.correct for r in got] == [float(score(p.text, g) == 1.0) for p, g in zip(prompts, greedy, strict=True)]
+    assert [r.refused for r in got] == [float(is_refusal(g)) for g in greedy]
+    assert [r.family for r in got] == [p.family for p in prompts]
+    for r in got:
+        assert r.pass1 in (0.0, 1 / 3, 2 / 3, 1.0) and r.passk == float(r.pass1 > 0) and 1 <= r.tokens <= 6
+    assert answer(str(tiny_model_dir), prompts, k=3, max_new_tokens=6, batch_size=4, seed=1) == got  # seeded

@@ -63,7 +63,7 @@ def answer(policy_dir: str, prompts: Sequence[Prompt], *, k: int, temperature: f
     proxies = proxy([(p.text, t) for p, t in zip(prompts, greedy.texts, strict=True)]) if proxy else None
     out = []
     for i, p in enumerate(prompts):
-        c = sum(score(p.text, sampled.texts[i * k + j]) == 1.0 for j in range(k)) if sampled else 0
+        c = sum(score(p.text, sampled.texts[i * k + j]) == 1.0 for j in range(k)) if sampled is not None else 0
         out.append(Answered(family=p.family or "-", correct=float(score(p.text, greedy.texts[i]) == 1.0),
                             refused=float(is_refusal(greedy.texts[i])), tokens=len(greedy.response_ids[i]),
                             pass1=c / k if k else math.nan, passk=pass_at_k(k, c, k) if k else math.nan,
