@@ -14,19 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from llmlab.align.config import ChatDataConfig, SFTConfig
-from llmlab.align.models import load_policy
-from llmlab.align.online import sample_rollouts
 from llmlab.align.onpolicy import task_world_prompts
-from llmlab.align.rl import pass_at_k
 from llmlab.align.sft import sft
 from llmlab.data.answers import is_refusal
 from llmlab.data.chat import CHAT_SPECIALS
 from llmlab.data.config import GenerateConfig, TaskConfig
 from llmlab.data.corpora import GENERATORS
-from llmlab.data.tasks import score
+from llmlab.eval.policies import answer, summarise
 from llmlab.files import write_jsonl_atomic
 from llmlab.model.config import ModelConfig
 from llmlab.tokenizers.bpe_train import train_bpe
@@ -79,26 +74,14 @@ def main() -> None:
                      data=ChatDataConfig(input=(str(out / "sft.jsonl"),), seed=a["seed"]))
     s = sft(scfg, out=out / "sft", quiet=True)
     t2 = time.time()
-    policy, ctok = load_policy(str(s), device="cpu")
-    policy.eval()
     held = task_world_prompts(a["n_eval"], seed=a["seed"], split="eval", tasks=tasks, stream="demo-eval")
-    gen_kw = dict(max_new_tokens=48, top_p=1.0, batch_size=64, device=torch.device("cpu"),
-                  generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        g = sample_rollouts(policy, ctok, held, samples=1, temperature=0.0, **gen_kw)
-        sm = sample_rollouts(policy, ctok, held, samples=a["k"], temperature=1.0, **gen_kw)
-    fam: dict[str, list[float]] = {}
-    p1, pk = [], []
-    for i, p in enumerate(held):
-        fam.setdefault(p.family, []).append(float(score(p.text, g.texts[i]) == 1.0))
-        c = sum(score(p.text, sm.texts[i * a["k"] + j]) == 1.0 for j in range(a["k"]))
-        p1.append(c / a["k"])
-        pk.append(pass_at_k(a["k"], c, a["k"]))
-    acc = sum(sum(v) for v in fam.values()) / len(held)
-    result = dict(args=a, params=model.num_params(), accuracy=acc, pass1=sum(p1) / len(p1), passk=sum(pk) / len(pk),
-                  families={f: sum(v) / len(v) for f, v in sorted(fam.items())},
+    answered = answer(str(s), held, k=a["k"], temperature=1.0, max_new_tokens=48, batch_size=64, seed=0)
+    summary = summarise({"sft": answered})["sft"]
+    result = dict(args=a, params=model.num_params(), accuracy=summary["accuracy"]["mean"],
+                  pass1=summary["pass@1"]["mean"], passk=summary["pass@k"]["mean"],
+                  families={f: v["mean"] for f, v in summary["families"].items()},
                   seconds=dict(pretrain=round(t1 - t0), sft=round(t2 - t1), eval=round(time.time() - t2)),
-                  examples=[(p.family, p.text[-60:], g.texts[i]) for i, p in enumerate(held[:12])])
+                  examples=[(p.family, p.text[-60:], r.answer) for p, r in zip(held[:12], answered, strict=False)])
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
 
