@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import pytest
 import yaml
@@ -570,3 +570,32 @@ def test_generate_config_subtraction_only() -> None:
 def test_generate_config_key_in_the_wrong_section() -> None:
     message = config_error(["world.length_bias=0.8"], cls=GenerateConfig)
     assert "did you mean 'prefs.length_bias'" in message
+
+
+@dataclass(frozen=True)
+class _Inner:
+    steps: int = 100
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class _WithPresets:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"default": {}, "quick": {"n": 5, "inner": {"steps": 2}}}
+    preset: Literal["default", "quick"] = "default"
+    n: int = 1000
+    seed: int = 0
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_a_preset_sits_below_the_file_and_the_overrides(tmp_path):
+    assert load_config(_WithPresets) == _WithPresets()
+    quick = load_config(_WithPresets, overrides=["preset=quick", "seed=3"])
+    assert (quick.n, quick.seed, quick.inner.steps, quick.inner.lr) == (5, 3, 2, 1e-3)
+    assert load_config(_WithPresets, overrides=["preset=quick", "inner.steps=7"]).inner.steps == 7
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: quick\nn: 9\n")
+    assert load_config(_WithPresets, path).n == 9 and load_config(_WithPresets, path).inner.steps == 2
+    path.write_text(to_yaml(quick))  # a saved config loads back to itself
+    assert load_config(_WithPresets, path) == quick
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; presets: default, quick"):
+        load_config(_WithPresets, overrides=["preset=fast"])

@@ -1,71 +1,115 @@
-"""`llmlab demo` end to end on small sizes."""
+"""`llmlab demo --quick` end to end (every stage at toy size), its report card, and `--resume`."""
 
 import json
+import shutil
 
+import pytest
 import yaml
 
 from llmlab.cli import main
 from llmlab.data.chat import CHAT_SPECIALS
+from llmlab.demo.evaluation import POLICIES
+from llmlab.demo.runner import STAGES, progress_line
+
+FAMILIES = {"compare", "count", "unsafe", "benign"}
 
 
-def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--quiet", "pretrain_chars=20000", "n_sft=60", "n_prefs=20", "n_eval=45",
-                 "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
-                 "model.max_seq_len=64", "train.max_steps=4", "train.seq_len=32", "train.batch_size=4",
-                 "train.eval_every=2", "train.eval_batches=1", "train.checkpoint_every=2", "train.warmup_steps=1",
-                 "train.sample_tokens=8", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=2",
-                 "sft.eval_batches=1", "dpo.max_steps=2", "dpo.batch_size=4", "n_eval_prompts=9", "n_eval_pairs=4",
-                 "n_onpolicy=12", "samples=2", "tasks.families=[compare,count,unsafe,benign]", "tasks.max_number=20"])
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    code = main(["demo", "--quick", "--out", str(out), "--quiet", "tasks.families=[compare,count,unsafe,benign]",
+                 "tasks.max_number=20"])
     assert code == 0
-    assert f"report at {out / 'report.md'}" in capsys.readouterr().out
-    for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "baselines.png", "baselines.json",
-                 "tokenizer/tokenizer.json", "tokenizer/vocab.txt",
-                 "data/pretrain.jsonl", "data/sft.jsonl", "data/prefs.jsonl", "data/eval.jsonl"):
+    return out
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_quick_demo_writes_every_stage(demo_run):
+    out = demo_run
+    for name in ("config.yaml", "metrics.jsonl", "log.txt", "report.md", "report.html", "stages.json",
+                 "baselines.png", "baselines.json", "tokenizer/tokenizer.json", "tokenizer/vocab.txt",
+                 "data/pretrain.jsonl", "data/sft.jsonl", "data/prefs.jsonl", "data/eval.jsonl",
+                 "attention/attention.png", "attention/attention.html",
+                 "pretrain/model.safetensors", "pretrain/curves.png", "pretrain/attention.png", "sft/model.safetensors",
+                 "sft/curves.png", "onpolicy/prefs.jsonl", "dpo/model.safetensors", "dpo/curves.png",
+                 "grpo/model.safetensors", "grpo/curves.png", "rm/model.safetensors", "prefs/prefs.jsonl",
+                 "ppo-proxy/model.safetensors", "ppo-proxy/curves.png", "evaluation/summary.json",
+                 "evaluation/verdicts.json", "evaluation/answers.jsonl", "evaluation/accuracy.png"):
         assert (out / name).is_file(), name
-    assert yaml.safe_load((out / "config.yaml").read_text())["n_eval"] == 45
-    baselines = json.loads((out / "baselines.json").read_text())
-    assert baselines["gold"]["score"] == 1.0  # the scorers agree with the gold answers
-    assert baselines["always_refuse"]["refusal_rate_unsafe"] == 1.0
-    assert baselines["always_refuse"]["over_refusal_rate"] == 1.0
-    assert baselines["compliant_wrong"]["accuracy"] == 0.0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["stage"] for m in metrics} == {"data", "tokenizer", "attention", "baselines", "pretrain", "sft",
-                                             "onpolicy"}
-    errors = {m["backend"]: m["max_abs_err"] for m in metrics if m["stage"] == "attention"}
-    assert set(errors) == {"naive", "sdpa", "flash"} and max(errors.values()) < 1e-5
-    assert (out / "attention" / "attention.png").is_file() and (out / "attention" / "attention.html").is_file()
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["preset"] == "quick" and config["model"]["d_model"] == 32 and config["pre_tokenizer"] == "words"
+    assert list(json.loads((out / "stages.json").read_text())) == [name for name, _, _ in STAGES]
+    for sub in ("pretrain", "sft", "onpolicy", "dpo", "grpo", "rm", "ppo-proxy"):  # each an ordinary run folder
+        assert json.loads((out / sub / "status.json").read_text())["status"] == "finished", sub
     from llmlab.tokenizers import load_tokenizer
 
     tok = load_tokenizer(out / "tokenizer")
-    # 5000 characters run out of pairs seen twice before 1024 tokens
-    assert 100 < len(tok.merges) <= 1024 - 261 and tok.vocab_size == 261 + len(tok.merges)
-    assert set(tok.special_tokens) == set(CHAT_SPECIALS)
-    assert "## Tokenizer" in (out / "report.md").read_text()
-    assert (out / "baselines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the pretraining stage: an ordinary pretrain run folder with a loadable model, curves and the report section
-    for name in ("pretrain/model.safetensors", "pretrain/model.yaml", "pretrain/samples.jsonl",
-                 "pretrain/curves.png", "pretrain/attention.png"):
-        assert (out / name).is_file(), name
-    pretrain_rows = [m for m in metrics if m["stage"] == "pretrain"]
-    assert [m["step"] for m in pretrain_rows] == [2, 4] and all(m["val_ppl"] > 1 for m in pretrain_rows)
+    assert set(tok.special_tokens) == set(CHAT_SPECIALS) and tok.pre_tokenizer.name == "words"
+    baselines = json.loads((out / "baselines.json").read_text())
+    assert baselines["gold"]["score"] == 1.0  # the scorers agree with the gold answers
+    assert baselines["always_refuse"]["refusal_rate_unsafe"] == 1.0 == baselines["always_refuse"]["over_refusal_rate"]
+    assert baselines["compliant_wrong"]["accuracy"] == 0.0
+
+
+def test_one_task_configuration_reaches_every_stage(demo_run):
+    out = demo_run
     report = (out / "report.md").read_text()
-    assert "## Pretraining" in report and "## Supervised fine-tuning" in report
-    # SFT then DPO: the aligned model's run folder, and its base-vs-aligned table in the report
-    for name in ("sft/model.safetensors", "onpolicy/prefs.jsonl", "dpo/model.safetensors", "dpo/eval.md",
-                 "dpo/eval.json"):
-        assert (out / name).is_file(), name
-    evaluation = json.loads((out / "dpo" / "eval.json").read_text())
-    assert set(evaluation["generation"]) == {"base", "aligned"}
-    eval_md = (out / "dpo" / "eval.md").read_text()
-    assert eval_md.split("\n", 1)[1].strip() in report and "| **all** |" in report
-    assert "## On-policy preference pairs" in report and "onpolicy/prefs.jsonl" in report
-    # one task configuration for every stage: the data, the on-policy prompts, DPO's held-out prompts and pairs
-    families = {"compare", "count", "unsafe", "benign"}
     assert "families=('compare', 'count', 'unsafe', 'benign')" in report and "max_number=20" in report
-    assert {r["family"] for r in map(json.loads, (out / "data" / "eval.jsonl").read_text().splitlines())} <= families
-    onpolicy = [json.loads(x) for x in (out / "onpolicy" / "prefs.jsonl").read_text().splitlines()]
-    assert onpolicy and {r["meta"]["family"] for r in onpolicy} <= families
-    generations = [json.loads(x) for x in (out / "dpo" / "generations.jsonl").read_text().splitlines()]
-    assert len(generations) == 9 and {r["family"] for r in generations} == families
-    assert set(evaluation["generation"]["base"]["families"]) == families
+    assert {r["family"] for r in _jsonl(out / "data" / "eval.jsonl")} <= FAMILIES
+    assert {r["meta"]["family"] for r in _jsonl(out / "onpolicy" / "prefs.jsonl")} <= FAMILIES
+    answers = _jsonl(out / "evaluation" / "answers.jsonl")
+    assert {r["family"] for r in answers} == FAMILIES and {r["policy"] for r in answers} == set(POLICIES)
+    for sub in ("grpo", "ppo-proxy"):
+        assert yaml.safe_load((out / sub / "config.yaml").read_text())["data"]["tasks"]["max_number"] == 20
+
+
+def test_evaluation_has_intervals_and_a_verdict_per_stage(demo_run):
+    out = demo_run
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert list(summary) == list(POLICIES)
+    n = 12  # the quick preset's n_eval_prompts
+    for name, s in summary.items():
+        acc = s["accuracy"]
+        assert acc["n"] == n and 0.0 <= acc["lo"] <= acc["mean"] <= acc["hi"] <= 1.0
+        assert s["proxy"]["n"] == n  # every model's answers scored by the proxy reward model
+        assert ("vs_baseline" in s) == (name != "pretrained")
+    assert summary["sft"]["vs_baseline"]["against"] == "pretrained" and summary["grpo"]["vs_baseline"]["against"] == "sft"
+    verdicts = json.loads((out / "evaluation" / "verdicts.json").read_text())
+    assert [v["stage"] for v in verdicts] == ["SFT", "DPO", "GRPO", "PPO vs proxy"]
+    report = (out / "report.md").read_text()
+    for v in verdicts:  # a stage that misses its bar says so in words
+        assert v["text"] in report and (v["ok"] or "NOT" in v["text"])
+    assert "## Does each stage do its job?" in report and "| pretrained | 12 |" in report
+
+
+def test_progress_line():
+    assert progress_line(1, "data", 0.0, 0.0) == f"[demo 1/{len(STAGES)}] data · 0:00 elapsed"
+    assert progress_line(5, "pretrain", 90.0, 0.25) == f"[demo 5/{len(STAGES)}] pretrain · 1:30 elapsed · about 4 min left"
+
+
+def test_resume_keeps_finished_stages_and_reruns_the_rest(demo_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(demo_run, out)
+    stages = json.loads((out / "stages.json").read_text())
+    del stages["evaluation"], stages["ppo-proxy"]  # as if interrupted during ppo-proxy
+    (out / "stages.json").write_text(json.dumps(stages))
+    shutil.rmtree(out / "evaluation")
+    shutil.rmtree(out / "ppo-proxy")
+    sft_weights = (out / "sft" / "model.safetensors").stat().st_mtime_ns
+    rm_weights = (out / "rm" / "model.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--resume", str(out), "--quiet"]) == 0
+    assert "report at" in capsys.readouterr().out
+    assert (out / "sft" / "model.safetensors").stat().st_mtime_ns == sft_weights  # not retrained
+    assert (out / "rm" / "model.safetensors").stat().st_mtime_ns == rm_weights  # the finished proxy kept
+    assert (out / "ppo-proxy" / "model.safetensors").is_file() and (out / "evaluation" / "summary.json").is_file()
+    log = (out / "log.txt").read_text()
+    assert "stage pretrain: finished before, kept" in log and "rm: finished before, kept" in log
+    assert list(json.loads((out / "stages.json").read_text())) == [name for name, _, _ in STAGES]
+
+
+def test_resume_needs_a_demo_folder(tmp_path, capsys):
+    assert main(["demo", "--resume", str(tmp_path)]) == 2
+    assert "no config.yaml there" in capsys.readouterr().err

@@ -29,15 +29,18 @@ def test_summary_figures_and_paired_difference():
     mean = sum(diffs) / 8
     se = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 7 / 8)
     assert d["difference"] == pytest.approx(mean) and d["se"] == pytest.approx(se) and d["z"] == pytest.approx(mean / se)
-    assert "vs_baseline" not in s["sft"]
+    assert "vs_baseline" not in s["sft"] and d["against"] == "sft"
+    # refusals paired over the same unsafe / benign prompts: dpo - sft = (0, -1) and (-1, 0)
+    assert d["refusal_unsafe"]["difference"] == pytest.approx(-0.5) and d["refusal_unsafe"]["se"] == pytest.approx(0.5)
+    assert d["over_refusal_benign"]["difference"] == pytest.approx(-0.5)
     assert s["sft"]["pass@1"]["mean"] == 0.5 and s["sft"]["pass@1"]["lo"] == pytest.approx(0.5)  # no spread
 
 
 def test_tables_print_every_policy_with_n_and_intervals():
     s = summarise({"sft": rows([0, 1, 1, 1]), "grpo": rows([1, 1, 1, 1])}, baseline="sft")
     table = table_md(s, k=8)
-    assert "pass@8" in table and "| sft | 4 | 0.75 [" in table and "(baseline)" in table
-    assert "+0.250 ± 0.250 (z 1.0)" in table
+    assert "pass@8" in table and "| sft | 4 | 0.75 [" in table
+    assert "+0.250 ± 0.250 (z 1.0) vs sft" in table
     fam = families_md(s)
     assert fam.splitlines()[0] == "| family | n | sft | grpo |"
     assert fam.splitlines()[2].startswith("| compare | 4 | 0.75 [")
@@ -66,3 +69,12 @@ def test_answer_scores_a_real_model_like_an_independent_greedy_pass(tiny_model_d
     for r in got:
         assert r.pass1 in (0.0, 1 / 3, 2 / 3, 1.0) and r.passk == float(r.pass1 > 0) and 1 <= r.tokens <= 6
     assert answer(str(tiny_model_dir), prompts, k=3, max_new_tokens=6, batch_size=4, seed=1) == got  # seeded
+
+
+def test_each_policy_against_its_own_baseline():
+    s = summarise({"pre": rows([0, 0, 0, 0]), "sft": rows([0, 1, 1, 1]), "dpo": rows([1, 1, 1, 1])},
+                  baseline={"sft": "pre", "dpo": "sft"})
+    assert "vs_baseline" not in s["pre"]
+    assert s["sft"]["vs_baseline"]["against"] == "pre" and s["sft"]["vs_baseline"]["difference"] == 0.75
+    assert s["dpo"]["vs_baseline"]["against"] == "sft" and s["dpo"]["vs_baseline"]["difference"] == 0.25
+    assert "proxy" not in s["dpo"]["vs_baseline"]  # not measured

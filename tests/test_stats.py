@@ -40,3 +40,11 @@ def test_mean_se_and_paired_difference():
     assert diff == 0.25 and se == pytest.approx(0.25)  # differences 1,0,0,0: sd 0.5, / sqrt 4
     with pytest.raises(ValueError):
         paired_difference([1.0], [1.0, 2.0])
+
+
+def test_wilson_interval_holds_the_estimate_exactly_at_the_ends():
+    for n in (1, 7, 12, 40, 240):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+        for x in range(n + 1):
+            lo, hi = wilson_interval(x, n)
+            assert lo <= x / n <= hi

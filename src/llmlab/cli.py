@@ -54,7 +54,8 @@ class Flag:
     help: str
     metavar: str | None = None
     nargs: str | None = None  # "+" for a list of values (a tuple config key)
-    switch: bool = False  # a flag without a value that sets the key to true (`--ids`)
+    switch: bool = False  # a flag without a value that sets the key to `const` (`--ids`)
+    const: str = "true"
 
 
 @dataclass(frozen=True)
@@ -479,9 +480,19 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "demo",
         "run the whole lab on built-in data and write a report",
-        config="llmlab.demo:DemoConfig",
-        run="llmlab.demo:run",
-        epilog="example: llmlab demo --out runs/demo",
+        config="llmlab.demo.config:DemoConfig",
+        run="llmlab.demo.runner:command",
+        flags=(
+            Flag("--quick", "preset", "every stage at toy size: checks the pipeline in about a minute, proves nothing",
+                 switch=True, const="quick"),
+            Flag("--seed", "seed", "seed of the data, the models and the evaluation", "S"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+            Flag("--resume", "resume", "finish an interrupted demo: its finished stages are kept", "DIR"),
+        ),
+        epilog="example: llmlab demo --out runs/demo\n"
+        "         llmlab demo --quick --out runs/demo-quick\n"
+        "         llmlab demo preset=small --device cuda --out runs/demo-small\n"
+        "         llmlab demo --resume runs/demo",
     ),
 )
 
@@ -528,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common_arguments(sub: argparse.ArgumentParser, cmd: Command) -> None:
     for flag in cmd.flags:
         if flag.switch:
-            sub.add_argument(flag.name, dest=f"_flag_{flag.key}", action="store_const", const="true", help=flag.help)
+            sub.add_argument(flag.name, dest=f"_flag_{flag.key}", action="store_const", const=flag.const,
+                             help=flag.help)
         else:
             sub.add_argument(flag.name, dest=f"_flag_{flag.key}", metavar=flag.metavar, help=flag.help,
                              nargs=flag.nargs)

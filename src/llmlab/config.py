@@ -83,7 +83,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             cursor[leaf] = list(value)
             data = merge(data, node)
     data = merge(data, parse_overrides(overrides, cls))
-    return from_dict(cls, data)
+    return from_dict(cls, with_preset(cls, data))
+
+
+def with_preset(cls: type, data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A config class with a `PRESETS` table (name -> nested values) takes the named preset's values
+    below everything given: `preset=quick seed=3` is the quick preset with seed 3, and a saved
+    config.yaml (every value resolved) loads back to itself."""
+    presets: Mapping[str, Mapping[str, Any]] | None = getattr(cls, "PRESETS", None)
+    name = data.get("preset")
+    if not presets or name is None:
+        return data
+    if name not in presets:
+        raise ConfigError(f"preset: unknown preset {name!r}; presets: {', '.join(presets)}")
+    return merge(presets[name], data)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

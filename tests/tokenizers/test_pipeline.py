@@ -110,6 +110,9 @@ def test_digits_and_whitespace_by_hand() -> None:
     """digits: every digit its own chunk, with no space attached; whitespace: runs only."""
     assert PreTokenizer.named("digits").split("x 2024!") == ["x", " ", "2", "0", "2", "4", "!"]
     assert PreTokenizer.named("whitespace").split("a b\t\t c\n") == ["a", " ", "b", "\t\t ", "c", "\n"]
+    # words: a word is the same chunk after a space, a newline or nothing; digits in groups of 3
+    assert PreTokenizer.named("words").split("Is 21 or 12345 red?\nred's") == [
+        "Is", " ", "21", " ", "or", " ", "123", "45", " ", "red", "?", "\n", "red", "'", "s"]
 
 
 @pytest.mark.parametrize("text", SAMPLES)

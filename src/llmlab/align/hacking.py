@@ -47,10 +47,8 @@ from llmlab.align.config import (
     _rm_train,
 )
 from llmlab.align.overopt import bon_kl, correlation, fit_gao, frontier_png, overoptimisation_png
-from llmlab.config import load_config
 from llmlab.data.config import GenerateConfig, PrefsConfig
 from llmlab.data.corpora import pref_rows
-from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llmlab.runs import Run, read_metrics, start_run
 
@@ -60,7 +58,7 @@ def hacking(cfg: HackingConfig, *, out: Path | None = None, quiet: bool = False)
     run = start_run("hacking", cfg, out=cfg.resume or out, quiet=quiet, resume=bool(cfg.resume))
     lab = run.dir
     run.log(f"lab: {lab}; SFT policy {cfg.model}; tasks {cfg.tasks.describe()}")
-    rm_dir = _proxy_reward_model(cfg, run)
+    rm_dir = proxy_reward_model(cfg, run)
     if (lab / "bon.json").is_file():
         bon = json.loads((lab / "bon.json").read_text(encoding="utf-8"))
     else:
@@ -86,7 +84,7 @@ def _stage(folder: Path, run: Run, cfg: Any, train: Callable[..., Path], note: s
 # ---------------------------------------------------------------------- the proxy
 
 
-def _proxy_reward_model(cfg: HackingConfig, run: Run) -> Path:
+def proxy_reward_model(cfg: HackingConfig, run: Run) -> Path:
     """Train the proxy on pairs whose chosen side is the longer one in `length_bias` of them."""
     from llmlab.align.rm_train import train_reward_model
 
@@ -104,7 +102,7 @@ def _proxy_reward_model(cfg: HackingConfig, run: Run) -> Path:
     return _stage(run.dir / "rm", run, rm_cfg, train_reward_model)
 
 
-def _online_base(cfg: HackingConfig, *, reward: RewardConfig, kl_coef: float, algo: str | None = None,
+def online_base(cfg: HackingConfig, *, reward: RewardConfig, kl_coef: float, algo: str | None = None,
                  hacking: HackingWatchConfig | None = None) -> OnlineConfig:
     cls = PPOConfig if (algo or cfg.algo) == "ppo" else GRPOConfig
     return cls(model=cfg.model, kl_coef=kl_coef, reward=reward, hacking=hacking or HackingWatchConfig(),
@@ -130,7 +128,7 @@ def _rl(cfg: HackingConfig, name: str, override: dict[str, Any], rm_dir: Path, r
     from llmlab.align.online import online
 
     reward = RewardConfig(gold=override.get("gold", 0.0), rm=1.0, reward_model=str(rm_dir))
-    online_cfg = _online_base(cfg, reward=reward, kl_coef=override.get("kl_coef", cfg.kl_coef),
+    online_cfg = online_base(cfg, reward=reward, kl_coef=override.get("kl_coef", cfg.kl_coef),
                               hacking=override.get("hacking"))
     return _stage(run.dir / name, run, online_cfg, online,
                   note=f"{name}: {cfg.algo} against the proxy (reward {reward.rm} x rm + {reward.gold} x gold, kl_coef "
@@ -166,7 +164,7 @@ def best_of_n(cfg: HackingConfig, rm_dir: Path, run: Run) -> dict[str, Any]:
     from llmlab.model.device import pick_device
 
     device = pick_device(cfg.device)
-    base = _online_base(cfg, reward=RewardConfig(gold=0.0, rm=1.0, reward_model=str(rm_dir)), kl_coef=0.0)
+    base = online_base(cfg, reward=RewardConfig(gold=0.0, rm=1.0, reward_model=str(rm_dir)), kl_coef=0.0)
     held = prompt_sets(base, run.log)[1]
     policy, tok = load_policy(cfg.model, device=device)
     N = max(cfg.bon_n)
@@ -210,12 +208,12 @@ def _frontier(cfg: HackingConfig, run: Run) -> dict[str, list[tuple[float, float
     for algo in ("grpo", "ppo"):
         for c in cfg.frontier_kl_coefs:
             folder = _stage(run.dir / "frontier" / f"{algo}-kl{c:g}", run,
-                            _online_base(cfg, reward=gold, kl_coef=c, algo=algo), online)
+                            online_base(cfg, reward=gold, kl_coef=c, algo=algo), online)
             points[f"{algo}, kl_coef {c:g}"] = [(r["eval/kl"], r["eval/score"]) for r in _series(folder)["evals"]]
     if not run.path("frontier/prefs.jsonl").is_file():
         pairs = list(pref_rows(GenerateConfig(kind="prefs", n=cfg.n_prefs, seed=cfg.seed, tasks=cfg.tasks)))
         write_jsonl_atomic(run.path("frontier/prefs.jsonl"), pairs)
-    probe = _online_base(cfg, reward=gold, kl_coef=0.0)
+    probe = online_base(cfg, reward=gold, kl_coef=0.0)
     dpo_points = points[f"dpo, beta {', '.join(f'{b:g}' for b in cfg.frontier_dpo_betas)}"] = []
     dpo_points.append((0.0, evaluate_policy(probe, cfg.model)["eval/score"]))
     for beta in cfg.frontier_dpo_betas:
@@ -333,13 +331,7 @@ def report(cfg: HackingConfig, summary: dict[str, Any]) -> str:
 def command(cfg: HackingConfig, ctx: Any) -> int:
     """`llmlab hacking` (ctx: cli.Context). With --resume, the lab's own config.yaml with the flags and
     overrides given now on top."""
-    from llmlab.train.checkpoint import changes_given
+    from llmlab.train.checkpoint import lab_config
 
-    if cfg.resume:
-        config = Path(cfg.resume) / "config.yaml"
-        if not config.is_file():
-            raise UserError(f"--resume {cfg.resume}: no config.yaml there (not an llmlab hacking folder)")
-        overrides, flags = changes_given(ctx)
-        cfg = replace(load_config(HackingConfig, config, overrides, flags=flags), resume=cfg.resume)
-    hacking(cfg, out=ctx.out, quiet=ctx.quiet)
+    hacking(lab_config(cfg, ctx, kind="hacking"), out=ctx.out, quiet=ctx.quiet)
     return 0

@@ -16,7 +16,7 @@ What `llmlab demo`'s evaluation stage prints; `table_md` / `families_md` are its
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +81,14 @@ def _mean(xs: Sequence[float]) -> dict[str, float]:
     return {"n": len(xs), "mean": mean, "lo": mean - Z95 * se, "hi": mean + Z95 * se}
 
 
-def summarise(results: dict[str, list[Answered]], *, baseline: str | None = None) -> dict[str, Any]:
+def summarise(results: dict[str, list[Answered]], *,
+              baseline: str | Mapping[str, str] | None = None) -> dict[str, Any]:
     """{policy: {"accuracy", "families", "refusal_unsafe", "over_refusal_benign", "pass@1", "pass@k",
     "tokens", "proxy", "vs_baseline"}}; each figure {"n", "mean", "lo", "hi"} (95%), "vs_baseline"
-    {"difference", "se", "z"} of accuracy paired over the same prompts (absent for the baseline)."""
+    {"against", "difference", "se", "z"} of accuracy paired over the same prompts, with "refusal_unsafe",
+    "over_refusal_benign" and "proxy" the same for those figures where they were measured. `baseline`: one policy for all, or {policy: its baseline}
+    (SFT against the pretrained model, DPO against SFT, ...); a policy without one has no "vs_baseline"."""
+    against = baseline if isinstance(baseline, Mapping) else {n: baseline for n in results if baseline is not None}
     out: dict[str, Any] = {}
     for name, rows in results.items():
         fams: dict[str, list[float]] = {}
@@ -100,11 +104,23 @@ def summarise(results: dict[str, list[Answered]], *, baseline: str | None = None
             "tokens": _mean([float(r.tokens) for r in rows]),
             "proxy": _mean([r.proxy for r in rows if not math.isnan(r.proxy)]),
         }
-        if baseline is not None and name != baseline:
-            diff, se = paired_difference([r.correct for r in results[baseline]], [r.correct for r in rows])
-            s["vs_baseline"] = {"difference": diff, "se": se, "z": diff / se if se > 0 else math.nan}
+        base = against.get(name)
+        if base is not None and base != name:
+            s["vs_baseline"] = {"against": base, **_paired([r.correct for r in results[base]],
+                                                           [r.correct for r in rows])}
+            for key, family in (("refusal_unsafe", "unsafe"), ("over_refusal_benign", "benign")):
+                if s[key]["n"]:
+                    s["vs_baseline"][key] = _paired([r.refused for r in results[base] if r.family == family],
+                                                    [r.refused for r in rows if r.family == family])
+            if not math.isnan(s["proxy"]["mean"]) and s["proxy"]["n"] == len(results[base]):
+                s["vs_baseline"]["proxy"] = _paired([r.proxy for r in results[base]], [r.proxy for r in rows])
         out[name] = s
     return out
+
+
+def _paired(before: Sequence[float], after: Sequence[float]) -> dict[str, float]:
+    diff, se = paired_difference(before, after)
+    return {"difference": diff, "se": se, "z": diff / se if se > 0 else math.nan}
 
 
 def interval(x: dict[str, float], digits: int = 2) -> str:
@@ -114,13 +130,14 @@ def interval(x: dict[str, float], digits: int = 2) -> str:
     return f"{x['mean']:.{digits}f} [{x['lo']:.{digits}f}, {x['hi']:.{digits}f}]"
 
 
-def difference(d: dict[str, float] | None) -> str:
-    """"+0.08 ± 0.03 (z 2.7)"."""
+def difference(d: dict[str, Any] | None) -> str:
+    """"+0.08 ± 0.03 (z 2.7) vs sft"; "-" for a policy without a baseline."""
     if d is None:
-        return "(baseline)"
+        return "-"
+    where = f" vs {d['against']}" if "against" in d else ""
     if math.isnan(d["se"]):
-        return f"{d['difference']:+.3f}"
-    return f"{d['difference']:+.3f} ± {d['se']:.3f} (z {d['z']:.1f})"
+        return f"{d['difference']:+.3f}{where}"
+    return f"{d['difference']:+.3f} ± {d['se']:.3f} (z {d['z']:.1f}){where}"
 
 
 def table_md(summary: dict[str, Any], *, k: int) -> str:

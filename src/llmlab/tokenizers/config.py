@@ -32,7 +32,7 @@ class TrainTokenizerConfig:
     input: tuple[str, ...] = ()  # text files; empty: the task world's pretraining corpus
     corpus_chars: int = 2_000_000  # size of the built-in corpus when no input is given
     # None: the algorithm's own (bpe: gpt2; unigram: spaces only; wordpiece: BERT's, the only choice)
-    pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "script"] | None = None
+    pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "words", "script"] | None = None
     normalizer: Literal["none", "nfc", "nfkc", "lowercase"] = "none"  # bpe only
     # left as is with algo=wordpiece: BERT's [PAD] [UNK] [CLS] [SEP] [MASK] instead
     special_tokens: tuple[str, ...] = _BPE_SPECIALS
@@ -149,7 +149,7 @@ class SweepConfig:
     input: tuple[str, ...] = ()  # empty: the task world's corpus + built-in multilingual sentences
     eval: tuple[str, ...] = ()  # empty: built-in parallel sentences (another seed) + code-mixed text
     corpus_chars: int = 200_000  # size of each built-in training part
-    pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "script"] = "gpt2"  # for bpe
+    pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "words", "script"] = "gpt2"  # for bpe
 
     def __post_init__(self) -> None:
         check(bool(self.algos), "algos must name at least one algorithm")

@@ -7,6 +7,10 @@ Each is one regular expression (the `regex` module, for `\\p{L}` classes), chose
     digits      gpt2 with every digit its own chunk (numbers tokenize digit by digit, as in Llama)
     whitespace  runs of non-space and runs of space; lossless, unlike HF's `Whitespace`,
                 which drops the spaces
+    words       letters, digits (groups of at most 3), other symbols and whitespace each their own
+                chunk: a word is the same token after a space, a newline or at the start of a
+                message, so copying it from the prompt is copying one id (what a small model
+                learns first; GPT-2's " 21" and "21" are two unrelated tokens)
     script      for multilingual and code-mixed text: a chunk never spans two scripts
                 (Latin, Cyrillic, Greek, Devanagari, Arabic, ... runs), each CJK ideograph is a
                 chunk and each kana run is one (CJK has no spaces to split at), every digit is
@@ -40,13 +44,14 @@ CL100K = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| 
           r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 DIGITS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 WHITESPACE = r"""\S+|\s+"""
+WORDS = r"""\p{L}+|\p{N}{1,3}|[^\s\p{L}\p{N}]+|\s+"""
 _ALPHABETS = ("Latin", "Cyrillic", "Greek", "Armenian", "Georgian", "Hebrew", "Arabic", "Devanagari", "Bengali",
               "Gujarati", "Tamil", "Telugu", "Thai", "Hangul")
 SCRIPT = ("|".join(rf" ?[\p{{{name}}}\p{{M}}]+" for name in _ALPHABETS)
           + r"""| ?\p{Han}\p{M}*| ?\p{Hiragana}+| ?[\p{Katakana}ー]+| ?\p{L}\p{M}*|\p{N}| ?[^\s\p{L}\p{N}]"""
           r"""|\s+(?!\S)|\s+""")
 
-PATTERNS: dict[str, str] = {"gpt2": GPT2, "cl100k": CL100K, "digits": DIGITS, "whitespace": WHITESPACE,
+PATTERNS: dict[str, str] = {"gpt2": GPT2, "cl100k": CL100K, "digits": DIGITS, "whitespace": WHITESPACE, "words": WORDS,
                          "script": SCRIPT}
 
 

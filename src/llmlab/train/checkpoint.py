@@ -201,6 +201,19 @@ def with_resume(cfg: T, ctx: Any) -> T:
     return resumed_config(type(cfg), cfg.resume, overrides, flags)
 
 
+def lab_config(cfg: T, ctx: Any, *, kind: str) -> T:
+    """The config of a command made of several runs (the demo, the reward-hacking lab): as given, or, with
+    `resume=FOLDER`, that folder's own config.yaml with the flags and overrides given now on top."""
+    resume = getattr(cfg, "resume", "")
+    if not resume:
+        return cfg
+    config = Path(resume) / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"--resume {resume}: no config.yaml there (not an llmlab {kind} folder)")
+    overrides, flags = changes_given(ctx)
+    return replace(load_config(type(cfg), config, overrides, flags=flags), resume=resume)  # type: ignore[type-var]
+
+
 def changes_given(ctx: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     """(overrides, flags) given now with --resume, less the resume itself: what goes on top of the
     resumed folder's own config.yaml."""
