@@ -113,3 +113,27 @@ def test_resume_keeps_finished_stages_and_reruns_the_rest(demo_run, tmp_path, ca
 def test_resume_needs_a_demo_folder(tmp_path, capsys):
     assert main(["demo", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml there" in capsys.readouterr().err
+
+
+def test_the_report_card_in_a_real_browser(demo_run):
+    """report.html as a person opens it: headless Chromium, file://, nothing fetched from anywhere."""
+    from browser import inspect_page, launch_browser, require_browser
+
+    require_browser()
+    with launch_browser() as browser:
+        page = inspect_page(demo_run / "report.html", browser)
+    assert page["title"] == "llmlab demo" and page["h1"] == ["llmlab demo: report card"]
+    for heading in ("Does each stage do its job? (held-out, this seed)", "Pretraining", "GRPO on the gold reward",
+                    "PPO against a length-biased proxy (reward hacking)",
+                    "Evaluation: what each stage did on held-out prompts"):
+        assert heading in page["h2"], heading
+    figures = {img["alt"]: img for img in page["images"]}
+    for alt in ("loss curves", "DPO curves", "GRPO curves", "PPO against the proxy", "accuracy per family"):
+        assert figures[alt]["natural_width"] > 0 and figures[alt]["src"].startswith("data:image/png"), alt
+    maps = [f for f in page["iframes"] if f["title"] == "the interactive attention maps"]
+    assert len(maps) == 1 and maps[0]["text"].strip()  # the interactive page, embedded and rendered
+    evaluation = next(t for t in page["tables"] if t["head"][:3] == ["policy", "n", "gold accuracy [95% CI]"])
+    assert [row[0] for row in evaluation["rows"]] == list(POLICIES)
+    assert not page["console_errors"] and not page["page_errors"] and not page["foreign_requests"]
+    verdicts = json.loads((demo_run / "evaluation" / "verdicts.json").read_text())
+    assert all(v["text"] in page["text"] for v in verdicts)

@@ -133,8 +133,9 @@ def stage_attention(cfg: DemoConfig, run: Run) -> str:
     attention_html(weights, tokens, run.path("attention/attention.html"), title=title)
     return "\n".join([
         "## Attention", "", *rows, "",
-        "Attention maps of a random (untrained) model on a held-out prompt: `attention/attention.html` lets "
-        "you hover a token to see where each head looks.", "", "![attention maps](attention/attention.png)", "",
+        "Attention maps of a random (untrained) model on a held-out prompt; in "
+        "[the interactive attention maps](attention/attention.html) hover a token to see where each head looks.",
+        "", "![attention maps](attention/attention.png)", "",
     ])
 
 
