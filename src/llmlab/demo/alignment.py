@@ -135,7 +135,7 @@ def stage_proxy(cfg: DemoConfig, run: Run) -> str:
     warning = (f"**The divergence detector fired at step {fired}**: over its window the proxy reward rose while the "
                "gold score of the same answers fell (`ppo-proxy/log.txt` has the warning)." if fired is not None else
                "The divergence detector did not fire in this run: the proxy did not rise while gold fell over any "
-               f"{hcfg.steps}-step window it watched.")
+               f"{ocfg.hacking.window}-step window it watched.")
     return "\n".join([
         "## PPO against a length-biased proxy (reward hacking)", "",
         f"A reward model trained on {cfg.n_prefs} task-world pairs whose chosen answer is the longer one in "

@@ -50,7 +50,7 @@ class DemoConfig:
             "dpo": {"max_steps": 2, "batch_size": 4}, "rl_batch_size": 2, "rl_samples": 2, "max_new_tokens": 16,
             "grpo_steps": 4, "rm_steps": 2, "ppo_steps": 4,
         },
-        "small": {  # a GPU: a 20M-parameter model, longer runs, bf16 (docs/experiments/demo-model/README.md)
+        "small": {  # a GPU: a 13.4M-parameter model, longer runs, bf16 (not yet run: no GPU was lent)
             "pretrain_chars": 8_000_000, "n_sft": 8000, "n_eval_prompts": 600,
             "model": {"vocab_size": 2048, "d_model": 384, "n_layers": 8, "n_heads": 6, "n_kv_heads": 2,
                       "max_seq_len": 512},

@@ -54,7 +54,7 @@ def stage_evaluation(cfg: DemoConfig, run: Run) -> str:
                     over_refusal=s["over_refusal_benign"]["mean"], proxy=s["proxy"]["mean"],
                     z=s.get("vs_baseline", {}).get("z"))
     fired = next((r["step"] for r in read_metrics(run.dir / "ppo-proxy" / "metrics.jsonl") if r.get("hacking")), None)
-    verdicts = stage_verdicts(summary, results_n=len(prompts), hacking_fired_at=fired)
+    verdicts = stage_verdicts(summary, hacking_fired_at=fired)
     write_json_atomic(run.path("evaluation/verdicts.json"), verdicts)
     return "\n".join([
         "## Evaluation: what each stage did on held-out prompts", "",
@@ -63,8 +63,7 @@ def stage_evaluation(cfg: DemoConfig, run: Run) -> str:
         f"times at temperature 1 for pass@1 and pass@{cfg.k}; the proxy column is the length-biased reward model's "
         "score of the greedy answer. Intervals are 95% (Wilson for rates, normal for means); each model's "
         "difference from its baseline is paired over the same prompts.", "",
-        "### Verdicts", "",
-        *(f"- **{v['stage']}**: {v['text']}" for v in verdicts), "",
+        "The verdict per stage is at the top of the report (`evaluation/verdicts.json`).", "",
         table_md(summary, k=cfg.k), "",
         "![accuracy per family](evaluation/accuracy.png)", "",
         "Gold accuracy per family:", "",
@@ -77,7 +76,7 @@ def _z(d: dict[str, Any] | None) -> float:
     return d["z"] if d and not math.isnan(d["z"]) else 0.0
 
 
-def stage_verdicts(summary: dict[str, Any], *, results_n: int, hacking_fired_at: int | None) -> list[dict[str, Any]]:
+def stage_verdicts(summary: dict[str, Any], *, hacking_fired_at: int | None) -> list[dict[str, Any]]:
     """One verdict per stage: {"stage", "ok", "text"}, the text saying plainly when a stage missed its bar."""
     out = []
     sft = summary["sft"]
