@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from llmlab.align.config import SFTConfig
 from llmlab.align.data import collate_chats, encode_chats, load_chat_rows
-from llmlab.align.logprobs import model_logits, nll_loss
+from llmlab.align.logprobs import model_logits, nll_loss, sequence_mean_nll
 from llmlab.align.models import load_policy
 from llmlab.align.sft import sft
 from llmlab.config import load_config
@@ -39,6 +39,41 @@ def test_loss_is_the_hand_masked_cross_entropy(tiny_model_dir: Path) -> None:
     assert len(terms) == sum(sum(e.mask[1:]) for e in examples)
     torch.testing.assert_close(nll_loss(logits, batch["ids"], batch["loss_mask"]).double(),
                                torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_sequence_norm_weighs_every_chat_the_same(tiny_model_dir: Path) -> None:
+    """loss_norm=sequence: the mean over chats of each chat's float64 mean of its assistant tokens'
+    cross-entropy; it differs from the token mean when the answers' lengths differ."""
+    model, tok = load_policy(str(tiny_model_dir), device="cpu")
+    rows, _ = load_chat_rows(strict=True, n=4, seed=4)
+    examples, _ = encode_chats(rows, tok, max_length=128)
+    assert len({sum(e.mask[1:]) for e in examples}) > 1  # answers of different lengths
+    batch = collate_chats(examples, tok.pad_id)
+    with torch.no_grad():
+        logits = model_logits(model, batch["ids"], batch["attention_mask"])
+    logp = F.log_softmax(logits.double(), dim=-1)
+    per_chat = [torch.stack([-logp[b, t - 1, batch["ids"][b, t]] for t in range(1, batch["ids"].shape[1])
+                             if batch["loss_mask"][b, t]]).mean() for b in range(len(examples))]
+    got = sequence_mean_nll(logits, batch["ids"], batch["loss_mask"]).double()
+    torch.testing.assert_close(got, torch.stack(per_chat), atol=1e-5, rtol=1e-5)
+    assert abs(float(got.mean()) - float(nll_loss(logits, batch["ids"], batch["loss_mask"]))) > 1e-3
+
+
+def test_sequence_norm_does_not_depend_on_micro_batches(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Accumulating 4 micro-batches of 2 chats gives the same run as one batch of 8 (train/batches.py's
+    rule counts chats, not tokens, under loss_norm=sequence)."""
+    runs = [sft(tiny_sft(tiny_model_dir, "loss_norm=sequence", "train.max_steps=3", "train.eval_every=0",
+                         "train.checkpoint_every=0", "train.log_every=1", *extra), out=tmp_path / name, quiet=True)
+            for name, extra in (("one", ()), ("micro", ("train.micro_batch_size=2",)))]
+    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in line] for run in runs]
+    assert len(losses[0]) == 3
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
+
+
+def test_sequence_norm_refuses_packing(tiny_model_dir: Path) -> None:
+    with pytest.raises(Exception, match="loss_norm=sequence weighs chats"):
+        tiny_sft(tiny_model_dir, "loss_norm=sequence", "packing=true")
 
 
 def test_sft_run_lowers_the_loss_and_saves_a_generatable_model(tiny_model_dir: Path, tmp_path: Path,

@@ -179,6 +179,9 @@ class SFTConfig:
     model: str = ""  # the model to fine-tune: an llmlab model folder or a local HF causal-LM folder
     max_length: int = 0  # tokens per chat (and per pack); longer chats keep their beginning; 0: the model's context
     packing: bool = False  # concatenate chats into sequences of max_length tokens
+    # token: every assistant token weighs the same (TRL), so long answers dominate; sequence: every chat
+    # weighs the same (its tokens' mean), so a one-token answer counts as much as a 40-token refusal
+    loss_norm: Literal["token", "sequence"] = "token"
     gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: ChatDataConfig = field(default_factory=ChatDataConfig)
@@ -188,6 +191,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         require(bool(self.model) or bool(self.resume), "model is required: --model DIR (an llmlab or HF model folder)")
         check(self.max_length == 0 or self.max_length >= 2, f"max_length must be 0 (the model's) or >= 2, got {self.max_length}")
+        check(not (self.packing and self.loss_norm == "sequence"),
+              "loss_norm=sequence weighs chats, and packing merges them: use one or the other")
 
 
 def _rm_train() -> TrainConfig:

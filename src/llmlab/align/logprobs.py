@@ -107,6 +107,14 @@ def nll_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *,
                            reduction=reduction)
 
 
+def sequence_mean_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean cross-entropy over its masked tokens (B,); 0 for a sequence with none.
+    Summed over sequences and divided by their number, every sequence weighs the same however long
+    its answer (SFT's loss_norm=sequence)."""
+    total, count = sequence_logprobs(logits, ids, mask)
+    return -total / count.clamp(min=1)
+
+
 def target_count(mask: torch.Tensor) -> int:
     """The number of masked tokens `nll_loss` predicts (position 0 is never a target)."""
     return int(mask[:, 1:].sum())

@@ -11,8 +11,9 @@ SFTTrainer with `assistant_only_loss`).
 
 The loss is a token mean over the global batch (train/batches.py): every assistant token of
 the step weighs the same, whatever the micro-batch size or process count, and a long answer
-weighs more than a short one (as TRL does). The data order is a function of the example's
-position (data.sample_indices), so `--resume` continues exactly.
+weighs more than a short one (as TRL does). `loss_norm=sequence` makes it a mean over chats of
+each chat's token mean instead, so one-token answers are not drowned by long ones. The data
+order is a function of the example's position (data.sample_indices), so `--resume` continues exactly.
 
 Left out: FSDP (DDP under torchrun only), NEFTune noise, and attention masks that keep packed
 examples apart (the loss mask does; attention crosses them).
@@ -35,7 +36,7 @@ from llmlab.align.data import (
     pack_chats,
     sample_indices,
 )
-from llmlab.align.logprobs import model_logits, nll_loss, target_count
+from llmlab.align.logprobs import model_logits, nll_loss, sequence_mean_nll, target_count
 from llmlab.align.models import load_trainee, save_policy, sequence_lengths, trainable_parameters
 from llmlab.errors import UserError
 from llmlab.train import distributed as D
@@ -81,15 +82,18 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
     model.train()
     for step in range(start_step, tc.max_steps):
         lr = begin_step(tc, step, info)
-        rows = [train_set[i] for i in sample_indices(plan.first_example(step, info.rank), plan.per_rank,
-                                                     len(train_set), seed=tc.seed)]
-        scale = unit_scale(global_units(sum(sum(e.mask[1:]) for e in rows), info, device), info)
+        # sorted by length: each micro-batch pads to its own longest chat, so with micro-batches a step
+        # mixing short and long chats pads the short ones less; the step's loss is the same
+        rows = sorted((train_set[i] for i in sample_indices(plan.first_example(step, info.rank), plan.per_rank,
+                                                            len(train_set), seed=tc.seed)), key=lambda e: len(e.ids))
+        units = len(rows) if cfg.loss_norm == "sequence" else sum(sum(e.mask[1:]) for e in rows)
+        scale = unit_scale(global_units(units, info, device), info)
         loss = torch.zeros((), device=device)
         for a, b, last in plan.micro_batches():
             batch = {k: v.to(device) for k, v in collate_chats(rows[a:b], tok.pad_id).items()}
             with accumulating(wrapped, last), autocast:
                 logits = model_logits(wrapped, batch["ids"], batch["attention_mask"])
-                micro_loss = nll_loss(logits, batch["ids"], batch["loss_mask"], reduction="sum") * scale
+                micro_loss = summed_loss(logits, batch, cfg.loss_norm) * scale
                 micro_loss.backward()
             loss += micro_loss.detach()
             tokens = int(batch["attention_mask"].sum())
@@ -125,6 +129,13 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
         s.log(f"final model: {s.run_dir} (llmlab generate --model {s.run_dir} --chat --prompt ...)")
     s.barrier()
     return s.run_dir
+
+
+def summed_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], loss_norm: str) -> torch.Tensor:
+    """The micro-batch's loss summed over its units (tokens, or chats' token means), for unit_scale."""
+    if loss_norm == "sequence":
+        return sequence_mean_nll(logits, batch["ids"], batch["loss_mask"]).sum()
+    return nll_loss(logits, batch["ids"], batch["loss_mask"], reduction="sum")
 
 
 def prepare_chats(cfg: SFTConfig, tok: Any, max_length: int, log: Any) -> tuple[list[ChatExample], list[ChatExample]]:
