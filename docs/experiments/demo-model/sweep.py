@@ -30,7 +30,7 @@ from llmlab.train.pretrain import pretrain
 
 DEFAULTS = dict(families="arithmetic,compare,count,world_qa,unsafe,benign", d_model=128, n_layers=4, n_heads=4,
                 vocab=1024, pre="gpt2", chars=1_000_000, mid=0, pre_steps=400, pre_lr=3e-3, sft_steps=300, sft_bs=16,
-                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, n_eval=240, k=8, seed=0)
+                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, copy=0, loss_norm="token", micro=0, init="", n_eval=240, k=8, seed=0)
 
 
 def main() -> None:
@@ -54,6 +54,13 @@ def main() -> None:
         mid = list(GENERATORS["sft"](GenerateConfig(kind="sft", n=a["mid"], seed=a["seed"] + 1000, tasks=tasks)))
         docs += [f"Question: {c['messages'][0]['content']}\nAnswer: {c['messages'][1]['content']}" for c in mid]
         random.Random(0).shuffle(docs)
+    if a["copy"]:  # synthetic induction data: a run of random corpus words, then the same run again
+        rng = random.Random(a["seed"])
+        words = sorted({w for d in docs for w in d.split()})
+        for _ in range(a["copy"]):
+            run = " ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))
+            docs.append(f"{run}\n{run}")
+        random.Random(0).shuffle(docs)
     write_jsonl_atomic(out / "pretrain.jsonl", ({"text": d} for d in docs))
     write_jsonl_atomic(out / "sft.jsonl", chats)
     tok = train_bpe(docs, vocab_size=a["vocab"], special_tokens=CHAT_SPECIALS, pre_tokenizer=a["pre"])
@@ -65,11 +72,14 @@ def main() -> None:
                                 log_every=50, sample_tokens=20, seed=a["seed"])
     data = PretrainDataConfig(input=(str(out / "pretrain.jsonl"),), tokenizer=str(out / "tokenizer"),
                               cache_dir=str(out / ".cache"))
-    pre = pretrain(PretrainConfig(model=model, train=train, data=data), out=out / "pre", quiet=True)
+    # init=RUN reuses RUN's pretrained model (the same data keys must be given: only SFT changes)
+    pre = (Path(a["init"]) / "pre" if a["init"] else
+           pretrain(PretrainConfig(model=model, train=train, data=data), out=out / "pre", quiet=True))
     t1 = time.time()
-    scfg = SFTConfig(model=str(pre), max_length=256, packing=bool(a["packing"]),
+    scfg = SFTConfig(model=str(pre), max_length=256, packing=bool(a["packing"]), loss_norm=a["loss_norm"],
                      train=TrainConfig(max_steps=a["sft_steps"], batch_size=a["sft_bs"], lr=a["sft_lr"],
                                        warmup_steps=20, weight_decay=0.0, eval_every=0, log_every=50,
+                                       micro_batch_size=a["micro"],
                                        checkpoint_every=0, seed=a["seed"]),
                      data=ChatDataConfig(input=(str(out / "sft.jsonl"),), seed=a["seed"]))
     s = sft(scfg, out=out / "sft", quiet=True)

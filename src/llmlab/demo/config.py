@@ -70,6 +70,7 @@ class DemoConfig:
     model: ModelConfig = DEMO_MODEL  # model.vocab_size is also the tokenizer's size
     train: PretrainTrainConfig = DEMO_TRAIN
     sft: TrainConfig = DEMO_SFT
+    sft_loss_norm: Literal["token", "sequence"] = "token"  # sequence: every chat weighs the same (align.sft)
     # DPO on the SFT model's own answers paired by the gold scorers
     n_onpolicy: int = 600  # train prompts whose sampled answers make the DPO pairs; 0: the fixed pairs
     samples: int = 4  # answers sampled per on-policy prompt

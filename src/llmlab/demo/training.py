@@ -78,7 +78,7 @@ def stage_sft(cfg: DemoConfig, run: Run) -> str:
     from llmlab.align.config import ChatDataConfig, SFTConfig
     from llmlab.align.sft import sft
 
-    scfg = SFTConfig(model=str(run.dir / "pretrain"), max_length=cfg.model.max_seq_len,
+    scfg = SFTConfig(model=str(run.dir / "pretrain"), max_length=cfg.model.max_seq_len, loss_norm=cfg.sft_loss_norm,
                      train=replace(cfg.sft, seed=cfg.seed, device=cfg.device),
                      data=ChatDataConfig(input=(str(run.dir / "data" / "sft.jsonl"),), seed=cfg.seed))
     folder = stage(run, "sft", scfg, sft)
@@ -91,7 +91,10 @@ def stage_sft(cfg: DemoConfig, run: Run) -> str:
     return "\n".join([
         "## Supervised fine-tuning", "",
         f"The pretrained model fine-tuned for {scfg.train.max_steps} steps of {scfg.train.batch_size} chats on "
-        "`data/sft.jsonl` (loss on the assistant's tokens only), into `sft/`. Its effect on held-out prompts "
+        "`data/sft.jsonl` (loss on the assistant's tokens only"
+        + (", each chat's mean weighing the same, so a one-token answer counts as much as a long refusal"
+           if scfg.loss_norm == "sequence" else ", every token weighing the same") +
+        "), into `sft/`. Its effect on held-out prompts "
         "(gold accuracy against the pretrained model) is in the evaluation below.", "",
         "| step | held-out loss on assistant tokens |", "|---:|---:|",
         *(f"| {r['step']} | {r['eval_loss']:.3f} |" for r in evals), "",
