@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from llmlab.align.config import SFTConfig
-from llmlab.align.data import collate_chats, encode_chats, load_chat_rows
+from llmlab.align.data import collate_chats, encode_chats, load_chat_rows, sample_indices
 from llmlab.align.logprobs import model_logits, nll_loss, sequence_mean_nll
 from llmlab.align.models import load_policy
-from llmlab.align.sft import sft
+from llmlab.align.sft import prepare_chats, sft
 from llmlab.config import load_config
+from llmlab.errors import ConfigError
 
 
 def tiny_sft(model: Path, *overrides: str) -> SFTConfig:
@@ -69,10 +70,20 @@ def test_sequence_norm_does_not_depend_on_micro_batches(tiny_model_dir: Path, tm
                if '"loss"' in line] for run in runs]
     assert len(losses[0]) == 3
     assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
+    # step 1 is logged before any update: the mean over its 8 chats of each chat's own mean
+    cfg = tiny_sft(tiny_model_dir, "loss_norm=sequence")
+    model, tok = load_policy(str(tiny_model_dir), device="cpu")
+    train_set, _ = prepare_chats(cfg, tok, cfg.max_length, log=lambda _: None)
+    first = [train_set[i] for i in sample_indices(0, 8, len(train_set), seed=cfg.train.seed)]
+    batch = collate_chats(first, tok.pad_id)
+    with torch.no_grad():
+        per_chat = sequence_mean_nll(model_logits(model, batch["ids"], batch["attention_mask"]), batch["ids"],
+                                     batch["loss_mask"])
+    assert losses[0][0] == pytest.approx(float(per_chat.double().mean()), rel=1e-4)
 
 
 def test_sequence_norm_refuses_packing(tiny_model_dir: Path) -> None:
-    with pytest.raises(Exception, match="loss_norm=sequence weighs chats"):
+    with pytest.raises(ConfigError, match="loss_norm=sequence weighs chats"):
         tiny_sft(tiny_model_dir, "loss_norm=sequence", "packing=true")
 
 

@@ -30,7 +30,8 @@ from llmlab.train.pretrain import pretrain
 
 DEFAULTS = dict(families="arithmetic,compare,count,world_qa,unsafe,benign", d_model=128, n_layers=4, n_heads=4,
                 vocab=1024, pre="gpt2", chars=1_000_000, mid=0, pre_steps=400, pre_lr=3e-3, sft_steps=300, sft_bs=16,
-                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, copy=0, loss_norm="token", micro=0, init="", n_eval=240, k=8, seed=0)
+                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, copy=0, loss_norm="token", micro=0, init="",
+                n_eval=240, k=8, seed=0)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -131,7 +131,8 @@ def _sft(cfg: SFTConfig, s: Session) -> Path:
     return s.run_dir
 
 
-def summed_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], loss_norm: str) -> torch.Tensor:
+def summed_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor],
+                loss_norm: Literal["token", "sequence"]) -> torch.Tensor:
     """The micro-batch's loss summed over its units (tokens, or chats' token means), for unit_scale."""
     if loss_norm == "sequence":
         return sequence_mean_nll(logits, batch["ids"], batch["loss_mask"]).sum()
