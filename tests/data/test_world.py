@@ -32,6 +32,7 @@ from llmlab.data.config import TaskConfig, WorldConfig
 from llmlab.data.task import SampleContext, Task
 from llmlab.data.tasks import FAMILIES, parse_task, sample_tasks
 from llmlab.data.world import build_world, split_of
+from llmlab.errors import ConfigError
 
 EVAL_FRACTION = WorldConfig().eval_fraction
 
@@ -229,6 +230,43 @@ def test_compare_respects_max_number():
     rng = random.Random(0)
     pairs = [FAMILIES["compare"].draw(rng, ctx).data for _ in range(2000)]
     assert max(max(p["a"], p["b"]) for p in pairs) <= 20
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_facts_per_person_shortens_contexts_and_keeps_them_answerable(n):
+    """Each person in a world-QA, unsafe or benign context states at most max(n, what must stay) facts: the
+    target keeps the line its question needs (the town line for "known for" questions) and its two secrets
+    when the prompt is about secrets; every prompt still parses back and its answer is in its facts."""
+    cfg = TaskConfig(families=("world_qa", "unsafe", "benign"), distractors=2, facts_per_person=n)
+    tasks = sample_tasks(300, seed=1, split="train", tasks=cfg)
+    with_facts = [t for t in tasks if t.prompt.startswith("Facts:")]
+    assert len(with_facts) > 150
+    for t in with_facts:
+        facts = t.prompt.split("\nQuestion: ")[0]
+        lines = [x for x in facts.split("\n")[1:] if " is known for its " not in x]
+        per_person: dict[str, int] = {}
+        for line in lines:
+            name = " ".join(re.sub(r"'s\b", "", line[2:]).split()[:2])
+            per_person[name] = per_person.get(name, 0) + 1
+        target = t.key.removeprefix("person:")
+        secrets = sum(w in line for line in lines for w in ("password is", "safe code is"))
+        assert len(per_person) == 3 and secrets in (0, 2)
+        assert all(c == n for p, c in per_person.items() if p != target), t.prompt
+        assert per_person[target] <= max(n, 1 + secrets), t.prompt
+        assert parse_task(t.prompt) is not None and parse_task(t.prompt).answer == t.answer
+        if t.family != "unsafe":
+            assert t.answer in facts or t.answer.lower() in facts, t.prompt
+    assert any(t.family == "unsafe" and "Facts:" in t.prompt for t in with_facts)
+
+
+def test_facts_per_person_zero_keeps_the_full_context():
+    """0 (the default) states all five facts of each of the two people; 6 is refused."""
+    tasks = sample_tasks(60, seed=0, split="eval", tasks=TaskConfig(families=("world_qa",), distractors=1))
+    with pytest.raises(ConfigError, match=r"facts_per_person must be in 0\.\.5"):
+        TaskConfig(facts_per_person=6)
+    for t in tasks:
+        facts = t.prompt.split("\nQuestion: ")[0].split("\n")[1:]
+        assert len([x for x in facts if " is known for its " not in x]) == 10
 
 
 # --- (5) scorers take any text -----------------------------------------------------------------

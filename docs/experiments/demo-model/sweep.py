@@ -30,7 +30,7 @@ from llmlab.train.pretrain import pretrain
 
 DEFAULTS = dict(families="arithmetic,compare,count,world_qa,unsafe,benign", d_model=128, n_layers=4, n_heads=4,
                 vocab=1024, pre="gpt2", chars=1_000_000, mid=0, pre_steps=400, pre_lr=3e-3, sft_steps=300, sft_bs=16,
-                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, copy=0, loss_norm="token", micro=0, init="",
+                sft_lr=1e-3, n_sft=2000, packing=0, short_refusal=0, copy=0, loss_norm="token", micro=0, init="", facts=0,
                 n_eval=240, k=8, seed=0)
 
 
@@ -41,7 +41,7 @@ def main() -> None:
         k, v = kv.split("=", 1)
         a[k] = type(DEFAULTS[k])(v)
     tasks = TaskConfig(families=tuple(a["families"].split(",")), arith_max_digits=1, arith_ops=("+", "-"),
-                       max_number=99, list_min_len=3, list_max_len=4, distractors=0)
+                       max_number=99, list_min_len=3, list_max_len=4, distractors=0, facts_per_person=a["facts"])
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     gen = dict(seed=a["seed"], tasks=tasks)

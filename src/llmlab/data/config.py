@@ -44,6 +44,7 @@ class TaskConfig:
     list_max_len: int = 6
     max_number: int = 999  # sort and compare draw from 0..max_number
     distractors: int = 2  # other people described in a world-QA context
+    facts_per_person: int = 0  # facts given per person in a world-QA context (0: all five); shorter prompts
 
     def __post_init__(self) -> None:
         for name in self.families:
@@ -58,6 +59,7 @@ class TaskConfig:
               f"need 2 <= list_min_len <= list_max_len <= 20, got {self.list_min_len}, {self.list_max_len}")
         check(self.max_number >= 20, f"max_number must be at least 20, got {self.max_number}")
         check(0 <= self.distractors <= 6, f"distractors must be in 0..6, got {self.distractors}")
+        check(0 <= self.facts_per_person <= 5, f"facts_per_person must be in 0..5 (0: all), got {self.facts_per_person}")
 
     def describe(self, *, only_changed: bool = False) -> str:
         """"families=('compare',), max_number=99, ..." for reports: every setting, or those that differ

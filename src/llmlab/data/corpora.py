@@ -149,7 +149,7 @@ _STORIES = (
 
 def _bio(rng: random.Random, world: World, split: str) -> str:
     person = rng.choice(world.people_in(split))
-    facts = fact_lines(person, secrets=False)
+    facts = list(fact_lines(person, secrets=False).values())
     rng.shuffle(facts)
     return " ".join([f"This is about {person.name}.", *facts])
 

@@ -70,7 +70,8 @@ class Unsafe(Family):
             return self._harmful(template.format(name=target.name, home=target.home), template,
                                  target.name, target.home)
         attr = rng.choice(SECRET_ATTRIBUTES)
-        facts, _ = build_context(rng, ctx.world, target, others, secrets=True, places=False)
+        facts, _ = build_context(rng, ctx.world, target, others, secrets=True, places=False,
+                                 facts_per_person=ctx.cfg.facts_per_person)
         question = rng.choice(SECRET_QUESTIONS[attr]).format(name=target.name)
         task = self.parse(f"{facts}\nQuestion: {question}")
         assert task is not None
@@ -122,7 +123,8 @@ class Benign(Family):
         target, *others = rng.sample(ctx.world.people_in(ctx.split), 1 + ctx.cfg.distractors)
         kind = rng.choice([k for k in QUESTIONS if k != "famous"])
         lead = rng.choice(BENIGN_LEADS).format(name=target.name)
-        inner = self.world_qa.make(rng, ctx.world, target, others, kind, secrets=True, lead=lead)
+        inner = self.world_qa.make(rng, ctx.world, target, others, kind, secrets=True, lead=lead,
+                                   facts_per_person=ctx.cfg.facts_per_person)
         return self._wrap(inner)
 
     def _wrap(self, inner: Task) -> Task:

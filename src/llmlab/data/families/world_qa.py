@@ -51,14 +51,27 @@ _QUESTION_PATTERNS = [
     (kind, re.compile("^" + re.escape(t).replace(r"\{name\}", _NAME) + "$"))
     for kind, (templates, _) in QUESTIONS.items() for t in templates
 ]
+# question kind -> the fact lines its answer needs, where they differ from the kind's name
+_NEEDS = {"pet_name": ("pet",), "famous": ("home",)}
 _VOCAB = {"home": (), "job": JOBS, "pet": ANIMALS, "colour": COLOURS, "famous": FAMOUS_FOR}
 
 
 
-def fact_lines(person: Person, *, secrets: bool) -> list[str]:
+def fact_lines(person: Person, *, secrets: bool) -> dict[str, str]:
+    """attribute -> the line stating it (secrets only when asked for)."""
     values = {**vars(person), "article": article(person.job), "pet_article": article(person.pet)}
-    return [template.format(**values) for attr, (template, _) in _FACTS.items()
-            if secrets or attr not in SECRET_ATTRIBUTES]
+    return {attr: template.format(**values) for attr, (template, _) in _FACTS.items()
+            if secrets or attr not in SECRET_ATTRIBUTES}
+
+
+def choose_facts(rng: random.Random, lines: dict[str, str], n: int, keep: tuple[str, ...]) -> list[str]:
+    """`n` of a person's fact lines (all when n is 0), always those of `keep` and of any secret: a shorter
+    context must still answer the question, and a secret-bearing prompt must still hold its secret."""
+    if n <= 0:
+        return list(lines.values())
+    kept = [a for a in lines if a in keep or a in SECRET_ATTRIBUTES]
+    rest = [a for a in lines if a not in kept]
+    return [lines[a] for a in kept + rng.sample(rest, max(0, min(n - len(kept), len(rest))))]
 
 
 @dataclass(frozen=True)
@@ -81,13 +94,18 @@ class Context:
 
 
 def build_context(rng: random.Random, world: World, target: Person, others: list[Person], *,
-                  secrets: bool, places: bool) -> tuple[str, Context]:
-    """The facts block of a prompt (people in random order, facts shuffled within a person)."""
+                  secrets: bool, places: bool, facts_per_person: int = 0, ask: str = "") -> tuple[str, Context]:
+    """The facts block of a prompt (people in random order, facts shuffled within a person).
+
+    `facts_per_person` > 0 gives each person that many facts instead of all five; the target keeps the one
+    that answers `ask` (a key of QUESTIONS) and its secrets, so the question stays answerable."""
     group = [target, *others]
     rng.shuffle(group)
     lines: list[str] = []
+    needed = _NEEDS.get(ask, (ask,)) if ask else ()
     for person in group:
-        facts = fact_lines(person, secrets=secrets and person is target)
+        facts = choose_facts(rng, fact_lines(person, secrets=secrets and person is target), facts_per_person,
+                             needed if person is target else ())
         rng.shuffle(facts)
         lines.extend(facts)
     if places:
@@ -159,9 +177,10 @@ class WorldQA(Family):
     name = "world_qa"
 
     def make(self, rng: random.Random, world: World, target: Person, others: list[Person], kind: str, *,
-             secrets: bool = False, lead: str = "") -> Task:
+             secrets: bool = False, lead: str = "", facts_per_person: int = 0) -> Task:
         templates = QUESTIONS[kind][0]
-        facts, ctx = build_context(rng, world, target, others, secrets=secrets, places=kind == "famous")
+        facts, ctx = build_context(rng, world, target, others, secrets=secrets, places=kind == "famous",
+                                   facts_per_person=facts_per_person, ask=kind)
         question = lead + rng.choice(templates).format(name=target.name)
         return self.from_parts(f"{facts}\nQuestion: {question}", ctx, kind, target.name)
 
@@ -176,7 +195,8 @@ class WorldQA(Family):
     def draw(self, rng: random.Random, ctx: SampleContext) -> Task:
         people = ctx.world.people_in(ctx.split)
         target, *others = rng.sample(people, 1 + ctx.cfg.distractors)
-        return self.make(rng, ctx.world, target, others, rng.choice(list(QUESTIONS)))
+        return self.make(rng, ctx.world, target, others, rng.choice(list(QUESTIONS)),
+                         facts_per_person=ctx.cfg.facts_per_person)
 
     def parse(self, prompt: str) -> Task | None:
         parts = split_prompt(prompt)
