@@ -1,0 +1,1 @@
+"""Local HTTP: the OpenAI-compatible server on the continuous-batching engine."""
