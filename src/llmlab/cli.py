@@ -325,6 +325,21 @@ COMMANDS: tuple[Command, ...] = (
         "--window 4096 n_layers=32 batch=8",
     ),
     Command(
+        "profile",
+        "profile one prefill and N decode steps of the KV-cache engine: time by model part and by op, peak "
+        "memory, prefill and per-token decode time; writes profile.md, profile.json and a Perfetto trace.json",
+        config="llmlab.inference.config:ProfileConfig",
+        run="llmlab.inference.profile:profile",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder or a local HF causal-LM folder", "DIR"),
+            Flag("--batch", "batch", "prompts decoded together", "B"),
+            Flag("--prompt-len", "prompt_len", "tokens per prompt (seeded random ids)", "T"),
+            Flag("--new-tokens", "new_tokens", "tokens generated per prompt (decode steps + 1)", "N"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab profile --model runs/pt --batch 4 --prompt-len 64 --new-tokens 32 --out runs/prof",
+    ),
+    Command(
         "bench attention",
         "check, then time naive, sdpa and flash attention (prefill forward / forward+backward, decode) and "
         "measure their peak memory; writes table.md, results.json and attention.png",
