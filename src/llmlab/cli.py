@@ -319,10 +319,17 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--head-dim", "head_dim", "size of one head", "D"),
             Flag("--window", "window", "sliding-window size, adds the window rows", "W"),
             Flag("--dtype-bytes", "dtype_bytes", "bytes per value: 2 bf16/fp16, 4 fp32, 1 fp8", "B"),
+            Flag("--batch", "batch", "sequences decoded together", "B"),
+            Flag("--preset", "presets", "hardware what-if of whole named models instead: llama-3-8b, llama-3-70b, "
+                 "llama-3-70b-mha, mistral-7b, or all", "NAME", nargs="+"),
+            Flag("--dtype", "dtypes", "what-if dtypes: bf16 fp8", "NAME", nargs="+"),
+            Flag("--accelerator", "accelerators", "what-if accelerators: h100-sxm a100-80gb mi300x l4", "NAME",
+                 nargs="+"),
         ),
         run_folder=False,
         epilog="example: llmlab attention explain --seq-len 8192 --heads 32 --kv-heads 8 --head-dim 128 "
-        "--window 4096 n_layers=32 batch=8",
+        "--window 4096 n_layers=32 batch=8;  what-if: llmlab attention explain --preset llama-3-70b "
+        "--seq-len 8192 --batch 1 --accelerator h100-sxm a100-80gb",
     ),
     Command(
         "profile",
