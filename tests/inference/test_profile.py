@@ -101,9 +101,12 @@ def test_labels_leave_nothing_behind_and_change_no_output():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def test_cli_writes_tables_json_and_a_trace(tiny_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("folder", ["tiny_model_dir", "tiny_hf_dir"])
+def test_cli_writes_tables_json_and_a_trace(folder, request, tmp_path, capsys):
+    """An llmlab model folder and the same model as an HF folder: tables on stdout, profile.md the same, a trace
+    that is JSON with the labelled scopes among its traceEvents."""
     out = tmp_path / "prof"
-    code = main(["profile", "--model", str(tiny_model_dir), "--batch", "2", "--prompt-len", "6", "--new-tokens",
+    code = main(["profile", "--model", str(request.getfixturevalue(folder)), "--batch", "2", "--prompt-len", "6", "--new-tokens",
                  "3", "--out", str(out), "--quiet"])
     stdout, err = capsys.readouterr()
     assert code == 0, err

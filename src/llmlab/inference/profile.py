@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 import torch
@@ -229,11 +230,6 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return {"kind": "peak RSS (ru_maxrss, whole process)", "bytes": rss if sys.platform == "darwin" else rss * 1024}
 
 
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
-
-
 def format_report(result: dict[str, Any]) -> str:
     """Markdown: the summary lines, the part table and the top-ops table."""
     t, mem = result["timing"], result["memory"]
@@ -281,7 +277,7 @@ def profile(cfg: ProfileConfig, ctx: Context) -> int:
         torch.cuda.reset_peak_memory_stats(device)
     prefill_s, steps_s = time_generation(engine, prompts, sampling, seed=cfg.seed)
     memory = peak_memory(device)
-    run.log(f"timed: prefill {prefill_s * 1e3:.2f} ms, decode {_median(steps_s) * 1e3:.2f} ms per step; profiling")
+    run.log(f"timed: prefill {prefill_s * 1e3:.2f} ms, decode {median(steps_s) * 1e3:.2f} ms per step; profiling")
     prof = profile_generation(engine, prompts, sampling, seed=cfg.seed)
     rows = attribute(prof.events())
     trace = run.path("trace.json")
@@ -290,7 +286,7 @@ def profile(cfg: ProfileConfig, ctx: Context) -> int:
     os.replace(partial, trace)  # atomic: a reader never sees half a trace
     if device.type == "cuda":
         write_text_atomic(run.path("memory_summary.txt"), torch.cuda.memory_summary(device))
-    step = _median(steps_s)
+    step = median(steps_s)
     mc = model.cfg
     result = {
         "model": cfg.model, "device": str(device), "dtype": str(model.embed.weight.dtype).removeprefix("torch."),
