@@ -241,6 +241,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"- decode: {t['decode_ms_per_step']:.2f} ms per step (median of {t['decode_steps']}), "
         f"{t['decode_tokens_per_s']:,.0f} tokens/s over the batch",
         f"- {mem['kind']}: {mem['bytes'] / 2**20:,.1f} MiB; KV cache {result['kv_cache_bytes'] / 2**20:,.2f} MiB",
+        f"- under the profiler: {result['profiled_ms']:.2f} ms of self CPU time in all, against "
+        f"{t['total_ms']:.2f} ms timed without it (they differ by the profiler's and the labels' cost, and by noise)",
         "",
         "| part | prefill ms | decode ms | CPU share | device share |",
         "|---|--:|--:|--:|--:|",
@@ -293,7 +295,9 @@ def profile(cfg: ProfileConfig, ctx: Context) -> int:
         "params": sum(p.numel() for p in model.parameters()), "batch": cfg.batch, "prompt_len": cfg.prompt_len,
         "new_tokens": cfg.new_tokens,
         "timing": {"prefill_ms": prefill_s * 1e3, "decode_ms_per_step": step * 1e3, "decode_steps": len(steps_s),
-                   "decode_tokens_per_s": cfg.batch / step, "decode_step_ms": [s * 1e3 for s in steps_s]},
+                   "decode_tokens_per_s": cfg.batch / step, "decode_step_ms": [s * 1e3 for s in steps_s],
+                   "total_ms": (prefill_s + sum(steps_s)) * 1e3},
+        "profiled_ms": sum(r.cpu_us for r in rows) / 1e3,
         "memory": memory,
         # 2 (K and V) * layers * batch * kv heads * positions * head_dim * bytes: what model.new_cache allocates
         "kv_cache_bytes": 2 * mc.n_layers * cfg.batch * mc.kv_heads * (cfg.prompt_len + cfg.new_tokens)
