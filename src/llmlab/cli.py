@@ -338,7 +338,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.inference.config:ProfileConfig",
         run="llmlab.inference.profile:profile",
         flags=(
-            Flag("--model", "model", "an llmlab model folder or a local HF causal-LM folder", "DIR"),
+            Flag("--model", "model", "an llmlab model folder or a local HF Llama / Mistral / Qwen2 folder", "DIR"),
             Flag("--batch", "batch", "prompts decoded together", "B"),
             Flag("--prompt-len", "prompt_len", "tokens per prompt (seeded random ids)", "T"),
             Flag("--new-tokens", "new_tokens", "tokens generated per prompt (decode steps + 1)", "N"),

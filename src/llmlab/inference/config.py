@@ -12,7 +12,7 @@ from llmlab.config import check, require
 class ProfileConfig:
     """`llmlab profile`: where the time of one prefill and N decode steps goes, by model part and by op."""
 
-    model: str = ""  # an llmlab model folder or a local HF causal-LM folder
+    model: str = ""  # an llmlab model folder or a local HF Llama / Mistral / Qwen2 folder
     batch: int = 4  # prompts decoded together
     prompt_len: int = 64  # tokens per prompt (seeded random ids: the cost does not depend on which)
     new_tokens: int = 32  # tokens per prompt: the first from the prefill, the rest from decode steps
