@@ -265,7 +265,8 @@ def profile(cfg: ProfileConfig, ctx: Context) -> int:
 
     device = pick_device(cfg.device)
     model, tokenizer = load_model(cfg.model, device=device, dtype=torch.bfloat16 if device.type == "cuda" else None)
-    vocab = tokenizer.id_count if tokenizer is not None else model.cfg.vocab_size
+    # ids the tokenizer can produce (a model's table may be padded wider), and never past the table
+    vocab = min(tokenizer.id_count, model.cfg.vocab_size) if tokenizer is not None else model.cfg.vocab_size
     if cfg.prompt_len + cfg.new_tokens > model.cfg.max_seq_len:
         raise UserError(f"prompt_len {cfg.prompt_len} + new_tokens {cfg.new_tokens} is longer than the model's "
                         f"max_seq_len {model.cfg.max_seq_len}")
