@@ -176,13 +176,18 @@ async def _pieces(engine: EngineThread, submitted: Submitted, served: ServedMode
                   disconnected: Callable[[], Awaitable[bool]] | None) -> AsyncIterator[Piece]:
     """The request's text as it is generated, ending with a piece that has the finish reason."""
     decoder, stops, n, finished = served.tokenizer.stream_decoder(), StopStrings(stop_strings), 0, False
+    loop = asyncio.get_running_loop()
+    next_look = loop.time() + POLL_S
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(submitted.events.get(), POLL_S if disconnected else None)
-            except asyncio.TimeoutError:
-                if disconnected is not None and await disconnected():
+            if disconnected is not None and loop.time() >= next_look:  # every POLL_S, events or not
+                if await disconnected():
                     return
+                next_look = loop.time() + POLL_S
+            try:
+                wait = max(next_look - loop.time(), 0.0) if disconnected is not None else None
+                event = await asyncio.wait_for(submitted.events.get(), wait)
+            except asyncio.TimeoutError:
                 continue
             if isinstance(event, BaseException):
                 finished = True
