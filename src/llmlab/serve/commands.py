@@ -84,6 +84,8 @@ def serve(cfg: ServeConfig, ctx: Context) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=cfg.log_requests))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again: the way to stop
+        print("stopped", file=sys.stderr)
     finally:
         engine.close()
         sock.close()
