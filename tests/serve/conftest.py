@@ -63,7 +63,7 @@ class Live:
             conn.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")  # one server for every test module here
 def live(tiny_model_dir: Path) -> Iterator[Live]:
     import uvicorn
 
