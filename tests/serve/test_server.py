@@ -82,6 +82,18 @@ def test_chat_greedy_equals_generate_naive(live: Live, stream: bool) -> None:
         assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(ids), len(new))
 
 
+def test_text_parts_and_the_developer_role_are_plain_text_and_system(live: Live) -> None:
+    """OpenAI's newer message forms: content as a list of text parts is their concatenation, and the
+    "developer" role is llmlab's "system"; the prompt is the same as with the plain forms."""
+    plain = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12+30?"}]
+    newer = [{"role": "developer", "content": "Be brief."},
+             {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "12+30?"}]}]
+    client = live.client()
+    a, b = (client.chat.completions.create(model=NAME, messages=m, max_tokens=6, temperature=0) for m in (plain, newer))
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert a.usage.prompt_tokens == b.usage.prompt_tokens == len(_chat_ids(live, plain))
+
+
 def test_chat_stops_at_the_end_of_turn(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the engine's first token <|end|> (as a stop event, what the engine reports for a stop token): the
     answer is empty, finish_reason "stop", and the end token is counted in usage but never shown."""
