@@ -152,6 +152,7 @@ def _check_model(served: ServedModel, name: str) -> None:
 class _Job:
     pieces: AsyncIterator[Piece]
     prompt_tokens: int
+    cancel: Callable[[], None]  # stop the request in the engine (a no-op once it has finished)
 
 
 async def _start(engine: EngineThread, served: ServedModel, body: CompletionRequest | ChatRequest,
@@ -169,7 +170,8 @@ async def _start(engine: EngineThread, served: ServedModel, body: CompletionRequ
     submitted = await engine.submit(ids, sampling, seed=body.seed)
     # a streaming response is cancelled by Starlette when its client leaves; a waiting one must look
     watch = None if body.stream else request.is_disconnected
-    return _Job(_pieces(engine, submitted, served, body.stop_strings, watch), len(ids))
+    return _Job(_pieces(engine, submitted, served, body.stop_strings, watch), len(ids),
+                lambda: engine.cancel(submitted))
 
 
 async def _pieces(engine: EngineThread, submitted: Submitted, served: ServedModel, stop_strings: list[str],
@@ -238,7 +240,22 @@ async def _respond(job: _Job, head: dict[str, Any], choice: Callable[[Piece], di
                 yield _sse({**head, "choices": [], "usage": _usage(job.prompt_tokens, last.completion_tokens)})
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return _Stream(events(), job.cancel)
+
+
+class _Stream(StreamingResponse):
+    """Server-sent events that cancel their request however the response ends: a client that leaves
+    before the first chunk tears the response down before `_pieces` ever runs (so its `finally` cannot)."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
