@@ -120,10 +120,13 @@ def create_app(served: ServedModel, engine: EngineThread) -> FastAPI:
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": served.name}
         if not body.stream:
-            return await _respond(job, head, lambda p: {"index": 0, "message": {"role": "assistant", "content": p.text},
-                                                        "logprobs": None, "finish_reason": p.finish_reason},
-                                  False, False)
-        first = [True]
+
+            def message(piece: Piece) -> dict[str, Any]:
+                return {"index": 0, "message": {"role": "assistant", "content": piece.text}, "logprobs": None,
+                        "finish_reason": piece.finish_reason}
+
+            return await _respond(job, head, message, False, False)
+        first = [True]  # the first chunk names the role, as OpenAI's do
 
         def chunk_choice(piece: Piece) -> dict[str, Any]:
             delta = {"role": "assistant", "content": piece.text} if first[0] else {"content": piece.text}
