@@ -278,6 +278,25 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab chat --model runs/sft --temperature 0.7",
     ),
     Command(
+        "serve",
+        "serve a model over HTTP with the OpenAI API (completions, chat, streaming) on a continuous-batching "
+        "engine; local only by default",
+        config="llmlab.serve.config:ServeConfig",
+        run="llmlab.serve.commands:serve",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder or a local HF model folder", "DIR"),
+            Flag("--name", "name", "the model id clients send (default: the folder's name)", "NAME"),
+            Flag("--host", "host", "address to listen on (default 127.0.0.1; 0.0.0.0 is every interface)", "HOST"),
+            Flag("--port", "port", "TCP port (default 8000; 0 picks a free one)", "PORT"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+            Flag("--max-batch", "max_batch", "requests the engine advances together", "N"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab serve --model runs/sft --port 8000\n"
+        "         curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
+        "-d '{\"model\": \"sft\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'",
+    ),
+    Command(
         "export-hf",
         "write an llmlab model as a Hugging Face folder (LlamaForCausalLM + tokenizer) for transformers",
         config="llmlab.model.config:ExportHFConfig",
