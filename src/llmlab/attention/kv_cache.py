@@ -7,15 +7,31 @@ position. All rows share one length: prompts of different lengths are left-padde
 padding is masked by the caller's key_padding_mask, so every step is a single batched call.
 With GQA the cache holds only the n_kv_heads heads, which is GQA's memory saving.
 
-Left out: paged or ring-buffer storage (a sliding window still keeps every position, the
-mask hides the old ones) and quantised caches.
+`Cache` is what the model asks of any cache (`length`, `update`, `advance`), so another storage
+(the paged pool of llmlab.inference.paged_cache) plugs into the same forward.
+
+Left out: ring-buffer storage (a sliding window still keeps every position, the mask hides the
+old ones) and quantised caches.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from llmlab.errors import UserError
+
+
+class Cache(Protocol):
+    """What `Transformer.forward` uses of a cache: each layer stores its new keys and values and gets back
+    every key and value its queries attend to; `advance` follows the last layer."""
+
+    length: int  # positions filled so far: the default positions of the next call start here
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def advance(self, n: int) -> None: ...
 
 
 class KVCache:

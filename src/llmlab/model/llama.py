@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from llmlab.attention.functional import attention
-from llmlab.attention.kv_cache import KVCache
+from llmlab.attention.kv_cache import Cache, KVCache
 from llmlab.errors import UserError
 from llmlab.model.config import ModelConfig
 
@@ -81,7 +81,7 @@ class Attention(nn.Module):
         self.o = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, layer: int,
-                cache: KVCache | None, key_padding_mask: torch.Tensor | None,
+                cache: Cache | None, key_padding_mask: torch.Tensor | None,
                 return_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         Hq, Hkv = self.n_heads, self.n_kv_heads
@@ -167,14 +167,15 @@ class Transformer(nn.Module):
         return KVCache(cfg.n_layers, batch, cfg.kv_heads, max_len or cfg.max_seq_len, cfg.head_dim,
                        dtype=w.dtype, device=w.device)
 
-    def forward(self, idx: torch.Tensor, *, positions: torch.Tensor | None = None, cache: KVCache | None = None,
+    def forward(self, idx: torch.Tensor, *, positions: torch.Tensor | None = None, cache: Cache | None = None,
                 key_padding_mask: torch.Tensor | None = None, return_attention: bool = False,
                 return_hidden: bool = False, logits_to_keep: int = 0) -> ModelOutput:
         """Logits for token ids `idx` (B, T).
 
         positions (B, T): each token's position for RoPE; default `cache.length + arange(T)`.
             Left-padded batches pass per-row positions so every prompt starts at 0.
-        cache: keys and values of earlier positions; this call appends T positions to it.
+        cache: keys and values of earlier positions; this call appends T positions to it. Any `Cache`:
+            the contiguous `KVCache`, or a paged cache (llmlab.inference) that passes `positions`.
         key_padding_mask (B, S): True for real tokens over all S = cached + T positions.
         logits_to_keep: k > 0 computes the head for the last k positions only (B, k, vocab), as HF's
             argument of that name: a prefill needs 1 row, a preference loss only the response rows,
