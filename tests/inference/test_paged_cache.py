@@ -1,4 +1,4 @@
-"""The paged KV cache: block accounting, the slot arithmetic by hand, `paged_attention` against llmlab's
+"""The paged KV cache: block accounting, the block layout by hand, `paged_attention` against llmlab's
 attention on the same keys stored contiguously (each row alone), and a model forward through
 `PagedBatch` (prefill, then decode) against a forward over the whole sequence without a cache."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmlab.attention.functional import attention
-from llmlab.inference.paged_cache import BlockPool, PagedBatch, paged_attention, slot_index
+from llmlab.inference.paged_cache import BlockPool, PagedBatch, paged_attention, ragged_blocks
 from model.conftest import tiny_model  # tests/ is on sys.path: this package sits in it
 
 
@@ -24,12 +24,18 @@ def test_block_pool_hands_out_and_takes_back_blocks() -> None:
     assert pool.num_free == 2 and {pool.allocate(), pool.allocate()} == {1, 3}
 
 
-def test_slot_index_by_hand() -> None:
-    """block_size 4, table [2, 0], 6 tokens left-padded to 8 columns: token i at block table[i // 4], slot i % 4."""
-    blocks, offsets, real = slot_index(torch.tensor([[2, 0]]), torch.tensor([6]), 8, 4)
-    assert blocks.tolist() == [[2, 2, 2, 2, 2, 2, 0, 0]]
-    assert offsets.tolist() == [[0, 0, 0, 1, 2, 3, 0, 1]]
-    assert real.tolist() == [[False, False, True, True, True, True, True, True]]
+def test_ragged_blocks_by_hand() -> None:
+    """block_size 4; row 0 has 10 tokens in blocks [2, 0, 5], row 1 has 3 in [3]: only the used blocks,
+    no padding; the query (the last token) sees slots up to itself. A window of 3 on row 0 (tokens 7..9)
+    drops blocks 2 (tokens 0..3) and keeps slot 3 of block 0 (token 7)."""
+    tables, lens = torch.tensor([[2, 0, 5], [3, 1, 1]]), torch.tensor([10, 3])
+    layout = ragged_blocks(tables, lens, 4)
+    assert layout.blocks.tolist() == [2, 0, 5, 3] and layout.rows.tolist() == [0, 0, 0, 1]
+    assert layout.visible.tolist() == [[True] * 4, [True] * 4, [True, True, False, False], [True, True, True, False]]
+    windowed = ragged_blocks(tables, lens, 4, window=3)
+    assert windowed.blocks.tolist() == [0, 5, 3] and windowed.rows.tolist() == [0, 0, 1]
+    assert windowed.visible.tolist() == [[False, False, False, True], [True, True, False, False],
+                                         [True, True, True, False]]
 
 
 def _scattered_pool(contexts: list[list[torch.Tensor]], num_blocks: int, block_size: int,
@@ -50,25 +56,24 @@ def _scattered_pool(contexts: list[list[torch.Tensor]], num_blocks: int, block_s
     return pool, torch.tensor([t + [t[0]] * (width - len(t)) for t in tables])
 
 
-@pytest.mark.parametrize("T", [1, 3])
-@pytest.mark.parametrize("window", [None, 3])
-@pytest.mark.parametrize("backend", ["sdpa", "naive"])
-def test_paged_attention_equals_contiguous_attention(T: int, window: int | None, backend: str) -> None:
-    """GQA (4 query heads, 2 kv heads), block_size 4, rows of 9, 4 and 13 tokens in shuffled blocks of a pool
-    full of junk: each row's queries (its last T positions) against `attention` on that row alone."""
+@pytest.mark.parametrize("window", [None, 3, 6])
+@pytest.mark.parametrize(("Hq", "Hkv"), [(4, 4), (4, 2), (4, 1)], ids=["mha", "gqa", "mqa"])
+def test_paged_attention_equals_contiguous_attention(window: int | None, Hq: int, Hkv: int) -> None:
+    """Rows of 9, 4, 13 and 1 tokens in shuffled blocks of 4 in a pool full of junk: each row's query (its
+    last position) against `attention` (naive, the oracle) on that row's keys stored contiguously."""
     g = torch.Generator().manual_seed(0)
-    lens, Hq, Hkv, D = [9, 4, 13], 4, 2, 8
+    lens, D = [9, 4, 13, 1], 8
     ks = [torch.randn(Hkv, L, D, generator=g) for L in lens]
     vs = [torch.randn(Hkv, L, D, generator=g) for L in lens]
     k_pool, tables = _scattered_pool(ks, 12, 4, seed=1)
     v_pool, tables_v = _scattered_pool(vs, 12, 4, seed=1)
     assert torch.equal(tables, tables_v)
-    q = torch.randn(len(lens), Hq, T, D, generator=g)
-    out = paged_attention(q, k_pool, v_pool, tables, torch.tensor(lens), window=window, backend=backend)
-    assert out.shape == (len(lens), Hq, T, D)
+    q = torch.randn(len(lens), Hq, D, generator=g)
+    out = paged_attention(q, k_pool, v_pool, tables, torch.tensor(lens), window=window)
+    assert out.shape == (len(lens), Hq, D)
     for b in range(len(lens)):
-        want = attention(q[b:b + 1], ks[b][None], vs[b][None], causal=True, window=window, backend="naive")
-        torch.testing.assert_close(out[b:b + 1], want, rtol=1e-5, atol=1e-6)
+        want = attention(q[b, None, :, None], ks[b][None], vs[b][None], causal=True, window=window, backend="naive")
+        torch.testing.assert_close(out[b], want[0, :, 0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("fields", [{}, {"n_kv_heads": 1, "sliding_window": 5}], ids=["mha", "mqa_window5"])

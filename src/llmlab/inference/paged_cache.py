@@ -12,23 +12,28 @@ A sequence takes one more block when its last one is full, so at most block_size
 sequence are unused, instead of a max_seq_len reservation per row; finished sequences give their
 blocks back to the free list at once and any request can take them.
 
-Attention (`paged_attention`) gathers each row's blocks into a contiguous, left-padded K/V and runs
-llmlab's own `attention` on it with a key padding mask. That copy is what a fused paged kernel
-(vLLM's) avoids; here it keeps every attention backend usable as it is. `PagedBatch` is the
-`Cache` of one model forward: it writes the new tokens' keys and values into their slots and hands
-each layer the gathered K/V, so the model runs unchanged.
+Decode attention (`paged_attention`, vLLM's decode-time kernel as PyTorch ops) reads the blocks of
+every row straight from the pool, one row's blocks after another with no padding to the longest row,
+and takes each row's softmax over its own blocks (a segment max and sum with index ops). A prefill
+of new sequences needs no pool reads: its keys are its own, so it runs llmlab's `attention` on them
+and only writes them into their blocks. `PagedBatch` is the model's `Cache` for one forward of
+either kind, so the model runs unchanged.
 
 Left out: block sharing with copy-on-write (prefix caching, parallel sampling), swapping blocks to
-host memory, and a fused paged-attention kernel.
+host memory, a prefill that extends a cached sequence (chunked prefill), and a fused kernel (the
+block gather here is one copy of the rows' real keys and values per layer).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from llmlab.attention.functional import attention
+from llmlab.errors import UserError
 
 
 class BlockPool:
@@ -66,86 +71,123 @@ class BlockPool:
         self._free.extend(reversed(blocks))
 
 
-def slot_index(block_tables: torch.Tensor, context_lens: torch.Tensor, length: int,
-               block_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where each column of a left-padded (B, length) K/V lives in the pool.
+@dataclass(frozen=True)
+class RaggedBlocks:
+    """Every block that some row's query reads, rows one after another: N blocks in all."""
 
-    block_tables (B, n) block ids, padded with any valid id past a row's last block;
-    context_lens (B,) tokens per row (<= length). Row b's tokens fill the last context_lens[b] columns.
-    Returns blocks, offsets (B, length) (padding columns point at the row's first slot) and
-    real (B, length), True at a real token.
-    Example: block_size 4, table [2, 0], 6 tokens, length 8 -> blocks [2 2 | 2 2 2 2 0 0],
-    offsets [0 0 | 0 1 2 3 0 1], real [F F | T T T T T T].
+    blocks: torch.Tensor  # (N,) block ids in the pool
+    rows: torch.Tensor  # (N,) the row each belongs to
+    visible: torch.Tensor  # (N, block_size) True at slots the row's query attends to
+    num_rows: int
+
+
+def ragged_blocks(block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int, *,
+                  window: int | None = None) -> RaggedBlocks:
+    """The blocks a one-token query per row reads: row b's query is its token context_lens[b] - 1 and sees
+    tokens [context_lens[b] - window, context_lens[b]) (all of them without a window).
+
+    block_tables (B, n) padded with anything past a row's last block; context_lens (B,).
+    Example: block_size 4, tables [[2, 0, 5], [3, 1, 1]], lens [10, 3], window None ->
+    blocks [2, 0, 5, 3], rows [0, 0, 0, 1], visible of block 5: [T, T, F, F] (tokens 8, 9).
     """
-    column = torch.arange(length, device=block_tables.device)
-    i = column - (length - context_lens)[:, None]  # (B, length): each column's token index, < 0 on padding
-    real = i >= 0
-    i = i.clamp(min=0)
-    return block_tables.gather(1, i // block_size), i % block_size, real
+    B, n = block_tables.shape
+    device = block_tables.device
+    first = (context_lens - window).clamp(min=0) // block_size if window else torch.zeros_like(context_lens)
+    column = torch.arange(n, device=device)
+    used = (column >= first[:, None]) & (column < -(-context_lens // block_size)[:, None])  # (B, n)
+    rows = torch.arange(B, device=device)[:, None].expand(B, n)[used]  # (N,)
+    token = column.expand(B, n)[used][:, None] * block_size + torch.arange(block_size, device=device)  # (N, bs)
+    visible = token < context_lens[rows][:, None]
+    if window:
+        visible &= token >= (context_lens[rows] - window)[:, None]
+    return RaggedBlocks(block_tables[used], rows, visible, B)
 
 
-def gather_kv(pool: torch.Tensor, blocks: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """The (B, n_kv_heads, length, head_dim) keys (or values) at the slots of `slot_index`, from one
-    layer's pool (num_blocks, n_kv_heads, block_size, head_dim)."""
-    return pool[blocks, :, offsets].transpose(1, 2)  # (B, length, Hkv, D) -> (B, Hkv, length, D)
+def attend_blocks(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, layout: RaggedBlocks, *,
+                  scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v of q (B, Hq, D) over each row's visible slots in `layout`; (B, Hq, D).
+
+    Each block's scores are computed on their own; the row's softmax then uses the row's max over its
+    blocks (scatter_reduce) and sums over its blocks (index_add): a segment softmax, exact, not online.
+    """
+    B, Hq, D = q.shape
+    Hkv = k_pool.shape[1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    rows = layout.rows
+    k, v = k_pool[layout.blocks], v_pool[layout.blocks]  # (N, Hkv, bs, D): the rows' blocks, unpadded
+    q = q.view(B, Hkv, Hq // Hkv, D)[rows]  # (N, Hkv, G, D): GQA's G query heads per kv head
+    scores = (q @ k.transpose(-1, -2)) * scale  # (N, Hkv, G, bs)
+    scores = scores.masked_fill(~layout.visible[:, None, None, :], float("-inf"))
+    block_max = scores.amax(dim=-1)  # (N, Hkv, G)
+    row_max = block_max.new_full((B, *block_max.shape[1:]), float("-inf"))
+    row_max.scatter_reduce_(0, rows[:, None, None].expand_as(block_max), block_max, reduce="amax")  # (B, Hkv, G)
+    p = (scores - row_max[rows][..., None]).exp()  # (N, Hkv, G, bs); 0 at hidden slots
+    denom = p.new_zeros(row_max.shape).index_add_(0, rows, p.sum(dim=-1))  # (B, Hkv, G)
+    out = p.new_zeros(B, *q.shape[1:]).index_add_(0, rows, p @ v)  # (B, Hkv, G, D)
+    return (out / denom[..., None]).view(B, Hq, D)  # every row sees at least its own token: denom > 0
 
 
 def paged_attention(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_tables: torch.Tensor,
-                    context_lens: torch.Tensor, *, window: int | None = None, scale: float | None = None,
-                    backend: str = "sdpa") -> torch.Tensor:
-    """Causal attention of q (B, Hq, T, D) over each row's cached keys and values.
+                    context_lens: torch.Tensor, *, window: int | None = None,
+                    scale: float | None = None) -> torch.Tensor:
+    """One-token-per-row (decode) attention over a paged cache, as vLLM's paged_attention.
 
-    k_pool, v_pool (num_blocks, Hkv, block_size, D): one layer's pool; block_tables (B, n);
-    context_lens (B,) with T <= max(context_lens). The queries are each row's last T positions,
-    left-padded like the keys (row b's first T - context_lens[b] queries, if any, are padding).
-    Returns (B, Hq, T, D), what `attention` gives on the same keys stored contiguously.
+    q (B, Hq, D): row b's query is its position context_lens[b] - 1, whose key and value are already
+    in the pool; k_pool, v_pool (num_blocks, Hkv, block_size, D): one layer's pool; block_tables (B, n).
+    Returns (B, Hq, D): what causal `attention` gives for that query on the row's keys stored contiguously.
     """
-    length = int(context_lens.max())
-    blocks, offsets, real = slot_index(block_tables, context_lens, length, k_pool.shape[2])
-    k, v = gather_kv(k_pool, blocks, offsets), gather_kv(v_pool, blocks, offsets)
-    return attention(q, k, v, causal=True, window=window, key_padding_mask=real, scale=scale, backend=backend)
+    return attend_blocks(q, k_pool, v_pool, ragged_blocks(block_tables, context_lens, k_pool.shape[2],
+                                                          window=window), scale=scale)
 
 
 class PagedBatch:
-    """The `Cache` of one model forward over B sequences of a `BlockPool`.
+    """The `Cache` of one model forward over B sequences of a `BlockPool`: either a prefill of new sequences
+    (empty tables; row b brings new_lens[b] tokens, left-padded to T = max(new_lens) in the input ids) or a
+    decode step (one token per row after cached_lens[b] ones). Every block a row needs after this call
+    must already be in its table. Pass `positions` and `key_padding_mask` to the forward with it.
 
-    Row b holds cached_lens[b] positions in its blocks and brings new_lens[b] more, left-padded to
-    T = max(new_lens) in the input ids. Every block the row needs after this call must already be in
-    its table. Pass `positions` and `key_padding_mask` to the forward with this cache.
-
-        ids (B, T)          keys each layer attends to (B, Hkv, S, D), S = max(cached + new)
-        [pad pad a5 a6]     [pad pad pad a0 a1 a2 a3 a4 a5 a6]   a0..a4 gathered from blocks,
-        [pad pad pad b3]    [pad pad pad pad pad pad b0 b1 b2 b3]  a5, a6, b3 written this call
+        prefill  ids [[pad a0 a1 a2], [b0 b1 b2 b3]]   attention on these keys; a0..a2, b0..b3 written
+        decode   ids [[a3], [b4]]                       a3, b4 written; paged_attention over the blocks
     """
 
     length = 0  # `Cache.length` only sets default positions; a paged forward always passes them
 
     def __init__(self, pool: BlockPool, block_tables: Sequence[Sequence[int]], cached_lens: Sequence[int],
                  new_lens: Sequence[int]) -> None:
+        self.decode = any(cached_lens)
+        if self.decode and any(n != 1 for n in new_lens):
+            raise ValueError("a paged forward is a prefill of new sequences or one new token per sequence")
         device = pool.k.device
         self.pool = pool
         width = max(len(t) for t in block_tables)
-        tables = torch.tensor([list(t) + [t[0]] * (width - len(t)) for t in block_tables], device=device)  # (B, n)
+        self.tables = torch.tensor([list(t) + [t[0]] * (width - len(t)) for t in block_tables],
+                                   device=device)  # (B, n)
         new = torch.tensor(list(new_lens), device=device)
-        context = torch.tensor(list(cached_lens), device=device) + new
-        T, S = int(new.max()), int(context.max())
-        self.blocks, self.offsets, real = slot_index(tables, context, S, pool.block_size)  # (B, S)
-        self.fresh = not any(cached_lens)  # every row a prefill from an empty table: keys are just k, v
-        self.query_mask = torch.arange(T, device=device) >= (T - new)[:, None]  # (B, T) True at real new tokens
-        self.positions = (context[:, None] - T + torch.arange(T, device=device)).clamp(min=0)  # (B, T)
-        self.key_padding_mask = None if bool(real.all()) else real  # (B, S); None keeps sdpa's fast paths
-        # the new tokens are the last T key columns; their slots are where this call writes
-        self._write_blocks = self.blocks[:, S - T:][self.query_mask]  # (N,) N = sum(new_lens)
-        self._write_offsets = self.offsets[:, S - T:][self.query_mask]
+        self.context_lens = torch.tensor(list(cached_lens), device=device) + new  # (B,)
+        T = int(new.max())
+        real = torch.arange(T, device=device) >= (T - new)[:, None]  # (B, T) True at real new tokens
+        self.positions = (self.context_lens[:, None] - T + torch.arange(T, device=device)).clamp(min=0)  # (B, T)
+        self.key_padding_mask = None if self.decode or bool(real.all()) else real  # a prefill's keys: its tokens
+        # each real new token's slot: token i of row b lives in block tables[b, i // bs], slot i % bs
+        row, col = real.nonzero(as_tuple=True)  # (N,) each
+        token = self.positions[row, col]
+        self._write = (row, col, self.tables[row, token // pool.block_size], token % pool.block_size)
+        self._layout: RaggedBlocks | None = None  # the decode's blocks, built by the first layer
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the real new tokens of k, v (B, Hkv, T, D) into their slots; return (B, Hkv, S, D)."""
-        for pool, new in ((self.pool.k[layer], k), (self.pool.v[layer], v)):
-            pool[self._write_blocks, :, self._write_offsets] = new.transpose(1, 2)[self.query_mask]  # (N, Hkv, D)
-        if self.fresh:  # subtle: T == S and the padded keys are masked, so the input is the whole context
-            return k, v
-        return gather_kv(self.pool.k[layer], self.blocks, self.offsets), \
-            gather_kv(self.pool.v[layer], self.blocks, self.offsets)
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int | None = None,
+               scale: float | None = None, **kwargs) -> torch.Tensor:
+        """Write the new tokens' k, v (B, Hkv, T, D) into their slots; attention of q (B, Hq, T, D)."""
+        row, col, block, slot = self._write
+        self.pool.k[layer][block, :, slot] = k[row, :, col]  # (N, Hkv, D)
+        self.pool.v[layer][block, :, slot] = v[row, :, col]
+        if not self.decode:
+            return attention(q, k, v, window=window, scale=scale, **kwargs)
+        if kwargs.get("return_weights"):
+            raise UserError("attention weights need a contiguous KV cache, not a paged one")
+        if self._layout is None:
+            self._layout = ragged_blocks(self.tables, self.context_lens, self.pool.block_size, window=window)
+        out = attend_blocks(q[:, :, 0], self.pool.k[layer], self.pool.v[layer], self._layout, scale=scale)
+        return out[:, :, None]  # (B, Hq, 1, D)
 
     def advance(self, n: int) -> None:
         """Nothing to do: the scheduler keeps each sequence's length."""

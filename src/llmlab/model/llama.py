@@ -90,10 +90,10 @@ class Attention(nn.Module):
         q = qk[:, :, :Hq].transpose(1, 2)  # (B, Hq, T, D)
         k = qk[:, :, Hq:].transpose(1, 2)  # (B, Hkv, T, D)
         v = qkv[:, :, Hq + Hkv:].transpose(1, 2)  # (B, Hkv, T, D)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, Hkv, S, D): the cached positions and these T
-        out = attention(q, k, v, causal=True, window=self.cfg.sliding_window, key_padding_mask=key_padding_mask,
-                        backend="naive" if return_weights else self.cfg.attention, return_weights=return_weights)
+        how = dict(causal=True, window=self.cfg.sliding_window, key_padding_mask=key_padding_mask,
+                   backend="naive" if return_weights else self.cfg.attention, return_weights=return_weights)
+        # with a cache, the queries attend to the cached positions and these T (the cache stores k, v)
+        out = cache.attend(layer, q, k, v, **how) if cache is not None else attention(q, k, v, **how)
         y, weights = out if return_weights else (out, None)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, Hq * D)
         return self.o(y), weights
