@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llmlab.errors import UserError
-from llmlab.inference.batching import ContinuousBatcher, TokenEvent
+from llmlab.inference.batching import ContinuousBatcher, TokenEvent, prefill_groups
 from llmlab.model.generate import Engine, SamplingConfig, generate_naive
 from llmlab.model.llama import Transformer
 from model.conftest import tiny_model  # tests/ is on sys.path: this package sits in it
@@ -125,6 +125,14 @@ def test_cancel_a_waiting_and_a_running_request() -> None:
     assert not batcher.has_work()
     with pytest.raises(UserError, match="no request has id 7"):
         batcher.cancel(7)
+
+
+def test_prefill_groups_by_hand() -> None:
+    """Sorted 4, 5, 28, 30, 100: [4, 5] pads to 10 <= 1.25 x 9; adding 28 would pad to 84 > 1.25 x 37;
+    [28, 30] pads to 60 <= 1.25 x 58; 100 alone. With no slack allowed only equal lengths share a forward."""
+    assert prefill_groups([30, 4, 5, 100, 28]) == [[1, 2], [4, 0], [3]]
+    assert prefill_groups([3, 3, 4], max_padding=0.0) == [[0, 1], [2]]
+    assert prefill_groups([]) == []
 
 
 def test_zero_new_tokens_finishes_without_a_token() -> None:

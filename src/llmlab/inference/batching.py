@@ -86,6 +86,10 @@ class _Request:
     def tokens(self) -> list[int]:
         return self.prompt + self.generated
 
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.generated)
+
 
 class ContinuousBatcher:
     """Requests in, token events out; see the module docstring for one step."""
@@ -161,7 +165,7 @@ class ContinuousBatcher:
         preemptions = self.preemptions
         decoding = self._reserve_decode_blocks()
         prefilling = self._admit() if self.preemptions == preemptions else []  # blocks are short: admit none
-        for group in prefill_groups([len(r.tokens) for r in prefilling]):
+        for group in prefill_groups([r.length for r in prefilling]):
             events += self._run([prefilling[i] for i in group])
         if decoding:
             events += self._run(decoding)
@@ -172,7 +176,7 @@ class ContinuousBatcher:
         i = 0
         while i < len(self.running):
             request = self.running[i]
-            while self.pool.blocks_for(len(request.tokens)) > len(request.blocks):
+            while self.pool.blocks_for(request.length) > len(request.blocks):
                 if self.pool.num_free:
                     request.blocks.append(self.pool.allocate())
                 else:
@@ -192,7 +196,7 @@ class ContinuousBatcher:
     def _admit(self) -> list[_Request]:
         admitted = []
         while self.waiting and len(self.running) < self.max_batch:
-            need = self.pool.blocks_for(len(self.waiting[0].tokens))
+            need = self.pool.blocks_for(self.waiting[0].length)
             if need > self.pool.num_free:
                 break
             request = self.waiting.popleft()
@@ -206,9 +210,7 @@ class ContinuousBatcher:
         new = [r.tokens[r.cached:] for r in rows]
         batch = PagedBatch(self.pool, [r.blocks for r in rows], [r.cached for r in rows], [len(n) for n in new])
         T = max(len(n) for n in new)
-        ids = torch.zeros(len(rows), T, dtype=torch.long, device=self.pool.k.device)  # (B, T), left-padded
-        for row, tokens in enumerate(new):
-            ids[row, T - len(tokens):] = torch.tensor(tokens, device=ids.device)
+        ids = torch.tensor([[0] * (T - len(n)) + n for n in new], device=self.pool.k.device)  # (B, T), left-padded
         logits = self.model(ids, positions=batch.positions, cache=batch, key_padding_mask=batch.key_padding_mask,
                             logits_to_keep=1).logits[:, -1]  # (B, V)
         events = []
