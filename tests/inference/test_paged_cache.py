@@ -105,3 +105,10 @@ def test_model_through_paged_batch_equals_no_cache(fields: dict) -> None:
                 seqs[row].append(token)
                 new[row] = [token]
     assert pool.num_free == 10 - len(tables[0]) - len(tables[1])
+
+
+def test_paged_batch_is_a_prefill_or_a_decode() -> None:
+    """A forward that extends a cached sequence by several tokens (chunked prefill) is not supported."""
+    pool = BlockPool(1, 4, 1, 4, 2)
+    with pytest.raises(ValueError, match="prefill of new sequences or one new token"):
+        PagedBatch(pool, [[0, 1]], [3], [2])
