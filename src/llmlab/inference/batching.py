@@ -1,32 +1,45 @@
-"""STAND-IN for the continuous-batching engine: the interface the server is built on, computed the slow way.
+"""Continuous batching (Yu et al. 2022, Orca's iteration-level scheduling) over a paged KV cache
+(Kwon et al. 2023, vLLM): requests join and leave the running batch at every step instead of a batch
+starting and ending together.
 
-    batcher = ContinuousBatcher(model)
-    rid = batcher.add(prompt_ids, SamplingConfig(max_new_tokens=16, temperature=0), seed=0)
-    while batcher.has_work():
-        for event in batcher.step():      # TokenEvent(request_id, token, finished, finish_reason)
+    b = ContinuousBatcher(model, block_size=16, num_blocks=256, max_batch=16)
+    rid = b.add([5, 17, 3], SamplingConfig(max_new_tokens=32, temperature=0), seed=0)
+    while b.has_work():
+        for event in b.step():   # TokenEvent(request_id, token, finished, finish_reason)
             ...
 
-This file only holds the interface steady while the real engine (a paged KV cache with a scheduler
-that admits and retires requests between steps) is written elsewhere; at merge that engine replaces
-this file. Here each `step` gives every active request one token by a full forward over its whole
-sequence, exactly as `generate_naive` (the oracle) does, so a greedy request's tokens equal
-`generate_naive`'s. No KV cache, no batching across requests: slow, and correct.
+One `step()`:
+    1. every running request gets the block its next token needs; when the pool is empty the newest
+       running request is preempted (recompute-style: its blocks are freed, it goes back to the front
+       of the queue with its generated tokens, and its prompt + generated tokens are prefilled again
+       when it is readmitted)
+    2. if nothing was preempted, waiting requests are admitted in order while the batch has room and
+       the free blocks hold their whole sequence
+    3. forwards prefill the admitted requests, grouped by length so that padding stays small
+       (`prefill_groups`), and one forward decodes one token for the others; each request samples
+       its next token with its own generator
+    4. requests that produced a stop token or reached max_new_tokens leave and free their blocks
 
-Events: the token that finishes a request carries finished=True and the reason, "stop" (a stop token,
-which is reported) or "length" (max_new_tokens reached); a cancelled request gets one event
-token=None, finished=True, "cancelled" at the next step; max_new_tokens=0 finishes with token=None,
-"length". `block_size` and `num_blocks` are accepted for the real engine's sake and unused.
+Greedy outputs equal `generate_naive` / `Engine` for each request alone (tests/inference), whatever
+else is in the batch and however often it is preempted, up to float rounding of batched matmuls;
+sampled outputs too, since each request draws from its own seeded generator in the same order.
+
+Left out: chunked prefill (a long prompt is one forward), prefill and decode mixed in one forward
+(padding the decode rows to the prompt length costs more than a second call), priorities, swapping
+preempted blocks to host memory, and prefix sharing.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from llmlab.errors import UserError
-from llmlab.model.generate import SamplingConfig, apply_repetition_penalty, sample_next_token
+from llmlab.inference.paged_cache import BlockPool, PagedBatch
+from llmlab.model.generate import SamplingConfig, _next_tokens, sample_next_token
 from llmlab.model.llama import Transformer
 
 
@@ -35,83 +48,183 @@ class TokenEvent:
     request_id: int
     token: int | None  # None only in an event that finishes a request without a new token
     finished: bool
-    finish_reason: str | None  # "stop", "length", "cancelled", or None while running
+    finish_reason: str | None  # "stop" (the stop token is reported), "length", "cancelled"; None while running
 
 
-@dataclass
+def prefill_groups(lengths: Sequence[int], *, max_padding: float = 0.25) -> list[list[int]]:
+    """Split prompts into forwards that waste little on padding: indices sorted by length, a group closed
+    when padding it to its longest would add more than max_padding of its real tokens.
+
+    prefill_groups([30, 4, 5, 100, 28]) -> [[1, 2], [4, 0], [3]]   (2 x 5 <= 1.25 x 9; 3 x 28 > 1.25 x 37)
+    Why: a forward costs about its padded tokens, and one long prompt in a batch of short ones would
+    make every row as long as it.
+    """
+    groups: list[list[int]] = []
+    total = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if groups and (len(groups[-1]) + 1) * lengths[i] <= (1 + max_padding) * (total + lengths[i]):
+            groups[-1].append(i)
+            total += lengths[i]
+        else:
+            groups.append([i])
+            total = lengths[i]
+    return groups
+
+
+@dataclass(eq=False)
 class _Request:
-    ids: list[int]
+    id: int
+    prompt: list[int]
     sampling: SamplingConfig
     generator: torch.Generator
-    new: int = 0
-    cancelled: bool = False
-    seen: set[int] = field(default_factory=set)
+    seen: torch.Tensor  # (1, vocab) bool: prompt and generated ids, for the repetition penalty
+    generated: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)  # the block table
+    cached: int = 0  # leading tokens whose keys and values are in `blocks`
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.generated
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.generated)
 
 
 class ContinuousBatcher:
+    """Requests in, token events out; see the module docstring for one step."""
+
     def __init__(self, model: Transformer, *, block_size: int = 16, num_blocks: int | None = None,
                  max_batch: int = 16) -> None:
-        if max_batch < 1:
-            raise UserError(f"max_batch must be at least 1, got {max_batch}")
+        cfg = model.cfg
+        if block_size < 1 or max_batch < 1 or (num_blocks is not None and num_blocks < 1):
+            raise UserError(f"block_size, num_blocks and max_batch must be at least 1, got {block_size}, "
+                            f"{num_blocks}, {max_batch}")
+        if num_blocks is None:  # room for max_batch sequences of max_seq_len: never preempts
+            num_blocks = max_batch * -(-cfg.max_seq_len // block_size)
+        w = model.embed.weight
         self.model = model
         self.max_batch = max_batch
+        self.pool = BlockPool(cfg.n_layers, num_blocks, cfg.kv_heads, block_size, cfg.head_dim,
+                              dtype=w.dtype, device=w.device)
+        self.waiting: deque[_Request] = deque()
+        self.running: list[_Request] = []  # in admission order: the last is the first to be preempted
+        self.preemptions = 0  # how many times a request lost its blocks
+        self._pending: list[TokenEvent] = []  # finishing events that need no forward (cancel, 0 new tokens)
         self._next_id = 0
-        self._active: dict[int, _Request] = {}  # in arrival order; the first max_batch run each step
 
     def add(self, prompt: Sequence[int], sampling: SamplingConfig, *, seed: int | None = None) -> int:
-        if len(prompt) == 0:
-            raise UserError("the prompt needs at least one token")
+        """Queue a request; returns its id. `seed` seeds its generator (None: a random seed)."""
+        cfg, device = self.model.cfg, self.pool.k.device
+        prompt = list(prompt)
+        if not prompt:
+            raise UserError("a prompt needs at least one token")
+        if any(not 0 <= t < cfg.vocab_size for t in prompt):
+            raise UserError(f"a prompt token id is outside the model's vocabulary [0, {cfg.vocab_size})")
         total = len(prompt) + sampling.max_new_tokens
-        if total > self.model.cfg.max_seq_len:
+        if total > cfg.max_seq_len:
             raise UserError(f"prompt + max_new_tokens = {total} tokens is longer than the model's max_seq_len = "
-                            f"{self.model.cfg.max_seq_len}")
-        vocab = self.model.cfg.vocab_size
-        if any(not 0 <= t < vocab for t in prompt):
-            raise UserError(f"a prompt token id is outside the model's vocabulary [0, {vocab})")
-        device = self.model.embed.weight.device
+                            f"{cfg.max_seq_len}")
+        if self.pool.blocks_for(total) > self.pool.num_blocks:
+            raise UserError(f"prompt + max_new_tokens = {total} tokens needs {self.pool.blocks_for(total)} blocks; "
+                            f"the pool has {self.pool.num_blocks}")
+        # the sampler's own checks (temperature, top_k, top_p) now, so a bad request fails here, not mid-batch
+        sample_next_token(torch.zeros(1, 1), temperature=sampling.temperature, top_k=sampling.top_k,
+                          top_p=sampling.top_p, generator=torch.Generator())
         generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        seen = torch.zeros(1, cfg.vocab_size, dtype=torch.bool, device=device)
+        seen[0, prompt] = True
+        request = _Request(self._next_id, prompt, sampling, generator, seen)
+        self._next_id += 1
+        if sampling.max_new_tokens == 0:
+            self._pending.append(TokenEvent(request.id, None, True, "length"))
         else:
-            generator.manual_seed(seed)
-        rid, self._next_id = self._next_id, self._next_id + 1
-        self._active[rid] = _Request(list(prompt), sampling, generator, seen=set(prompt))
-        return rid
+            self.waiting.append(request)
+        return request.id
 
     def cancel(self, request_id: int) -> None:
-        if request_id in self._active:
-            self._active[request_id].cancelled = True
+        """Drop a request; the next step reports it finished ("cancelled"). A finished request: no-op."""
+        if not 0 <= request_id < self._next_id:
+            raise UserError(f"no request has id {request_id}")
+        for queue in (self.waiting, self.running):
+            for request in queue:
+                if request.id == request_id:
+                    queue.remove(request)
+                    self.pool.free(request.blocks)
+                    self._pending.append(TokenEvent(request_id, None, True, "cancelled"))
+                    return
 
     def has_work(self) -> bool:
-        return bool(self._active)
+        return bool(self.waiting or self.running or self._pending)
 
     @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
-        events = []
-        for rid in list(self._active)[: self.max_batch]:
-            r = self._active[rid]
-            if r.cancelled or r.sampling.max_new_tokens == 0:
-                del self._active[rid]
-                events.append(TokenEvent(rid, None, True, "cancelled" if r.cancelled else "length"))
-                continue
-            token = self._sample(r)
-            r.ids.append(token)
-            r.seen.add(token)
-            r.new += 1
-            reason = ("stop" if token in r.sampling.stop_tokens
-                      else "length" if r.new == r.sampling.max_new_tokens else None)
-            if reason is not None:
-                del self._active[rid]
-            events.append(TokenEvent(rid, token, reason is not None, reason))
+        """Admit, run one batched step, retire; returns this step's events (see the module docstring)."""
+        events, self._pending = self._pending, []
+        preemptions = self.preemptions
+        decoding = self._reserve_decode_blocks()
+        prefilling = self._admit() if self.preemptions == preemptions else []  # blocks are short: admit none
+        for group in prefill_groups([r.length for r in prefilling]):
+            events += self._run([prefilling[i] for i in group])
+        if decoding:
+            events += self._run(decoding)
         return events
 
-    def _sample(self, r: _Request) -> int:
-        s, device = r.sampling, self.model.embed.weight.device
-        logits = self.model(torch.tensor([r.ids], device=device)).logits[:, -1]  # (1, V)
-        seen = torch.zeros_like(logits, dtype=torch.bool)
-        seen[0, list(r.seen)] = True
-        if s.vocab_limit is not None and s.vocab_limit < logits.shape[-1]:
-            logits, seen = logits[:, : s.vocab_limit], seen[:, : s.vocab_limit]  # (1, vocab_limit)
-        logits = apply_repetition_penalty(logits, seen, s.repetition_penalty)
-        return int(sample_next_token(logits, generator=r.generator, temperature=s.temperature, top_k=s.top_k,
-                                     top_p=s.top_p))
+    def _reserve_decode_blocks(self) -> list[_Request]:
+        """Give each running request room for the token it feeds in this step, preempting from the back."""
+        i = 0
+        while i < len(self.running):
+            request = self.running[i]
+            while self.pool.blocks_for(request.length) > len(request.blocks):
+                if self.pool.num_free:
+                    request.blocks.append(self.pool.allocate())
+                else:
+                    self._preempt(self.running[-1])
+                    if request not in self.running:  # it was the newest: it waits for its turn again
+                        break
+            i += 1
+        return list(self.running)
+
+    def _preempt(self, request: _Request) -> None:
+        self.running.remove(request)
+        self.pool.free(request.blocks)
+        request.blocks, request.cached = [], 0
+        self.waiting.appendleft(request)  # successive preemptions take newer first: the older ends up in front
+        self.preemptions += 1
+
+    def _admit(self) -> list[_Request]:
+        admitted = []
+        while self.waiting and len(self.running) < self.max_batch:
+            need = self.pool.blocks_for(self.waiting[0].length)
+            if need > self.pool.num_free:
+                break
+            request = self.waiting.popleft()
+            request.blocks = [self.pool.allocate() for _ in range(need)]
+            self.running.append(request)
+            admitted.append(request)
+        return admitted
+
+    def _run(self, rows: list[_Request]) -> list[TokenEvent]:
+        """One forward over rows (each feeds its tokens not yet cached), then each samples one token."""
+        new = [r.tokens[r.cached:] for r in rows]
+        batch = PagedBatch(self.pool, [r.blocks for r in rows], [r.cached for r in rows], [len(n) for n in new])
+        T = max(len(n) for n in new)
+        ids = torch.tensor([[0] * (T - len(n)) + n for n in new], device=self.pool.k.device)  # (B, T), left-padded
+        logits = self.model(ids, positions=batch.positions, cache=batch, key_padding_mask=batch.key_padding_mask,
+                            logits_to_keep=1).logits[:, -1]  # (B, V)
+        events = []
+        for request, tokens, row_logits in zip(rows, new, logits, strict=True):
+            request.cached += len(tokens)
+            s = request.sampling
+            token = int(_next_tokens(row_logits[None], request.seen, s, request.generator))
+            request.generated.append(token)
+            request.seen[0, token] = True
+            reason = "stop" if token in s.stop_tokens else "length" if len(request.generated) == s.max_new_tokens \
+                else None
+            if reason is not None:
+                self.running.remove(request)
+                self.pool.free(request.blocks)
+                request.blocks = []
+            events.append(TokenEvent(request.id, token, reason is not None, reason))
+        return events
