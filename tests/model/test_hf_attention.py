@@ -129,12 +129,17 @@ def test_greedy_generate_matches_eager(dirs: dict[str, Path], name: str):
     assert torch.equal(greedy(load(dirs["gqa"], name), ids, mask), expected)
 
 
-def test_greedy_generate_with_a_static_cache_matches_eager(dirs: dict[str, Path]):
-    """A static cache hands over all its slots, filled or not: the mask builder must say where keys end."""
-    ids, mask = left_padded()
-    expected = greedy(load(dirs["gqa"], "eager"), ids, mask)
-    got = greedy(load(dirs["gqa"], "llmlab_tiled"), ids[:1], mask[:1], cache_implementation="static")
-    assert torch.equal(got, expected[:1])  # row 0 has no padding: generate drops the all-ones mask
+def test_static_cache_without_a_mask_matches_eager(dirs: dict[str, Path]):
+    """A static cache hands over all its 16 slots, filled or not, and no attention_mask says which:
+    the mask builder must tell the attention where the keys end (prefill of 8, then one token)."""
+    model = load(dirs["gqa"], "llmlab_tiled")
+    ids = torch.randint(1, 64, (1, 9), generator=torch.Generator().manual_seed(3))
+    cache = transformers.StaticCache(config=model.config, max_cache_len=16)
+    with torch.no_grad():
+        prefill = model(input_ids=ids[:, :8], cache=cache, use_cache=True).logits
+        step = model(input_ids=ids[:, 8:], cache=cache, use_cache=True).logits
+    expected = logits(load(dirs["gqa"], "eager"), ids)
+    torch.testing.assert_close(torch.cat([prefill, step], dim=1), expected, atol=ATOL, rtol=RTOL)
 
 
 def test_mistral_window_generate_matches_eager(dirs: dict[str, Path]):
