@@ -1,7 +1,7 @@
 """llmlab's attention inside an HF Llama, and the JAX scan forward, against their references.
 
-    .venv/bin/python benchmarks/bench_hf_attention.py --quick   # prefill T = 512; about a minute
-    .venv/bin/python benchmarks/bench_hf_attention.py           # T = 512 and 2048; a few minutes
+    .venv/bin/python benchmarks/bench_hf_attention.py --quick   # prefill T = 512; a few minutes
+    .venv/bin/python benchmarks/bench_hf_attention.py           # T = 512 and 2048; longer
 
 HF part: one seeded random LlamaForCausalLM (~5M: vocab 8192, 4 layers, 256 wide, 8 query heads
 over 2 kv heads), saved once and loaded with each attn_implementation: HF's eager and sdpa, and
@@ -125,10 +125,12 @@ def jax_part(lengths: list[int], log: Any) -> tuple[list[list[object]], dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="prefill T = 512 only")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: a busy machine's barriers "
+                        "slow every op several-fold with more)")
     args = parser.parse_args(argv)
     import torch
 
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    torch.set_num_threads(args.threads)
     log = log_with_elapsed()
     lengths = [512] if args.quick else [512, 2048]
     load_start = load_average()[0]
