@@ -37,12 +37,17 @@ K_BLOCKS = (1, 3, 4, 7, 64)  # the slow sweep: every case with every block size
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _x64() -> Iterator[None]:
-    """float64 arrays need jax_enable_x64 (a global flag): on for this module, restored after."""
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
+def _jax_flags() -> Iterator[None]:
+    """Global flags, on for this module and restored after: float64 arrays need jax_enable_x64;
+    jax_disable_most_optimizations halves XLA's compile time, which is nearly all of these tests'
+    time (every shape and block size compiles anew), for tiny arrays that run in microseconds."""
+    flags = {"jax_enable_x64": True, "jax_disable_most_optimizations": True}
+    before = {name: jax.config.values[name] for name in flags}
+    for name, value in flags.items():
+        jax.config.update(name, value)
     yield
-    jax.config.update("jax_enable_x64", before)
+    for name, value in before.items():
+        jax.config.update(name, value)
 
 
 def draw(B: int, Hq: int, Hkv: int, T: int, S: int, D: int, seed: int = 0) -> tuple[np.ndarray, ...]:

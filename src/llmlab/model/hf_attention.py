@@ -52,8 +52,7 @@ HF_BACKENDS = {"llmlab_naive": "naive", "llmlab_sdpa": "sdpa", "llmlab_tiled": "
 
 def hf_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, *, backend: str, tiles: dict[str, int] | None = None,
-                         dropout: float = 0.0,
-                         scaling: float | None = None, sliding_window: int | None = None,
+                         dropout: float = 0.0, scaling: float | None = None, sliding_window: int | None = None,
                          is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """One HF attention call on an llmlab backend; see the module docstring for the convention.
 
