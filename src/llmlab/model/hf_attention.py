@@ -128,8 +128,11 @@ def register_hf_attention(*, q_block: int | None = None, k_block: int | None = N
     if any(b is not None and b < 1 for b in (q_block, k_block)):
         raise UserError(f"tile sizes must be positive, got q_block={q_block}, k_block={k_block}")
     tiles = {name: b for name, b in (("q_block", q_block), ("k_block", k_block)) if b is not None}
-    # transformers: an optional dependency, imported only by those who ask for it
-    from transformers import AttentionInterface, AttentionMaskInterface
+    try:  # transformers: an optional dependency, imported only by those who ask for it
+        from transformers import AttentionInterface, AttentionMaskInterface
+    except ImportError as e:
+        raise UserError(f"register_hf_attention needs transformers 5.x (AttentionInterface and "
+                        f"AttentionMaskInterface; tested with 5.25): {e}") from e
 
     names = []
     for name, backend in HF_BACKENDS.items():
