@@ -178,3 +178,13 @@ def test_packed_position_ids_are_refused(dirs: dict[str, Path]):
 def test_bad_tile_sizes_are_refused():
     with pytest.raises(UserError, match="tile sizes must be positive"):
         register_hf_attention(q_block=0)
+
+
+def test_why_the_tiled_backend_is_not_named_llmlab_flash():
+    """transformers takes any name containing "flash" for a FlashAttention kernel and tries to load one
+    when the model is built (see the module docstring). If this starts failing, transformers changed
+    its rule and the name llmlab_flash becomes possible."""
+    from transformers.utils.generic import is_flash_attention_requested
+
+    assert is_flash_attention_requested(requested_attention_implementation="llmlab_flash")
+    assert not any(is_flash_attention_requested(requested_attention_implementation=name) for name in NAMES)
