@@ -1,0 +1,71 @@
+"""Configs of the inference commands: `llmlab convert gqa`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llmlab.config import check, require
+from llmlab.train.config import PretrainDataConfig, PretrainTrainConfig
+
+
+@dataclass(frozen=True)
+class GQAEvalConfig:
+    """What `llmlab convert gqa` measures on the original and the converted models, and its gate."""
+
+    batches: int = 8  # held-out batches of train.batch_size x train.seq_len tokens for the loss
+    prompts: int = 16  # held-out prompts whose greedy continuations are compared with the original's
+    prompt_tokens: int = 16
+    new_tokens: int = 32
+    speed_batches: tuple[int, ...] = (1, 8)  # decode tokens/s with the Engine at these batch sizes
+    speed_tokens: int = 64  # new tokens per timed generation
+    repeats: int = 3  # timed generations per batch size after a warm-up one; the median is kept
+    # the gate (None: not asked): the command fails, after writing its table, when the final model's
+    # perplexity is more than max_ppl_ratio x the original's or its greedy agreement below min_agreement
+    max_ppl_ratio: float | None = None
+    min_agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batches", "prompts", "prompt_tokens", "new_tokens", "speed_tokens", "repeats"):
+            check(getattr(self, name) >= 1, f"eval.{name} must be at least 1, got {getattr(self, name)}")
+        check(len(self.speed_batches) > 0 and min(self.speed_batches) >= 1,
+              f"eval.speed_batches must be batch sizes of at least 1, got {self.speed_batches}")
+        check(self.max_ppl_ratio is None or self.max_ppl_ratio >= 1.0,
+              f"eval.max_ppl_ratio must be at least 1 (a perplexity ratio), got {self.max_ppl_ratio}")
+        check(self.min_agreement is None or 0.0 <= self.min_agreement <= 1.0,
+              f"eval.min_agreement must be in [0, 1], got {self.min_agreement}")
+
+    @property
+    def gated(self) -> bool:
+        return self.max_ppl_ratio is not None or self.min_agreement is not None
+
+
+@dataclass(frozen=True)
+class GQAConvertConfig:
+    """`llmlab convert gqa`: pool a model's key/value heads into n_kv_heads groups (inference/gqa.py),
+    uptrain it (`llmlab pretrain` with init=), and measure it against the original.
+
+    Uptraining runs `uptrain_steps` steps, by default uptrain_fraction x the pretraining run's
+    train.max_steps. When --model is an `llmlab pretrain` run folder, uptraining repeats that run's
+    train.* and data.* (warmup scaled as the steps are), with the train.* and data.* keys given now
+    on top; for any other model folder, the train.* and data.* here apply. train.max_steps is never
+    read: the steps are uptrain_steps'. The data is tokenized with the model's own tokenizer.
+    """
+
+    model: str = ""
+    n_kv_heads: int = 0
+    method: Literal["mean", "first"] = "mean"  # mean-pool each group's heads (the paper), or keep its first
+    uptrain_fraction: float = 0.05  # the paper's 5% of the pretraining steps
+    uptrain_steps: int | None = None  # None: uptrain_fraction x the pretraining run's steps; 0: none
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    eval: GQAEvalConfig = field(default_factory=GQAEvalConfig)
+
+    def __post_init__(self) -> None:
+        require(bool(self.model), "model is required (--model DIR: an llmlab model folder or pretrain run)")
+        require(self.n_kv_heads != 0, "n_kv_heads is required (--kv-heads G: key/value heads after conversion)")
+        check(self.n_kv_heads >= 1, f"n_kv_heads must be at least 1, got {self.n_kv_heads}")
+        check(0.0 <= self.uptrain_fraction <= 1.0, f"uptrain_fraction must be in [0, 1], got {self.uptrain_fraction}")
+        check(self.uptrain_steps is None or self.uptrain_steps >= 0,
+              f"uptrain_steps must be >= 0, got {self.uptrain_steps}")
+        check(not self.data.tokenizer, "data.tokenizer cannot be set: the model's own tokenizer is used")

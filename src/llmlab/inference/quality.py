@@ -1,0 +1,133 @@
+"""Is the cheaper model still the model? A converted model measured against its original.
+
+    held-out loss     the val split's cross-entropy, perplexity and bits per byte, computed as
+                      `llmlab pretrain` computes them (train/pretrain.py `evaluate`), so the
+                      original's row repeats its pretraining run's last eval row
+    greedy agreement  greedy continuations of held-out prompts (the KV-cache Engine); the share
+                      of positions where the model's token equals the original's
+    KV bytes/token    what one position costs in the KV cache (all layers, k and v)
+    decode tokens/s   the Engine generating new tokens at a few batch sizes (prefill included)
+
+Greedy agreement compares free-running continuations: after a first different token the two
+continue from different prefixes, so it falls faster than a per-position (teacher-forced)
+top-1 agreement would; it is the number a user of `llmlab generate --temperature 0` sees.
+
+Left out: task accuracy, and timing on an idle machine: tokens/s are one machine's, measured
+once (the median of a few runs), and move with its load.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from llmlab.inference.config import GQAEvalConfig
+from llmlab.inference.gqa import kv_bytes_per_token
+from llmlab.model.generate import Engine, SamplingConfig
+from llmlab.model.llama import Transformer
+from llmlab.train.batches import plan_batches
+from llmlab.train.config import PretrainTrainConfig
+from llmlab.train.distributed import DistInfo
+from llmlab.train.precision import autocast_for
+from llmlab.train.pretrain import evaluate
+from llmlab.train.token_data import SequenceSampler, TokenFile
+
+
+def greedy_agreement(reference: Sequence[Sequence[int]], other: Sequence[Sequence[int]]) -> float:
+    """Share of positions where `other`'s token equals `reference`'s, over all continuations; a
+    position one of them did not reach counts as different. [[1, 2, 3]] vs [[1, 5, 3]] -> 2/3."""
+    total = sum(max(len(r), len(o)) for r, o in zip(reference, other, strict=True))
+    same = sum(a == b for r, o in zip(reference, other, strict=True) for a, b in zip(r, o, strict=False))
+    return same / total if total else 1.0
+
+
+def held_out_prompts(tokens: Sequence[int], n: int, length: int) -> list[list[int]]:
+    """`n` prompts of `length` tokens, evenly spaced over the held-out tokens."""
+    stride = max((len(tokens) - length) // n, 1)
+    return [[int(t) for t in tokens[i * stride: i * stride + length]] for i in range(n)
+            if i * stride + length <= len(tokens)]
+
+
+def greedy(model: Transformer, prompts: list[list[int]], new_tokens: int, vocab_limit: int | None) -> list[list[int]]:
+    """Greedy continuations of exactly `new_tokens` tokens (no stop token: equal lengths compare)."""
+    return Engine(model).generate(prompts, SamplingConfig(max_new_tokens=new_tokens, temperature=0.0,
+                                                          vocab_limit=vocab_limit))
+
+
+def decode_tokens_per_s(model: Transformer, prompts: list[list[int]], batch: int, new_tokens: int,
+                        repeats: int) -> float:
+    """New tokens per second of the Engine over `batch` prompts: one warm-up generation, then the median
+    of `repeats` timed ones."""
+    rows = [prompts[i % len(prompts)] for i in range(batch)]
+    sampling = SamplingConfig(max_new_tokens=new_tokens, temperature=0.0)
+    engine = Engine(model)
+    cuda = model.embed.weight.device.type == "cuda"
+    seconds = []
+    for i in range(repeats + 1):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        engine.generate(rows, sampling)
+        if cuda:
+            torch.cuda.synchronize()
+        if i:  # the first run warms caches and allocators
+            seconds.append(time.perf_counter() - start)
+    return batch * new_tokens / statistics.median(seconds)
+
+
+def measure(model: Transformer, *, name: str, val: SequenceSampler, val_file: TokenFile, train: PretrainTrainConfig,
+            ev: GQAEvalConfig, prompts: list[list[int]], reference: list[list[int]] | None,
+            vocab_limit: int | None) -> tuple[dict[str, Any], list[list[int]]]:
+    """One row of the table, and the model's greedy continuations of `prompts`. `reference`: the
+    original's continuations (None: this is the original, agreement 1)."""
+    device = model.embed.weight.device
+    tc = replace(train, eval_batches=ev.batches)
+    plan = plan_batches(tc.batch_size, tc.micro_batch_size, 1)
+    loss = evaluate(model, val, tc, DistInfo(), device, plan.micro, autocast_for(device, tc.dtype), val_file)
+    model.eval()  # evaluate leaves a model in train mode
+    outputs = greedy(model, prompts, ev.new_tokens, vocab_limit)
+    row: dict[str, Any] = {
+        "model": name,
+        "n_kv_heads": model.cfg.kv_heads,
+        **{k: round(v, 4) for k, v in loss.items()},
+        "greedy_agreement": round(1.0 if reference is None else greedy_agreement(reference, outputs), 4),
+        "kv_bytes_per_token": kv_bytes_per_token(model.cfg, model.embed.weight.element_size()),
+    }
+    for batch in ev.speed_batches:
+        row[f"tokens_per_s_b{batch}"] = round(decode_tokens_per_s(model, prompts, batch, ev.speed_tokens,
+                                                                  ev.repeats), 1)
+    return row, outputs
+
+
+def gate_failures(original: dict[str, Any], final: dict[str, Any], ev: GQAEvalConfig) -> list[str]:
+    """What of the gate the final model misses (empty: it passes, or no gate was asked)."""
+    failures = []
+    ratio = final["val_ppl"] / original["val_ppl"]
+    if ev.max_ppl_ratio is not None and ratio > ev.max_ppl_ratio:
+        failures.append(f"perplexity {final['val_ppl']:.3f} is {ratio:.3f}x the original's {original['val_ppl']:.3f} "
+                        f"(eval.max_ppl_ratio={ev.max_ppl_ratio})")
+    if ev.min_agreement is not None and final["greedy_agreement"] < ev.min_agreement:
+        failures.append(f"greedy agreement {final['greedy_agreement']:.3f} is below "
+                        f"eval.min_agreement={ev.min_agreement}")
+    return failures
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table, ratios to the first (original) row beside perplexity and KV bytes."""
+    base = rows[0]
+    speed = [k for k in base if k.startswith("tokens_per_s_b")]
+    head = ["model", "kv heads", "val loss", "ppl", "ppl ratio", "bits/byte", "greedy agree", "KV B/token",
+            "KV ratio", *[f"tok/s b{k.removeprefix('tokens_per_s_b')}" for k in speed]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r["n_kv_heads"], f"{r['val_loss']:.4f}", f"{r['val_ppl']:.3f}",
+                 f"{r['val_ppl'] / base['val_ppl']:.3f}", f"{r['val_bpb']:.4f}", f"{r['greedy_agreement']:.3f}",
+                 r["kv_bytes_per_token"], f"{r['kv_bytes_per_token'] / base['kv_bytes_per_token']:.2f}",
+                 *[f"{r[k]:.0f}" for k in speed]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
