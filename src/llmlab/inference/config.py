@@ -60,6 +60,7 @@ class GQAConvertConfig:
     train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     eval: GQAEvalConfig = field(default_factory=GQAEvalConfig)
+    threads: int = 0  # torch threads for the whole command; 0: torch's default (one per core)
 
     def __post_init__(self) -> None:
         require(bool(self.model), "model is required (--model DIR: an llmlab model folder or pretrain run)")
@@ -68,4 +69,5 @@ class GQAConvertConfig:
         check(0.0 <= self.uptrain_fraction <= 1.0, f"uptrain_fraction must be in [0, 1], got {self.uptrain_fraction}")
         check(self.uptrain_steps is None or self.uptrain_steps >= 0,
               f"uptrain_steps must be >= 0, got {self.uptrain_steps}")
+        check(self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}")
         check(not self.data.tokenizer, "data.tokenizer cannot be set: the model's own tokenizer is used")

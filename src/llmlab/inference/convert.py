@@ -72,10 +72,14 @@ def pretrain_run_config(folder: Path) -> PretrainConfig | None:
 def command(cfg: GQAConvertConfig, ctx: Any) -> int:
     """The command (ctx: its Context): convert, uptrain, measure, write; a missed gate is a UserError. Bad
     input (no model folder, an impossible G, no tokenizer) fails before the run folder is made."""
+    import torch
+
     from llmlab.inference.gqa import check_groups
     from llmlab.model.device import pick_device
     from llmlab.model.io import load_model
 
+    if cfg.threads:  # on a shared CPU one thread decodes far faster than two that wait for each other
+        torch.set_num_threads(cfg.threads)
     original, tokenizer = load_model(cfg.model)
     if tokenizer is None:
         raise UserError(f"{cfg.model}: no tokenizer.json; uptraining and the evaluation need the model's tokenizer")
