@@ -26,7 +26,13 @@ from llmlab.inference.gqa import (
     kv_bytes_per_token,
     mean_pool_heads,
 )
-from llmlab.inference.quality import gate_failures, greedy_agreement, held_out_prompts, markdown_table
+from llmlab.inference.quality import (
+    gate_failures,
+    greedy_agreement,
+    held_out_prompts,
+    markdown_table,
+    top1_agreement,
+)
 from llmlab.model.config import ModelConfig
 from llmlab.model.llama import Transformer
 from llmlab.train.config import PretrainConfig
@@ -196,21 +202,25 @@ def test_greedy_agreement_hand_cases() -> None:
     assert greedy_agreement([[1, 2], [4, 4]], [[1, 2], [4, 4]]) == 1.0
     assert greedy_agreement([[1, 2, 3, 4]], [[1, 2]]) == 0.5  # a position not reached differs
     assert held_out_prompts(list(range(10)), 3, 2) == [[0, 1], [2, 3], [4, 5]]
+    assert top1_agreement(torch.tensor([[1, 2], [3, 4]]), torch.tensor([[1, 0], [3, 0]])) == 0.5
 
 
 def test_gate_failures_and_table() -> None:
     """ppl 10 -> 12 is a ratio of 1.2: over 1.1, under 1.25; agreement 0.5 under 0.6."""
     original = {"model": "original", "n_kv_heads": 8, "val_loss": 2.3026, "val_ppl": 10.0, "val_bpb": 1.0,
-                "greedy_agreement": 1.0, "kv_bytes_per_token": 1024, "tokens_per_s_b1": 100.0}
-    final = {**original, "model": "mean G=2", "n_kv_heads": 2, "val_ppl": 12.0, "greedy_agreement": 0.5,
-             "kv_bytes_per_token": 256}
+                "top1_agreement": 1.0, "greedy_agreement": 1.0, "kv_bytes_per_token": 1024, "tokens_per_s_b1": 100.0}
+    final = {**original, "model": "mean G=2", "n_kv_heads": 2, "val_ppl": 12.0, "top1_agreement": 0.75,
+             "greedy_agreement": 0.5, "kv_bytes_per_token": 256}
     assert gate_failures(original, final, GQAEvalConfig()) == []
-    failures = gate_failures(original, final, GQAEvalConfig(max_ppl_ratio=1.1, min_agreement=0.6))
+    failures = gate_failures(original, final, GQAEvalConfig(max_ppl_ratio=1.1, min_agreement=0.6,
+                                                            min_top1_agreement=0.8))
     assert failures == ["perplexity 12.000 is 1.200x the original's 10.000 (eval.max_ppl_ratio=1.1)",
-                        "greedy agreement 0.500 is below eval.min_agreement=0.6"]
-    assert gate_failures(original, final, GQAEvalConfig(max_ppl_ratio=1.25, min_agreement=0.5)) == []
+                        "greedy agreement 0.500 is below eval.min_agreement=0.6",
+                        "top-1 agreement 0.750 is below eval.min_top1_agreement=0.8"]
+    assert gate_failures(original, final, GQAEvalConfig(max_ppl_ratio=1.25, min_agreement=0.5,
+                                                        min_top1_agreement=0.75)) == []
     table = markdown_table([original, final])
-    assert "| mean G=2 | 2 | 2.3026 | 12.000 | 1.200 | 1.0000 | 0.500 | 256 | 0.25 | 100 |" in table
+    assert "| mean G=2 | 2 | 2.3026 | 12.000 | 1.200 | 1.0000 | 0.750 | 0.500 | 256 | 0.25 | 100 |" in table
 
 
 # ---------------------------------------------------------------------- the uptraining config
@@ -278,11 +288,13 @@ def test_convert_end_to_end(pretrain_run: Path, tmp_path: Path, capsys: pytest.C
     rows = report["rows"]
     assert [r["model"] for r in rows] == ["original", "mean G=2, 0 steps", "mean G=2, 1 steps"]
     assert report["uptrain_steps"] == 1 and report["gate"] == {"asked": False, "max_ppl_ratio": None,
-                                                               "min_agreement": None, "failures": []}
+                                                               "min_agreement": None, "min_top1_agreement": None,
+                                                               "failures": []}
     pt_eval = [json.loads(line) for line in (pretrain_run / "metrics.jsonl").read_text().splitlines()
                if "val_loss" in line][-1]
     assert rows[0]["val_loss"] == pytest.approx(pt_eval["val_loss"], abs=1e-4)
     assert rows[0]["greedy_agreement"] == 1.0 and 0.0 <= rows[1]["greedy_agreement"] <= 1.0
+    assert rows[0]["top1_agreement"] == 1.0 and 0.0 < rows[1]["top1_agreement"] < 1.0
     assert [r["kv_bytes_per_token"] for r in rows] == [2 * 2 * 4 * 8 * 4, 2 * 2 * 2 * 8 * 4, 2 * 2 * 2 * 8 * 4]
     assert all(r["tokens_per_s_b1"] > 0 and r["tokens_per_s_b2"] > 0 for r in rows)
     log = (out / "uptrain" / "log.txt").read_text()

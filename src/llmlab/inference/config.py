@@ -21,9 +21,11 @@ class GQAEvalConfig:
     speed_tokens: int = 64  # new tokens per timed generation
     repeats: int = 3  # timed generations per batch size after a warm-up one; the median is kept
     # the gate (None: not asked): the command fails, after writing its table, when the final model's
-    # perplexity is more than max_ppl_ratio x the original's or its greedy agreement below min_agreement
+    # perplexity is more than max_ppl_ratio x the original's, or its greedy (top-1) agreement with the
+    # original is below min_agreement (min_top1_agreement)
     max_ppl_ratio: float | None = None
     min_agreement: float | None = None
+    min_top1_agreement: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batches", "prompts", "prompt_tokens", "new_tokens", "speed_tokens", "repeats"):
@@ -32,12 +34,13 @@ class GQAEvalConfig:
               f"eval.speed_batches must be batch sizes of at least 1, got {self.speed_batches}")
         check(self.max_ppl_ratio is None or self.max_ppl_ratio >= 1.0,
               f"eval.max_ppl_ratio must be at least 1 (a perplexity ratio), got {self.max_ppl_ratio}")
-        check(self.min_agreement is None or 0.0 <= self.min_agreement <= 1.0,
-              f"eval.min_agreement must be in [0, 1], got {self.min_agreement}")
+        for name in ("min_agreement", "min_top1_agreement"):
+            value = getattr(self, name)
+            check(value is None or 0.0 <= value <= 1.0, f"eval.{name} must be in [0, 1], got {value}")
 
     @property
     def gated(self) -> bool:
-        return self.max_ppl_ratio is not None or self.min_agreement is not None
+        return any(v is not None for v in (self.max_ppl_ratio, self.min_agreement, self.min_top1_agreement))
 
 
 @dataclass(frozen=True)

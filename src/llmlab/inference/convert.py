@@ -135,7 +135,7 @@ def convert_gqa(cfg: GQAConvertConfig, original: Transformer, tokenizer: Tokeniz
     for name, model in models.items():
         row, outputs = measure(model, name=name, val=val, val_file=val_file, train=base.train, ev=ev, prompts=prompts,
                                reference=reference, vocab_limit=tokenizer.id_count)
-        reference = reference or outputs
+        reference = reference or outputs  # the original's
         rows.append(row)
         run.log(f"{name}: {json.dumps(row)}")
     failures = gate_failures(rows[0], rows[-1], ev)
@@ -143,7 +143,7 @@ def convert_gqa(cfg: GQAConvertConfig, original: Transformer, tokenizer: Tokeniz
     report = {"model": cfg.model, "n_heads": original.cfg.n_heads, "n_kv_heads": cfg.n_kv_heads,
               "method": cfg.method, "uptrain_steps": steps, "device": str(device), "rows": rows,
               "gate": {"asked": ev.gated, "max_ppl_ratio": ev.max_ppl_ratio, "min_agreement": ev.min_agreement,
-                       "failures": failures}}
+                       "min_top1_agreement": ev.min_top1_agreement, "failures": failures}}
     write_json_atomic(run.dir / "gqa.json", report)
     write_text_atomic(run.dir / "gqa.md", table)
     run.log("\n" + table)

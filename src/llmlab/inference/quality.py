@@ -5,12 +5,15 @@
                       original's row repeats its pretraining run's last eval row
     greedy agreement  greedy continuations of held-out prompts (the KV-cache Engine); the share
                       of positions where the model's token equals the original's
+    top-1 agreement   over the held-out loss's positions, the share where the model's most likely
+                      next token is the original's (teacher-forced: both read the same text)
     KV bytes/token    what one position costs in the KV cache (all layers, k and v)
     decode tokens/s   the Engine generating new tokens at a few batch sizes (prefill included)
 
 Greedy agreement compares free-running continuations: after a first different token the two
-continue from different prefixes, so it falls faster than a per-position (teacher-forced)
-top-1 agreement would; it is the number a user of `llmlab generate --temperature 0` sees.
+continue from different prefixes, so it falls faster than the per-position top-1 agreement; it
+is the number a user of `llmlab generate --temperature 0` sees, but on a few short prompts it is
+noisy. Top-1 agreement counts thousands of positions, each read from the same prefix.
 
 Left out: task accuracy, and timing on an idle machine: tokens/s are one machine's, measured
 once (the median of a few runs), and move with its load.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,6 +47,24 @@ def greedy_agreement(reference: Sequence[Sequence[int]], other: Sequence[Sequenc
     total = sum(max(len(r), len(o)) for r, o in zip(reference, other, strict=True))
     same = sum(a == b for r, o in zip(reference, other, strict=True) for a, b in zip(r, o, strict=False))
     return same / total if total else 1.0
+
+
+def top1_agreement(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """Share of equal entries of two (N, T) tensors of argmax token ids."""
+    return float((reference == other).float().mean())
+
+
+@torch.no_grad()
+def top1_tokens(model: Transformer, val: SequenceSampler, n_sequences: int, batch_size: int,
+                autocast: Any) -> torch.Tensor:
+    """The model's most likely next token at every position of the first `n_sequences` held-out
+    sequences: (n_sequences, seq_len), on the CPU."""
+    device, out = model.embed.weight.device, []
+    for start in range(0, n_sequences, batch_size):
+        x, _ = val.batch(start, min(batch_size, n_sequences - start))  # (b, T)
+        with autocast:
+            out.append(model(x.to(device)).logits.argmax(dim=-1).cpu())  # (b, T)
+    return torch.cat(out)
 
 
 def held_out_prompts(tokens: Sequence[int], n: int, length: int) -> list[list[int]]:
@@ -80,22 +101,34 @@ def decode_tokens_per_s(model: Transformer, prompts: list[list[int]], batch: int
     return batch * new_tokens / statistics.median(seconds)
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What a model said on the held-out data: what the other models' agreement is measured against."""
+
+    greedy: list[list[int]]  # continuations of the held-out prompts
+    top1: torch.Tensor  # (N, T) most likely next tokens over the held-out loss's sequences
+
+
 def measure(model: Transformer, *, name: str, val: SequenceSampler, val_file: TokenFile, train: PretrainTrainConfig,
-            ev: GQAEvalConfig, prompts: list[list[int]], reference: list[list[int]] | None,
-            vocab_limit: int | None) -> tuple[dict[str, Any], list[list[int]]]:
-    """One row of the table, and the model's greedy continuations of `prompts`. `reference`: the
-    original's continuations (None: this is the original, agreement 1)."""
+            ev: GQAEvalConfig, prompts: list[list[int]], reference: Outputs | None,
+            vocab_limit: int | None) -> tuple[dict[str, Any], Outputs]:
+    """One row of the table, and the model's outputs. `reference`: the original's (None: this is the
+    original, agreements 1)."""
     device = model.embed.weight.device
     tc = replace(train, eval_batches=ev.batches)
     plan = plan_batches(tc.batch_size, tc.micro_batch_size, 1)
-    loss = evaluate(model, val, tc, DistInfo(), device, plan.micro, autocast_for(device, tc.dtype), val_file)
+    autocast = autocast_for(device, tc.dtype)
+    loss = evaluate(model, val, tc, DistInfo(), device, plan.micro, autocast, val_file)
     model.eval()  # evaluate leaves a model in train mode
-    outputs = greedy(model, prompts, ev.new_tokens, vocab_limit)
+    outputs = Outputs(greedy(model, prompts, ev.new_tokens, vocab_limit),
+                      top1_tokens(model, val, ev.batches * tc.batch_size, plan.micro, autocast))
+    ref = reference or outputs
     row: dict[str, Any] = {
         "model": name,
         "n_kv_heads": model.cfg.kv_heads,
         **{k: round(v, 4) for k, v in loss.items()},
-        "greedy_agreement": round(1.0 if reference is None else greedy_agreement(reference, outputs), 4),
+        "top1_agreement": round(top1_agreement(ref.top1, outputs.top1), 4),
+        "greedy_agreement": round(greedy_agreement(ref.greedy, outputs.greedy), 4),
         "kv_bytes_per_token": kv_bytes_per_token(model.cfg, model.embed.weight.element_size()),
     }
     for batch in ev.speed_batches:
@@ -114,6 +147,9 @@ def gate_failures(original: dict[str, Any], final: dict[str, Any], ev: GQAEvalCo
     if ev.min_agreement is not None and final["greedy_agreement"] < ev.min_agreement:
         failures.append(f"greedy agreement {final['greedy_agreement']:.3f} is below "
                         f"eval.min_agreement={ev.min_agreement}")
+    if ev.min_top1_agreement is not None and final["top1_agreement"] < ev.min_top1_agreement:
+        failures.append(f"top-1 agreement {final['top1_agreement']:.3f} is below "
+                        f"eval.min_top1_agreement={ev.min_top1_agreement}")
     return failures
 
 
@@ -121,12 +157,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a markdown table, ratios to the first (original) row beside perplexity and KV bytes."""
     base = rows[0]
     speed = [k for k in base if k.startswith("tokens_per_s_b")]
-    head = ["model", "kv heads", "val loss", "ppl", "ppl ratio", "bits/byte", "greedy agree", "KV B/token",
-            "KV ratio", *[f"tok/s b{k.removeprefix('tokens_per_s_b')}" for k in speed]]
+    head = ["model", "kv heads", "val loss", "ppl", "ppl ratio", "bits/byte", "top-1 agree", "greedy agree",
+            "KV B/token", "KV ratio", *[f"tok/s b{k.removeprefix('tokens_per_s_b')}" for k in speed]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], r["n_kv_heads"], f"{r['val_loss']:.4f}", f"{r['val_ppl']:.3f}",
-                 f"{r['val_ppl'] / base['val_ppl']:.3f}", f"{r['val_bpb']:.4f}", f"{r['greedy_agreement']:.3f}",
+                 f"{r['val_ppl'] / base['val_ppl']:.3f}", f"{r['val_bpb']:.4f}", f"{r['top1_agreement']:.3f}",
+                 f"{r['greedy_agreement']:.3f}",
                  r["kv_bytes_per_token"], f"{r['kv_bytes_per_token'] / base['kv_bytes_per_token']:.2f}",
                  *[f"{r[k]:.0f}" for k in speed]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
