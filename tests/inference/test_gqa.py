@@ -162,6 +162,14 @@ def test_mean_of_identical_heads_keeps_the_logits_exactly(groups: int) -> None:
         assert c.blocks[0].attn.qkv.weight.shape == (64 + 2 * groups * 8, 64)
 
 
+@pytest.mark.parametrize("backend", ["sdpa", "flash"])
+def test_shared_heads_under_the_fused_backends(backend: str) -> None:
+    """sdpa (`enable_gqa`) and flash (packed groups) group query heads as naive does: the GQA model
+    computes the MHA one's logits, up to the different kernels' rounding."""
+    m = with_shared_heads(model(replace(CFG, attention=backend)), 2)
+    torch.testing.assert_close(logits(convert_model(m, 2)), logits(m), rtol=1e-5, atol=1e-5)
+
+
 def test_mean_of_different_heads_changes_the_logits() -> None:
     """The contrast to the exact case: on random heads the pooled model is a different model."""
     m = model()

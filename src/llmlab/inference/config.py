@@ -68,7 +68,7 @@ class GQAConvertConfig:
     def __post_init__(self) -> None:
         require(bool(self.model), "model is required (--model DIR: an llmlab model folder or pretrain run)")
         require(self.n_kv_heads != 0, "n_kv_heads is required (--kv-heads G: key/value heads after conversion)")
-        check(self.n_kv_heads >= 1, f"n_kv_heads must be at least 1, got {self.n_kv_heads}")
+        check(self.n_kv_heads >= 0, f"n_kv_heads must be at least 1, got {self.n_kv_heads}")  # 0: not given
         check(0.0 <= self.uptrain_fraction <= 1.0, f"uptrain_fraction must be in [0, 1], got {self.uptrain_fraction}")
         check(self.uptrain_steps is None or self.uptrain_steps >= 0,
               f"uptrain_steps must be >= 0, got {self.uptrain_steps}")

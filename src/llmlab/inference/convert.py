@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 
 def uptrain_config(cfg: GQAConvertConfig, given: tuple[str, ...] = (),
                    flags: dict[str, Any] | None = None) -> tuple[int, PretrainConfig]:
-    """(uptraining steps, the PretrainConfig whose train.* and data.* uptraining and the evaluation use;
-    its model.* is a placeholder, set by the caller). `given`, `flags`: the command line's overrides and flags, of
-    which the train.* and data.* ones go on top of a pretraining run's own config."""
+    """(uptraining steps, the PretrainConfig whose train.* and data.* uptraining and the evaluation
+    use; its model.* is a placeholder, set by the caller). `given`, `flags`: the command line's
+    overrides and flags, of which the train.* and data.* ones go on top of a pretraining run's own
+    config (train.max_steps excepted: the steps are uptrain_steps')."""
     folder = Path(cfg.model)
     pretrained = pretrain_run_config(folder)
     if cfg.uptrain_steps is not None:
