@@ -55,15 +55,16 @@ def top1_agreement(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def top1_tokens(model: Transformer, val: SequenceSampler, n_sequences: int, batch_size: int,
-                autocast: Any) -> torch.Tensor:
-    """The model's most likely next token at every position of the first `n_sequences` held-out
-    sequences: (n_sequences, seq_len), on the CPU."""
+def top1_tokens(model: Transformer, val: SequenceSampler, n_sequences: int, batch_size: int, autocast: Any,
+                vocab_limit: int | None) -> torch.Tensor:
+    """The model's most likely next token (below `vocab_limit`, as the Engine samples) at every position
+    of the first `n_sequences` held-out sequences: (n_sequences, seq_len), on the CPU."""
     device, out = model.embed.weight.device, []
     for start in range(0, n_sequences, batch_size):
         x, _ = val.batch(start, min(batch_size, n_sequences - start))  # (b, T)
         with autocast:
-            out.append(model(x.to(device)).logits.argmax(dim=-1).cpu())  # (b, T)
+            logits = model(x.to(device)).logits[..., :vocab_limit]  # (b, T, V')
+        out.append(logits.argmax(dim=-1).cpu())  # (b, T)
     return torch.cat(out)
 
 
@@ -121,7 +122,7 @@ def measure(model: Transformer, *, name: str, val: SequenceSampler, val_file: To
     loss = evaluate(model, val, tc, DistInfo(), device, plan.micro, autocast, val_file)
     model.eval()  # evaluate leaves a model in train mode
     outputs = Outputs(greedy(model, prompts, ev.new_tokens, vocab_limit),
-                      top1_tokens(model, val, ev.batches * tc.batch_size, plan.micro, autocast))
+                      top1_tokens(model, val, ev.batches * tc.batch_size, plan.micro, autocast, vocab_limit))
     ref = reference or outputs
     row: dict[str, Any] = {
         "model": name,
