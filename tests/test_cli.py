@@ -89,9 +89,9 @@ def test_every_command_is_reachable() -> None:
     assert [c.name for c in COMMANDS] == ["data generate", "data score", "data validate", "tokenizer train",
                                           "tokenizer encode", "tokenizer decode", "tokenizer stats",
                                           "tokenizer compare", "tokenizer sweep", "tokenizer extend", "pretrain",
-                                          "generate", "chat", "serve", "export-hf", "viz attention",
-                                          "attention explain", "profile", "bench attention", "sft", "rm train",
-                                          "rm score",
+                                          "generate", "chat", "serve", "export-hf", "convert gqa",
+                                          "viz attention", "attention explain", "profile", "bench attention", "sft",
+                                          "rm train", "rm score",
                                           "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "eval-prefs",
                                           "demo"]
 

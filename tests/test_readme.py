@@ -52,6 +52,8 @@ TINY: dict[str, Callable[[str], list[str]]] = {  # command words -> overrides ap
     "hacking": lambda line: ["steps=4", "n_prefs=20", "rm_steps=1", "n_prompts=2", "bon_n=[1,2]", "batch_size=2",
                              "samples=2", "max_new_tokens=4", "frontier_kl_coefs=[0.1]", "frontier_dpo_betas=[0.1]"],
     "eval-prefs": lambda line: TINY_EVAL,
+    "convert gqa": lambda line: ["eval.batches=1", "eval.prompts=2", "eval.new_tokens=4", "eval.speed_tokens=4",
+                                 "eval.repeats=1", "eval.speed_batches=[1]"],
     "bench attention": lambda line: ["min_len=32", "max_len=64", "repeats=1", "decode_calls=1", "check_max_len=64",
                                      "check_grads_max_len=64", "matmul_n=64"],
 }

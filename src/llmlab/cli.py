@@ -311,6 +311,28 @@ COMMANDS: tuple[Command, ...] = (
         out_key="out",
     ),
     Command(
+        "convert gqa",
+        "MHA -> GQA: pool a model's key/value heads into G groups, uptrain 5% of its pretraining steps, and "
+        "measure perplexity, greedy agreement, KV bytes and tokens/s against the original",
+        config="llmlab.inference.config:GQAConvertConfig",
+        run="llmlab.inference.convert:command",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder; a pretrain run folder also gives the uptraining recipe",
+                 "DIR"),
+            Flag("--kv-heads", "n_kv_heads", "key/value heads after conversion (must divide the model's)", "G"),
+            Flag("--method", "method", "mean (pool each group's heads, the paper) | first (keep its first head)",
+                 "NAME"),
+            Flag("--uptrain-steps", "uptrain_steps", "uptraining steps (default: uptrain_fraction=0.05 of the "
+                 "pretraining run's; 0: none)", "N"),
+            Flag("--input", "data.input", "the pretraining data (default: the pretraining run's, else built-in)",
+                 "FILE", nargs="+"),
+            Flag("--device", "train.device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab convert gqa --model runs/pt --kv-heads 2 --out runs/pt-gqa2\n"
+        "         llmlab convert gqa --model runs/pt --kv-heads 1 --method first --uptrain-steps 0 "
+        "eval.max_ppl_ratio=1.1 --out runs/pt-mqa",
+    ),
+    Command(
         "viz attention",
         "attention maps of your text through a trained model (--model) or a random reference model (PNG + HTML)",
         config="llmlab.viz.config:VizAttentionConfig",

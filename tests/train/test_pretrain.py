@@ -332,3 +332,22 @@ def test_final_model_without_periodic_checkpoints(tmp_path: Path, tiny_cfg) -> N
     run = pretrain(tiny_cfg("train.max_steps=2", "train.eval_every=0", "train.checkpoint_every=0"),
                    out=tmp_path / "r", quiet=True)
     assert (run / "model.safetensors").is_file()
+
+
+def test_init_starts_from_a_model_folders_weights(trained_run: Path, tmp_path: Path, tiny_cfg) -> None:
+    """init=RUN: a fresh run (step 1, lr of warmup step 0) whose first loss is near the trained run's last
+    ones, below the first of that run (random weights, ~ln 512); a model of another shape is one line;
+    init and resume exclude each other."""
+    from llmlab.config import ConfigError
+
+    train, _ = read_metrics(trained_run)
+    run = pretrain(tiny_cfg("train.max_steps=1", f"init={trained_run}"), out=tmp_path / "init", quiet=True)
+    first = read_metrics(run)[0][0]
+    assert first["step"] == 1 and first["lr"] == pytest.approx(1e-3 / 2)
+    assert first["loss"] < train[0]["loss"] - 0.3
+    assert first["loss"] == pytest.approx(sum(r["loss"] for r in train[-5:]) / 5, abs=0.3)
+    with pytest.raises(UserError, match=r"do not fit the model as configured now .*set model\.\* to the init "):
+        pretrain(tiny_cfg("train.max_steps=1", "model.d_model=32", f"init={trained_run}"), out=tmp_path / "bad",
+                 quiet=True)
+    with pytest.raises(ConfigError, match="init and resume exclude each other"):
+        tiny_cfg(f"init={trained_run}", f"resume={trained_run}")

@@ -166,15 +166,15 @@ def restore(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: Path, *,
-                 strict: bool = True) -> None:
+                 strict: bool = True, hint: str = "resume without changing model.* or lora.*") -> None:
     """`model.load_state_dict(state)`, with a shape that changed since the checkpoint (model.* overrides
-    given with --resume) as one line instead of torch's page of size mismatches."""
+    given with --resume) as one line, ending in `hint`, instead of torch's page of size mismatches."""
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as e:
         first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
-        raise UserError(f"{checkpoint}: its weights do not fit the model as configured now ({first}); resume "
-                        "without changing model.* or lora.*") from None
+        raise UserError(f"{checkpoint}: its weights do not fit the model as configured now ({first}); "
+                        f"{hint}") from None
 
 
 def resumed_config(cls: type[T], resume: str, overrides: tuple[str, ...] = (),

@@ -96,7 +96,11 @@ class PretrainConfig:
     train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     resume: str = ""  # a run folder or checkpoint folder to continue from
+    # a model folder whose weights start the run instead of random ones (continued pretraining, the
+    # uptraining of a converted model); its shapes must be model.*'s
+    init: str = ""
 
     def __post_init__(self) -> None:
+        check(not (self.init and self.resume), "init and resume exclude each other: a resumed run has its weights")
         check(self.train.seq_len <= self.model.max_seq_len,
               f"train.seq_len ({self.train.seq_len}) is longer than model.max_seq_len ({self.model.max_seq_len})")

@@ -78,6 +78,10 @@ def _pretrain(cfg: PretrainConfig, s: Session) -> Path:
     model = Transformer(cfg.model).to(device)
     optimizer = build_adamw(model, lr=tc.lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2))
     start_step, counters = 0, {"tokens": 0, "nan_skips": 0}
+    if cfg.init:
+        load_weights(model, load_model(Path(cfg.init), device=device)[0].state_dict(), Path(cfg.init),
+                     hint="set model.* to the init model's shape")
+        s.log(f"weights from {cfg.init}")
     if cfg.resume:
 
         load_weights(model, load_model(Path(cfg.resume), device=device)[0].state_dict(), Path(cfg.resume))
@@ -151,16 +155,16 @@ def _data(cfg: PretrainConfig, s: Session) -> tuple[Tokenizer, TokenFile, TokenF
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise UserError(f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is "
                         f"{cfg.model.vocab_size}; set model.vocab_size={tokenizer.vocab_size} or more")
-    eos_id = _eos_id(tokenizer)
+    eos = eos_id(tokenizer)
     chars = progress_bar(total=None, desc="tokenizing", unit="char", quiet=s.quiet or not s.is_main)
     files = None
     if s.is_main:
-        files = prepare_token_files(cfg.data, tokenizer, tokenizer_json, eos_id=eos_id, log=s.log,
+        files = prepare_token_files(cfg.data, tokenizer, tokenizer_json, eos_id=eos, log=s.log,
                                     progress=chars.update)
     chars.close()
     s.barrier()
     if files is None:
-        files = prepare_token_files(cfg.data, tokenizer, tokenizer_json, eos_id=eos_id, log=s.log)
+        files = prepare_token_files(cfg.data, tokenizer, tokenizer_json, eos_id=eos, log=s.log)
     return tokenizer, *files
 
 
@@ -196,7 +200,7 @@ def _train_tokenizer(cfg: PretrainConfig, directory: Path, log) -> None:
     tok.save(directory)
 
 
-def _eos_id(tokenizer: Tokenizer) -> int:
+def eos_id(tokenizer: Tokenizer) -> int:
     for name in ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>"):
         if name in tokenizer.special_tokens:
             return tokenizer.special_tokens[name]
@@ -252,7 +256,7 @@ def samples(model: Transformer, tokenizer: Tokenizer, val: SequenceSampler, n_to
     """Greedy continuations of the openings of the first validation documents."""
 
     tokens = val.tokens
-    eos = _eos_id(tokenizer)
+    eos = eos_id(tokenizer)
     starts = [0] + [int(i) + 1 for i in (tokens[:200_000] == eos).nonzero()[0][: n_prompts - 1]]
     prompts = [[int(t) for t in tokens[a: a + 8]] for a in starts if a + 8 < len(tokens)]
     n_tokens = min(n_tokens, model.cfg.max_seq_len - 8)
