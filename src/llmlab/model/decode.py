@@ -1,0 +1,121 @@
+"""One decode step (one new token per row against a filled KV cache), two ways, chosen by name.
+
+    step = DECODE_STEPS["static"](model, cache, key_padding_mask=real)   # real (B, total) bool or None
+    logits = step(token, pos)                                            # (B,), (B,) -> (B, vocab)
+
+    forward   the model's own `forward` with T = 1: the reference, and what `Engine` did before
+    static    the same arithmetic over the model's weights with everything that does not change
+              between steps prepared once, as gpt-fast's static-cache decode (PyTorch team, 2023)
+
+At batch 1 a small model's decode step is not bound by its matmuls but by the ~300 small tensor
+ops around them, each a few microseconds of Python and dispatch. The static step removes them:
+
+    per step, not per layer   RoPE as one (B, D, D) rotation matrix per row (RoFormer writes RoPE as
+                              x R_m): each layer rotates q and k with one bmm instead of
+                              chunk/neg/cat/mul/mul/add
+    once per generation       the padding mask as an additive float mask over the whole cache, sliced
+                              each step; the cache's per-layer views; transposed weight views
+    fused                     residual adds into the output projections (addmm); RMSNorm's weight
+                              inside F.rms_norm; SiLU in place
+    skipped                   nn.Module calls, dropout (eval), shape checks that cannot fail here
+
+The cache is the pre-allocated `KVCache` (static: no per-step allocation); this step writes each
+new key and value into it in place and reads the first S positions as views. The sdpa backend is
+called directly; the other backends go through `llmlab.attention.attention` with the same keys.
+Float results differ from `forward` by rounding only (the rotation's sums and addmm's fused add
+round differently); greedy tokens equal the naive generator's (tests/model/test_decode.py).
+
+Left out: `torch.compile` (a C++ toolchain and minutes of compile time on CPU), CUDA graphs, and
+the multi-token verify step of speculative decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from llmlab.attention.functional import attention
+from llmlab.attention.kv_cache import KVCache
+from llmlab.model.llama import Transformer
+
+DecodeStep = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (token (B,), pos (B,)) -> logits (B, V)
+
+
+def rotate_half_matrix(D: int, *, dtype: torch.dtype = torch.float32,
+                       device: torch.device | None = None) -> torch.Tensor:
+    """J (D, D) with x @ J = rotate_half(x) = cat(-x2, x1): column i < D/2 takes -x[i + D/2], column
+    i >= D/2 takes x[i - D/2]. D = 4: x @ J = [-x2, -x3, x0, x1]."""
+    h = D // 2
+    J = torch.zeros(D, D, dtype=dtype, device=device)
+    i = torch.arange(h, device=device)
+    J[i + h, i] = -1.0
+    J[i, i + h] = 1.0
+    return J
+
+
+def rotary_matrices(cos: torch.Tensor, sin: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+    """R (B, D, D) with x @ R = x * cos + rotate_half(x) * sin for rows' cos, sin (B, D):
+    R = diag(cos) + J diag(sin), so x @ R applies llama.apply_rotary in one matmul."""
+    return torch.diag_embed(cos) + J * sin[:, None, :]
+
+
+def forward_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.Tensor | None) -> DecodeStep:
+    """The model's forward with T = 1: the reference the static step is checked against."""
+
+    def step(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        mask = None if key_padding_mask is None else key_padding_mask[:, :cache.length + 1]
+        return model(token[:, None], positions=pos[:, None], cache=cache, key_padding_mask=mask).logits[:, -1]
+
+    return step
+
+
+def static_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.Tensor | None) -> DecodeStep:
+    """The decode step with per-step overhead removed (module docstring). `key_padding_mask` (B, total)
+    is True at real positions, the positions still to be generated included."""
+    cfg = model.cfg
+    B = cache.k.shape[1]
+    Hq, Hkv, D, d = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.d_model
+    gqa, window, backend, eps = Hq != Hkv, cfg.sliding_window, cfg.attention, cfg.norm_eps
+    w = model.embed.weight
+    J = rotate_half_matrix(D, dtype=w.dtype, device=w.device)
+    cos, sin = model.cos.to(w.dtype), model.sin.to(w.dtype)  # (max_seq_len, D)
+    layers = [(b.attn_norm.weight, b.attn.qkv.weight, b.attn.qkv.bias, b.attn.o.weight.t(), b.mlp_norm.weight,
+               b.mlp.gate_up.weight, b.mlp.down.weight.t(), cache.k[i], cache.v[i])
+              for i, b in enumerate(model.blocks)]  # cache.k[i]: (B, Hkv, max_len, D), a view written in place
+    additive = None  # sdpa: (B, 1, 1, total), 0 where a key is real, -inf at padding
+    if key_padding_mask is not None:
+        additive = torch.zeros(key_padding_mask.shape, dtype=w.dtype, device=w.device)
+        additive = additive.masked_fill_(~key_padding_mask, float("-inf"))[:, None, None, :]
+
+    def step(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        i = cache.length  # the new token's slot in the cache
+        S = i + 1
+        lo = max(0, S - window) if window is not None else 0  # decode sees the last `window` slots (masks.py)
+        R = rotary_matrices(cos[pos], sin[pos], J)  # (B, D, D), shared by every layer
+        x = F.embedding(token, w)  # (B, d)
+        for attn_norm, qkv_w, qkv_b, o_t, mlp_norm, gate_up_w, down_t, k_cache, v_cache in layers:
+            h = F.rms_norm(x, (d,), attn_norm, eps)
+            qkv = F.linear(h, qkv_w, qkv_b).view(B, Hq + 2 * Hkv, D)  # (B, Hq + 2 Hkv, D)
+            qk = torch.bmm(qkv[:, :Hq + Hkv], R)  # (B, Hq + Hkv, D): q and k heads rotated
+            k_cache[:, :, i].copy_(qk[:, Hq:])
+            v_cache[:, :, i].copy_(qkv[:, Hq + Hkv:])
+            q = qk[:, :Hq, None]  # (B, Hq, 1, D)
+            k, v = k_cache[:, :, lo:S], v_cache[:, :, lo:S]  # (B, Hkv, S - lo, D) views
+            if backend == "sdpa":
+                mask = None if additive is None else additive[..., lo:S]
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            else:
+                real = None if key_padding_mask is None else key_padding_mask[:, lo:S]
+                y = attention(q, k, v, causal=True, key_padding_mask=real, backend=backend)
+            x = torch.addmm(x, y.reshape(B, Hq * D), o_t)  # x + o(y): (B, d)
+            gate, up = F.linear(F.rms_norm(x, (d,), mlp_norm, eps), gate_up_w).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate, inplace=True).mul_(up), down_t)  # x + down(silu(gate) * up)
+        cache.advance(1)
+        return model.head(F.rms_norm(x, (d,), model.norm.weight, eps))
+
+    return step
+
+
+DECODE_STEPS: dict[str, Callable[..., DecodeStep]] = {"forward": forward_step, "static": static_step}
