@@ -100,7 +100,6 @@ def check(models: dict[str, Any], prompts: Any, new: int, log: Any) -> list[dict
 
 def profile_static_step(model: Any, prompts: Any, new: int, rows: int = 18) -> str:
     """torch.profiler's top ops (by self CPU time) of one batch-1 generate with the static step."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     run = generator_fn("after", model, prompts[:1], new)
