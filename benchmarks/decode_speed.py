@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,25 @@ def check(models: dict[str, Any], prompts: Any, new: int, log: Any) -> list[dict
     return checks
 
 
+def ops_per_step(model: Any, prompts: Any, decode: str) -> float:
+    """aten calls (torch.profiler events, nested ones included) per decode step at batch 1: a count that,
+    unlike time, does not depend on what else the machine runs. Two generate calls, 33 and 1 new tokens:
+    the difference is 32 steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from llmlab.model.generate import Engine, SamplingConfig
+
+    def events(new: int) -> int:
+        run = partial(Engine(model, decode=decode).generate, prompts[:1].tolist(),
+                      SamplingConfig(max_new_tokens=new, temperature=0.0))
+        run()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        return sum(e.count for e in prof.key_averages())
+
+    return (events(33) - events(1)) / 32
+
+
 def profile_static_step(model: Any, prompts: Any, new: int, rows: int = 18) -> str:
     """torch.profiler's top ops (by self CPU time) of one batch-1 generate with the static step."""
     from torch.profiler import ProfilerActivity, profile
@@ -135,6 +155,8 @@ def run_benchmark(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         results["checks"] = check(models, prompts, min(args.new_tokens, 32), log)
         bandwidth = copy_bandwidth()
         results["copy_bandwidth"] = bandwidth
+        results["ops_per_step"] = {impl: ops_per_step(model, prompts, decode)
+                                   for impl, decode in (("before", "forward"), ("after", "static"))}
         log(f"copy bandwidth {bandwidth / 1e9:.2f} GB/s; fp32 weights {weight_bytes / MiB:.1f} MiB")
         rows = []
         for B in (1, 8):
@@ -199,6 +221,9 @@ def format_table(results: dict[str, Any], *, command: str) -> str:
                       f"{r['tokens_per_s'] / _tps(rows, B, 'bound'):.0%}"])
     lines += [markdown_table(["batch", "decoder", "s / run", "tokens/s", "x HF", "x before", "of bound"], table,
                              align="rlrrrrr")]
+    ops = results["ops_per_step"]
+    lines += ["", f"aten calls per decode step at batch 1 (torch.profiler events, nested included; independent of "
+              f"the load): before {ops['before']:.0f}, after {ops['after']:.0f}."]
     lines += ["", "## Targets", "", markdown_table(
         ["target", "measured", ""],
         [[t["target"], f"{t['measured']:.2f}" + ("" if "bound" in t["target"] else "x"),

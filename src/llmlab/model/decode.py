@@ -15,8 +15,9 @@ ops around them, each a few microseconds of Python and dispatch. The static step
                               chunk/neg/cat/mul/mul/add
     once per generation       the padding mask as an additive float mask over the whole cache, sliced
                               each step; the cache's per-layer views; transposed weight views
-    fused                     residual adds into the output projections (addmm); RMSNorm's weight
-                              inside F.rms_norm; SiLU in place
+    fused                     residual adds into the output projections (addmm); SiLU in place
+    fewer ops                 torch.mm on transposed weight views (F.linear transposes per call); RMSNorm
+                              in 5 ops without Python scalars (`rms_norm`)
     skipped                   nn.Module calls, dropout (eval), shape checks that cannot fail here
 
 The cache is the pre-allocated `KVCache` (static: no per-step allocation); this step writes each
@@ -61,6 +62,14 @@ def rotary_matrices(cos: torch.Tensor, sin: torch.Tensor, J: torch.Tensor) -> to
     return torch.diag_embed(cos) + J * sin[:, None, :]
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, mean_eps: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """llama.RMSNorm of rows x (B, d) in 5 ops: mean(x^2) + eps is one addmm of x^2 against a (d, 1)
+    column of 1/d onto eps (1, 1). subtle: F.rms_norm and x.pow(2).mean() + eps each turn Python
+    scalars into tensors on CPU (19-24 aten calls per norm), which adds up at 2 n_layers + 1 norms a step."""
+    inv_d, eps = mean_eps
+    return x * torch.addmm(eps, x * x, inv_d).rsqrt_() * weight  # (B, d) * (B, 1) * (d,)
+
+
 def forward_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.Tensor | None) -> DecodeStep:
     """The model's forward with T = 1: the reference the static step is checked against."""
 
@@ -76,14 +85,19 @@ def static_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.T
     is True at real positions, the positions still to be generated included."""
     cfg = model.cfg
     B = cache.k.shape[1]
-    Hq, Hkv, D, d = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.d_model
+    Hq, Hkv, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim
     gqa, window, backend, eps = Hq != Hkv, cfg.sliding_window, cfg.attention, cfg.norm_eps
     w = model.embed.weight
     J = rotate_half_matrix(D, dtype=w.dtype, device=w.device)
     cos, sin = model.cos.to(w.dtype), model.sin.to(w.dtype)  # (max_seq_len, D)
-    layers = [(b.attn_norm.weight, b.attn.qkv.weight, b.attn.qkv.bias, b.attn.o.weight.t(), b.mlp_norm.weight,
-               b.mlp.gate_up.weight, b.mlp.down.weight.t(), cache.k[i], cache.v[i])
-              for i, b in enumerate(model.blocks)]  # cache.k[i]: (B, Hkv, max_len, D), a view written in place
+    # transposed weight views for torch.mm / addmm (F.linear transposes on every call); cache.k[i]:
+    # (B, Hkv, max_len, D), a view written in place
+    layers = [(b.attn_norm.weight, b.attn.qkv.weight.t(), b.attn.qkv.bias, b.attn.o.weight.t(), b.mlp_norm.weight,
+               b.mlp.gate_up.weight.t(), b.mlp.down.weight.t(), cache.k[i], cache.v[i])
+              for i, b in enumerate(model.blocks)]
+    head_t, norm_w = model.head.weight.t(), model.norm.weight
+    mean_eps = (torch.full((cfg.d_model, 1), 1.0 / cfg.d_model, dtype=w.dtype, device=w.device),
+                torch.full((1, 1), eps, dtype=w.dtype, device=w.device))
     additive = None  # sdpa: (B, 1, 1, total), 0 where a key is real, -inf at padding
     if key_padding_mask is not None:
         additive = torch.zeros(key_padding_mask.shape, dtype=w.dtype, device=w.device)
@@ -95,9 +109,10 @@ def static_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.T
         lo = max(0, S - window) if window is not None else 0  # decode sees the last `window` slots (masks.py)
         R = rotary_matrices(cos[pos], sin[pos], J)  # (B, D, D), shared by every layer
         x = F.embedding(token, w)  # (B, d)
-        for attn_norm, qkv_w, qkv_b, o_t, mlp_norm, gate_up_w, down_t, k_cache, v_cache in layers:
-            h = F.rms_norm(x, (d,), attn_norm, eps)
-            qkv = F.linear(h, qkv_w, qkv_b).view(B, Hq + 2 * Hkv, D)  # (B, Hq + 2 Hkv, D)
+        for attn_norm, qkv_t, qkv_b, o_t, mlp_norm, gate_up_t, down_t, k_cache, v_cache in layers:
+            h = rms_norm(x, attn_norm, mean_eps)
+            qkv = torch.mm(h, qkv_t) if qkv_b is None else torch.addmm(qkv_b, h, qkv_t)
+            qkv = qkv.view(B, Hq + 2 * Hkv, D)  # (B, Hq + 2 Hkv, D)
             qk = torch.bmm(qkv[:, :Hq + Hkv], R)  # (B, Hq + Hkv, D): q and k heads rotated
             k_cache[:, :, i].copy_(qk[:, Hq:])
             v_cache[:, :, i].copy_(qkv[:, Hq + Hkv:])
@@ -110,10 +125,10 @@ def static_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.T
                 real = None if key_padding_mask is None else key_padding_mask[:, lo:S]
                 y = attention(q, k, v, causal=True, key_padding_mask=real, backend=backend)
             x = torch.addmm(x, y.reshape(B, Hq * D), o_t)  # x + o(y): (B, d)
-            gate, up = F.linear(F.rms_norm(x, (d,), mlp_norm, eps), gate_up_w).chunk(2, dim=-1)
+            gate, up = torch.mm(rms_norm(x, mlp_norm, mean_eps), gate_up_t).chunk(2, dim=-1)
             x = torch.addmm(x, F.silu(gate, inplace=True).mul_(up), down_t)  # x + down(silu(gate) * up)
         cache.advance(1)
-        return model.head(F.rms_norm(x, (d,), model.norm.weight, eps))
+        return torch.mm(rms_norm(x, norm_w, mean_eps), head_t)
 
     return step
 
