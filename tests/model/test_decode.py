@@ -80,3 +80,24 @@ def test_static_engine_greedy_equals_naive_for_every_backend(attention: str, fie
 def test_unknown_decode_step_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown decode step 'turbo'; choose one of forward, static"):
         Engine(tiny_model(), decode="turbo")
+
+
+def test_a_model_that_is_not_plain_gets_the_forward_step() -> None:
+    """The static step reads weights directly, so a swapped-in layer (as LoRA swaps nn.Linear for its
+    own module) must not be skipped: a doubled MLP output changes the tokens, and the engine follows it."""
+
+    class Doubled(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Linear) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * self.inner(x)
+
+    model = tiny_model(seed=4)
+    plain = Engine(model).generate(PROMPTS, GREEDY)
+    for block in model.blocks:
+        block.mlp.down = Doubled(block.mlp.down)
+    want = generate_naive(model, PROMPTS, GREEDY)
+    assert want != plain  # so the swap matters
+    assert Engine(model).generate(PROMPTS, GREEDY) == want

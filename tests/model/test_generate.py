@@ -139,10 +139,10 @@ def test_engine_prefills_a_repeated_prompt_once() -> None:
     want = generate_naive(model, batch, GREEDY)
     shapes: list[tuple[int, ...]] = []
     hook = model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
-    assert Engine(model, decode="forward").generate(batch, GREEDY) == want  # its decode steps call forward too
+    assert Engine(model).generate(batch, GREEDY) == want
     hook.remove()
     assert shapes[0] == (3, 7) and set(shapes[1:]) == {(6, 1)}  # the prefill: 3 distinct prompts; decode: 6 rows
-    assert Engine(model).generate(batch, GREEDY) == want  # the static decode step after the same prefill
+    assert Engine(model).generate(batch, GREEDY) == want  # without the hook: the static decode step
     stop = pick_stop([want[0], want[1]])
     assert Engine(model).generate(batch, replace(GREEDY, stop_tokens=(stop,))) == \
         generate_naive(model, batch, replace(GREEDY, stop_tokens=(stop,)))

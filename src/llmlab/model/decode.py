@@ -36,10 +36,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from llmlab.attention.functional import attention
 from llmlab.attention.kv_cache import KVCache
-from llmlab.model.llama import Transformer
+from llmlab.model.llama import RMSNorm, Transformer
 
 DecodeStep = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (token (B,), pos (B,)) -> logits (B, V)
 
@@ -80,9 +81,23 @@ def forward_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.
     return step
 
 
+def is_plain(model: Transformer) -> bool:
+    """True when the static step computes what `forward` does: every layer is the model's own (no LoRA
+    or other wrapper swapped in, no hooks) and dropout is off."""
+    plain = [(m, nn.Linear) for b in model.blocks for m in (b.attn.qkv, b.attn.o, b.mlp.gate_up, b.mlp.down)]
+    plain += [(m, RMSNorm) for b in model.blocks for m in (b.attn_norm, b.mlp_norm)]
+    plain += [(model.head, nn.Linear), (model.norm, RMSNorm), (model.embed, nn.Embedding)]
+    dropout = model.training and model.cfg.dropout > 0
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    return not dropout and not hooked and all(type(m) is kind for m, kind in plain)
+
+
 def static_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.Tensor | None) -> DecodeStep:
     """The decode step with per-step overhead removed (module docstring). `key_padding_mask` (B, total)
-    is True at real positions, the positions still to be generated included."""
+    is True at real positions, the positions still to be generated included. A model that is not
+    `is_plain` (LoRA layers during RL rollouts, hooks, dropout on) gets the forward step instead."""
+    if not is_plain(model):
+        return forward_step(model, cache, key_padding_mask=key_padding_mask)
     cfg = model.cfg
     B = cache.k.shape[1]
     Hq, Hkv, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim
