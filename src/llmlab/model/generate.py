@@ -8,6 +8,10 @@ The naive generator is kept as the oracle: greedy `Engine` outputs equal it toke
 token (tests/model/test_generate.py), and benchmarks/bench_model.py times both, which is
 the argument for the cache: naive costs O(T^2) positions over T steps, the engine O(T).
 
+After the prefill each step runs a decode step chosen by name (model/decode.py): "static"
+(default) prepares what does not change between steps once; "forward" is the model's own
+forward with one token, as the engine first did (benchmarks/decode_speed.py times both).
+
 Batches of prompts of different lengths are left-padded: padded keys are masked and each
 row's positions start at 0 at its first real token, so a row's continuation does not depend
 on what else is in the batch (up to float rounding of the batched matmuls).
