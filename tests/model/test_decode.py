@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llmlab.errors import UserError
-from llmlab.model.decode import DECODE_STEPS, rotary_matrices, rotate_half_matrix
+from llmlab.model.decode import DECODE_STEPS, rms_norm, rotary_matrices, rotate_half_matrix
 from llmlab.model.generate import Engine, SamplingConfig, generate_naive
 from llmlab.model.llama import apply_rotary
 
@@ -101,3 +101,17 @@ def test_a_model_that_is_not_plain_gets_the_forward_step() -> None:
     want = generate_naive(model, PROMPTS, GREEDY)
     assert want != plain  # so the swap matters
     assert Engine(model).generate(PROMPTS, GREEDY) == want
+
+
+def test_rms_norm_equals_the_model_norm_in_float32_and_bfloat16() -> None:
+    model = tiny_model()
+    norm = model.blocks[0].attn_norm
+    d = model.cfg.d_model
+    mean_eps = (torch.full((d, 1), 1.0 / d), torch.full((1, 1), model.cfg.norm_eps))
+    x = torch.randn(3, d, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        torch.testing.assert_close(rms_norm(x, norm.weight, mean_eps), norm(x), rtol=1e-6, atol=1e-6)
+        norm16 = norm.to(torch.bfloat16)
+        got = rms_norm(x.bfloat16(), norm16.weight, mean_eps)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, norm16(x.bfloat16()), rtol=0, atol=0.02)

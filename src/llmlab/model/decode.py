@@ -64,10 +64,14 @@ def rotary_matrices(cos: torch.Tensor, sin: torch.Tensor, J: torch.Tensor) -> to
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, mean_eps: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """llama.RMSNorm of rows x (B, d) in 5 ops: mean(x^2) + eps is one addmm of x^2 against a (d, 1)
-    column of 1/d onto eps (1, 1). subtle: F.rms_norm and x.pow(2).mean() + eps each turn Python
-    scalars into tensors on CPU (19-24 aten calls per norm), which adds up at 2 n_layers + 1 norms a step."""
+    """llama.RMSNorm of rows x (B, d) in 5 ops: mean(x^2) + eps is one addmm of x^2 against a float32
+    (d, 1) column of 1/d onto eps (1, 1). subtle: F.rms_norm and x.pow(2).mean() + eps each turn Python
+    scalars into tensors on CPU (19-24 aten calls per norm), which adds up at 2 n_layers + 1 norms a step.
+    Other dtypes normalise in float32 and cast back before the weight, as RMSNorm does."""
     inv_d, eps = mean_eps
+    if x.dtype != torch.float32:
+        xf = x.float()
+        return (xf * torch.addmm(eps, xf * xf, inv_d).rsqrt_()).to(x.dtype) * weight
     return x * torch.addmm(eps, x * x, inv_d).rsqrt_() * weight  # (B, d) * (B, 1) * (d,)
 
 
@@ -111,8 +115,8 @@ def static_step(model: Transformer, cache: KVCache, *, key_padding_mask: torch.T
                b.mlp.gate_up.weight.t(), b.mlp.down.weight.t(), cache.k[i], cache.v[i])
               for i, b in enumerate(model.blocks)]
     head_t, norm_w = model.head.weight.t(), model.norm.weight
-    mean_eps = (torch.full((cfg.d_model, 1), 1.0 / cfg.d_model, dtype=w.dtype, device=w.device),
-                torch.full((1, 1), eps, dtype=w.dtype, device=w.device))
+    mean_eps = (torch.full((cfg.d_model, 1), 1.0 / cfg.d_model, device=w.device),
+                torch.full((1, 1), eps, device=w.device))  # float32, whatever the weights' dtype
     additive = None  # sdpa: (B, 1, 1, total), 0 where a key is real, -inf at padding
     if key_padding_mask is not None:
         additive = torch.zeros(key_padding_mask.shape, dtype=w.dtype, device=w.device)
