@@ -278,6 +278,25 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab chat --model runs/sft --temperature 0.7",
     ),
     Command(
+        "serve",
+        "serve a model over HTTP with the OpenAI API (completions, chat, streaming) on a continuous-batching "
+        "engine; local only by default",
+        config="llmlab.serve.config:ServeConfig",
+        run="llmlab.serve.commands:serve",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder or a local HF model folder", "DIR"),
+            Flag("--name", "name", "the model id clients send (default: the folder's name)", "NAME"),
+            Flag("--host", "host", "address to listen on (default 127.0.0.1; 0.0.0.0 is every interface)", "HOST"),
+            Flag("--port", "port", "TCP port (default 8000; 0 picks a free one)", "PORT"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+            Flag("--max-batch", "max_batch", "requests the engine advances together", "N"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab serve --model runs/sft --port 8000\n"
+        "         curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
+        "-d '{\"model\": \"sft\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'",
+    ),
+    Command(
         "export-hf",
         "write an llmlab model as a Hugging Face folder (LlamaForCausalLM + tokenizer) for transformers",
         config="llmlab.model.config:ExportHFConfig",
@@ -319,10 +338,32 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--head-dim", "head_dim", "size of one head", "D"),
             Flag("--window", "window", "sliding-window size, adds the window rows", "W"),
             Flag("--dtype-bytes", "dtype_bytes", "bytes per value: 2 bf16/fp16, 4 fp32, 1 fp8", "B"),
+            Flag("--batch", "batch", "sequences decoded together", "B"),
+            Flag("--preset", "presets", "hardware what-if of whole named models instead: llama-3-8b, llama-3-70b, "
+                 "llama-3-70b-mha, mistral-7b, or all", "NAME", nargs="+"),
+            Flag("--dtype", "dtypes", "what-if dtypes: bf16 fp8", "NAME", nargs="+"),
+            Flag("--accelerator", "accelerators", "what-if accelerators: h100-sxm a100-80gb mi300x l4", "NAME",
+                 nargs="+"),
         ),
         run_folder=False,
         epilog="example: llmlab attention explain --seq-len 8192 --heads 32 --kv-heads 8 --head-dim 128 "
-        "--window 4096 n_layers=32 batch=8",
+        "--window 4096 n_layers=32 batch=8;  what-if: llmlab attention explain --preset llama-3-70b "
+        "--seq-len 8192 --batch 1 --accelerator h100-sxm a100-80gb",
+    ),
+    Command(
+        "profile",
+        "profile one prefill and N decode steps of the KV-cache engine: time by model part and by op, peak "
+        "memory, prefill and per-token decode time; writes profile.md, profile.json and a Perfetto trace.json",
+        config="llmlab.inference.config:ProfileConfig",
+        run="llmlab.inference.profile:profile",
+        flags=(
+            Flag("--model", "model", "an llmlab model folder or a local HF Llama / Mistral / Qwen2 folder", "DIR"),
+            Flag("--batch", "batch", "prompts decoded together", "B"),
+            Flag("--prompt-len", "prompt_len", "tokens per prompt (seeded random ids)", "T"),
+            Flag("--new-tokens", "new_tokens", "tokens generated per prompt (decode steps + 1)", "N"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab profile --model runs/pt --batch 4 --prompt-len 64 --new-tokens 32 --out runs/prof",
     ),
     Command(
         "bench attention",

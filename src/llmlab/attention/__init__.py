@@ -1,7 +1,8 @@
 """Attention: a NumPy reference (`reference`), PyTorch backends behind one `attention` function,
-masks (causal, sliding window, block-sparse, padding), and cost estimates (`explain`).
+masks (causal, sliding window, block-sparse, padding), and cost estimates (`explain` for one layer,
+`whatif` for a decode step of a whole named model on named accelerators).
 
-`llmlab.attention.reference` and `llmlab.attention.explain` need only NumPy; the PyTorch
+`llmlab.attention.reference` and `llmlab.attention.explain` need only NumPy (`whatif` nothing); the PyTorch
 parts are imported on first use, so `import llmlab.attention.reference` stays light.
 """
 

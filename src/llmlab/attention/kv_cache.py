@@ -7,15 +7,34 @@ position. All rows share one length: prompts of different lengths are left-padde
 padding is masked by the caller's key_padding_mask, so every step is a single batched call.
 With GQA the cache holds only the n_kv_heads heads, which is GQA's memory saving.
 
-Left out: paged or ring-buffer storage (a sliding window still keeps every position, the
-mask hides the old ones) and quantised caches.
+`Cache` is what the model asks of any cache (`length`, `attend`, `advance`), so another storage
+(the paged pool of llmlab.inference.paged_cache, with its own attention) plugs into the same forward.
+
+Left out: ring-buffer storage (a sliding window still keeps every position, the mask hides the
+old ones) and quantised caches.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
+from llmlab.attention.functional import attention
 from llmlab.errors import UserError
+
+
+class Cache(Protocol):
+    """What `Transformer.forward` uses of a cache: each layer hands over its queries and new keys and
+    values, the cache stores the keys and values and returns the attention output over every position it
+    holds; `advance` follows the last layer."""
+
+    length: int  # positions filled so far: the default positions of the next call start here
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               **kwargs) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def advance(self, n: int) -> None: ...
 
 
 class KVCache:
@@ -38,6 +57,13 @@ class KVCache:
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, Hkv, end, D) views
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               **kwargs) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, Hkv, T, D) of `layer`; `attention(q, ...)` over every cached position (kwargs:
+        its masks, backend and return_weights)."""
+        k, v = self.update(layer, k, v)
+        return attention(q, k, v, **kwargs)
 
     def select_rows(self, index: torch.Tensor) -> None:
         """Keep rows `index` (B',) of the batch, in that order (a row may repeat): after one prefill of

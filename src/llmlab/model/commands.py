@@ -40,7 +40,8 @@ def _sampling(opts: SamplingOptions, stop_tokens: tuple[int, ...], tokenizer: To
                           vocab_limit=tokenizer.id_count)
 
 
-def _stop_tokens(tokenizer: Tokenizer) -> tuple[int, ...]:
+def stop_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The end-of-text and end-of-turn ids the tokenizer has: generation stops after one (`chat`, `serve`)."""
     names = (END, "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
     return tuple(tokenizer.special_tokens[n] for n in names if n in tokenizer.special_tokens)
 
@@ -62,7 +63,7 @@ def _stream(model: Any, tokenizer: Tokenizer, ids: list[int], opts: SamplingOpti
     """Print the continuation as it is generated; return it."""
     from llmlab.model.generate import Engine  # torch: imported when the command runs
 
-    stops = _stop_tokens(tokenizer)
+    stops = stop_token_ids(tokenizer)
     decoder = tokenizer.stream_decoder()
     pieces = []
     for (token,) in Engine(model).stream([_fit(ids, model, opts.max_new_tokens)], _sampling(opts, stops, tokenizer),

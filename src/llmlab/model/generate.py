@@ -16,7 +16,8 @@ Batches of prompts of different lengths are left-padded: padded keys are masked 
 row's positions start at 0 at its first real token, so a row's continuation does not depend
 on what else is in the batch (up to float rounding of the batched matmuls).
 
-Left out: beam search, speculative decoding, and continuous batching (rows finish together).
+Left out: beam search, speculative decoding, and continuous batching (rows finish together here;
+llmlab.inference.batching has it, on a paged KV cache).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from llmlab.attention.functional import attention
-from llmlab.attention.kv_cache import KVCache
+from llmlab.attention.kv_cache import Cache, KVCache
 from llmlab.errors import UserError
 from llmlab.model.config import ModelConfig
 
@@ -81,7 +81,7 @@ class Attention(nn.Module):
         self.o = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, layer: int,
-                cache: KVCache | None, key_padding_mask: torch.Tensor | None,
+                cache: Cache | None, key_padding_mask: torch.Tensor | None,
                 return_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         Hq, Hkv = self.n_heads, self.n_kv_heads
@@ -90,10 +90,10 @@ class Attention(nn.Module):
         q = qk[:, :, :Hq].transpose(1, 2)  # (B, Hq, T, D)
         k = qk[:, :, Hq:].transpose(1, 2)  # (B, Hkv, T, D)
         v = qkv[:, :, Hq + Hkv:].transpose(1, 2)  # (B, Hkv, T, D)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, Hkv, S, D): the cached positions and these T
-        out = attention(q, k, v, causal=True, window=self.cfg.sliding_window, key_padding_mask=key_padding_mask,
-                        backend="naive" if return_weights else self.cfg.attention, return_weights=return_weights)
+        how = dict(causal=True, window=self.cfg.sliding_window, key_padding_mask=key_padding_mask,
+                   backend="naive" if return_weights else self.cfg.attention, return_weights=return_weights)
+        # with a cache, the queries attend to the cached positions and these T (the cache stores k, v)
+        out = cache.attend(layer, q, k, v, **how) if cache is not None else attention(q, k, v, **how)
         y, weights = out if return_weights else (out, None)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, Hq * D)
         return self.o(y), weights
@@ -167,14 +167,15 @@ class Transformer(nn.Module):
         return KVCache(cfg.n_layers, batch, cfg.kv_heads, max_len or cfg.max_seq_len, cfg.head_dim,
                        dtype=w.dtype, device=w.device)
 
-    def forward(self, idx: torch.Tensor, *, positions: torch.Tensor | None = None, cache: KVCache | None = None,
+    def forward(self, idx: torch.Tensor, *, positions: torch.Tensor | None = None, cache: Cache | None = None,
                 key_padding_mask: torch.Tensor | None = None, return_attention: bool = False,
                 return_hidden: bool = False, logits_to_keep: int = 0) -> ModelOutput:
         """Logits for token ids `idx` (B, T).
 
         positions (B, T): each token's position for RoPE; default `cache.length + arange(T)`.
             Left-padded batches pass per-row positions so every prompt starts at 0.
-        cache: keys and values of earlier positions; this call appends T positions to it.
+        cache: keys and values of earlier positions; this call appends T positions to it. Any `Cache`:
+            the contiguous `KVCache`, or a paged cache (llmlab.inference) that passes `positions`.
         key_padding_mask (B, S): True for real tokens over all S = cached + T positions.
         logits_to_keep: k > 0 computes the head for the last k positions only (B, k, vocab), as HF's
             argument of that name: a prefill needs 1 row, a preference loss only the response rows,

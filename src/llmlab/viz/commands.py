@@ -28,6 +28,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from llmlab.attention.explain import explain, format_explain
+from llmlab.attention.whatif import PRESETS, format_what_if, what_if
 from llmlab.context import Context
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic
@@ -149,6 +150,13 @@ def viz_attention(cfg: VizAttentionConfig, ctx: Context) -> int:
 
 
 def explain_attention(cfg: AttentionExplainConfig, ctx: Context) -> int:
+    if cfg.presets:
+        presets = list(PRESETS) if "all" in cfg.presets else list(cfg.presets)
+        rows = what_if(presets, list(cfg.accelerators), list(cfg.dtypes), context=cfg.seq_len, batch=cfg.batch)
+        header = (f"decode roofline: context {cfg.seq_len:,} tokens, batch {cfg.batch}; per step: all weights "
+                  "(but the embedding) + every sequence's KV cache read once")
+        sys.stdout.write(format_what_if(rows, header=header))
+        return 0
     rows = explain(cfg.seq_len, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, window=cfg.window, batch=cfg.batch,
                    dtype_bytes=cfg.dtype_bytes, n_layers=cfg.n_layers, q_block=cfg.q_block)
     header = (f"attention cost: T={cfg.seq_len:,}, {cfg.n_heads} heads, {cfg.n_kv_heads} kv heads, head dim "

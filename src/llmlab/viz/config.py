@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from llmlab.attention.whatif import ACCELERATORS, DTYPE_BYTES, PRESETS
 from llmlab.config import check, require
 
 MAX_TOKENS = 512  # the page embeds L * H * T * T weights; 512 tokens is ~10 MB of JSON
@@ -61,11 +62,20 @@ class AttentionExplainConfig:
     batch: int = 1
     n_layers: int = 1
     q_block: int = 128  # query rows per flash tile
+    # Hardware what-ifs: named models (or "all") at seq_len tokens and `batch` print the whole-model decode
+    # roofline (attention/whatif.py) instead of the one-layer table; the shape keys above are then unused.
+    presets: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ("bf16", "fp8")
+    accelerators: tuple[str, ...] = ("h100-sxm", "a100-80gb", "mi300x", "l4")
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype_bytes", "batch", "n_layers",
                      "q_block"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        for key, known in (("presets", (*PRESETS, "all")), ("dtypes", DTYPE_BYTES), ("accelerators", ACCELERATORS)):
+            for name in getattr(self, key):
+                check(name in known, f"{key}: unknown {name!r}; known: {', '.join(known)}")
+        check(bool(self.dtypes) and bool(self.accelerators), "dtypes and accelerators need at least one name each")
         check(self.n_heads % self.n_kv_heads == 0,
               f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}: each K/V head "
               "serves n_heads / n_kv_heads query heads")

@@ -1,0 +1,31 @@
+"""The config of `llmlab serve` (imports nothing heavy: `--print-config` and `--help` stay fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llmlab.config import check, require
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`llmlab serve`: an OpenAI-compatible HTTP server for one model."""
+
+    model: str = ""  # an llmlab model folder or a local HF model folder
+    name: str = ""  # the model id clients send ("model": ...); default: the folder's name
+    host: str = "127.0.0.1"  # local only by default; 0.0.0.0 exposes the server to the network
+    port: int = 8000  # 0: any free port (the one chosen is printed)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch: int = 16  # requests the engine advances together; more wait in its queue
+    block_size: int = 16  # tokens per KV-cache block of the engine
+    num_blocks: int | None = None  # KV-cache blocks; None: the engine's default
+    log_requests: bool = False  # uvicorn's access log on stderr
+
+    def __post_init__(self) -> None:
+        require(bool(self.model), "model is required (--model DIR: an llmlab model folder or a local HF folder)")
+        check(0 <= self.port <= 65535, f"port must be in [0, 65535], got {self.port}")
+        check(bool(self.host), "host must not be empty")
+        check(self.max_batch >= 1, f"max_batch must be at least 1, got {self.max_batch}")
+        check(self.block_size >= 1, f"block_size must be at least 1, got {self.block_size}")
+        check(self.num_blocks is None or self.num_blocks >= 1, f"num_blocks must be at least 1, got {self.num_blocks}")
