@@ -90,8 +90,8 @@ def test_every_command_is_reachable() -> None:
                                           "tokenizer encode", "tokenizer decode", "tokenizer stats",
                                           "tokenizer compare", "tokenizer sweep", "tokenizer extend", "pretrain",
                                           "generate", "chat", "serve", "export-hf", "convert gqa",
-                                          "viz attention", "attention explain", "profile", "bench attention", "sft",
-                                          "rm train", "rm score",
+                                          "viz attention", "attention explain", "profile", "bench attention",
+                                          "bench inference", "sft", "rm train", "rm score",
                                           "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "eval-prefs",
                                           "demo"]
 

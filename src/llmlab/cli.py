@@ -405,6 +405,24 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab bench attention --max-len 2048 --backends sdpa flash --out runs/bench-attn threads=2",
     ),
     Command(
+        "bench inference",
+        "time every attention backend on one model with the KV-cache Engine (TTFT, ms/token, tokens/s, memory) "
+        "and gate each on quality against the model as saved; writes table.md, results.json and inference.png",
+        config="llmlab.bench.config:BenchInferenceConfig",
+        run="llmlab.bench.inference:bench_inference",
+        flags=(
+            Flag("--model", "model", "an llmlab or HF model folder", "DIR"),
+            Flag("--attention", "attention", "backends, comma-separated: naive,sdpa,flash,triton (triton: CUDA only)",
+                 "LIST"),
+            Flag("--text", "text", "a held-out text file for the quality gate (default: task-world documents)",
+                 "FILE"),
+            Flag("--new-tokens", "new_tokens", "tokens generated per prompt", "N"),
+            Flag("--repeats", "repeats", "timed generate calls per backend and batch size", "N"),
+        ),
+        epilog="example: llmlab bench inference --model runs/pt --attention naive,sdpa,flash --out runs/bench-inf "
+        "batches=[1,8] tolerance.flash=1e-4",
+    ),
+    Command(
         "sft",
         "supervised fine-tuning on chats (loss on assistant tokens only); LoRA, packing, torchrun",
         config="llmlab.align.config:SFTConfig",

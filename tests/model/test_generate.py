@@ -142,6 +142,7 @@ def test_engine_prefills_a_repeated_prompt_once() -> None:
     assert Engine(model).generate(batch, GREEDY) == want
     hook.remove()
     assert shapes[0] == (3, 7) and set(shapes[1:]) == {(6, 1)}  # the prefill: 3 distinct prompts; decode: 6 rows
+    assert Engine(model).generate(batch, GREEDY) == want  # without the hook: the static decode step
     stop = pick_stop([want[0], want[1]])
     assert Engine(model).generate(batch, replace(GREEDY, stop_tokens=(stop,))) == \
         generate_naive(model, batch, replace(GREEDY, stop_tokens=(stop,)))

@@ -1,11 +1,11 @@
-"""Configs of the bench commands: `llmlab bench attention`."""
+"""Configs of the bench commands: `llmlab bench attention`, `llmlab bench inference`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from llmlab.config import check
+from llmlab.config import check, require
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,50 @@ class BenchAttentionConfig:
         check(self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}")
         check(len(self.backends) > 0, "backends is empty")
         check(len(set(self.backends)) == len(self.backends), f"a backend is given twice: {self.backends}")
+
+
+@dataclass(frozen=True)
+class ToleranceConfig:
+    """The quality gate of `llmlab bench inference`: how far a backend may move from the original model."""
+
+    naive: float = 1e-3  # max |logit difference| on the held-out text, per backend
+    sdpa: float = 1e-3
+    flash: float = 1e-3
+    triton: float = 5e-2  # a GPU kernel that may use TF32 matmuls
+    perplexity: float = 1e-3  # |held-out perplexity delta| / the original's perplexity
+    agreement: float = 0.9  # least share of greedy tokens identical to the original's
+
+    def __post_init__(self) -> None:
+        for name in ("naive", "sdpa", "flash", "triton", "perplexity"):
+            check(getattr(self, name) >= 0, f"tolerance.{name} must be >= 0, got {getattr(self, name)}")
+        check(0.0 <= self.agreement <= 1.0, f"tolerance.agreement must be in [0, 1], got {self.agreement}")
+
+
+@dataclass(frozen=True)
+class BenchInferenceConfig:
+    """`llmlab bench inference`."""
+
+    model: str = ""  # an llmlab or HF model folder
+    attention: tuple[Literal["naive", "sdpa", "flash", "triton"], ...] = ("naive", "sdpa", "flash", "triton")
+    text: str = ""  # a held-out text file; default: task-world documents (random ids: a model without tokenizer)
+    eval_tokens: int = 1024  # held-out tokens for logits and perplexity, in windows of seq_len
+    seq_len: int = 128
+    prompt_len: int = 32  # decode: prompts cut from the held-out tokens
+    new_tokens: int = 32
+    batches: tuple[int, ...] = (1, 8)
+    repeats: int = 3  # timed generate calls per backend and batch; medians and percentiles over them
+    decode: Literal["static", "forward"] = "static"  # the Engine's decode step (model/decode.py)
+    threads: int = 0  # torch threads; 0: torch's default
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    tolerance: ToleranceConfig = field(default_factory=ToleranceConfig)
+
+    def __post_init__(self) -> None:
+        require(bool(self.model), "model is required: --model DIR (an llmlab or HF model folder)")
+        check(len(self.attention) > 0, "attention is empty: name at least one backend")
+        check(len(set(self.attention)) == len(self.attention), f"a backend is given twice: {self.attention}")
+        for name in ("eval_tokens", "seq_len", "prompt_len", "new_tokens", "repeats"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        check(len(self.batches) > 0 and all(b >= 1 for b in self.batches),
+              f"batches must be positive sizes, got {self.batches}")
+        check(self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}")

@@ -8,6 +8,10 @@ The naive generator is kept as the oracle: greedy `Engine` outputs equal it toke
 token (tests/model/test_generate.py), and benchmarks/bench_model.py times both, which is
 the argument for the cache: naive costs O(T^2) positions over T steps, the engine O(T).
 
+After the prefill each step runs a decode step chosen by name (model/decode.py): "static"
+(default) prepares what does not change between steps once; "forward" is the model's own
+forward with one token, as the engine first did (benchmarks/decode_speed.py times both).
+
 Batches of prompts of different lengths are left-padded: padded keys are masked and each
 row's positions start at 0 at its first real token, so a row's continuation does not depend
 on what else is in the batch (up to float rounding of the batched matmuls).
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from llmlab.errors import UserError
+from llmlab.model.decode import DECODE_STEPS
 from llmlab.model.llama import Transformer
 
 
@@ -127,11 +132,18 @@ def generate_naive(model: Transformer, prompts: Sequence[Sequence[int]], samplin
 
 
 class Engine:
-    """Batched generation with a pre-allocated KV cache: one prefill, then one position per step."""
+    """Batched generation with a pre-allocated KV cache: one prefill, then one position per step.
 
-    def __init__(self, model: Transformer, *, pad_id: int = 0) -> None:
+    `decode` names the step (model/decode.py): "static" (default) prepares everything that does not
+    change between steps once; "forward" calls the model's forward per token, as the engine did first.
+    """
+
+    def __init__(self, model: Transformer, *, pad_id: int = 0, decode: str = "static") -> None:
+        if decode not in DECODE_STEPS:
+            raise UserError(f"unknown decode step {decode!r}; choose one of {', '.join(DECODE_STEPS)}")
         self.model = model
         self.pad_id = pad_id
+        self.decode = decode
 
     @torch.inference_mode()
     def stream(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(), *,
@@ -164,20 +176,23 @@ class Engine:
             index = torch.searchsorted(first, first_row)  # each row's place among the distinct prompts
             cache.select_rows(index)
             logits = logits[index]  # (B, V)
+        real[:, P:] = True  # every generated position is a real key
+        decode_step = DECODE_STEPS[self.decode](model, cache, key_padding_mask=real if padded else None)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         stops = torch.tensor(s.stop_tokens, dtype=torch.long, device=device)
-        pos = positions[:, -1:]  # (B, 1)
+        rows = torch.arange(B, device=device)
+        pos = positions[:, -1]  # (B,)
         for step in range(s.max_new_tokens):
             token = _next_tokens(logits, seen, s, generator)  # (B,)
             yield [None if d else t for t, d in zip(token.tolist(), done.tolist(), strict=True)]
-            done |= torch.isin(token, stops)
+            if s.stop_tokens:
+                done |= torch.isin(token, stops)
             if step == s.max_new_tokens - 1 or bool(done.all()):
                 return
-            seen[torch.arange(B, device=device), token] = True
-            real[:, P + step] = True
+            if s.repetition_penalty != 1.0:  # `seen` is read by the penalty only
+                seen[rows, token] = True
             pos = pos + 1
-            logits = model(token[:, None], positions=pos, cache=cache,
-                           key_padding_mask=real[:, :P + step + 1] if padded else None).logits[:, -1]
+            logits = decode_step(token, pos)
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(), *,
                  generator: torch.Generator | None = None) -> list[list[int]]:
