@@ -179,3 +179,10 @@ def kill_after_step(argv: list[str], step: int, tmp_path: Path, *, call: str = "
             proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the JAX tests last. subtle: importing jax starts its thread pool, and a process that forks after
+    that may deadlock (JAX warns so); later tests fork (data loaders, the benchmark harness), so no test
+    may run after jax is imported in this process."""
+    items.sort(key=lambda item: "jax" in item.path.name)  # stable: every other test keeps its order

@@ -54,6 +54,9 @@ TINY: dict[str, Callable[[str], list[str]]] = {  # command words -> overrides ap
     "eval-prefs": lambda line: TINY_EVAL,
     "convert gqa": lambda line: ["eval.batches=1", "eval.prompts=2", "eval.new_tokens=4", "eval.speed_tokens=4",
                                  "eval.repeats=1", "eval.speed_batches=[1]"],
+    "profile": lambda line: ["batch=2", "prompt_len=8", "new_tokens=4"],
+    "bench inference": lambda line: ["eval_tokens=64", "seq_len=32", "prompt_len=8", "new_tokens=4", "batches=[1]",
+                                     "repeats=1"],
     "bench attention": lambda line: ["min_len=32", "max_len=64", "repeats=1", "decode_calls=1", "check_max_len=64",
                                      "check_grads_max_len=64", "matmul_n=64"],
 }

@@ -117,6 +117,7 @@ def test_cli_writes_tables_json_and_a_trace(folder, request, tmp_path, capsys):
     result = json.loads((out / "profile.json").read_text())
     assert sum(p["cpu_share"] for p in result["parts"]) == pytest.approx(1.0, abs=1e-9)
     assert result["timing"]["decode_steps"] == 2 and result["memory"]["bytes"] > 0
+    assert result["timing"]["forward_decode_ms_per_step"] > 0  # the profiled (labelled) step is timed too
     # 2 (K, V) * 2 layers * 2 rows * 4 kv heads * (6 + 3) positions * head_dim 8 * 4 bytes (fp32)
     assert result["kv_cache_bytes"] == 2 * 2 * 2 * 4 * 9 * 8 * 4
     assert (out / "profile.md").read_text() == stdout

@@ -18,7 +18,6 @@ Leaves out: GPUs, bf16/fp16, padding and window masks, batch sweeps, chunked pre
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,10 +43,10 @@ from llmlab.bench.harness import (
     matmul_peak,
     run_in_fresh_process,
     start_fork_server,
+    write_run_outputs,
 )
 from llmlab.config import to_dict
 from llmlab.context import Context
-from llmlab.files import write_json_atomic, write_text_atomic
 
 
 def run_benchmark(cfg: BenchAttentionConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -132,10 +131,5 @@ def bench_attention(cfg: BenchAttentionConfig, ctx: Context) -> int:
 
     run = start_run("bench-attention", cfg, out=ctx.out, quiet=ctx.quiet)
     results = run_benchmark(cfg, log=run.log)
-    table = format_table(results, command=" ".join(("llmlab", *ctx.argv)) if ctx.argv else "llmlab bench attention")
-    write_text_atomic(run.path("table.md"), table)
-    write_json_atomic(run.path("results.json"), results)
-    plot_results(results, run.path("attention.png"))
-    sys.stdout.write(table)
-    run.log(f"wrote table.md, results.json and attention.png to {run.dir}")
+    write_run_outputs(run, ctx, "attention", results, format_table, plot_results)
     return 0 if all(c["ok"] for c in results["checks"]) else 1

@@ -394,3 +394,14 @@ def write_results(md: str | os.PathLike[str], table: str, results: Any = None) -
     write_text_atomic(md, table)
     if results is not None:
         write_json_atomic(Path(md).with_suffix(".json"), results)
+
+
+def write_run_outputs(run: Any, ctx: Any, name: str, results: dict[str, Any],
+                      format_table: Callable[..., str], plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """What every `llmlab bench NAME` run folder holds: table.md (also printed), results.json and NAME.png."""
+    table = format_table(results, command=" ".join(("llmlab", *ctx.argv)) if ctx.argv else f"llmlab bench {name}")
+    write_text_atomic(run.path("table.md"), table)
+    write_json_atomic(run.path("results.json"), results)
+    plot(results, run.path(f"{name}.png"))
+    sys.stdout.write(table)
+    run.log(f"wrote table.md, results.json and {name}.png to {run.dir}")

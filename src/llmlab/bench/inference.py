@@ -47,10 +47,10 @@ from llmlab.bench.harness import (
     markdown_table,
     percentile,
     ratio,
+    write_run_outputs,
 )
 from llmlab.context import Context
 from llmlab.errors import UserError
-from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.model.generate import Engine, SamplingConfig
 from llmlab.model.llama import Transformer
 from llmlab.plotting import new_figure, save_figure
@@ -316,12 +316,7 @@ def bench_inference(cfg: BenchInferenceConfig, ctx: Context) -> int:
     inputs = load(cfg)  # a folder that is not a model fails here, before the run folder is made
     run = start_run("bench-inference", cfg, out=ctx.out, quiet=ctx.quiet)
     results = run_benchmark(cfg, *inputs, log=run.log)
-    table = format_table(results, command=" ".join(("llmlab", *ctx.argv)) if ctx.argv else "llmlab bench inference")
-    write_text_atomic(run.path("table.md"), table)
-    write_json_atomic(run.path("results.json"), results)
-    plot_results(results, run.path("inference.png"))
-    sys.stdout.write(table)
-    run.log(f"wrote table.md, results.json and inference.png to {run.dir}")
+    write_run_outputs(run, ctx, "inference", results, format_table, plot_results)
     failures = [f for r in results["rows"] for f in r["failures"]]
     if failures:
         sys.stderr.write(f"error: quality gate failed: {'; '.join(failures)}\n")
