@@ -17,12 +17,15 @@ from llmlab.data.config import PrefsConfig, TaskConfig, WorldConfig
 from llmlab.model.config import ModelConfig
 from llmlab.train.config import PretrainTrainConfig, TrainConfig
 
-# Sized to train in minutes on 2 CPU cores; the same stages run bigger models on a GPU (preset=small).
-DEMO_MODEL = ModelConfig(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=256)
-DEMO_TRAIN = PretrainTrainConfig(max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100,
-                                eval_batches=4, checkpoint_every=100, log_every=10, sample_tokens=40)
-DEMO_SFT = TrainConfig(max_steps=300, batch_size=16, lr=1e-3, warmup_steps=20, weight_decay=0.0, eval_every=100,
-                       eval_batches=4, log_every=10, checkpoint_every=100)
+# Sized to train in minutes on 2 CPU cores; the same stages run bigger models on a GPU (preset=small). The
+# run behind this choice is mixA in docs/experiments/demo-model/: a 0.16M-parameter model, 800 pretraining
+# steps, then 4,000 SFT steps on 16,000 chats with every chat weighing the same, reaches 0.53 gold accuracy.
+DEMO_MODEL = ModelConfig(vocab_size=1024, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=256)
+DEMO_TRAIN = PretrainTrainConfig(max_steps=800, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=200,
+                                eval_batches=4, checkpoint_every=200, log_every=10, sample_tokens=40)
+# micro-batches of 4, each step's chats sorted by length (align.sft): 1.6x faster steps on mixed lengths
+DEMO_SFT = TrainConfig(max_steps=4000, batch_size=16, micro_batch_size=4, lr=2e-3, warmup_steps=20, weight_decay=0.0,
+                       eval_every=1000, eval_batches=4, log_every=50, checkpoint_every=500)
 # On-policy pairs + RPO at lr 1e-4 / beta 0.1: the setting that raised gold accuracy and refusals in
 # docs/alignment.md ("The task-world experiment"); fixed pairs at lr 5e-4 collapsed this model.
 DEMO_DPO = TrainConfig(max_steps=150, batch_size=16, lr=1e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
@@ -33,7 +36,8 @@ def _demo_tasks() -> TaskConfig:
     """Easy enough for a 1M-parameter model to learn in minutes, with every kind of skill in it:
     computing (1-digit sums), copying from the prompt (compare, world_qa, benign), counting, refusing."""
     return TaskConfig(families=("arithmetic", "compare", "count", "world_qa", "unsafe", "benign"), arith_ops=("+", "-"),
-                      arith_max_digits=1, max_number=99, list_min_len=3, list_max_len=4, distractors=0)
+                      arith_max_digits=1, max_number=99, list_min_len=3, list_max_len=4, distractors=0,
+                      facts_per_person=2)
 
 
 @dataclass(frozen=True)
@@ -56,21 +60,21 @@ class DemoConfig:
                       "max_seq_len": 512},
             "train": {"max_steps": 3000, "batch_size": 64, "seq_len": 256, "eval_every": 500,
                       "checkpoint_every": 500},
-            "sft": {"max_steps": 1500, "batch_size": 32}, "grpo_steps": 200, "rm_steps": 300, "ppo_steps": 200,
+            "sft": {"max_steps": 1500, "batch_size": 32, "micro_batch_size": 0}, "grpo_steps": 200, "rm_steps": 300, "ppo_steps": 200,
         },
     }
 
     preset: Literal["default", "quick", "small"] = "default"
     seed: int = 0
     pretrain_chars: int = 1_000_000
-    n_sft: int = 2000
+    n_sft: int = 16_000
     n_prefs: int = 2000  # fixed preference pairs in data/ (also what the proxy reward model trains on)
     n_eval: int = 450  # held-out rows in data/eval.jsonl (the baselines' prompts)
     pre_tokenizer: Literal["gpt2", "cl100k", "digits", "whitespace", "words", "script"] = "words"
     model: ModelConfig = DEMO_MODEL  # model.vocab_size is also the tokenizer's size
     train: PretrainTrainConfig = DEMO_TRAIN
     sft: TrainConfig = DEMO_SFT
-    sft_loss_norm: Literal["token", "sequence"] = "token"  # sequence: every chat weighs the same (align.sft)
+    sft_loss_norm: Literal["token", "sequence"] = "sequence"  # sequence: every chat weighs the same (align.sft)
     # DPO on the SFT model's own answers paired by the gold scorers
     n_onpolicy: int = 600  # train prompts whose sampled answers make the DPO pairs; 0: the fixed pairs
     samples: int = 4  # answers sampled per on-policy prompt

@@ -25,20 +25,20 @@ from llmlab.viz.report import write_report
 
 Stage = Callable[[DemoConfig, Run], str]
 
-# (name, function, share of a default run's time: measured, seed 0, 2 CPU cores, 31 min in all; the
+# (name, function, share of a default run's time: measured, seed 0, 2 CPU cores, 16 min in all; the
 # progress line's estimate scales the time so far by these)
 STAGES: tuple[tuple[str, Stage, float], ...] = (
-    ("data", stage_data, 0.0006),
-    ("tokenizer", stage_tokenizer, 0.0006),
-    ("attention", stage_attention, 0.002),
-    ("baselines", stage_baselines, 0.0003),
-    ("pretrain", stage_pretrain, 0.103),
-    ("sft", stage_sft, 0.138),
-    ("onpolicy", stage_onpolicy, 0.024),
-    ("dpo", stage_dpo, 0.101),
-    ("grpo", stage_grpo, 0.088),
-    ("ppo-proxy", stage_proxy, 0.440),
-    ("evaluation", stage_evaluation, 0.103),
+    ("data", stage_data, 0.0061),
+    ("tokenizer", stage_tokenizer, 0.0007),
+    ("attention", stage_attention, 0.0042),
+    ("baselines", stage_baselines, 0.0006),
+    ("pretrain", stage_pretrain, 0.1265),
+    ("sft", stage_sft, 0.51),
+    ("onpolicy", stage_onpolicy, 0.0161),
+    ("dpo", stage_dpo, 0.0469),
+    ("grpo", stage_grpo, 0.0511),
+    ("ppo-proxy", stage_proxy, 0.1886),
+    ("evaluation", stage_evaluation, 0.0491),
 )
 
 
