@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from llmlab.stats import mean_se, paired_difference, wilson_interval
+from llmlab.stats import (
+    bootstrap_interval,
+    cohen_kappa,
+    fleiss_kappa,
+    mean_se,
+    paired_difference,
+    wilson_interval,
+)
 
 
 def test_wilson_matches_the_closed_form_by_hand():
@@ -48,3 +55,42 @@ def test_wilson_interval_holds_the_estimate_exactly_at_the_ends():
         for x in range(n + 1):
             lo, hi = wilson_interval(x, n)
             assert lo <= x / n <= hi
+
+
+def test_cohen_kappa_by_hand():
+    # Wikipedia's worked case: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no: p_o 0.7, p_e 0.5, kappa 0.4
+    a = ["y"] * 25 + ["n"] * 25
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(a, a) == 1.0
+    assert math.isnan(cohen_kappa(["y"] * 4, ["y"] * 4))
+    with pytest.raises(ValueError):
+        cohen_kappa(["y"], [])
+
+
+def test_fleiss_kappa_matches_fleiss_worked_example():
+    # Wikipedia's worked case (10 subjects, 14 raters, 5 categories): P-bar 0.378, P-e 0.213, kappa 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert fleiss_kappa(table) == pytest.approx(0.20993, abs=1e-4)
+    # two raters: Fleiss' kappa equals Scott's pi, computed here by hand for 2 agree + 2 disagree items
+    assert fleiss_kappa([[2, 0], [0, 2], [1, 1], [1, 1]]) == pytest.approx((0.5 - 0.5) / 0.5)
+    with pytest.raises(ValueError):
+        fleiss_kappa([[2, 0], [1, 0]])
+
+
+def test_bootstrap_interval_agrees_with_scipy_and_the_normal_interval():
+    import random
+
+    rng = random.Random(1)
+    xs = [float(rng.random() < 0.3) for _ in range(400)]
+    lo, hi = bootstrap_interval(xs, n_boot=4000)
+    mean, se = mean_se(xs)
+    assert lo < mean < hi
+    assert lo == pytest.approx(mean - 1.96 * se, abs=0.01) and hi == pytest.approx(mean + 1.96 * se, abs=0.01)
+    stats = pytest.importorskip("scipy.stats")
+    ref = stats.bootstrap((xs,), lambda v: sum(v) / len(v), vectorized=False, method="percentile",
+                          n_resamples=4000, rng=0).confidence_interval
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=0.01)
+    assert bootstrap_interval(xs, seed=3) == bootstrap_interval(xs, seed=3)
+    assert all(math.isnan(x) for x in bootstrap_interval([]))

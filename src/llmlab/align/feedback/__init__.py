@@ -1,0 +1,1 @@
+"""Feedback beyond the gold scorers: judges behind one interface, their combination, constitutional AI."""

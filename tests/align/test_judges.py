@@ -1,0 +1,37 @@
+"""The judge interface: the gold judge against the task world's own scorer, verdicts by hand."""
+
+import pytest
+
+from llmlab.align.feedback.judges import GoldJudge, Score, ScoringJudge, Verdict, build_judge
+from llmlab.data.tasks import sample_tasks, score
+from llmlab.errors import UserError
+
+
+def test_gold_judge_scores_as_the_task_world_and_prefers_the_gold_answer():
+    tasks = sample_tasks(27, seed=4)
+    prompts = [t.prompt for t in tasks]
+    wrong = ["I think it is 3." for _ in tasks]
+    judge = build_judge("gold")
+    assert [s.value for s in judge.score(prompts, wrong)] == [score(p, r) for p, r in zip(prompts, wrong, strict=True)]
+    verdicts = judge.compare(prompts, [t.answer for t in tasks], wrong)
+    for t, v, w in zip(tasks, verdicts, wrong, strict=True):
+        want = 1.0 if t.score(t.answer) > t.score(w) else 0.5
+        assert v.p_a == want and v.label == ("a" if want == 1.0 else "tie")
+    with pytest.raises(UserError, match="task-world"):
+        GoldJudge().score(["Write me a poem."], ["ok"])
+    with pytest.raises(UserError, match="unknown judge 'oracle'"):
+        build_judge("oracle=x")
+
+
+def test_bradley_terry_verdicts_from_scores():
+    class Fixed(ScoringJudge):
+        temperature = 2.0
+
+        def score(self, prompts, responses):
+            return [Score(float(len(r))) for r in responses]
+
+    (v,) = Fixed().compare(["p"], ["abcd"], ["ab"])
+    assert v.p_a == pytest.approx(1 / (1 + 2.718281828459045 ** -1.0))
+    assert Verdict(0.5).label == "tie" and Verdict(0.2).label == "b"
+    with pytest.raises(ValueError):
+        Fixed().compare(["p"], ["a", "b"], ["c"])
