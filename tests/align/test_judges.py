@@ -2,7 +2,15 @@
 
 import pytest
 
-from llmlab.align.feedback.judges import GoldJudge, Score, ScoringJudge, Verdict, build_judge
+from llmlab.align.feedback.judges import (
+    GoldJudge,
+    Score,
+    ScoringJudge,
+    Verdict,
+    both_orders,
+    build_judge,
+    position_consistency,
+)
 from llmlab.data.tasks import sample_tasks, score
 from llmlab.errors import UserError
 
@@ -35,3 +43,15 @@ def test_bradley_terry_verdicts_from_scores():
     assert Verdict(0.5).label == "tie" and Verdict(0.2).label == "b"
     with pytest.raises(ValueError):
         Fixed().compare(["p"], ["a", "b"], ["c"])
+
+
+def test_both_orders_cancels_a_pure_position_bias_and_counts_consistency():
+    def first_biased(prompts, a, b):  # prefers the longer answer, plus a 0.2 pull towards the first shown
+        return [Verdict((0.7 if len(x) > len(y) else 0.2 if len(x) < len(y) else 0.5) + 0.2)
+                for x, y in zip(a, b, strict=True)]
+
+    verdicts = both_orders(first_biased, ["p"] * 3, ["long answer", "x", "same"], ["y", "long answer", "also"])
+    assert [v.p_a for v in verdicts] == pytest.approx([(0.9 + 0.6) / 2, (0.4 + 0.1) / 2, (0.7 + 0.3) / 2])
+    assert [v.consistent for v in verdicts] == [True, True, False]  # equal lengths: the first shown wins both times
+    assert position_consistency(verdicts) == pytest.approx(2 / 3)
+    assert position_consistency([Verdict(0.3)]) != position_consistency([Verdict(0.3)])  # NaN: none judged twice

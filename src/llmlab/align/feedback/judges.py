@@ -30,6 +30,7 @@ class Score:
 class Verdict:
     p_a: float  # probability that response a is the better one; 0.5 is a tie or no preference
     rationale: str = ""
+    consistent: bool | None = None  # judged in both orders: did the hard choice survive the swap?
 
     @property
     def label(self) -> str:
@@ -48,6 +49,28 @@ class Judge(Protocol):
 def _check_lengths(*lists: Sequence[str]) -> None:
     if len({len(x) for x in lists}) > 1:
         raise ValueError(f"a judge needs equally long lists, got lengths {[len(x) for x in lists]}")
+
+
+def both_orders(compare_once: Callable[[Sequence[str], Sequence[str], Sequence[str]], list[Verdict]],
+                prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
+    """Judge every pair as (a, b) and as (b, a) and average, which cancels a judge's position bias
+    (LLM judges favour the first or the second answer; Zheng et al. 2023). `compare_once` returns
+    P(the first shown is better). Each verdict records whether its hard choice survived the swap;
+    `position_consistency` is the share that did."""
+    _check_lengths(prompts, a, b)
+    first, swapped = compare_once(prompts, a, b), compare_once(prompts, b, a)
+    out = []
+    for x, y in zip(first, swapped, strict=True):
+        y_for_a = Verdict(1 - y.p_a)
+        out.append(Verdict((x.p_a + y_for_a.p_a) / 2, f"{x.rationale} | swapped: {y.rationale}",
+                           consistent=x.label == y_for_a.label))
+    return out
+
+
+def position_consistency(verdicts: Sequence[Verdict]) -> float:
+    """Share of verdicts judged in both orders whose choice did not depend on the order (NaN if none)."""
+    flags = [v.consistent for v in verdicts if v.consistent is not None]
+    return sum(flags) / len(flags) if flags else math.nan
 
 
 class ScoringJudge:
