@@ -297,6 +297,25 @@ COMMANDS: tuple[Command, ...] = (
         "-d '{\"model\": \"sft\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'",
     ),
     Command(
+        "review serve",
+        "a web page on which a person labels pairs of responses (left / right / tie / skip, undo) into "
+        "preference data, with the agreement with gold labels and AI judges; local only by default",
+        config="llmlab.serve.config:ReviewConfig",
+        run="llmlab.serve.review:review_serve",
+        flags=(
+            Flag("--pairs", "pairs", "JSONL of {prompt, a, b} or {prompt, chosen, rejected} rows", "FILE"),
+            Flag("--out", "out", "the preferences (JSONL, for dpo / rm train); every decision goes to its sibling "
+                 "NAME.labels.jsonl", "FILE"),
+            Flag("--compare", "compare", "AI judges' label files to compare on /agreement", "NAME=FILE,..."),
+            Flag("--seed", "seed", "draws which response of each pair is shown on the left", "S"),
+            Flag("--host", "host", "address to listen on (default 127.0.0.1)", "HOST"),
+            Flag("--port", "port", "TCP port (default 8001; 0 picks a free one)", "PORT"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab review serve --pairs prefs.jsonl --out human.jsonl --port 8001\n"
+        "         then open http://127.0.0.1:8001/ (keys: left/1, right/2, down/3 tie, s skip, u undo)",
+    ),
+    Command(
         "export-hf",
         "write an llmlab model as a Hugging Face folder (LlamaForCausalLM + tokenizer) for transformers",
         config="llmlab.model.config:ExportHFConfig",

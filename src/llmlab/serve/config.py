@@ -29,3 +29,22 @@ class ServeConfig:
         check(self.max_batch >= 1, f"max_batch must be at least 1, got {self.max_batch}")
         check(self.block_size >= 1, f"block_size must be at least 1, got {self.block_size}")
         check(self.num_blocks is None or self.num_blocks >= 1, f"num_blocks must be at least 1, got {self.num_blocks}")
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """`llmlab review serve`: a web page on which a person labels pairs of responses."""
+
+    pairs: str = ""  # JSONL of {prompt, a, b} or {prompt, chosen, rejected} rows
+    out: str = ""  # the usable preferences (JSONL); every decision goes to its sibling NAME.labels.jsonl
+    compare: tuple[str, ...] = ()  # NAME=LABELS.jsonl: AI judges' labels to compare with on /agreement
+    seed: int = 0  # draws which response of each pair is shown on the left
+    host: str = "127.0.0.1"  # local only by default; the page has no authentication
+    port: int = 8001  # 0: any free port (the one chosen is printed)
+
+    def __post_init__(self) -> None:
+        require(bool(self.pairs), "pairs is required (--pairs FILE: {prompt, a, b} or {prompt, chosen, rejected})")
+        require(bool(self.out), "out is required (--out prefs.jsonl: where the preferences go)")
+        check(self.out != self.pairs, "out must not be the pairs file")
+        check(0 <= self.port <= 65535, f"port must be in [0, 65535], got {self.port}")
+        check(bool(self.host), "host must not be empty")
