@@ -136,6 +136,7 @@ def test_a_malformed_pairs_line_is_one_line_exit_2_and_nothing_written(
     (lambda d: ["--compare", "llm"], "--compare 'llm': expected NAME=LABELS.jsonl"),
     (lambda d: ["--out", str(d / "mine.jsonl")], "mine.jsonl exists but"),
     (lambda d: ["--port", "70000"], "port must be in [0, 65535]"),
+    (lambda d: ["--out", str(d / "pairs.jsonl")], "out must not be the pairs file"),
 ])
 def test_bad_settings_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    make: Callable[[Path], list[str]], message: str) -> None:

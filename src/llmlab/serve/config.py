@@ -1,7 +1,8 @@
-"""The config of `llmlab serve` (imports nothing heavy: `--print-config` and `--help` stay fast)."""
+"""The configs of `llmlab serve` and `llmlab review serve` (imports nothing heavy: `--print-config` and `--help` stay fast)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +46,6 @@ class ReviewConfig:
     def __post_init__(self) -> None:
         require(bool(self.pairs), "pairs is required (--pairs FILE: {prompt, a, b} or {prompt, chosen, rejected})")
         require(bool(self.out), "out is required (--out prefs.jsonl: where the preferences go)")
-        check(self.out != self.pairs, "out must not be the pairs file")
+        check(not self.out or os.path.abspath(self.out) != os.path.abspath(self.pairs), "out must not be the pairs file")
         check(0 <= self.port <= 65535, f"port must be in [0, 65535], got {self.port}")
         check(bool(self.host), "host must not be empty")
