@@ -159,6 +159,15 @@ def test_label_with_the_keyboard_kill_restart_and_finish(browser: Any, tmp_path:
             agreement, _, kappa, _ = compare_labels([human[i] for i in common], expected[row[0]])
             assert row[1:3] == [str(len(common)), f"{agreement:.3f}"]
             assert row[4] == ("n/a" if kappa != kappa else f"{kappa:.3f}")
+        gold_table = page.eval_on_selector_all("#gold-agreement tbody tr", "rows => rows.map(r => [...r.cells].map("
+                                               "c => c.textContent))")
+        gold_all = gold_labels(pairs, range(len(pairs)))
+        assert gold_all is not None
+        others = {"pairs file (chosen)": ["a"] * len(pairs), "llm": JUDGE}
+        assert [row[0] for row in gold_table] == list(others)
+        for row in gold_table:
+            agreement, _, kappa, _ = compare_labels([gold_all[i] for i in range(len(pairs))], others[row[0]])
+            assert row[1:3] == [str(len(pairs)), f"{agreement:.3f}"] and row[4] == f"{kappa:.3f}"
         page.context.close()
     finally:
         proc.send_signal(signal.SIGINT)

@@ -104,9 +104,13 @@ def create_review_app(log: LabelLog, judges: Mapping[str, Mapping[int, str]]) ->
         log.undo()
         return state(log)
 
+    gold: dict[str, Mapping[int, str] | None] = {}  # every pair's gold label, computed at the first visit
+
     @app.get("/agreement", response_class=HTMLResponse)
     def agreement() -> HTMLResponse:
-        return HTMLResponse(agreement_page(log, judges))
+        if not gold:
+            gold["labels"] = gold_labels(log.pairs, range(log.total))
+        return HTMLResponse(agreement_page(log, judges, gold["labels"]))
 
     return app
 
@@ -123,28 +127,25 @@ def _short(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def agreement_page(log: LabelLog, judges: Mapping[str, Mapping[int, str]]) -> str:
-    """The agreement page, every file-borne text escaped."""
+def agreement_page(log: LabelLog, judges: Mapping[str, Mapping[int, str]],
+                   gold: Mapping[int, str] | None) -> str:
+    """The agreement page (every file-borne text escaped): the person against each source over the pairs
+    both labelled, then gold against the other sources over all the pairs they labelled. `gold` holds
+    every pair's gold label, None when the prompts are not all task-world prompts."""
     human = {row["pair"]: row["label"] for row in log.rows if row["label"] != "skip"}
-    sources: dict[str, Mapping[int, str]] = {}
-    gold = gold_labels(log.pairs, sorted(human))
-    if gold is not None:
-        sources["gold"] = gold
-    given = {i: "a" for i in human if log.pairs[i].given}
-    if given:
-        sources[GIVEN] = given
-    sources.update(judges)
+    given = {i: "a" for i, pair in enumerate(log.pairs) if pair.given}
+    others: dict[str, Mapping[int, str]] = {GIVEN: given} if given else {}
+    others.update(judges)
+    sources = {"gold": gold, **others} if gold is not None else others
     results = agreements(human, sources)
+    notes = [] if gold is not None else ["gold: not shown, the prompts are not all task-world prompts"]
     e = html.escape
-    notes = []
-    if gold is None:
-        notes.append("gold: no labels yet" if not human else
-                     "gold: not shown, the prompts are not all task-world prompts")
-    rows = "".join(
-        f"<tr><td>{e(r.source)}</td><td>{r.n}</td><td>{_num(r.agreement)}</td><td>{_interval(r.agreement_ci)}</td>"
-        f"<td>{_num(r.kappa)}</td><td>{_interval(r.kappa_ci)}</td>"
-        f"<td>{e(', '.join(f'{k} {v}' for k, v in sorted(r.counts.items())))}</td></tr>" for r in results)
     counts = Counter(row["label"] for row in log.rows)
+    gold_table = ""
+    if gold is not None and others:
+        gold_table = ("<h2>Gold vs the other sources</h2><p class=\"note\">Over every pair each source "
+                      "labelled, whether or not a person has.</p>" + _table("gold-agreement", "gold vs",
+                                                                            agreements(gold, others)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Agreement · llmlab review</title>
 <link rel="stylesheet" href="/static/review.css"></head>
@@ -152,19 +153,29 @@ def agreement_page(log: LabelLog, judges: Mapping[str, Mapping[int, str]]) -> st
 <h1>Agreement</h1>
 <p id="summary">{len(log.rows)} / {log.total} labelled: a {counts['a']}, b {counts['b']}, tie {counts['tie']},
 skip {counts['skip']} (skips are left out below). <a href="/">Back to labelling</a></p>
-<table id="agreement"><thead><tr><th>human vs</th><th>pairs</th><th>agreement</th><th>95% CI</th>
-<th>Cohen's kappa</th><th>95% CI</th><th>their labels</th></tr></thead>
-<tbody>{rows}</tbody></table>
+{_table("agreement", "human vs", results)}
 {''.join(f'<p class="note">{e(n)}</p>' for n in notes)}
-<p class="note">Labels a / b / tie; intervals: percentile bootstrap over pairs (2000 resamples).</p>
+<p class="note">Over the pairs both labelled, labels a / b / tie; 95% intervals: percentile bootstrap over
+pairs (2000 resamples).</p>
+{gold_table}
 {''.join(_disagreements(r, log) for r in results if r.disagreements)}
 </main></body></html>
 """
 
 
+def _table(table_id: str, head: str, results: list[Agreement]) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r.source)}</td><td>{r.n}</td><td>{_num(r.agreement)}</td><td>{_interval(r.agreement_ci)}</td>"
+        f"<td>{_num(r.kappa)}</td><td>{_interval(r.kappa_ci)}</td>"
+        f"<td>{e(', '.join(f'{k} {v}' for k, v in sorted(r.counts.items())))}</td></tr>" for r in results)
+    return (f'<table id="{table_id}"><thead><tr><th>{e(head)}</th><th>pairs</th><th>agreement</th><th>95% CI</th>'
+            f"<th>Cohen's kappa</th><th>95% CI</th><th>their labels</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
 def _disagreements(r: Agreement, log: LabelLog) -> str:
     e = html.escape
-    items = "".join(f"<tr><td>{i}</td><td>{e(_short(log.pairs[i].prompt))}</td><td>{h}</td><td>{o}</td></tr>"
+    items = "".join(f"<tr><td>{i}</td><td>{e(_short(log.pairs[i].prompt))}</td><td>{e(h)}</td><td>{e(o)}</td></tr>"
                     for i, h, o in r.disagreements[:DISAGREEMENTS_SHOWN])
     more = len(r.disagreements) - DISAGREEMENTS_SHOWN
     tail = f'<p class="note">and {more} more</p>' if more > 0 else ""

@@ -13,7 +13,7 @@ Two files are written next to each other for `--out prefs.jsonl`:
                          "skip". Written by appending one complete line with a single write and an fsync
                          before the browser is told it is saved (a torn last line, which no browser was
                          ever told of, is cut off at the next start). Undo rewrites it without its last
-                         line (temp + rename, llmlab.files), so every line in it is a label that stands:
+                         line (temp + rename, llmlab.files; then the folder is fsync'd), so every line in it is a label that stands:
                          readers never replay undo records. This is the file a restart reads.
     prefs.jsonl          the usable preferences: the rows of the labels file whose label is "a" or "b",
                          rewritten (temp + rename) after every label and undo and at every start. Ties
@@ -120,10 +120,20 @@ def labels_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f"{out.name.removesuffix('.jsonl')}.labels.jsonl")
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a file's creation or rename in `folder` durable too (the file's own fsync covers its bytes only)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _append_line(path: Path, line: str) -> None:
     """Append one complete line durably: one write, then fsync. A failed write is cut back off, so the
     next line never lands glued to half of this one."""
     data = line.encode("utf-8")
+    created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size = os.fstat(fd).st_size
@@ -138,6 +148,8 @@ def _append_line(path: Path, line: str) -> None:
             raise
     finally:
         os.close(fd)
+    if created:
+        _fsync_dir(path.parent)
 
 
 def _read_labels(path: Path, pairs: list[Pair]) -> list[dict[str, Any]]:
@@ -236,6 +248,7 @@ class LabelLog:
                 raise UserError("nothing to undo")
             with atomic_open(self.labels) as f:
                 f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows[:-1])
+            _fsync_dir(self.labels.parent)  # the rename itself must survive a crash, or the label comes back
             row = self.rows.pop()
             self._write_prefs()
             return row
