@@ -47,13 +47,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from llmlab.data.loaders import iter_jsonl
 from llmlab.errors import DataError, UserError
 from llmlab.files import atomic_open, write_jsonl_atomic
 
-Label = Literal["a", "b", "tie", "skip"]
 LABELS: tuple[str, ...] = ("a", "b", "tie", "skip")
 P_A: dict[str, float | None] = {"a": 1, "b": 0, "tie": 0.5, "skip": None}
 
