@@ -89,6 +89,25 @@ def test_label_undo_and_refusals_over_http(served: tuple[Request, LabelLog]) -> 
     assert state["pair"] is None and state["counts"]["tie"] == 1 and state["counts"]["skip"] == 1
 
 
+def test_a_full_disk_is_reported_and_nothing_recorded(served: tuple[Request, LabelLog],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from llmlab.serve import review_log
+
+    request, log = served
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(review_log.os, "write", full)
+    status, body, _ = request("POST", "/api/label", {"pair": 0, "choice": "tie"})
+    assert status == 500 and body == {"error": f"not saved: No space left on device ({log.labels})"}
+    monkeypatch.undo()
+    assert log.rows == [] and labels_path(log.out).read_bytes() == b""
+    assert request("POST", "/api/label", {"pair": 0, "choice": "tie"})[0] == 200
+
+
 def test_the_page_and_its_assets_with_their_security_headers(served: tuple[Request, LabelLog]) -> None:
     request, _ = served
     status, page, headers = request("GET", "/")

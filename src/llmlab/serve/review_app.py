@@ -7,7 +7,10 @@ agreement page.
                            answered only once the label is on disk; a pair that is not the current one
                            (a second tab, a double press) is 409 and nothing is recorded
     POST /api/undo         takes back the latest decision -> the new state (409 when there is none)
-    GET  /agreement        human vs gold, vs the pairs file's own preference and vs each --compare judge
+    GET  /agreement        human vs gold, vs the pairs file's own preference and vs each --compare judge;
+                           then gold vs the others over all their pairs
+    GET  /static/NAME      review.js and review.css only
+    a write that fails (a full disk) is 500 {"error": "not saved: ..."}, and the label is not recorded
 
 The page puts every text from the files in with `textContent` and the agreement page escapes it
 (html.escape), so a prompt holding `<script>` is shown, never run; a Content-Security-Policy of 'self'
@@ -78,6 +81,11 @@ def create_review_app(log: LabelLog, judges: Mapping[str, Mapping[int, str]]) ->
     @app.exception_handler(UserError)
     async def _conflict(request: Request, error: UserError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=409)
+
+    @app.exception_handler(OSError)  # a full disk: the page must say the label was not saved
+    async def _not_saved(request: Request, error: OSError) -> JSONResponse:
+        return JSONResponse({"error": f"not saved: {error.strerror or error} ({error.filename or log.labels})"},
+                            status_code=500)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:

@@ -45,9 +45,9 @@ async function call(method, path, body) {
       headers: body ? { "Content-Type": "application/json" } : {},
       body: body ? JSON.stringify(body) : undefined,
     });
-    const data = await response.json();
+    const data = await response.json().catch(() => ({}));
     if (response.ok) return data;
-    status(data.error || `the server answered ${response.status}`, true);
+    status(data.error || `not saved: the server answered ${response.status}`, true);
     // the page was stale (another tab, nothing to undo): show what the server holds
     if (response.status === 409) show(await (await fetch("/api/state")).json());
   } catch (e) {
