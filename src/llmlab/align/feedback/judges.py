@@ -6,7 +6,12 @@
 Both calls take lists: a judge that runs a model batches them. A judge that only scores compares by
 its scores (`ScoringJudge`): the Bradley–Terry probability sigmoid(s_a - s_b / temperature), or a hard
 1 / 0.5 / 0 for judges whose scores are on no common logit scale (the gold scorers). `build_judge(spec)`
-turns a command-line spec ("gold", ...) into a judge.
+turns a command-line spec into a judge:
+
+    gold                    the task world's gold scorers (task-world prompts only)
+    rm=DIR                  a reward model folder: Bradley–Terry on its rewards
+    safety[=RULES.yaml]     rule-based safety checks (safety.py; the default rules in safety_rules.yaml)
+    endpoint=URL[,k=v...]   an OpenAI-compatible chat endpoint as an LLM judge (endpoint.py)
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Judge(Protocol):
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]: ...
 
 
-def _check_lengths(*lists: Sequence[str]) -> None:
+def check_lengths(*lists: Sequence[str]) -> None:
     if len({len(x) for x in lists}) > 1:
         raise ValueError(f"a judge needs equally long lists, got lengths {[len(x) for x in lists]}")
 
@@ -57,7 +62,7 @@ def both_orders(compare_once: Callable[[Sequence[str], Sequence[str], Sequence[s
     (LLM judges favour the first or the second answer; Zheng et al. 2023). `compare_once` returns
     P(the first shown is better). Each verdict records whether its hard choice survived the swap;
     `position_consistency` is the share that did."""
-    _check_lengths(prompts, a, b)
+    check_lengths(prompts, a, b)
     first, swapped = compare_once(prompts, a, b), compare_once(prompts, b, a)
     out = []
     for x, y in zip(first, swapped, strict=True):
@@ -85,7 +90,7 @@ class ScoringJudge:
         raise NotImplementedError
 
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
-        _check_lengths(prompts, a, b)
+        check_lengths(prompts, a, b)
         sa, sb = self.score(prompts, a), self.score(prompts, b)
         out = []
         for x, y in zip(sa, sb, strict=True):
@@ -104,7 +109,7 @@ class GoldJudge(ScoringJudge):
     name = "gold"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Score]:
-        _check_lengths(prompts, responses)
+        check_lengths(prompts, responses)
         out = []
         for prompt, response in zip(prompts, responses, strict=True):
             task = parse_task(prompt)
@@ -116,7 +121,50 @@ class GoldJudge(ScoringJudge):
         return out
 
 
-JUDGES: dict[str, Callable[[str], Judge]] = {"gold": lambda arg: GoldJudge()}
+class RewardModelJudge(ScoringJudge):
+    """A reward model folder (`llmlab rm train`, or an HF ...ForSequenceClassification): scores are its
+    rewards, which are Bradley–Terry logits by training, so compare is sigmoid(r_a - r_b)."""
+
+    name = "rm"
+    temperature = 1.0
+
+    def __init__(self, directory: str, *, batch_size: int = 16) -> None:
+        # torch and transformers are imported only when a reward model is used
+        from llmlab.align.reward_model import load_reward_model
+
+        if not directory:
+            raise UserError("the rm judge needs a reward model folder: --judge rm=DIR")
+        self.rm, self.tok = load_reward_model(directory)
+        self.batch_size = batch_size
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Score]:
+        from llmlab.align.reward_model import score_texts
+
+        check_lengths(prompts, responses)
+        rewards = score_texts(self.rm, self.tok, list(zip(prompts, responses, strict=True)),
+                              batch_size=self.batch_size)
+        return [Score(r, "reward") for r in rewards]
+
+
+def _safety(arg: str) -> Judge:
+    from llmlab.align.feedback.safety import SafetyJudge  # a sibling that imports this module
+
+    return SafetyJudge(arg)
+
+
+def _endpoint(arg: str) -> Judge:
+    from llmlab.align.feedback.endpoint import EndpointJudge  # a sibling that imports this module
+
+    return EndpointJudge.from_spec(arg)
+
+
+# name -> a constructor taking the spec's argument (the text after "NAME=", "" without one)
+JUDGES: dict[str, Callable[[str], Judge]] = {
+    "gold": lambda arg: GoldJudge(),
+    "rm": RewardModelJudge,
+    "safety": _safety,
+    "endpoint": _endpoint,
+}
 
 
 def build_judge(spec: str) -> Judge:
