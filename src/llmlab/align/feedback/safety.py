@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmlab.align.feedback.judges import Score, ScoringJudge, check_lengths
+from llmlab.align.feedback.base import Score, ScoringJudge, check_lengths
 from llmlab.config import read_yaml
 from llmlab.data.answers import is_refusal
 from llmlab.errors import UserError
