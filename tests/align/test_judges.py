@@ -72,6 +72,7 @@ def test_rm_judge_scores_as_the_reward_model_and_compares_by_bradley_terry(tiny_
     prompts, a, b = ["What is 2+3?", "Name a colour."], ["5", "Blue."], ["It is six, I think.", "No."]
     want_a, want_b = score_texts(rm, tok, list(zip(prompts, a, strict=True))), score_texts(rm, tok, list(zip(prompts, b, strict=True)))
     assert want_a != want_b
+    assert [s.value for s in build_judge(f"rm={folder}").score(prompts, a)] == want_a  # the same weights, exactly
     for spec in (f"rm={folder}", f"rm={folder / 'hf'}"):  # the llmlab folder and its HF sequence-classifier copy
         judge = build_judge(spec)
         assert [s.value for s in judge.score(prompts, a)] == pytest.approx(want_a, abs=1e-4)
