@@ -94,3 +94,16 @@ def test_bootstrap_interval_agrees_with_scipy_and_the_normal_interval():
     assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=0.01)
     assert bootstrap_interval(xs, seed=3) == bootstrap_interval(xs, seed=3)
     assert all(math.isnan(x) for x in bootstrap_interval([]))
+
+
+def test_bootstrap_interval_leaves_out_resamples_whose_stat_is_nan():
+    """A kappa of 3 pairs: a resample that draws one label only has no kappa. Those resamples are dropped;
+    the rest give the interval (before, a NaN in the sort left the percentiles in an arbitrary order)."""
+    pairs = [("a", "a"), ("b", "b"), ("a", "b")]
+
+    def kappa(v):
+        return cohen_kappa([x for x, _ in v], [y for _, y in v])
+
+    lo, hi = bootstrap_interval(pairs, n_boot=500, stat=kappa)
+    assert -1.0 <= lo <= kappa(pairs) <= hi <= 1.0 and not math.isnan(lo)
+    assert all(math.isnan(x) for x in bootstrap_interval([("a", "a")], n_boot=50, stat=kappa))

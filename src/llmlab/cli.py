@@ -578,6 +578,39 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab eval-prefs --model runs/dpo --base runs/sft --out runs/dpo-eval",
     ),
     Command(
+        "feedback label",
+        "label pairs with a judge (gold, reward model, safety rules, an OpenAI-compatible endpoint); resumable",
+        config="llmlab.align.feedback.config:FeedbackLabelConfig",
+        run="llmlab.align.feedback.commands:label_command",
+        flags=(
+            Flag("--pairs", "pairs", "JSONL of {prompt, a, b} or {prompt, chosen, rejected} rows", "FILE"),
+            Flag("--judge", "judge", "gold | rm=DIR | safety[=RULES.yaml] | endpoint=URL[,model=M,key_env=VAR,...]",
+                 "SPEC"),
+            Flag("--out", "out", "the labels file; pairs it already holds are skipped", "FILE"),
+        ),
+        run_folder=False,
+        epilog="example: llmlab feedback label --pairs prefs.jsonl --judge safety --out labels/safety.jsonl\n"
+        "         llmlab feedback label --pairs prefs.jsonl --out labels/gpt.jsonl \\\n"
+        "             --judge endpoint=http://127.0.0.1:8000/v1,model=judge,key_env=OPENAI_API_KEY",
+    ),
+    Command(
+        "feedback combine",
+        "combine several sources' labels into soft preferences; agreement (kappa) and disagreements",
+        config="llmlab.align.feedback.config:FeedbackCombineConfig",
+        run="llmlab.align.feedback.commands:combine_command",
+        flags=(
+            Flag("--labels", "labels", "NAME=FILE,NAME=FILE: labels files (judges' or the review page's)", "LIST"),
+            Flag("--method", "method", "weighted | majority | bt (Bradley–Terry over sources)", "M"),
+            Flag("--weights", "weights", "weighted: NAME=W,... (default 1 each)", "LIST"),
+            Flag("--gold", "gold", "also measure agreement with the task world's gold labels", switch=True),
+            Flag("--out", "out", "the output folder: prefs.jsonl, agreement.md/.json, disagreements.jsonl", "DIR"),
+        ),
+        run_folder=False,
+        out_key="out",
+        epilog="example: llmlab feedback combine --labels gold=labels/gold.jsonl,safety=labels/safety.jsonl \\\n"
+        "             --method bt --gold --out runs/feedback",
+    ),
+    Command(
         "demo",
         "run the whole lab on built-in data and write a report",
         config="llmlab.demo.config:DemoConfig",

@@ -48,15 +48,20 @@ def bootstrap_interval(xs: Sequence[float], *, n_boot: int = 2000, seed: int = 0
     """Percentile bootstrap interval of `stat` (default: the mean) over resamples of `xs` (Efron 1979).
 
     For figures with no closed-form interval (a mean length, a win rate with ties, a kappa): the same
-    seed gives the same interval, so reports are reproducible. NaNs for an empty list."""
+    seed gives the same interval, so reports are reproducible. Resamples whose stat is NaN (a kappa of a
+    resample in which a rater gave one label only) are left out; NaNs for an empty list or when every
+    resample's stat is NaN."""
     if not xs:
         return math.nan, math.nan
     stat = stat or (lambda v: sum(v) / len(v))
     rng = random.Random(seed)
     n = len(xs)
-    values = sorted(stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
-    lo = values[math.floor((1 - level) / 2 * (n_boot - 1))]
-    hi = values[math.ceil((1 + level) / 2 * (n_boot - 1))]
+    resampled = (stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
+    values = sorted(v for v in resampled if not math.isnan(v))  # NaN would break the sort's order
+    if not values:
+        return math.nan, math.nan
+    lo = values[math.floor((1 - level) / 2 * (len(values) - 1))]
+    hi = values[math.ceil((1 + level) / 2 * (len(values) - 1))]
     return lo, hi
 
 

@@ -1,5 +1,7 @@
 """The judge interface: the gold judge against the task world's own scorer, verdicts by hand."""
 
+import math
+
 import pytest
 
 from llmlab.align.feedback.judges import (
@@ -55,3 +57,29 @@ def test_both_orders_cancels_a_pure_position_bias_and_counts_consistency():
     assert [v.consistent for v in verdicts] == [True, True, False]  # equal lengths: the first shown wins both times
     assert position_consistency(verdicts) == pytest.approx(2 / 3)
     assert position_consistency([Verdict(0.3)]) != position_consistency([Verdict(0.3)])  # NaN: none judged twice
+
+
+def test_rm_judge_scores_as_the_reward_model_and_compares_by_bradley_terry(tiny_model_dir, tmp_path) -> None:
+    import torch
+
+    from llmlab.align.models import load_policy
+    from llmlab.align.reward_model import reward_model_from_policy, save_reward_model, score_texts
+
+    policy, tok = load_policy(str(tiny_model_dir), device="cpu")
+    torch.manual_seed(0)
+    rm = reward_model_from_policy(policy).eval()
+    folder = save_reward_model(rm, tok, tmp_path / "rm")
+    prompts, a, b = ["What is 2+3?", "Name a colour."], ["5", "Blue."], ["It is six, I think.", "No."]
+    want_a, want_b = score_texts(rm, tok, list(zip(prompts, a, strict=True))), score_texts(rm, tok, list(zip(prompts, b, strict=True)))
+    assert want_a != want_b
+    assert [s.value for s in build_judge(f"rm={folder}").score(prompts, a)] == want_a  # the same weights, exactly
+    for spec in (f"rm={folder}", f"rm={folder / 'hf'}"):  # the llmlab folder and its HF sequence-classifier copy
+        judge = build_judge(spec)
+        assert [s.value for s in judge.score(prompts, a)] == pytest.approx(want_a, abs=1e-4)
+        verdicts = judge.compare(prompts, a, b)
+        assert [v.p_a for v in verdicts] == pytest.approx(
+            [1 / (1 + math.exp(-(x - y))) for x, y in zip(want_a, want_b, strict=True)], abs=1e-4)
+    with pytest.raises(UserError, match="not a reward model folder"):
+        build_judge(f"rm={tiny_model_dir}")
+    with pytest.raises(UserError, match="needs a reward model folder"):
+        build_judge("rm")

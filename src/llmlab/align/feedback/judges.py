@@ -6,96 +6,35 @@
 Both calls take lists: a judge that runs a model batches them. A judge that only scores compares by
 its scores (`ScoringJudge`): the Bradley–Terry probability sigmoid(s_a - s_b / temperature), or a hard
 1 / 0.5 / 0 for judges whose scores are on no common logit scale (the gold scorers). `build_judge(spec)`
-turns a command-line spec ("gold", ...) into a judge.
+turns a command-line spec into a judge:
+
+    gold                    the task world's gold scorers (task-world prompts only)
+    rm=DIR                  a reward model folder: Bradley–Terry on its rewards
+    safety[=RULES.yaml]     rule-based safety checks (safety.py; the default rules in safety_rules.yaml)
+    endpoint=URL[,k=v...]   an OpenAI-compatible chat endpoint as an LLM judge (endpoint.py)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
+from llmlab.align.feedback.base import (
+    Judge,
+    Score,
+    ScoringJudge,
+    Verdict,
+    both_orders,
+    check_lengths,
+    position_consistency,
+)
+from llmlab.align.feedback.endpoint import EndpointJudge
+from llmlab.align.feedback.safety import SafetyJudge
 from llmlab.data.tasks import parse_task
 from llmlab.errors import UserError
 
-
-@dataclass(frozen=True)
-class Score:
-    value: float
-    rationale: str = ""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    p_a: float  # probability that response a is the better one; 0.5 is a tie or no preference
-    rationale: str = ""
-    consistent: bool | None = None  # judged in both orders: did the hard choice survive the swap?
-
-    @property
-    def label(self) -> str:
-        """"a", "b" or "tie": the hard choice (what a person would click)."""
-        return "a" if self.p_a > 0.5 else "b" if self.p_a < 0.5 else "tie"
-
-
-class Judge(Protocol):
-    name: str
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Score]: ...
-
-    def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]: ...
-
-
-def _check_lengths(*lists: Sequence[str]) -> None:
-    if len({len(x) for x in lists}) > 1:
-        raise ValueError(f"a judge needs equally long lists, got lengths {[len(x) for x in lists]}")
-
-
-def both_orders(compare_once: Callable[[Sequence[str], Sequence[str], Sequence[str]], list[Verdict]],
-                prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
-    """Judge every pair as (a, b) and as (b, a) and average, which cancels a judge's position bias
-    (LLM judges favour the first or the second answer; Zheng et al. 2023). `compare_once` returns
-    P(the first shown is better). Each verdict records whether its hard choice survived the swap;
-    `position_consistency` is the share that did."""
-    _check_lengths(prompts, a, b)
-    first, swapped = compare_once(prompts, a, b), compare_once(prompts, b, a)
-    out = []
-    for x, y in zip(first, swapped, strict=True):
-        y_for_a = Verdict(1 - y.p_a)
-        out.append(Verdict((x.p_a + y_for_a.p_a) / 2, f"{x.rationale} | swapped: {y.rationale}",
-                           consistent=x.label == y_for_a.label))
-    return out
-
-
-def position_consistency(verdicts: Sequence[Verdict]) -> float:
-    """Share of verdicts judged in both orders whose choice did not depend on the order (NaN if none)."""
-    flags = [v.consistent for v in verdicts if v.consistent is not None]
-    return sum(flags) / len(flags) if flags else math.nan
-
-
-class ScoringJudge:
-    """Compares two responses by scoring both. `temperature` None: a hard verdict (1, 0.5 or 0) by
-    which score is higher; a number: the Bradley–Terry probability sigmoid((s_a - s_b) / temperature),
-    for scores on a logit scale (a reward model's)."""
-
-    name = "scoring"
-    temperature: float | None = None
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Score]:
-        raise NotImplementedError
-
-    def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
-        _check_lengths(prompts, a, b)
-        sa, sb = self.score(prompts, a), self.score(prompts, b)
-        out = []
-        for x, y in zip(sa, sb, strict=True):
-            d = x.value - y.value
-            if self.temperature is None:
-                p = 1.0 if d > 0 else 0.0 if d < 0 else 0.5
-            else:
-                p = 1 / (1 + math.exp(-max(-700.0, min(700.0, d / self.temperature))))
-            out.append(Verdict(p, f"a: {x.value:.3g} ({x.rationale}); b: {y.value:.3g} ({y.rationale})"))
-        return out
+# the interface lives in base.py (the judge modules import it from there); it is re-exported here
+__all__ = ["JUDGES", "EndpointJudge", "GoldJudge", "Judge", "RewardModelJudge", "SafetyJudge", "Score",
+           "ScoringJudge", "Verdict", "both_orders", "build_judge", "check_lengths", "position_consistency"]
 
 
 class GoldJudge(ScoringJudge):
@@ -104,7 +43,7 @@ class GoldJudge(ScoringJudge):
     name = "gold"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Score]:
-        _check_lengths(prompts, responses)
+        check_lengths(prompts, responses)
         out = []
         for prompt, response in zip(prompts, responses, strict=True):
             task = parse_task(prompt)
@@ -116,7 +55,38 @@ class GoldJudge(ScoringJudge):
         return out
 
 
-JUDGES: dict[str, Callable[[str], Judge]] = {"gold": lambda arg: GoldJudge()}
+class RewardModelJudge(ScoringJudge):
+    """A reward model folder (`llmlab rm train`, or an HF ...ForSequenceClassification): scores are its
+    rewards, which are Bradley–Terry logits by training, so compare is sigmoid(r_a - r_b)."""
+
+    name = "rm"
+    temperature = 1.0
+
+    def __init__(self, directory: str, *, batch_size: int = 16) -> None:
+        # torch and transformers are imported only when a reward model is used
+        from llmlab.align.reward_model import load_reward_model
+
+        if not directory:
+            raise UserError("the rm judge needs a reward model folder: --judge rm=DIR")
+        self.rm, self.tok = load_reward_model(directory)
+        self.batch_size = batch_size
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Score]:
+        from llmlab.align.reward_model import score_texts
+
+        check_lengths(prompts, responses)
+        rewards = score_texts(self.rm, self.tok, list(zip(prompts, responses, strict=True)),
+                              batch_size=self.batch_size)
+        return [Score(r, "reward") for r in rewards]
+
+
+# name -> a constructor taking the spec's argument (the text after "NAME=", "" without one)
+JUDGES: dict[str, Callable[[str], Judge]] = {
+    "gold": lambda arg: GoldJudge(),
+    "rm": RewardModelJudge,
+    "safety": SafetyJudge,
+    "endpoint": EndpointJudge.from_spec,
+}
 
 
 def build_judge(spec: str) -> Judge:
