@@ -6,11 +6,12 @@
 Both calls take lists: a judge that runs a model batches them. A judge that only scores compares by
 its scores (`ScoringJudge`): the Bradley–Terry probability sigmoid(s_a - s_b / temperature), or a hard
 1 / 0.5 / 0 for judges whose scores are on no common logit scale (the gold scorers). `build_judge(spec)`
-turns a command-line spec ("gold", ...) into a judge.
+turns a command-line spec ("gold", "llm=DIR", ...) into a judge.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,7 +117,21 @@ class GoldJudge(ScoringJudge):
         return out
 
 
-JUDGES: dict[str, Callable[[str], Judge]] = {"gold": lambda arg: GoldJudge()}
+def _by_path(target: str) -> Callable[[str], Judge]:
+    """The builder "module:function", imported when first used: judges that run a model import torch,
+    and their modules import this one (named by path, as the CLI names commands)."""
+
+    def build(arg: str) -> Judge:
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)(arg)
+
+    return build
+
+
+JUDGES: dict[str, Callable[[str], Judge]] = {
+    "gold": lambda arg: GoldJudge(),
+    "llm": _by_path("llmlab.align.feedback.llm_judge:build_llm_judge"),  # llm=DIR: a local model with a rubric
+}
 
 
 def build_judge(spec: str) -> Judge:
