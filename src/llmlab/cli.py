@@ -578,6 +578,20 @@ COMMANDS: tuple[Command, ...] = (
         "         llmlab dpo --model runs/cai-sft --input runs/cai-label/prefs.jsonl --out runs/cai-dpo",
     ),
     Command(
+        "cai judge-data",
+        "constitutional AI: SFT chats that teach a feedback model the LLM judge's format from labelled pairs",
+        config="llmlab.align.config:CaiJudgeDataConfig",
+        run="llmlab.align.feedback.cai:judge_data_command",
+        flags=(
+            Flag("--pairs", "input", "{prompt, chosen, rejected} rows (default: task-world train pairs)", "FILE",
+                 nargs="+"),
+            Flag("--constitution", "constitution", "principles YAML (default: llmlab's own)", "FILE"),
+        ),
+        epilog="example: llmlab cai judge-data --out runs/judge-data n=2000\n"
+        "         llmlab sft --model runs/sft --input runs/judge-data/judge_sft.jsonl --out runs/judge\n"
+        "         llmlab cai label --model runs/sft --judge runs/judge --out runs/cai-label",
+    ),
+    Command(
         "eval-prefs",
         "held-out preference accuracy and base-vs-aligned task scores (accuracy, refusals, length)",
         config="llmlab.align.config:EvalPrefsConfig",

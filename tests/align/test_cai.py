@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from llmlab.align.config import CaiLabelConfig, CaiReviseConfig, PairDataConfig
-from llmlab.align.data import load_preference_rows
+from llmlab.align.config import CaiJudgeDataConfig, CaiLabelConfig, CaiReviseConfig, PairDataConfig
+from llmlab.align.data import load_chat_rows, load_preference_rows
 from llmlab.align.feedback.cai import (
     critique_revise,
     gold_labels,
+    judge_chats,
+    judge_data,
     label,
     label_pairs,
     label_summary,
@@ -22,7 +24,7 @@ from llmlab.align.feedback.cai import (
 )
 from llmlab.align.feedback.constitution import Principle, draw_principle, load_constitution
 from llmlab.align.feedback.judges import Verdict
-from llmlab.align.feedback.llm_judge import LLMJudge
+from llmlab.align.feedback.llm_judge import LLMJudge, judgment_chat
 from llmlab.cli import main
 from llmlab.data.tasks import sample_tasks
 from llmlab.errors import UserError
@@ -252,3 +254,17 @@ def test_label_command_refuses_a_malformed_pairs_line(tmp_path: Path, tiny_model
                  str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and f"{pairs}:2" in err and err.count("\n") == 1
+
+
+def test_judge_data_balances_positions_and_labels_by_the_given_preference(tmp_path: Path) -> None:
+    pairs = [{"prompt": f"p{i}", "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(40)]
+    chats = judge_chats(pairs, load_constitution(), seed=5)
+    firsts = [c["meta"]["chosen_first"] for c in chats]
+    assert sum(firsts) == 20 and firsts != [i % 2 == 0 for i in range(40)]  # balanced, shuffled
+    for i, (c, first) in enumerate(zip(chats, firsts, strict=True)):
+        question = draw_principle(load_constitution(), 5, "judge", i).comparison
+        assert c["messages"] == judgment_chat(f"p{i}", f"good{i}", f"bad{i}", question, chosen_first=first)["messages"]
+        assert c["messages"][1]["content"] == ("The better response is (A)" if first else "The better response is (B)")
+    run = judge_data(CaiJudgeDataConfig(n=6, seed=1), out=tmp_path / "jd", quiet=True)
+    rows, skipped = load_chat_rows((str(run / "judge_sft.jsonl"),), strict=True)  # what `llmlab sft` reads
+    assert len(rows) == 6 and not skipped

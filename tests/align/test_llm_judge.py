@@ -18,6 +18,7 @@ from llmlab.align.feedback.llm_judge import (
     SCORE_PREFIX,
     LLMJudge,
     compare_message,
+    judgment_chat,
     option_logprobs,
     option_probabilities,
     score_message,
@@ -138,3 +139,16 @@ def test_option_probabilities_and_registry(tiny_model_dir: Path) -> None:
         build_judge("llm")
     with pytest.raises(UserError, match="no such model folder"):
         build_judge("llm=/no/such/dir")
+
+
+def test_judgment_chats_train_exactly_the_tokens_the_judge_reads(lab: LLMJudge, tiny_hf_dir: Path) -> None:
+    """A judge trained on judgment_chat rows is read at the tokens it was trained on: the chat's assistant
+    turn, tokenized whole, starts with the judge's context ending (the prefix) and then the option's tokens."""
+    hf = LLMJudge.load(str(tiny_hf_dir))
+    for tok in (lab.tok, hf.tok):
+        for first, letter in ((True, "A"), (False, "B")):
+            chat = judgment_chat("What is 2 + 3?", "5", "6", SHORT, chosen_first=first)
+            user, reply = chat["messages"]
+            assert user["content"] == compare_message("What is 2 + 3?", *(("5", "6") if first else ("6", "5")), SHORT)
+            want = tok.encode(COMPARE_PREFIX) + tok.encode(letter)
+            assert tok.render_response(reply["content"])[: len(want)] == want

@@ -1,5 +1,5 @@
 """Configs of the alignment commands: `llmlab sft`, `rm train`, `rm score`, `dpo`, `sample-prefs`,
-`eval-prefs`, constitutional AI (`cai revise`, `cai label`) and the online RL trainers (`ppo`, `grpo`, `rloo`), and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
+`eval-prefs`, constitutional AI (`cai revise`, `cai label`, `cai judge-data`) and the online RL trainers (`ppo`, `grpo`, `rloo`), and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
 
 `llmlab <command> --print-config` shows every field. `train.*` is the shared loop
 (train.config.TrainConfig): it has no `seq_len`, because `max_length` bounds each chat or pair
@@ -336,6 +336,22 @@ class CaiLabelConfig:
         check(self.rationale_tokens >= 0, f"rationale_tokens must be >= 0, got {self.rationale_tokens}")
         check(0.5 <= self.min_confidence < 1.0, f"min_confidence must be in [0.5, 1), got {self.min_confidence}")
         check(self.examples >= 0, f"examples must be >= 0, got {self.examples}")
+
+
+@dataclass(frozen=True)
+class CaiJudgeDataConfig:
+    """`llmlab cai judge-data`: SFT chats that teach a feedback model the LLM judge's format from labelled pairs."""
+
+    input: tuple[str, ...] = ()  # {prompt, chosen, rejected} rows; empty: task-world train-split pairs
+    n: int = 2000  # task-world pairs to draw when no input is given
+    seed: int = 0
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    constitution: str = "llmlab:constitution.yaml"  # each chat asks a drawn principle's comparison question
+    rubric: str = ""  # one question for every chat instead (empty: the principles')
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.n >= 1, f"n must be at least 1, got {self.n}")
 
 
 # ---------------------------------------------------------------------- online RL: ppo, grpo, rloo

@@ -21,6 +21,10 @@ labels below min_confidence are left out. Where the prompts are the task world's
 against the gold scorers (accuracy, Cohen's kappa) and the report says how consistent the judge was
 under the swap.
 
+A model too small to judge can be taught the judge's format (`judge-data`): SFT chats built from pairs
+already labelled (the task world's train split by default), each asking a drawn principle's question with
+the chosen response shown first or second at random, answered "The better response is (A)" or "(B)".
+
 Left out: the paper's few-shot critique examples and chain-of-thought labelling (a 256-token model has
 no room for them), and training a preference model inside this command (`llmlab rm train` does that).
 """
@@ -29,12 +33,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from llmlab.align.config import CaiLabelConfig, CaiReviseConfig
+from llmlab.align.config import CaiJudgeDataConfig, CaiLabelConfig, CaiReviseConfig
 from llmlab.align.data import _load  # subtle: the checked, located reader the other trainers use
 from llmlab.align.feedback.constitution import Principle, draw_principle, load_constitution
 from llmlab.align.feedback.judges import Verdict
@@ -371,6 +376,53 @@ def label(cfg: CaiLabelConfig, *, out: Path | None = None, quiet: bool = False) 
     if not rows:
         raise UserError(f"no pair passed min_confidence={cfg.min_confidence}: every label was a tie or too unsure")
     return run.dir
+
+
+# ---------------------------------------------------------------------- teaching a feedback model
+
+
+def judge_chats(pairs: Sequence[dict[str, Any]], principles: list[Principle], *, seed: int,
+                rubric: str = "") -> list[dict[str, Any]]:
+    """One `llm_judge.judgment_chat` per pair: a drawn principle's comparison question (or `rubric`), the
+    chosen response first for half of the pairs (a seeded shuffle of an alternating order), so the judge
+    cannot learn a position."""
+    from llmlab.align.feedback.llm_judge import judgment_chat
+
+    order = [i % 2 == 0 for i in range(len(pairs))]
+    random.Random(f"llmlab-cai-judge:{seed}").shuffle(order)
+    out = []
+    for i, (r, first) in enumerate(zip(pairs, order, strict=True)):
+        question = rubric or draw_principle(principles, seed, "judge", i).comparison
+        chat = judgment_chat(r["prompt"], r["chosen"], r["rejected"], question, chosen_first=first)
+        out.append({**chat, "meta": {"chosen_first": first}})
+    return out
+
+
+def judge_data(cfg: CaiJudgeDataConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
+    """RUN/judge_sft.jsonl (for `llmlab sft --input`); returns the run folder."""
+    from llmlab.align.config import PairDataConfig
+    from llmlab.align.data import load_preference_rows
+    from llmlab.runs import start_run
+
+    principles = load_constitution(cfg.constitution)
+    run = start_run("cai judge-data", cfg, out=out, quiet=quiet)
+    rows, skipped = load_preference_rows(PairDataConfig(input=cfg.input, n=cfg.n, seed=cfg.seed, tasks=cfg.tasks,
+                                                        strict=cfg.strict))
+    for message in skipped:
+        run.log(f"skipped row: {message}")
+    if any(not isinstance(r["prompt"], str) for r in rows):
+        raise DataError(f"{', '.join(cfg.input)}: the judge needs string prompts, not message lists")
+    chats = judge_chats(rows, principles, seed=cfg.seed, rubric=cfg.rubric)
+    write_jsonl_atomic(run.dir / "judge_sft.jsonl", chats)
+    run.log(f"{len(chats)} judgment chats: {run.dir / 'judge_sft.jsonl'} (llmlab sft --input "
+            f"{run.dir / 'judge_sft.jsonl'})")
+    return run.dir
+
+
+def judge_data_command(cfg: CaiJudgeDataConfig, ctx: Any) -> int:
+    """`llmlab cai judge-data` (ctx: cli.Context)."""
+    judge_data(cfg, out=ctx.out, quiet=ctx.quiet)
+    return 0
 
 
 def revise_command(cfg: CaiReviseConfig, ctx: Any) -> int:

@@ -15,7 +15,8 @@ Scoring one response asks the same way for ("yes", "no") and reads P(yes).
 
 `option_logprobs` is the pure part (a model, contexts and option ids in; (N, K) summed log-probs out),
 batched over right-padded sequences. A context too long for the model keeps its end (the question, the
-options and the answer's opening), as `generation.prompt_ids` does for answers. Left out: chain-of-
+options and the answer's opening), as `generation.prompt_ids` does for answers. `judgment_chat` writes the SFT chats that teach a (small) model this format from labelled pairs
+(`llmlab cai judge-data`). Left out: chain-of-
 thought before the label (the optional rationale is generated apart, and never changes the label) and
 few-shot examples (a 256-token context has no room for them).
 """
@@ -155,6 +156,16 @@ class LLMJudge:
         probs = self._probabilities(messages, SCORE_PREFIX, SCORE_OPTIONS)[:, 0]
         return [Score(float(p), f"P(yes)={float(p):.3f}" + (f": {r}" if r else ""))
                 for p, r in zip(probs, self._rationales(messages), strict=True)]
+
+
+def judgment_chat(prompt: str, chosen: str, rejected: str, question: str, *, chosen_first: bool) -> dict[str, Any]:
+    """An SFT chat that teaches the judge's own format: the comparison message with the chosen response shown
+    first or second, answered by COMPARE_PREFIX + the chosen letter + ")". A model trained on these is read
+    by `LLMJudge.compare` at exactly the tokens it was trained to write (tests/align/test_llm_judge.py)."""
+    a, b = (chosen, rejected) if chosen_first else (rejected, chosen)
+    letter = COMPARE_OPTIONS[0] if chosen_first else COMPARE_OPTIONS[1]
+    return {"messages": [{"role": "user", "content": compare_message(prompt, a, b, question)},
+                         {"role": "assistant", "content": f"{COMPARE_PREFIX}{letter})"}]}
 
 
 def build_llm_judge(path: str) -> LLMJudge:
