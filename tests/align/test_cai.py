@@ -268,3 +268,20 @@ def test_judge_data_balances_positions_and_labels_by_the_given_preference(tmp_pa
     run = judge_data(CaiJudgeDataConfig(n=6, seed=1), out=tmp_path / "jd", quiet=True)
     rows, skipped = load_chat_rows((str(run / "judge_sft.jsonl"),), strict=True)  # what `llmlab sft` reads
     assert len(rows) == 6 and not skipped
+
+
+@pytest.mark.slow
+def test_the_cai_block_of_the_alignment_page_runs_as_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The docs' CAI commands, at tiny size (test_readme runs the whole page the same way, slow too)."""
+    import re
+
+    from test_readme import DOCS, llmlab_lines, run_lines  # tests/ is on sys.path, as for conftest
+
+    blocks = re.findall(r"^```bash\n(.*?)^```", (DOCS / "alignment.md").read_text(encoding="utf-8"), re.S | re.M)
+    block = next(b for b in blocks if "llmlab cai revise" in b)
+    lines = llmlab_lines(block)
+    assert [line.split()[1] for line in lines] == ["cai", "sft", "cai", "dpo", "cai", "sft", "cai"]
+    run_lines(lines, tmp_path, monkeypatch, capsys)
+    assert (tmp_path / "runs/cai-dpo/model.safetensors").is_file()
+    assert (tmp_path / "runs/cai-label-judge/prefs.jsonl").is_file()
