@@ -4,18 +4,21 @@ greedy answers for accuracy, refusal and over-refusal (no sampling: pass@k is le
 intervals, and each policy's paired difference from its baseline.
 
     python docs/experiments/cai/evaluate.py WORKDIR OUT.json name=DIR[:baseline] ...
+
+Each policy's answers are kept in WORKDIR/answers-NAME.json and reused by a later call.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from llmlab.align.onpolicy import task_world_prompts
 from llmlab.config import from_dict, read_yaml
 from llmlab.data.config import TaskConfig
-from llmlab.eval.policies import answer, families_md, summarise, table_md
+from llmlab.eval.policies import Answered, answer, families_md, summarise, table_md
 
 
 def main(workdir: str, out: str, *specs: str) -> None:
@@ -25,7 +28,12 @@ def main(workdir: str, out: str, *specs: str) -> None:
     for spec in specs:
         name, _, rest = spec.partition("=")
         folder, _, base = rest.partition(":")
-        results[name] = answer(str(Path(workdir) / folder), prompts, k=0, max_new_tokens=48, seed=0)
+        cache = Path(workdir) / f"answers-{name}.json"  # greedy answers are deterministic: reuse them
+        if cache.is_file():
+            results[name] = [Answered(**r) for r in json.loads(cache.read_text(encoding="utf-8"))]
+        else:
+            results[name] = answer(str(Path(workdir) / folder), prompts, k=0, max_new_tokens=48, seed=0)
+            cache.write_text(json.dumps([asdict(r) for r in results[name]]), encoding="utf-8")
         if base:
             baselines[name] = base
         print(f"{name}: answered", file=sys.stderr)
