@@ -19,11 +19,24 @@ llmlab sft --model sft --input judge-data/judge_sft.jsonl --out judge train.max_
 #    both judged on held-out pairs: two sampled SFT answers per eval-split prompt, against the gold scorers
 llmlab cai label --model sft --prompts "$DEMO/data/eval.jsonl" --out judge-eval-sft device=cpu
 llmlab cai label --model sft --judge judge --prompts "$DEMO/data/eval.jsonl" --out judge-eval-judge device=cpu
+#    the taught judge trained longer (300 more steps, then 600 more), judged on the same held-out pairs
+llmlab sft --model judge --input judge-data/judge_sft.jsonl --out judge2 train.max_steps=300 train.lr=0.001 \
+    train.batch_size=16 train.eval_every=100 train.device=cpu data.seed=1
+llmlab cai label --model sft --judge judge2 --prompts "$DEMO/data/eval.jsonl" --out judge-eval-judge2 device=cpu
+llmlab sft --model judge2 --input judge-data/judge_sft.jsonl --out judge3 train.max_steps=600 train.lr=0.001 \
+    train.batch_size=16 train.eval_every=200 train.device=cpu data.seed=2
+llmlab cai label --model sft --judge judge3 --prompts "$DEMO/data/eval.jsonl" --out judge-eval-judge3 device=cpu
 
 # 3. RL-CAI: pairs of the CAI-SFT model's answers on 600 train-split prompts labelled by the taught judge -> DPO
 llmlab cai label --model cai-sft --judge judge --config tasks.yaml --out label n=600 device=cpu
 llmlab dpo --config "$DEMO/dpo/config.yaml" --model cai-sft --input label/prefs.jsonl --out cai-dpo \
     eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
 
+#    RL-CAI alone: the SFT model's own answers, labelled by the same judge -> DPO from the SFT model
+llmlab cai label --model sft --judge judge --config tasks.yaml --out label-sft n=600 device=cpu
+llmlab dpo --config "$DEMO/dpo/config.yaml" --model sft --input label-sft/prefs.jsonl --out rlcai-dpo \
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+
 # 4. held-out evaluation against the gold labels (240 eval-split prompts, the demo report's)
-python "$HERE/evaluate.py" . eval.json sft=sft demo-dpo=demo-dpo:sft cai-sft=cai-sft:sft cai-dpo=cai-dpo:cai-sft
+python "$HERE/evaluate.py" . eval.json sft=sft demo-dpo=demo-dpo:sft cai-sft=cai-sft:sft cai-dpo=cai-dpo:cai-sft \
+    rlcai-dpo=rlcai-dpo:sft > eval.md
