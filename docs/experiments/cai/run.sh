@@ -37,6 +37,14 @@ llmlab cai label --model sft --judge judge --config tasks.yaml --out label-sft n
 llmlab dpo --config "$DEMO/dpo/config.yaml" --model sft --input label-sft/prefs.jsonl --out rlcai-dpo \
     eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
 
+#    again with the 420-step judge (judge2), for both starting points
+llmlab cai label --model cai-sft --judge judge2 --config tasks.yaml --out label2 n=600 device=cpu
+llmlab dpo --config "$DEMO/dpo/config.yaml" --model cai-sft --input label2/prefs.jsonl --out cai-dpo2 \
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+llmlab cai label --model sft --judge judge2 --config tasks.yaml --out label-sft2 n=600 device=cpu
+llmlab dpo --config "$DEMO/dpo/config.yaml" --model sft --input label-sft2/prefs.jsonl --out rlcai2-dpo \
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+
 # 4. held-out evaluation against the gold labels (240 eval-split prompts, the demo report's)
 python "$HERE/evaluate.py" . eval.json sft=sft demo-dpo=demo-dpo:sft cai-sft=cai-sft:sft cai-dpo=cai-dpo:cai-sft \
-    rlcai-dpo=rlcai-dpo:sft > eval.md
+    rlcai-dpo=rlcai-dpo:sft cai-dpo2=cai-dpo2:cai-sft rlcai2-dpo=rlcai2-dpo:sft > eval.md
