@@ -357,6 +357,8 @@ def label(cfg: CaiLabelConfig, *, out: Path | None = None, quiet: bool = False) 
     bar = progress_bar(total=len(pairs), desc="labelling", unit="pair", quiet=quiet)
     for start in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[start: start + cfg.batch_size]
+        # each batch draws its principles from (seed + its first index, index in the batch): fixed for a
+        # given batch_size (the runs in docs/experiments/cai were labelled this way)
         done = label_pairs(judge, [c["prompt"] for c in chunk], [c["a"] for c in chunk], [c["b"] for c in chunk],
                            principles, seed=cfg.seed + start, rubric=cfg.rubric)
         labels += [{**d, **({"given": c["given"]} if "given" in c else {})} for d, c in zip(done, chunk, strict=True)]
