@@ -92,8 +92,9 @@ def test_every_command_is_reachable() -> None:
                                           "generate", "chat", "serve", "review serve", "export-hf", "convert gqa",
                                           "viz attention", "attention explain", "profile", "bench attention",
                                           "bench inference", "sft", "rm train", "rm score",
-                                          "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "eval-prefs",
-                                          "feedback label", "feedback combine",
+                                          "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "cai revise",
+                                          "cai label", "cai judge-data", "eval-prefs", "feedback label",
+                                          "feedback combine",
                                           "demo"]
 
 

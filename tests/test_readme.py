@@ -48,6 +48,8 @@ TINY: dict[str, Callable[[str], list[str]]] = {  # command words -> overrides ap
     "rm score": lambda line: ["batch_size=2"],
     "dpo": lambda line: ["train.max_steps=3"] if "--resume" in line else [*TINY_ALIGN, *TINY_EVAL],
     "sample-prefs": lambda line: ["n=4", "samples=2", "max_new_tokens=4"],
+    **dict.fromkeys(("cai revise", "cai label"), lambda line: ["n=4", "max_new_tokens=4"]),
+    "cai judge-data": lambda line: ["n=8"],
     **dict.fromkeys(("grpo", "rloo", "ppo"), lambda line: ["train.max_steps=3"] if "--resume" in line else TINY_ONLINE),
     "hacking": lambda line: ["steps=4", "n_prefs=20", "rm_steps=1", "n_prompts=2", "bon_n=[1,2]", "batch_size=2",
                              "samples=2", "max_new_tokens=4", "frontier_kl_coefs=[0.1]", "frontier_dpo_betas=[0.1]"],

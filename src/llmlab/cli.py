@@ -564,6 +564,53 @@ COMMANDS: tuple[Command, ...] = (
         "         llmlab dpo --model runs/sft --input runs/onpolicy/prefs.jsonl --out runs/dpo",
     ),
     Command(
+        "cai revise",
+        "constitutional AI, supervised stage: answers critiqued and revised under principles, as SFT chats",
+        config="llmlab.align.config:CaiReviseConfig",
+        run="llmlab.align.feedback.cai:revise_command",
+        flags=(
+            Flag("--model", "model", "the model that answers, critiques and revises: llmlab or local HF folder", "DIR"),
+            Flag("--prompts", "input", "{prompt} rows (default: task-world train prompts)", "FILE", nargs="+"),
+            Flag("--constitution", "constitution", "principles YAML (default: llmlab's own)", "FILE"),
+            Flag("--rounds", "rounds", "critique -> revision rounds per answer", "N"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab cai revise --model runs/sft --out runs/cai-revise n=200\n"
+        "         llmlab sft --model runs/sft --input runs/cai-revise/sft.jsonl --out runs/cai-sft",
+    ),
+    Command(
+        "cai label",
+        "constitutional AI, RL stage: pairs of answers labelled by a feedback model under principles (RLAIF)",
+        config="llmlab.align.config:CaiLabelConfig",
+        run="llmlab.align.feedback.cai:label_command",
+        flags=(
+            Flag("--model", "model", "the policy whose two sampled answers per prompt are compared", "DIR"),
+            Flag("--judge", "judge", "the feedback model (default: --model)", "DIR"),
+            Flag("--pairs", "input", "{prompt, chosen, rejected} rows to relabel instead of sampling", "FILE",
+                 nargs="+"),
+            Flag("--prompts", "prompts", "{prompt} rows to answer (default: task-world train prompts)", "FILE",
+                 nargs="+"),
+            Flag("--constitution", "constitution", "principles YAML (default: llmlab's own)", "FILE"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab cai label --model runs/cai-sft --out runs/cai-label n=200\n"
+        "         llmlab dpo --model runs/cai-sft --input runs/cai-label/prefs.jsonl --out runs/cai-dpo",
+    ),
+    Command(
+        "cai judge-data",
+        "constitutional AI: SFT chats that teach a feedback model the LLM judge's format from labelled pairs",
+        config="llmlab.align.config:CaiJudgeDataConfig",
+        run="llmlab.align.feedback.cai:judge_data_command",
+        flags=(
+            Flag("--pairs", "input", "{prompt, chosen, rejected} rows (default: task-world train pairs)", "FILE",
+                 nargs="+"),
+            Flag("--constitution", "constitution", "principles YAML (default: llmlab's own)", "FILE"),
+        ),
+        epilog="example: llmlab cai judge-data --out runs/judge-data n=2000\n"
+        "         llmlab sft --model runs/sft --input runs/judge-data/judge_sft.jsonl --out runs/judge\n"
+        "         llmlab cai label --model runs/sft --judge runs/judge --out runs/cai-label",
+    ),
+    Command(
         "eval-prefs",
         "held-out preference accuracy and base-vs-aligned task scores (accuracy, refusals, length)",
         config="llmlab.align.config:EvalPrefsConfig",

@@ -1,5 +1,5 @@
 """Configs of the alignment commands: `llmlab sft`, `rm train`, `rm score`, `dpo`, `sample-prefs`,
-`eval-prefs` and the online RL trainers (`ppo`, `grpo`, `rloo`), and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
+`eval-prefs`, constitutional AI (`cai revise`, `cai label`, `cai judge-data`) and the online RL trainers (`ppo`, `grpo`, `rloo`), and the pieces they share (LoRA, chat data, pair data, the preference evaluation).
 
 `llmlab <command> --print-config` shows every field. `train.*` is the shared loop
 (train.config.TrainConfig): it has no `seq_len`, because `max_length` bounds each chat or pair
@@ -268,6 +268,90 @@ class SamplePrefsConfig:
         check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
         check(self.min_gap >= 0, f"min_gap must be >= 0, got {self.min_gap}")
         check(self.scorer != "rm" or bool(self.reward_model), "scorer=rm needs reward_model=DIR")
+
+
+# ---------------------------------------------------------------------- constitutional AI: cai revise, cai label
+
+
+@dataclass(frozen=True)
+class CaiReviseConfig:
+    """`llmlab cai revise`: SL-CAI, a model's answers critiqued and revised under sampled principles."""
+
+    model: str = ""  # the model that answers, critiques and revises: an llmlab or local HF model folder
+    input: tuple[str, ...] = ()  # {"prompt": ...} rows; empty: task-world train prompts
+    n: int = 200  # task-world train prompts to draw when no input is given
+    seed: int = 0  # prompts, principles and sampling
+    tasks: TaskConfig = field(default_factory=TaskConfig)  # the task world's families and difficulty (no input)
+    constitution: str = "llmlab:constitution.yaml"  # a principles YAML file; the default is llmlab's own
+    rounds: int = 1  # critique -> revision rounds per answer
+    temperature: float = 0.7  # 0 is greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    batch_size: int = 32  # prompts answered together; also the unit of resumable progress
+    examples: int = 6  # before/after examples in report.md
+    strict: bool = True  # false: skip bad input rows (listed in log.txt) instead of stopping at the first
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        require(bool(self.model), "model is required: --model DIR (the model to critique and revise with)")
+        check(self.n >= 1, f"n must be at least 1, got {self.n}")
+        check(self.rounds >= 1, f"rounds must be at least 1, got {self.rounds}")
+        check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
+        check(self.examples >= 0, f"examples must be >= 0, got {self.examples}")
+
+
+@dataclass(frozen=True)
+class CaiLabelConfig:
+    """`llmlab cai label`: RL-CAI / RLAIF, pairs of answers labelled by a feedback model under sampled principles."""
+
+    model: str = ""  # the policy whose answers are paired (unused with input pairs; the judge by default)
+    judge: str = ""  # the feedback model folder; empty: model
+    input: tuple[str, ...] = ()  # {prompt, chosen, rejected} rows to relabel (their order is kept as a and b)
+    prompts: tuple[str, ...] = ()  # {"prompt"} rows to answer twice; empty and no input: task-world train prompts
+    n: int = 200  # task-world train prompts to draw when neither input nor prompts is given
+    seed: int = 0
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    constitution: str = "llmlab:constitution.yaml"
+    rubric: str = ""  # one comparison question for every pair instead of the principles' (empty: principles)
+    temperature: float = 1.0  # sampling the two answers
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    batch_size: int = 32
+    rationale_tokens: int = 0  # > 0: the judge also writes a greedy rationale this long (slower)
+    min_confidence: float = 0.5  # keep a pair when P(chosen better) > this (0.5: every non-tie)
+    examples: int = 6
+    strict: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        require(bool(self.model or self.judge), "model is required: --model DIR (and/or --judge DIR)")
+        require(bool(self.model) or bool(self.input), "without input pairs, model=DIR is needed to sample answers")
+        check(not (self.input and self.prompts), "give input (pairs) or prompts (to answer), not both")
+        check(self.n >= 1, f"n must be at least 1, got {self.n}")
+        check(self.temperature > 0, f"temperature must be positive (two different answers), got {self.temperature}")
+        check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
+        check(self.rationale_tokens >= 0, f"rationale_tokens must be >= 0, got {self.rationale_tokens}")
+        check(0.5 <= self.min_confidence < 1.0, f"min_confidence must be in [0.5, 1), got {self.min_confidence}")
+        check(self.examples >= 0, f"examples must be >= 0, got {self.examples}")
+
+
+@dataclass(frozen=True)
+class CaiJudgeDataConfig:
+    """`llmlab cai judge-data`: SFT chats that teach a feedback model the LLM judge's format from labelled pairs."""
+
+    input: tuple[str, ...] = ()  # {prompt, chosen, rejected} rows; empty: task-world train-split pairs
+    n: int = 2000  # task-world pairs to draw when no input is given
+    seed: int = 0
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    constitution: str = "llmlab:constitution.yaml"  # each chat asks a drawn principle's comparison question
+    rubric: str = ""  # one question for every chat instead (empty: the principles')
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.n >= 1, f"n must be at least 1, got {self.n}")
 
 
 # ---------------------------------------------------------------------- online RL: ppo, grpo, rloo

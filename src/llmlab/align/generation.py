@@ -11,16 +11,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from llmlab.align.models import ChatTokenizer, context_length, is_llmlab
+from llmlab.align.models import ChatTokenizer, Message, context_length, is_llmlab
 from llmlab.model.generate import Engine, SamplingConfig
 
 
-def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], *, max_new_tokens: int,
-                   batch_size: int, device: torch.device, temperature: float = 0.0,
+def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str | list[Message]], *,
+                   max_new_tokens: int, batch_size: int, device: torch.device, temperature: float = 0.0,
                    top_p: float | None = None, progress: Callable[[int], object] | None = None,
                    generator: torch.Generator | None = None) -> list[str]:
-    """Each prompt as one user turn, answered (greedily at temperature 0, else sampled; seed with
-    torch.manual_seed); the text up to the turn's closing token.
+    """Each prompt (a string: one user turn; or a conversation so far, as SL-CAI's critique rounds)
+    answered (greedily at temperature 0, else sampled; seed with torch.manual_seed); the text up to the
+    turn's closing token.
 
     A prompt too long for the model's context keeps its end (the question and the turn opening), so
     that every row still gets max_new_tokens of room (at most half the context), for llmlab and HF
@@ -31,9 +32,10 @@ def chat_responses(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str],
     return [tok.decode(cut_at_stop(tokens, tok.eos_ids)).strip() for tokens in new]
 
 
-def prompt_ids(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
-    """Each prompt rendered as one user turn, cut to its end where prompt + max_new_tokens (at most half
-    the context) would not fit the model's context."""
+def prompt_ids(model: nn.Module, tok: ChatTokenizer, prompts: Sequence[str | list[Message]],
+               max_new_tokens: int) -> list[list[int]]:
+    """Each prompt rendered through the chat template up to the assistant's turn, cut to its end where
+    prompt + max_new_tokens (at most half the context) would not fit the model's context."""
     context = context_length(model)
     keep = context - min(max_new_tokens, context // 2)
     return [tok.render_prompt(p)[-keep:] for p in prompts]

@@ -12,6 +12,7 @@ turns a command-line spec into a judge:
     rm=DIR                  a reward model folder: Bradley–Terry on its rewards
     safety[=RULES.yaml]     rule-based safety checks (safety.py; the default rules in safety_rules.yaml)
     endpoint=URL[,k=v...]   an OpenAI-compatible chat endpoint as an LLM judge (endpoint.py)
+    llm=DIR                 a local llmlab or HF model with a rubric, read from its option log-probs (llm_judge.py)
 """
 
 from __future__ import annotations
@@ -80,12 +81,20 @@ class RewardModelJudge(ScoringJudge):
         return [Score(r, "reward") for r in rewards]
 
 
+def _llm_judge(arg: str) -> Judge:
+    # torch is imported only when a model judge is used
+    from llmlab.align.feedback.llm_judge import build_llm_judge
+
+    return build_llm_judge(arg)
+
+
 # name -> a constructor taking the spec's argument (the text after "NAME=", "" without one)
 JUDGES: dict[str, Callable[[str], Judge]] = {
     "gold": lambda arg: GoldJudge(),
     "rm": RewardModelJudge,
     "safety": SafetyJudge,
     "endpoint": EndpointJudge.from_spec,
+    "llm": _llm_judge,
 }
 
 
