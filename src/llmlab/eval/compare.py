@@ -103,7 +103,7 @@ def evaluate_models(cfg: EvalConfig, *, out: Path | None = None, quiet: bool = F
     losses: dict[str, list] = {}
     for name, folder in run.progress(models.items(), desc="models", unit="model", total=len(models)):
         policy, tok = load_policy(folder, device=device)
-        results[name] = answer_with(policy, tok, prompts, k=cfg.k, temperature=cfg.temperature,
+        results[name] = answer_with(policy, tok, prompts, k=cfg.samples, pass_k=cfg.k, temperature=cfg.temperature,
                                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
                                     device=device)
         bar = progress_bar(total=None, desc=f"perplexity ({name})", unit="window", quiet=quiet)
@@ -138,7 +138,8 @@ def evaluate_models(cfg: EvalConfig, *, out: Path | None = None, quiet: bool = F
             "prompts": {"n": len(prompts), "source": list(cfg.prompts) or f"task world, eval split, seed {cfg.seed}",
                         "task_world": sum(p.family is not None for p in prompts)},
             "text": {"n": len(texts), "source": cfg.text or f"task-world worked examples, eval split, seed {cfg.seed}"},
-            "intervals": f"95% percentile bootstrap, {cfg.n_boot} resamples, seed {cfg.seed}", "k": cfg.k}
+            "intervals": f"95% percentile bootstrap, {cfg.n_boot} resamples, seed {cfg.seed}",
+            "samples": cfg.samples, "temperature": cfg.temperature, "k": cfg.k}
     write_report(run.dir, meta, summary, prompts, results, wins)
     run.log(f"evaluation: {run.dir / 'eval.md'}")
     return run.dir
@@ -154,7 +155,9 @@ def report_md(meta: dict[str, Any], summary: dict[str, Any]) -> str:
              f"{len(summary)} models on {meta['prompts']['n']} prompts ({meta['prompts']['source']}; "
              f"{meta['prompts']['task_world']} with gold labels) and {meta['text']['n']} documents of held-out "
              f"text ({meta['text']['source']}). Intervals: {meta['intervals']}. Differences are paired over the "
-             f"same prompts against the first model, **{first}** (± SE, z).", "",
+             f"same prompts against the first model, **{first}** (± SE, z). Answers are greedy; pass@1 and "
+             f"pass@{k} come from {meta['samples']} samples per prompt at temperature {meta['temperature']} "
+             "(unbiased estimator); format compliance is over the format-family prompts.", "",
              "| model | folder |", "|---|---|", *(f"| {n} | `{d}` |" for n, d in meta["models"].items()), "",
              "## Helpfulness, harmlessness, format, pass@k", "", table_md(summary, k=k), "",
              "## Gold accuracy per family", "", families_md(summary), "",

@@ -20,7 +20,8 @@ class EvalConfig:
     n_prompts: int = 180  # task-world eval prompts (when no prompt files are given), families in equal shares
     tasks: TaskConfig = field(default_factory=TaskConfig)  # families and difficulty of those prompts and the text
     seed: int = 0  # of the prompts, the samples, the held-out text and the bootstrap
-    k: int = 4  # samples per prompt at `temperature` for pass@1 and pass@k (0: none)
+    samples: int = 8  # answers sampled per prompt at `temperature` for pass@1 and pass@k (0: none)
+    k: int = 4  # the k of pass@k (unbiased estimator from the samples), at most `samples`
     temperature: float = 1.0
     max_new_tokens: int = 64
     batch_size: int = 16
@@ -35,7 +36,8 @@ class EvalConfig:
         if self.models:
             self.model_dirs  # noqa: B018 (a malformed list fails here, before any work)
         check(self.n_prompts >= 1, f"n_prompts must be at least 1, got {self.n_prompts}")
-        check(self.k >= 0, f"k must be >= 0, got {self.k}")
+        check(self.samples == 0 or 1 <= self.k <= self.samples,
+              f"need 1 <= k <= samples (pass@k from the samples), got k={self.k}, samples={self.samples}")
         check(self.temperature > 0, f"temperature must be > 0 (it samples for pass@k), got {self.temperature}")
         check(self.max_new_tokens >= 1 and self.batch_size >= 1, "max_new_tokens and batch_size must be at least 1")
         check(self.n_documents >= 0, f"n_documents must be >= 0, got {self.n_documents}")

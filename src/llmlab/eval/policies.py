@@ -59,19 +59,20 @@ class Answered:
 
 def answer(policy_dir: str, prompts: Sequence[Prompt], *, k: int, temperature: float = 1.0, max_new_tokens: int = 48,
            batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
-           proxy: Any = None) -> list[Answered]:
-    """`policy_dir` (an llmlab or HF model folder) on every prompt; `proxy`: a scorer of (prompt, response)
-    pairs (onpolicy.rm_scorer) to add the proxy reward."""
+           proxy: Any = None, pass_k: int | None = None) -> list[Answered]:
+    """`policy_dir` (an llmlab or HF model folder) on every prompt, greedily and `k` times sampled; `proxy`: a
+    scorer of (prompt, response) pairs (onpolicy.rm_scorer) to add the proxy reward; `pass_k`: the k of
+    pass@k, at most the `k` samples (default: all of them)."""
     device = torch.device(device)
     policy, tok = load_policy(policy_dir, device=device)
     return answer_with(policy, tok, prompts, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, seed=seed, device=device, proxy=proxy)
+                       batch_size=batch_size, seed=seed, device=device, proxy=proxy, pass_k=pass_k)
 
 
 @torch.no_grad()
 def answer_with(policy: nn.Module, tok: ChatTokenizer, prompts: Sequence[Prompt], *, k: int, temperature: float = 1.0,
                 max_new_tokens: int = 48, batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
-                proxy: Any = None) -> list[Answered]:
+                proxy: Any = None, pass_k: int | None = None) -> list[Answered]:
     """`answer` for a policy already in memory (a trainer's, at the end of its run)."""
     device = torch.device(device)
     policy.eval()
@@ -86,20 +87,24 @@ def answer_with(policy: nn.Module, tok: ChatTokenizer, prompts: Sequence[Prompt]
     for i, p in enumerate(prompts):
         samples = sampled.texts[i * k:(i + 1) * k] if sampled is not None else []
         out.append(scored(p.text, greedy.texts[i], samples, tokens=len(greedy.response_ids[i]),
-                          proxy=float(proxies[i]) if proxies is not None else math.nan))
+                          proxy=float(proxies[i]) if proxies is not None else math.nan, pass_k=pass_k))
     return out
 
 
-def scored(prompt: str, greedy: str, samples: Sequence[str], *, tokens: int, proxy: float = math.nan) -> Answered:
-    """One prompt's greedy answer and k samples, scored by the gold scorers where the prompt is a task-world one."""
+def scored(prompt: str, greedy: str, samples: Sequence[str], *, tokens: int, proxy: float = math.nan,
+           pass_k: int | None = None) -> Answered:
+    """One prompt's greedy answer and n samples, scored by the gold scorers where the prompt is a task-world
+    one: pass@1 = c / n for c correct samples, pass@k the unbiased 1 - C(n - c, k) / C(n, k) (k = n by default,
+    when it is 1 if any sample is correct)."""
     task = parse_task(prompt)
-    k = len(samples)
+    n = len(samples)
+    k = pass_k or n
     if task is None:
         return Answered("-", math.nan, float(is_refusal(greedy)), tokens, math.nan, math.nan, greedy, proxy)
     c = sum(task.score(s) == 1.0 for s in samples)
     formatted = float(task.scorer.complies(task, greedy)) if isinstance(task.scorer, Format) else math.nan
     return Answered(task.family, float(task.score(greedy) == 1.0), float(is_refusal(greedy)), tokens,
-                    c / k if k else math.nan, pass_at_k(k, c, k) if k else math.nan, greedy, proxy, formatted)
+                    c / n if n else math.nan, pass_at_k(n, c, k) if n else math.nan, greedy, proxy, formatted)
 
 
 # ---------------------------------------------------------------------- summaries
