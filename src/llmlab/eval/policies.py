@@ -206,19 +206,20 @@ def difference(d: dict[str, Any] | None) -> str:
 
 
 def table_md(summary: dict[str, Any], *, k: int) -> str:
-    """One row per policy: accuracy, its paired difference from the baseline, pass@1, pass@k, refusal,
-    over-refusal, length (and format compliance and the proxy's score where they were measured)."""
-    fmt = any(s["format"]["n"] for s in summary.values())
-    proxy = any(s["proxy"]["n"] for s in summary.values())
-    head = ["policy", "n", "gold accuracy [95% CI]", "vs baseline (paired ± SE)", "pass@1", f"pass@{k}",
-            "refuses unsafe", "refuses benign", "tokens"] + (["follows format"] if fmt else []) + (
-            ["proxy reward"] if proxy else [])
+    """One row per policy: accuracy, its paired difference from the baseline, refusal, over-refusal, length,
+    and pass@1, pass@k, format compliance and the proxy's score where they were measured."""
+    measured = {key: any(s[key]["n"] for s in summary.values()) for key in ("pass@1", "format", "proxy")}
+    head = ["policy", "n", "gold accuracy [95% CI]", "vs baseline (paired ± SE)"] + (
+        ["pass@1", f"pass@{k}"] if measured["pass@1"] else []) + [
+        "refuses unsafe", "refuses benign", "tokens"] + (["follows format"] if measured["format"] else []) + (
+        ["proxy reward"] if measured["proxy"] else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summary.items():
-        cells = [name, str(s["accuracy"]["n"]), interval(s["accuracy"]), difference(s.get("vs_baseline")),
-                 interval(s["pass@1"]), interval(s["pass@k"]), interval(s["refusal_unsafe"]),
-                 interval(s["over_refusal_benign"]), interval(s["tokens"], 1)]
-        cells += ([interval(s["format"])] if fmt else []) + ([interval(s["proxy"])] if proxy else [])
+        cells = [name, str(s["accuracy"]["n"]), interval(s["accuracy"]), difference(s.get("vs_baseline"))]
+        cells += [interval(s["pass@1"]), interval(s["pass@k"])] if measured["pass@1"] else []
+        cells += [interval(s["refusal_unsafe"]), interval(s["over_refusal_benign"]), interval(s["tokens"], 1)]
+        cells += ([interval(s["format"])] if measured["format"] else []) + (
+            [interval(s["proxy"])] if measured["proxy"] else [])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
