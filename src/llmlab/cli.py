@@ -576,8 +576,8 @@ COMMANDS: tuple[Command, ...] = (
             Flag("--seed", "seed", "seed of the prompts, samples, text and bootstrap", "S"),
             Flag("--device", "device", "auto | cpu | cuda", "D"),
         ),
-        epilog="example: llmlab eval --models base=runs/sft,dpo=runs/dpo --out runs/eval\n"
-        "         llmlab eval --models sft=runs/sft,dpo=runs/dpo --judge rm=runs/rm --prompts prompts.jsonl",
+        epilog="example: llmlab eval --models sft=runs/sft,dpo=runs/dpo --out runs/eval-models\n"
+        "         llmlab eval --models sft=runs/sft,dpo=runs/dpo --prompts prompts.jsonl --judge gold --out runs/eval-prompts",
     ),
     Command(
         "demo",
