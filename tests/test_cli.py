@@ -92,7 +92,7 @@ def test_every_command_is_reachable() -> None:
                                           "generate", "chat", "serve", "export-hf", "convert gqa",
                                           "viz attention", "attention explain", "profile", "bench attention",
                                           "bench inference", "sft", "rm train", "rm score",
-                                          "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "eval-prefs",
+                                          "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "eval-prefs", "eval",
                                           "demo"]
 
 
