@@ -82,7 +82,7 @@ def evaluate_models(cfg: EvalConfig, *, out: Path | None = None, quiet: bool = F
     from llmlab.data.loaders import read_text_documents
     from llmlab.eval.perplexity import bits_per_byte, document_losses, perplexity_figures
     from llmlab.eval.policies import answer_with, paired, summarise
-    from llmlab.eval.winrate import WIN, judge_against
+    from llmlab.eval.winrate import judge_against, win_scores
     from llmlab.model.device import pick_device
     from llmlab.runs import progress_bar, start_run
 
@@ -132,8 +132,8 @@ def evaluate_models(cfg: EvalConfig, *, out: Path | None = None, quiet: bool = F
                 judge, [prompts[i].text for i in judged], [results[name][i].answer for i in judged],
                 [results[first][i].answer for i in judged], seed=cfg.seed, n_boot=cfg.n_boot)
             wins[name] = [math.nan] * len(prompts)
-            for i, v in zip(judged, verdicts, strict=True):
-                wins[name][i] = WIN[v.label]
+            for i, w in zip(judged, win_scores(verdicts), strict=True):
+                wins[name][i] = w
     meta = {"models": models, "baseline": first, "judge": cfg.judge, "judged_prompts": len(judged),
             "prompts": {"n": len(prompts), "source": list(cfg.prompts) or f"task world, eval split, seed {cfg.seed}",
                         "task_world": sum(p.family is not None for p in prompts)},
