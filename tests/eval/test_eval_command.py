@@ -4,6 +4,7 @@ and bad inputs (one line, exit 2, before any model loads)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -104,3 +105,32 @@ def test_bad_inputs_are_one_line_errors(args: list[str], message: str, tiny_mode
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "ev").exists()  # nothing started
+
+
+def test_report_tables_from_known_figures() -> None:
+    """Two models over two prompts: b is right where a is wrong on one prompt (accuracy +0.5 ± 0.5, z 1.0), wins
+    it and ties the other (win rate 0.75); bits per byte 2.0 -> 1.9 on two documents with no spread."""
+    from llmlab.align.feedback.judges import Verdict
+    from llmlab.eval.compare import report_md
+    from llmlab.eval.perplexity import DocumentLoss, perplexity_figures
+    from llmlab.eval.policies import Answered, paired, summarise
+    from llmlab.eval.winrate import win_rate
+
+    a = [Answered("count", 0.0, 0.0, 2, 0.0, 0.0, "1"), Answered("count", 1.0, 0.0, 2, 1.0, 1.0, "2")]
+    b = [Answered("count", 1.0, 0.0, 4, 1.0, 1.0, "3 ."), Answered("count", 1.0, 0.0, 4, 1.0, 1.0, "2 .")]
+    summary = summarise({"a": a, "b": b}, baseline="a", intervals="bootstrap", n_boot=200)
+    for name, bpb in (("a", 2.0), ("b", 1.9)):
+        summary[name].update(perplexity_figures([DocumentLoss(bpb * math.log(2) * 10, 5, 10)] * 2, n_boot=200))
+    summary["b"]["vs_baseline"]["bits_per_byte"] = paired([2.0, 2.0], [1.9, 1.9])
+    summary["b"]["win_rate"] = win_rate([Verdict(1.0), Verdict(0.5)], n_boot=200)
+    meta = {"models": {"a": "A", "b": "B"}, "baseline": "a", "judge": "gold", "judged_prompts": 2, "k": 2,
+            "samples": 2, "temperature": 1.0, "prompts": {"n": 2, "source": "x", "task_world": 2},
+            "text": {"n": 2, "source": "y"}, "intervals": "95% bootstrap"}
+    lines = report_md(meta, summary).splitlines()
+    row = next(line for line in lines if line.startswith("| b | +0.500"))
+    assert row.startswith("| b | +0.500 ± 0.500 (z 1.0) | - | - | - | +0.500 ± 0.500 (z 1.0) |")
+    assert row.endswith("| +2.000 ± 0.000 | +2.000 ± 0.000 | -0.1000 ± 0.0000 |")  # tokens, characters, bits/byte
+    win = next(line for line in lines if line.startswith("| b | 4.0 ["))
+    # 1.9 bits per byte, 2 bytes per token: 3.8 bits per token, perplexity 2^3.8 = 13.929
+    assert "| 13.929 [13.929, 13.929] | 1.900 [1.900, 1.900] | 0.75 [0.50, 1.00] | 1/1/0 | - |" in win
+    assert "| a | 2.0 [2.0, 2.0] | 1.0 [1.0, 1.0] |" in "\n".join(lines)

@@ -182,7 +182,7 @@ def report_md(meta: dict[str, Any], summary: dict[str, Any]) -> str:
             continue
         d = s["vs_baseline"]
         cells = [difference({"difference": d["difference"], "se": d["se"], "z": d["z"]}) if key == "accuracy"
-                 else difference(d.get(key)) for key, _ in DIFFERENCES]
+                 else difference(d.get(key), 4 if key == "bits_per_byte" else 3) for key, _ in DIFFERENCES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -193,16 +193,16 @@ def interval(x: dict[str, float], digits: int = 2) -> str:
     return f"{x['mean']:.{digits}f} [{x['lo']:.{digits}f}, {x['hi']:.{digits}f}]"
 
 
-def difference(d: dict[str, Any] | None) -> str:
+def difference(d: dict[str, Any] | None, digits: int = 3) -> str:
     """"+0.08 ± 0.03 (z 2.7) vs sft"; "-" for a policy without a baseline."""
     if d is None:
         return "-"
     where = f" vs {d['against']}" if "against" in d else ""
     if math.isnan(d["se"]):
-        return f"{d['difference']:+.3f}{where}"
+        return f"{d['difference']:+.{digits}f}{where}"
     if math.isnan(d["z"]):  # no spread: every prompt moved by the same amount (often 0)
-        return f"{d['difference']:+.3f} ± {d['se']:.3f}{where}"
-    return f"{d['difference']:+.3f} ± {d['se']:.3f} (z {d['z']:.1f}){where}"
+        return f"{d['difference']:+.{digits}f} ± {d['se']:.{digits}f}{where}"
+    return f"{d['difference']:+.{digits}f} ± {d['se']:.{digits}f} (z {d['z']:.1f}){where}"
 
 
 def table_md(summary: dict[str, Any], *, k: int) -> str:
