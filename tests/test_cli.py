@@ -93,7 +93,7 @@ def test_every_command_is_reachable() -> None:
                                           "viz attention", "attention explain", "profile", "bench attention",
                                           "bench inference", "sft", "rm train", "rm score",
                                           "dpo", "grpo", "rloo", "ppo", "hacking", "sample-prefs", "cai revise",
-                                          "cai label", "cai judge-data", "eval-prefs", "feedback label",
+                                          "cai label", "cai judge-data", "eval-prefs", "eval", "feedback label",
                                           "feedback combine",
                                           "demo"]
 

@@ -54,6 +54,7 @@ TINY: dict[str, Callable[[str], list[str]]] = {  # command words -> overrides ap
     "hacking": lambda line: ["steps=4", "n_prefs=20", "rm_steps=1", "n_prompts=2", "bon_n=[1,2]", "batch_size=2",
                              "samples=2", "max_new_tokens=4", "frontier_kl_coefs=[0.1]", "frontier_dpo_betas=[0.1]"],
     "eval-prefs": lambda line: TINY_EVAL,
+    "eval": lambda line: ["n_prompts=2", "n_documents=2", "max_new_tokens=4", "samples=2", "k=2", "n_boot=100"],
     "convert gqa": lambda line: ["eval.batches=1", "eval.prompts=2", "eval.new_tokens=4", "eval.speed_tokens=4",
                                  "eval.repeats=1", "eval.speed_batches=[1]"],
     "profile": lambda line: ["batch=2", "prompt_len=8", "new_tokens=4"],

@@ -625,6 +625,27 @@ COMMANDS: tuple[Command, ...] = (
         epilog="example: llmlab eval-prefs --model runs/dpo --base runs/sft --out runs/dpo-eval",
     ),
     Command(
+        "eval",
+        "several models on the same held-out prompts and text: helpfulness, harmlessness, format, length, "
+        "pass@k, perplexity and win rate, with bootstrap intervals",
+        config="llmlab.eval.config:EvalConfig",
+        run="llmlab.eval.compare:command",
+        flags=(
+            Flag("--models", "models", "NAME=DIR,NAME=DIR,...: llmlab or HF model folders; the first is the "
+                 "baseline", "NAME=DIR,..."),
+            Flag("--prompts", "prompts", "{prompt} or chat JSONL files (default: task-world eval prompts)", "FILE",
+                 nargs="+"),
+            Flag("--judge", "judge", "judge of the win rate against the first model: gold | rm=DIR | ...", "SPEC"),
+            Flag("--text", "text", "held-out text file for perplexity (default: task-world text)", "FILE"),
+            Flag("--samples", "samples", "answers sampled per prompt for pass@1 and pass@k (0: none)", "N"),
+            Flag("--k", "k", "the k of pass@k (at most --samples)", "K"),
+            Flag("--seed", "seed", "seed of the prompts, samples, text and bootstrap", "S"),
+            Flag("--device", "device", "auto | cpu | cuda", "D"),
+        ),
+        epilog="example: llmlab eval --models sft=runs/sft,dpo=runs/dpo --out runs/eval-models\n"
+        "         llmlab eval --models sft=runs/sft,dpo=runs/dpo --prompts prompts.jsonl --judge gold --out runs/eval-prompts",
+    ),
+    Command(
         "feedback label",
         "label pairs with a judge (gold, reward model, safety rules, an OpenAI-compatible endpoint); resumable",
         config="llmlab.align.feedback.config:FeedbackLabelConfig",

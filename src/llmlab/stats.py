@@ -7,6 +7,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
 
@@ -43,9 +44,10 @@ def paired_difference(before: Sequence[float], after: Sequence[float]) -> tuple[
     return mean_se([a - b for a, b in zip(after, before, strict=True)])
 
 
-def bootstrap_interval(xs: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                       stat: Callable[[Sequence[float]], float] | None = None) -> tuple[float, float]:
+def bootstrap_interval(xs: Sequence[Any], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                       stat: Callable[[Sequence[Any]], float] | None = None) -> tuple[float, float]:
     """Percentile bootstrap interval of `stat` (default: the mean) over resamples of `xs` (Efron 1979).
+    The items may be records (a document's loss and token count) when `stat` knows how to read them.
 
     For figures with no closed-form interval (a mean length, a win rate with ties, a kappa): the same
     seed gives the same interval, so reports are reproducible. Resamples whose stat is NaN (a kappa of a

@@ -15,7 +15,9 @@ from llmlab.data.answers import REFUSALS
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import eval_rows
 from llmlab.data.tasks import FAMILIES, parse_task
-from llmlab.eval.prefs import compare_generations, format_comparison, preference_accuracy
+from llmlab.eval.policies import interval, scored
+from llmlab.eval.prefs import format_comparison, preference_accuracy, side_by_side
+from llmlab.stats import wilson_interval
 
 
 def oracle(prompts: list[str]) -> list[str]:
@@ -32,31 +34,43 @@ def refuser(prompts: list[str]) -> list[str]:
     return [REFUSALS[0]] * len(prompts)
 
 
+def scored_answers(rows: list[dict], respond) -> list:
+    prompts = [r["prompt"] for r in rows]
+    return [scored(p, a, [], tokens=len(a.split())) for p, a in zip(prompts, respond(prompts), strict=True)]
+
+
 def test_tables_on_stub_policies_with_known_answers() -> None:
     """18 prompts, 2 per family. The oracle is right everywhere and refuses only the unsafe prompts; the
     refuser refuses everything, which is right only on unsafe prompts (1 family of 9):
-        oracle  accuracy 1, refusal on unsafe 1, over-refusal 0, mean length = mean of its answers
-        refuser accuracy 2/18, refusal on unsafe 1, over-refusal 1 (and 1 on look-alikes), length 83"""
+        oracle  accuracy 1, refusal on unsafe 1, over-refusal of benign look-alikes 0, format compliance 1
+        refuser accuracy 2/18, refusal on unsafe 1, over-refusal 1, format 0, length len(REFUSALS[0])
+    and the oracle's paired difference from the refuser: 16 of 18 prompts +1, 2 of them 0."""
     rows = list(eval_rows(GenerateConfig(kind="eval", n=18)))
-    reports, records = compare_generations(rows, {"base": refuser, "aligned": oracle})
-    base, aligned = reports["base"], reports["aligned"]
-    assert aligned["accuracy"] == 1.0 and aligned["over_refusal_rate"] == 0.0
-    assert aligned["refusal_rate_unsafe"] == 1.0
-    assert base["accuracy"] == pytest.approx(2 / 18) and base["over_refusal_rate"] == 1.0
-    assert base["refusal_rate_unsafe"] == 1.0 and base["over_refusal_rate_lookalike"] == 1.0
-    assert base["mean_response_chars"] == len(REFUSALS[0])
+    summary, records = side_by_side(rows, {"base": scored_answers(rows, refuser),
+                                           "aligned": scored_answers(rows, oracle)})
+    base, aligned = summary["base"], summary["aligned"]
+    assert aligned["accuracy"]["mean"] == 1.0 and aligned["over_refusal_benign"]["mean"] == 0.0
+    assert aligned["refusal_unsafe"]["mean"] == 1.0 and aligned["format"]["mean"] == 1.0
+    assert base["accuracy"]["mean"] == pytest.approx(2 / 18) and base["over_refusal_benign"]["mean"] == 1.0
+    assert base["refusal_unsafe"]["mean"] == 1.0 and base["format"]["mean"] == 0.0
+    assert base["chars"]["mean"] == len(REFUSALS[0])
+    assert (base["accuracy"]["lo"], base["accuracy"]["hi"]) == pytest.approx(wilson_interval(2, 18))
     assert set(base["families"]) == set(FAMILIES) and all(f["n"] == 2 for f in base["families"].values())
-    assert base["families"]["unsafe"]["accuracy"] == 1.0 and base["families"]["arithmetic"]["accuracy"] == 0.0
+    assert base["families"]["unsafe"]["mean"] == 1.0 and base["families"]["arithmetic"]["mean"] == 0.0
+    d = aligned["vs_baseline"]
+    assert d["against"] == "base" and d["difference"] == pytest.approx(16 / 18)
     assert len(records) == 18 and set(records[0]) == {"prompt", "family", "answer", "base", "aligned"}
     assert records[0]["base"] == REFUSALS[0]
 
-    text = format_comparison(reports, {"n": 4, "accuracy": 0.75, "margin": 1.25, "base_accuracy": 0.5})
+    text = format_comparison(summary, {"n": 4, "accuracy": 0.75, "margin": 1.25, "base_accuracy": 0.5})
     lines = text.splitlines()
-    assert "| family | n | base accuracy | aligned accuracy |" in lines
-    assert "| unsafe | 2 | 1.000 | 1.000 |" in lines
-    assert "| arithmetic | 2 | 0.000 | 1.000 |" in lines
-    assert "| **all** | 18 | 0.111 | 1.000 |" in lines
-    assert "| over-refusal on benign prompts (lower is better) | 1.000 | 0.000 |" in lines
+    assert "| family | n | base | aligned |" in lines
+    assert f"| unsafe | 2 | {interval(base['families']['unsafe'])} | {interval(aligned['families']['unsafe'])} |" \
+        in lines
+    assert "| arithmetic | 2 | 0.00 [0.00, 0.66] | 1.00 [0.34, 1.00] |" in lines  # Wilson, 2 prompts
+    assert any(line.startswith("| aligned | 18 | 1.00 [") and "+0.889 ± 0.076 (z 11.7) vs base" in line
+               for line in lines)
+    assert "pass@1" not in text  # not measured: no column
     assert "implicit-reward accuracy 0.750" in text
 
 
@@ -83,7 +97,8 @@ def test_evaluate_run_writes_the_report(tiny_model_dir: Path, tmp_path: Path) ->
     prefs = result["preferences"]
     assert prefs["n"] == 6 and prefs["accuracy"] == 0.0 and prefs["margin"] == pytest.approx(0.0, abs=1e-5)
     base, aligned = result["generation"]["base"], result["generation"]["aligned"]
-    assert base == aligned and base["n"] == 9
+    assert base["accuracy"] == aligned["accuracy"] and base["accuracy"]["n"] == 9
+    assert aligned["vs_baseline"]["difference"] == 0.0 and base["families"] == aligned["families"]
     for name in ("eval.md", "eval.json", "generations.jsonl", "family_scores.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "eval.json").read_text())

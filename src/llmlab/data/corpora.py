@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from llmlab.data.answers import REFUSALS, is_refusal
-from llmlab.data.config import GenerateConfig
+from llmlab.data.config import GenerateConfig, TaskConfig
 from llmlab.data.families.world_qa import fact_lines
 from llmlab.data.multilingual import code_mixed, parallel_sentences
 from llmlab.data.task import Task
@@ -191,13 +192,28 @@ def pretrain_documents(cfg: GenerateConfig) -> Iterator[str]:
                 tasks_cfg = type(cfg.tasks)(**{**vars(cfg.tasks), "families": families})
                 worked = sample_tasks(256, seed=cfg.seed, split="train", world=cfg.world, tasks=tasks_cfg,
                                       stream=f"pretrain-{chunk}")
-            task = worked.pop()
-            doc = f"Question: {task.prompt}\nAnswer: {FAMILIES[task.family].respond(task, rng)}"
+            doc = worked_example(worked.pop(), rng)
         else:
             doc = {"bio": _bio, "place": _place, "story": _story}[kind](rng, world, "train")
         produced += 1
         chars += len(doc) + 2
         yield doc
+
+
+def worked_example(task: Task, rng: random.Random) -> str:
+    """A task and a gold response as a pretraining document."""
+    return f"Question: {task.prompt}\nAnswer: {FAMILIES[task.family].respond(task, rng)}"
+
+
+def held_out_documents(n: int, *, seed: int = 0, tasks: TaskConfig = TaskConfig()) -> list[str]:  # noqa: B008
+    """`n` worked examples like the pretraining corpus's, of eval-split tasks (no model trained on their
+    problems) and, as there, of every family but `unsafe`: held-out text for perplexity."""
+    families = tuple(f for f in (tasks.families or FAMILIES) if f != "unsafe")
+    if not families:
+        raise UserError("held-out text needs a task family other than unsafe (tasks.families)")
+    rng = random.Random(f"llmlab-held-out-text:{seed}")
+    drawn = sample_tasks(n, seed=seed, split="eval", tasks=replace(tasks, families=families), stream="held-out-text")
+    return [worked_example(t, rng) for t in drawn]
 
 
 def pretrain_rows(cfg: GenerateConfig) -> Iterator[dict[str, Any]]:

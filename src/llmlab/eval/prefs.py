@@ -4,13 +4,13 @@ this evaluation, then the training curves).
     held-out pairs    implicit reward r(y) = log pi(y|x) - log pi_base(y|x) (summed over the response);
                       accuracy = share of pairs with r(chosen) > r(rejected), plus the mean margin
     held-out prompts  task-world eval prompts (corpora.eval_rows: none is in the train split) answered
-                      greedily by the base and by the aligned model, scored by the gold scorers:
-                      accuracy per family, refusal rate on unsafe prompts, over-refusal on benign ones,
-                      mean response length, side by side
+                      greedily by the base and by the aligned model and summarised as `llmlab eval` does
+                      (eval/policies.py): gold accuracy per family, refusal of unsafe requests, over-refusal
+                      of their benign look-alikes, format compliance, length, each with a 95% interval, and
+                      the aligned model's paired difference from the base
 
 Writes eval.md, eval.json, generations.jsonl (every prompt and both answers) and family_scores.png.
-Greedy decoding uses llmlab's KV-cache `Engine` for llmlab models and `generate` for HF models.
-`compare_generations` takes plain callables, so the tables are testable without a model.
+`side_by_side` takes scored answers, so the tables are testable without a model.
 """
 
 from __future__ import annotations
@@ -26,24 +26,21 @@ from torch import nn
 from llmlab.align.config import DPOConfig, EvalPrefsConfig, PrefEvalConfig
 from llmlab.align.data import encode_pairs, holdout_split, load_preference_rows
 from llmlab.align.dpo_train import dpo, preference_rows, task_world_pairs
-from llmlab.align.generation import chat_responses
 from llmlab.align.models import ChatTokenizer, load_policy, sequence_lengths
+from llmlab.align.onpolicy import Prompt
 from llmlab.align.reference import reference_logprobs
 from llmlab.config import read_yaml
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import eval_rows
-from llmlab.data.scoring import score_responses
 from llmlab.errors import UserError
+from llmlab.eval.policies import Answered, answer_with, families_md, summarise, table_md
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.model.device import pick_device
-from llmlab.runs import Run, progress_bar, read_metrics, start_run
+from llmlab.runs import Run, json_safe, progress, read_metrics, start_run
 from llmlab.train.checkpoint import with_resume
 from llmlab.train.distributed import process_rank
 from llmlab.viz.alignment import preference_curves_png
 from llmlab.viz.figures import family_scores_chart
-
-Respond = Callable[[list[str]], list[str]]
-
 
 # ---------------------------------------------------------------------- preference accuracy
 
@@ -65,61 +62,44 @@ def preference_accuracy(policy_logps: torch.Tensor, base_logps: torch.Tensor) ->
 # ---------------------------------------------------------------------- side by side
 
 
-def compare_generations(rows: Sequence[dict[str, Any]], responders: dict[str, Respond]) -> tuple[dict[str, Any],
-                                                                                                  list[dict]]:
-    """({name: score report} for each responder, per-prompt records) on task-world eval rows."""
-    prompts = [r["prompt"] for r in rows]
-    answers = {name: respond(prompts) for name, respond in responders.items()}
-    reports = {name: score_responses(zip(prompts, a, strict=True)) for name, a in answers.items()}
-    records = [{"prompt": p, "family": r.get("family"), "answer": r.get("answer"),
-                **{name: answers[name][i] for name in responders}} for i, (p, r) in enumerate(zip(prompts, rows,
-                                                                                                   strict=True))]
-    return reports, records
+def side_by_side(rows: Sequence[dict[str, Any]], results: dict[str, list[Answered]]) -> tuple[dict[str, Any],
+                                                                                              list[dict]]:
+    """(policies.summarise of the answers, the base against the others, per-prompt records) on task-world
+    eval rows; `results` holds each model's answers to the rows' prompts (policies.answer_with / scored)."""
+    summary = summarise(results, baseline=next(iter(results)))
+    records = [{"prompt": r["prompt"], "family": r.get("family"), "answer": r.get("answer"),
+                **{name: answers[i].answer for name, answers in results.items()}} for i, r in enumerate(rows)]
+    return summary, records
 
 
-def format_comparison(reports: dict[str, dict[str, Any]], prefs: dict[str, float] | None) -> str:
-    """Markdown: preference accuracy, then per-family accuracy and the safety lines, one column per model."""
-
-    def f(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3f}"
-
-    names = list(reports)
+def format_comparison(summary: dict[str, Any], prefs: dict[str, float] | None) -> str:
+    """Markdown: preference accuracy, then `llmlab eval`'s tables (policies.table_md and families_md)."""
     lines = ["# Evaluation", ""]
     if prefs:
-        lines += [f"held-out preference pairs: {prefs['n']}; implicit-reward accuracy {f(prefs['accuracy'])} "
-                  f"(mean margin {prefs['margin']:.3f} nats); the base ranks {f(prefs['base_accuracy'])} right by "
+        lines += [f"held-out preference pairs: {prefs['n']}; implicit-reward accuracy {prefs['accuracy']:.3f} "
+                  f"(mean margin {prefs['margin']:.3f} nats); the base ranks {prefs['base_accuracy']:.3f} right by "
                   "raw log-prob", ""]
-    families = list(dict.fromkeys(fam for r in reports.values() for fam in r["families"]))
-    lines += ["| family | n | " + " | ".join(f"{n} accuracy" for n in names) + " |",
-              "|---|---:|" + "---:|" * len(names)]
-    for fam in families:
-        n = next(r["families"][fam]["n"] for r in reports.values() if fam in r["families"])
-        cells = [f(r["families"].get(fam, {}).get("accuracy")) for r in reports.values()]
-        lines.append(f"| {fam} | {n} | " + " | ".join(cells) + " |")
-    lines.append(f"| **all** | {next(iter(reports.values()))['n']} | "
-                 + " | ".join(f(r["accuracy"]) for r in reports.values()) + " |")
-    lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, key in (("refusal rate on unsafe prompts (higher is better)", "refusal_rate_unsafe"),
-                       ("over-refusal on benign prompts (lower is better)", "over_refusal_rate"),
-                       ("over-refusal on look-alikes (lower is better)", "over_refusal_rate_lookalike"),
-                       ("mean response length (characters)", "mean_response_chars"),
-                       ("mean gold score", "score")):
-        lines.append(f"| {label} | " + " | ".join(f(r[key]) for r in reports.values()) + " |")
+    if summary:
+        lines += ["Greedy answers to held-out task-world prompts, scored by the gold scorers; 95% intervals "
+                  "(Wilson for rates, normal for means), differences paired over the same prompts.", "",
+                  table_md(summary, k=0), "", "Gold accuracy per family:", "", families_md(summary)]
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation(out_dir: Path, reports: dict[str, dict[str, Any]], records: list[dict],
+def write_evaluation(out_dir: Path, summary: dict[str, Any], records: list[dict],
                      prefs: dict[str, float] | None) -> str:
     """eval.md, eval.json, generations.jsonl and family_scores.png in `out_dir`; returns the markdown."""
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = format_comparison(reports, prefs)
+    text = format_comparison(summary, prefs)
     write_text_atomic(out_dir / "eval.md", text)
-    write_json_atomic(out_dir / "eval.json", {"preferences": prefs, "generation": reports})
+    write_json_atomic(out_dir / "eval.json", json_safe({"preferences": prefs, "generation": summary}))
     write_text_atomic(out_dir / "generations.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    if any(r["families"] for r in reports.values()):
-        family_scores_chart(reports, out_dir / "family_scores.png", title="base vs aligned on held-out prompts")
+    if any(s["families"] for s in summary.values()):
+        charts = {name: {"families": {**s["families"], "all": s["accuracy"]}} for name, s in summary.items()}
+        family_scores_chart(charts, out_dir / "family_scores.png", key="mean", ylabel="gold accuracy (95% CI)",
+                            title="base vs aligned on held-out prompts")
     return text
 
 
@@ -143,24 +123,19 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
                                     reference_logprobs(base, examples, tok.pad_id, **kwargs))
     rows = list(eval_rows(GenerateConfig(kind="eval", n=eval_cfg.n_prompts, seed=eval_cfg.seed, tasks=eval_cfg.tasks))) \
         if eval_cfg.n_prompts else []
-
-    def responder(model: nn.Module, name: str) -> Respond:
-        def respond(prompts: list[str]) -> list[str]:
-            bar = progress_bar(total=len(prompts), desc=f"answers ({name})", unit="prompt", quiet=quiet)
-            answers = chat_responses(model, tok, prompts, max_new_tokens=eval_cfg.max_new_tokens,
-                                     batch_size=eval_cfg.batch_size, device=device, progress=bar.update)
-            bar.close()
-            return answers
-        return respond
-
-    reports, records = compare_generations(rows, {"base": responder(base, "base"), "aligned": responder(policy, "aligned")})
-    text = write_evaluation(out_dir, reports, records, prefs)
+    prompts = [Prompt(r["prompt"], r["family"], r["answer"]) for r in rows]
+    results = {name: answer_with(model, tok, prompts, k=0, max_new_tokens=eval_cfg.max_new_tokens,
+                                 batch_size=eval_cfg.batch_size, seed=eval_cfg.seed, device=device)
+               for name, model in progress({"base": base, "aligned": policy}.items(), desc="answers", unit="model",
+                                           quiet=quiet)}
+    summary, records = side_by_side(rows, results) if rows else ({}, [])
+    text = write_evaluation(out_dir, summary, records, prefs)
     for line in text.splitlines()[2:4]:
         if line:
             log(line)
     log(f"evaluation: {out_dir / 'eval.md'}")
     del base
-    return {"preferences": prefs, "generation": reports}
+    return {"preferences": prefs, "generation": summary}
 
 
 def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = False) -> Path:

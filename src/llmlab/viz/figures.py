@@ -9,9 +9,10 @@ from llmlab.plotting import new_figure, save_figure
 
 
 def family_scores_chart(reports: dict[str, dict[str, Any]], path: str | Path, *, title: str,
-                        key: str = "score", ylabel: str = "mean gold score") -> None:
+                        key: str = "score", ylabel: str = "mean gold score", ylim: float | None = 1.05) -> None:
     """Grouped bars: mean gold score per task family, one bar per policy/model; reports[name]["families"]
-    [family][key] is the bar, with an error bar where the family also has its interval ("lo", "hi")."""
+    [family][key] is the bar, with an error bar where the family also has its interval ("lo", "hi").
+    `ylim` None: the axis fits the bars (figures that are not rates: lengths, bits per byte)."""
     families = list(dict.fromkeys(f for r in reports.values() for f in r["families"]))
     fig, ax = new_figure(width=max(8.0, 0.9 * len(families) + 2), height=4.5)
     width = 0.8 / max(1, len(reports))
@@ -24,7 +25,8 @@ def family_scores_chart(reports: dict[str, dict[str, Any]], path: str | Path, *,
         ax.bar(xs, ys, width=width, label=name, yerr=list(zip(*bars, strict=True)) if any(map(any, bars)) else None,
                capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(range(len(families)), families, rotation=30, ha="right")
-    ax.set_ylim(0, 1.05)
+    if ylim is not None:
+        ax.set_ylim(0, ylim)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")

@@ -29,6 +29,15 @@ _INNER_FAMILIES = {f.name: f for f in (Reverse(), Sort(), Arithmetic(), Count(),
 
 
 
+def _json_answer(response: str) -> dict | None:
+    """The response as a JSON object with the one key "answer", or None."""
+    try:
+        value = json.loads(response.strip())
+    except (ValueError, RecursionError):  # not JSON (or absurdly nested)
+        return None
+    return value if isinstance(value, dict) and set(value) == {"answer"} else None
+
+
 class Format(Family):
     name = "format"
     paddable = False  # a filler sentence would itself break the format
@@ -72,6 +81,23 @@ class Format(Family):
         assert inner is not None
         return family, inner
 
+    def complies(self, task: Task, response: str) -> bool:
+        """Is `response` in the format the prompt asks for, whatever its content? (`llmlab eval`'s format
+        compliance.) upper: it has letters and none is lowercase; json: it parses as a JSON object whose only
+        key is "answer"; words: it has exactly N words.
+
+        >>> f = Format(); t = f.parse("List exactly 3 words that describe a cat.")
+        >>> f.complies(t, "small quiet grey"), f.complies(t, "small grey")
+        (True, False)
+        """
+        style = task.data["style"]
+        if style == "words":
+            return len(words(response)) == task.data["n"]
+        if style == "upper":
+            letters = re.sub(r"[^\w]|\d|_", "", response)
+            return bool(letters) and letters == letters.upper()
+        return _json_answer(response) is not None
+
     def score(self, task: Task, response: str) -> float:
         style = task.data["style"]
         if style == "words":
@@ -79,14 +105,9 @@ class Format(Family):
             return max(0.0, 1.0 - abs(k - n) / n)
         family, inner = self._inner(task)
         if style == "upper":
-            letters = re.sub(r"[^\w]|\d|_", "", response)
-            shape = float(bool(letters) and letters == letters.upper())
-            return 0.5 * shape + 0.5 * family.score(inner, response)
-        try:
-            value = json.loads(response.strip())
-        except (ValueError, RecursionError):  # not JSON (or absurdly nested)
-            value = None
-        if not isinstance(value, dict) or set(value) != {"answer"}:
+            return 0.5 * float(self.complies(task, response)) + 0.5 * family.score(inner, response)
+        value = _json_answer(response)
+        if value is None:
             return 0.5 * family.score(inner, response)  # the content may still be right
         return 0.5 + 0.5 * family.score(inner, str(value["answer"]))
 
