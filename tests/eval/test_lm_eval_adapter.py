@@ -201,14 +201,16 @@ def test_shipped_tasks_score_as_lm_eval_hf_model(sharp_dirs: tuple[Path, Path]) 
             assert abs(a[key] - b[key]) < TOL, key
         else:
             assert a[key] == b[key], key
-    print("\n" + json.dumps({f"{t}/{m}": [a[(t, m)], b[(t, m)], abs(a[(t, m)] - b[(t, m)])] for t, m in a}))
-
     samples, samples_hf = ours["samples"], theirs["samples"]
+    largest = {}  # the largest difference of one request's log-likelihood, per task
     for task in ("llmlab_mc", "llmlab_ppl"):
-        for x, y in zip(samples[task], samples_hf[task], strict=True):
-            for ra, rb in zip(x["resps"], y["resps"], strict=True):
-                score_a, score_b = (ra[0][0], rb[0][0]) if task == "llmlab_mc" else (ra[0], rb[0])
-                assert abs(score_a - score_b) < TOL
+        diffs = [abs((ra[0][0] if task == "llmlab_mc" else ra[0]) - (rb[0][0] if task == "llmlab_mc" else rb[0]))
+                 for x, y in zip(samples[task], samples_hf[task], strict=True)
+                 for ra, rb in zip(x["resps"], y["resps"], strict=True)]
+        largest[f"{task}/request loglikelihood (largest |diff|)"] = max(diffs)
+        assert max(diffs) < TOL, task
+    print("\n" + json.dumps({**{f"{t}/{m}": [a[(t, m)], b[(t, m)], abs(a[(t, m)] - b[(t, m)])] for t, m in a},
+                             **largest}))
     gens = [x["resps"] for x in samples["llmlab_gen"]]
     assert gens == [y["resps"] for y in samples_hf["llmlab_gen"]]
     assert len({g[0][0] for g in gens}) > 1  # different prompts, different text
