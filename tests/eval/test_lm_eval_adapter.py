@@ -1,9 +1,10 @@
 """The lm-evaluation-harness model `llmlab` (eval/lm_eval_adapter.py), checked through lm-eval itself.
 
 The reference is lm-eval's own `hf` model (HFLM, transformers' LlamaForCausalLM) on the HF export of the
-same weights: every log-likelihood within 1e-4 (float32 forward passes of two implementations; the
-`hf` model sums a document's token log-probs in float32, llmlab in float64, so long documents differ
-by ~1e-5 relative at most), every generation identical. One score is also computed by hand in float64.
+same weights: every log-likelihood within 1e-4, or 1e-7 of its size for long documents (`close`), every
+generation identical. The relative bar is for the `hf` model's float32 sum of a document's token
+log-probs: on a 206-token document it was 1.2e-4 off the float64 value, llmlab (float64 sum) 1.1e-5
+(docs/alignment.md). One score is also computed by hand in float64.
 
 The shipped tasks (tests/eval/lm_eval_tasks: multiple choice, perplexity, generation) use a model with
 init_std 0.2: at the shared fixture's 0.02 the logits are so flat that every greedy generation is the
@@ -33,6 +34,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 TASKS = ["llmlab_mc", "llmlab_ppl", "llmlab_gen"]
 TOL = 1e-4
+
+
+def close(a: float, b: float) -> bool:
+    """Within 1e-4, or 1e-7 relative (a document's total: see the module doc)."""
+    return math.isclose(a, b, rel_tol=1e-7, abs_tol=TOL)
+
 
 # contexts that end in spaces (moved to the continuation by lm-eval), an empty context (the prefix token),
 # a special token's text, digits, and a context longer than the model (cut from the left)
@@ -140,13 +147,13 @@ def test_requests_score_as_lm_eval_hf_model(which: str, tiny_model_dir: Path, ti
     got = ours.loglikelihood(requests("loglikelihood", PAIRS), disable_tqdm=True)
     want = theirs.loglikelihood(requests("loglikelihood", PAIRS), disable_tqdm=True)
     for (a, greedy_a), (b, greedy_b) in zip(got, want, strict=True):
-        assert abs(a - b) < TOL and greedy_a == greedy_b
+        assert close(a, b) and greedy_a == greedy_b
 
     docs = [(DOCUMENT,), ("The cat sat on the mat.",)]
     rolling = ours.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)
     rolling_hf = theirs.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)
     assert len(ours.tok_encode(DOCUMENT)) > 2 * ours.max_length  # three windows or more
-    assert rolling == pytest.approx(rolling_hf, abs=TOL)
+    assert all(map(close, rolling, rolling_hf))
 
     gens = [("Q: What is 3 + 4?\nA:", {"until": ["\n"], "do_sample": False, "max_gen_toks": 20}),
             ("Say hello.", {"until": ["l", "."], "max_gen_toks": 12}),
@@ -204,11 +211,11 @@ def test_shipped_tasks_score_as_lm_eval_hf_model(sharp_dirs: tuple[Path, Path]) 
     samples, samples_hf = ours["samples"], theirs["samples"]
     largest = {}  # the largest difference of one request's log-likelihood, per task
     for task in ("llmlab_mc", "llmlab_ppl"):
-        diffs = [abs((ra[0][0] if task == "llmlab_mc" else ra[0]) - (rb[0][0] if task == "llmlab_mc" else rb[0]))
+        pairs = [(ra[0][0], rb[0][0]) if task == "llmlab_mc" else (ra[0], rb[0])
                  for x, y in zip(samples[task], samples_hf[task], strict=True)
                  for ra, rb in zip(x["resps"], y["resps"], strict=True)]
-        largest[f"{task}/request loglikelihood (largest |diff|)"] = max(diffs)
-        assert max(diffs) < TOL, task
+        largest[f"{task}/request loglikelihood (largest |diff|)"] = max(abs(p - q) for p, q in pairs)
+        assert all(close(p, q) for p, q in pairs), task
     print("\n" + json.dumps({**{f"{t}/{m}": [a[(t, m)], b[(t, m)], abs(a[(t, m)] - b[(t, m)])] for t, m in a},
                              **largest}))
     gens = [x["resps"] for x in samples["llmlab_gen"]]
