@@ -265,3 +265,57 @@ def test_model_name_is_registered_beside_lm_evals_own() -> None:
 
     assert get_model("llmlab") is LlmlabLM
     assert get_model("hf").__name__ == "HFLM"
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_hf_dir(tmp_path_factory: pytest.TempPathFactory, tiny_hf_dir: Path) -> Path:
+    """The tiny HF model with a Llama-2-style tokenizer instead: Metaspace BPE (which llmlab's tokenizer reader
+    refuses) whose post-processor adds BOS <s>, with </s> as EOS."""
+    import shutil
+
+    from llmlab.data.config import GenerateConfig
+    from llmlab.data.corpora import pretrain_documents
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    directory = tmp_path_factory.mktemp("lmeval-spm-hf")
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        shutil.copy(tiny_hf_dir / name, directory / name)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    docs = [*pretrain_documents(GenerateConfig(kind="pretrain", chars=20_000)), *(c + x for c, x in PAIRS), DOCUMENT]
+    tok.train_from_iterator(docs, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"]))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "model_max_length": 128}))
+    config = json.loads((directory / "config.json").read_text())
+    config.update(bos_token_id=1, eos_token_id=2)
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    return directory
+
+
+def test_hf_folder_with_a_bos_tokenizer_scores_as_lm_eval_hf_model(sentencepiece_hf_dir: Path) -> None:
+    """An HF folder whose tokenizer adds BOS: the llmlab model tokenizes with transformers as the `hf` model
+    does (BOS before every encoded text, BOS as the prefix of an empty context and of the first rolling
+    window), so the scores and generations are the same."""
+    from llmlab.tokenizers.hf_io import load_tokenizer
+
+    with pytest.raises(UserError):
+        load_tokenizer(sentencepiece_hf_dir)  # why the adapter tokenizes HF folders with transformers
+    ours, theirs = LlmlabLM(path=str(sentencepiece_hf_dir), batch_size=3), hf_lm(sentencepiece_hf_dir, batch_size=3)
+    assert ours.prefix_token_id == theirs.prefix_token_id == 1 and ours.eot_token_id == theirs.eot_token_id == 2
+    assert ours.tok_encode("Once upon")[0] == 1
+    for context, continuation in PAIRS[:3] + PAIRS[4:]:
+        assert ours._encode_pair(context, continuation) == theirs._encode_pair(context, continuation)
+    got = ours.loglikelihood(requests("loglikelihood", PAIRS), disable_tqdm=True)
+    want = theirs.loglikelihood(requests("loglikelihood", PAIRS), disable_tqdm=True)
+    assert all(close(a, b) and ga == gb for (a, ga), (b, gb) in zip(got, want, strict=True))
+    docs = [(DOCUMENT,), ("The cat sat on the mat.",)]
+    assert all(map(close, ours.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True),
+                   theirs.loglikelihood_rolling(requests("loglikelihood_rolling", docs), disable_tqdm=True)))
+    gens = [("Once upon", {"until": ["\n"], "max_gen_toks": 16}), ("Add 12 and 30:", {"until": [], "max_gen_toks": 8})]
+    assert ours.generate_until(requests("generate_until", gens), disable_tqdm=True) == \
+        theirs.generate_until(requests("generate_until", gens), disable_tqdm=True)

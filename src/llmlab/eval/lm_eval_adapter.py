@@ -51,8 +51,10 @@ from tqdm import tqdm
 from llmlab.align.logprobs import model_logits
 from llmlab.errors import UserError
 from llmlab.model.generate import Engine, SamplingConfig
+from llmlab.model.hf_io import from_hf
 from llmlab.model.io import is_llmlab_model, load_model
 from llmlab.model.llama import Transformer
+from llmlab.model.weights import check_vocab_fits
 from llmlab.tokenizers.base import Tokenizer
 from llmlab.train.pretrain import eos_id
 
@@ -128,13 +130,14 @@ def llmlab_tokens(tok: Tokenizer, *, name: str) -> Tokens:
     return Tokens(encode, decode, eot, eot, tok.id_to_token(eot), name)  # type: ignore[arg-type]
 
 
-def hf_tokens(path: Path) -> Tokens:
+def hf_tokens(path: Path, *, vocab_size: int) -> Tokens:
     """A transformers tokenizer used as lm-eval's `hf` model uses it: its own default for special tokens
     (a Llama tokenizer adds BOS), except that a text that already starts with the BOS text gets no second
     one; BOS (else EOS) is the prefix of an empty context."""
     from transformers import AutoTokenizer  # heavy: only for HF folders
 
     hf = AutoTokenizer.from_pretrained(str(path))
+    check_vocab_fits(len(hf), vocab_size, source=str(path))
     if hf.eos_token_id is None:
         raise UserError(f"{path}: the tokenizer has no eos_token, which lm-eval needs as the end of text")
     prefix = hf.bos_token_id if hf.bos_token_id is not None else hf.eos_token_id
@@ -189,15 +192,20 @@ class LlmlabLM(TemplateLM):
         directory = Path(path)
         if dtype not in ("float32", "bfloat16", "float16"):
             raise UserError(f"dtype {dtype!r}: choose float32, bfloat16 or float16")
+        if not directory.is_dir():
+            raise UserError(f"{path}: no such model folder")
         self._device = _device(device or "cpu")
-        model, tok = load_model(directory, device=self._device, dtype=getattr(torch, dtype))
-        self.model: Transformer = model
         if is_llmlab_model(directory):
+            model, tok = load_model(directory, device=self._device, dtype=getattr(torch, dtype))
             if tok is None:
                 raise UserError(f"{path}: the model folder has no tokenizer.json")
             self.tokens = llmlab_tokens(tok, name=str(directory))
+        elif (directory / "config.json").is_file():  # HF: llmlab's model, transformers' tokenizer
+            model, _ = from_hf(directory, device=self._device, dtype=getattr(torch, dtype), tokenizer=False)
+            self.tokens = hf_tokens(directory, vocab_size=model.cfg.vocab_size)
         else:
-            self.tokens = hf_tokens(directory)
+            raise UserError(f"{path}: not a model folder (no model.yaml, no HF config.json)")
+        self.model: Transformer = model
         limit = model.cfg.max_seq_len
         self._max_length = int(max_length) if max_length is not None else limit
         if not 1 <= self._max_length <= limit:
