@@ -250,6 +250,10 @@ def test_bad_arguments_are_one_line_errors(tiny_model_dir: Path, tmp_path: Path)
         LlmlabLM(path=str(tmp_path / "missing"))
     with pytest.raises(UserError, match="auto is not supported"):
         LlmlabLM(path=str(tiny_model_dir), batch_size="auto")
+    with pytest.raises(UserError, match="does not take: temprature"):
+        LlmlabLM(path=str(tiny_model_dir), temprature=0.5)
+    with pytest.raises(UserError, match="not a model folder"):
+        LlmlabLM(path=str(tmp_path))
     with pytest.raises(UserError, match="max_length 129"):
         LlmlabLM(path=str(tiny_model_dir), max_length=129)
     lm = LlmlabLM(path=str(tiny_model_dir))
@@ -319,3 +323,19 @@ def test_hf_folder_with_a_bos_tokenizer_scores_as_lm_eval_hf_model(sentencepiece
     gens = [("Once upon", {"until": ["\n"], "max_gen_toks": 16}), ("Add 12 and 30:", {"until": [], "max_gen_toks": 8})]
     assert ours.generate_until(requests("generate_until", gens), disable_tqdm=True) == \
         theirs.generate_until(requests("generate_until", gens), disable_tqdm=True)
+
+
+@pytest.mark.slow  # lm-eval's command line indexes its thousands of built-in task files first (~20 s)
+def test_cli_bad_model_args_are_one_line_errors(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from llmlab.eval.lm_eval_cli import main
+
+    for model_args, message in [(f"path={tmp_path / 'missing'}", "no such model folder"),
+                                (f"path={tiny_model_dir},temprature=0.5", "does not take: temprature")]:
+        monkeypatch.setattr(sys, "argv", ["lm_eval_cli", "--model", "llmlab", "--model_args", model_args, "--tasks",
+                                          "llmlab_mc", "--include_path", str(TASKS_DIR), "--device", "cpu"])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1], err[-3:]

@@ -181,12 +181,17 @@ def _batch_size(value: int | str | None) -> int:
 class LlmlabLM(TemplateLM):
     """lm-eval's `LM` for llmlab models; model_args: path (required), dtype (float32, bfloat16, float16),
     max_length (at most the model's max_seq_len), max_gen_toks (default 256, as the `hf` model),
-    prefix_token_id, seed (sampled generations); lm-eval adds batch_size, max_batch_size and device."""
+    prefix_token_id, seed (sampled generations); lm-eval adds batch_size, max_batch_size (for its
+    batch_size=auto, which this model refuses: unused) and device."""
 
     def __init__(self, path: str | None = None, *, device: str | None = "cpu", batch_size: int | str | None = 8,
                  max_batch_size: int | None = None, dtype: str = "float32", max_length: int | None = None,
-                 max_gen_toks: int = 256, prefix_token_id: int | None = None, seed: int = 1234) -> None:
+                 max_gen_toks: int = 256, prefix_token_id: int | None = None, seed: int = 1234,
+                 **unknown: Any) -> None:
         super().__init__()
+        if unknown:
+            raise UserError(f"model_args the llmlab model does not take: {', '.join(sorted(unknown))} (it takes path, "
+                            "dtype, max_length, max_gen_toks, prefix_token_id, seed)")
         if not path:
             raise UserError("the llmlab model needs model_args path=DIR (an llmlab or HF model folder)")
         directory = Path(path)

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import sys
 
+from llmlab.errors import UserError
+
 
 def main() -> None:
-    from lm_eval.__main__ import cli_evaluate  # lm-eval reads sys.argv itself
+    """lm-eval's own errors stay as it raises them; llmlab's (a missing folder, a bad model_arg) are one
+    line `error: ...` and exit code 2, as in `llmlab`."""
+    try:
+        from lm_eval.__main__ import cli_evaluate  # lm-eval reads sys.argv itself
 
-    import llmlab.eval.lm_eval_adapter  # noqa: F401  (registers the model "llmlab")
+        import llmlab.eval.lm_eval_adapter  # noqa: F401  (registers the model "llmlab")
 
-    sys.argv[0] = "lm_eval"
-    cli_evaluate()
+        sys.argv[0] = "lm_eval"
+        cli_evaluate()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
