@@ -127,7 +127,7 @@ def llmlab_tokens(tok: Tokenizer, *, name: str) -> Tokens:
     def decode(ids: list[int]) -> str:
         return tok.decode([i for i in ids if i not in specials])
 
-    return Tokens(encode, decode, eot, eot, tok.id_to_token(eot), name)  # type: ignore[arg-type]
+    return Tokens(encode, decode, eot, eot, str(tok.id_to_token(eot)), name)
 
 
 def hf_tokens(path: Path, *, vocab_size: int) -> Tokens:
