@@ -205,8 +205,10 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def from_hf(directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-            overrides: dict[str, Any] | None = None) -> tuple[Transformer, Tokenizer | None]:
-    """(llmlab model in eval mode, tokenizer or None) from a local HF Llama/Mistral/Qwen2 folder."""
+            overrides: dict[str, Any] | None = None, tokenizer: bool = True) -> tuple[Transformer, Tokenizer | None]:
+    """(llmlab model in eval mode, tokenizer or None) from a local HF Llama/Mistral/Qwen2 folder; with
+    tokenizer=False the folder's tokenizer is not read (a caller that tokenizes with transformers, e.g. a
+    SentencePiece-style tokenizer.json that llmlab's reader refuses)."""
     directory = Path(directory)
     config_path = directory / "config.json"
     try:
@@ -224,4 +226,4 @@ def from_hf(directory: str | Path, *, device: str | torch.device = "cpu", dtype:
         model.head.weight = model.embed.weight
     load_state(model, {k: v.float() if dtype is None else v.to(dtype) for k, v in state.items()},
                source=str(directory))
-    return model.eval(), load_model_tokenizer(directory, vocab_size=cfg.vocab_size)
+    return model.eval(), load_model_tokenizer(directory, vocab_size=cfg.vocab_size) if tokenizer else None
