@@ -98,6 +98,9 @@ ONLINE_FLAGS = (  # shared by ppo, grpo and rloo
     *TRAINER_FLAGS,
 )
 
+# what `--tokenizer` reads (llmlab.tokenizers.hf_io.load_tokenizer sniffs the format)
+_TOKENIZER_FILES = "tokenizer.json, .model, .tiktoken, BERT vocab.txt, GPT-2 vocab.json"
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "data generate",
@@ -163,7 +166,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:EncodeConfig",
         run="llmlab.tokenizers.commands:encode",
         flags=(
-            Flag("--tokenizer", "tokenizer", "a folder with tokenizer.json (or the file)", "DIR"),
+            Flag("--tokenizer", "tokenizer", f"a tokenizer file or its folder ({_TOKENIZER_FILES})", "DIR"),
             Flag("--text", "text", "the text to encode", "TEXT"),
             Flag("--input", "input", "a file to encode", "FILE"),
             Flag("--ids", "ids", "print token ids instead of tokens", switch=True),
@@ -179,7 +182,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:DecodeConfig",
         run="llmlab.tokenizers.commands:decode",
         flags=(
-            Flag("--tokenizer", "tokenizer", "a folder with tokenizer.json (or the file)", "DIR"),
+            Flag("--tokenizer", "tokenizer", f"a tokenizer file or its folder ({_TOKENIZER_FILES})", "DIR"),
             Flag("--ids", "ids", "the ids, e.g. '72 101 108'", "IDS"),
             Flag("--input", "input", "a file of ids", "FILE"),
         ),
@@ -192,7 +195,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:StatsConfig",
         run="llmlab.tokenizers.commands:stats",
         flags=(
-            Flag("--tokenizer", "tokenizer", "folders with tokenizer.json (or the files)", "DIR", nargs="+"),
+            Flag("--tokenizer", "tokenizer", f"tokenizer files or folders ({_TOKENIZER_FILES})", "DIR", nargs="+"),
             Flag("--eval", "eval", "text files (default: built-in parallel sentences in 7 languages)", "FILE",
                  nargs="+"),
         ),
@@ -204,7 +207,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:CompareConfig",
         run="llmlab.tokenizers.commands:compare",
         flags=(
-            Flag("--tokenizer", "tokenizer", "folders with tokenizer.json (or the files)", "DIR", nargs="+"),
+            Flag("--tokenizer", "tokenizer", f"tokenizer files or folders ({_TOKENIZER_FILES})", "DIR", nargs="+"),
             Flag("--text", "text", "the text", "TEXT"),
             Flag("--input", "input", "a file with the text", "FILE"),
         ),
