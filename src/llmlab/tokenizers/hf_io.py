@@ -1,4 +1,7 @@
-"""Hugging Face `tokenizer.json` files for byte-level BPE: write them, and read them back.
+"""Hugging Face `tokenizer.json` files for byte-level BPE: write them, and read them back; and
+`load_tokenizer`, the one entry point that reads every format llmlab knows by sniffing it (the
+table below `FORMATS`: tokenizer.json, GPT-2's vocab.json + merges.txt, .tiktoken, SentencePiece
+.model, BERT vocab.txt).
 
 The writing itself is `BPETokenizer.to_hf_json` and `.vocab_listing` (bpe.py: a tokenizer saves
 itself); the reading is here, above bpe.py, and so is the dispatch to the WordPiece and Unigram readers.
