@@ -118,8 +118,9 @@ class Tokenizer(ABC):
         The worker processes are started on the first parallel call and kept for the tokenizer's
         lifetime (shut down when it is garbage-collected or the interpreter exits): each got the
         tokenizer once (pool initializer) and keeps its chunk cache warm from call to call, so a
-        second call costs only shipping the texts and the ids. Each call hands every worker one
-        contiguous slice of the texts. A tokenizer is not meant to change once it encodes: the
+        second call costs only shipping the texts and the ids. Each call cuts the texts into a few
+        contiguous slices per worker, taken by whichever worker is free, so a worker that drew cheap
+        texts does not wait for the other. A tokenizer is not meant to change once it encodes: the
         workers keep the copy they were given.
         """
         import os
@@ -127,7 +128,7 @@ class Tokenizer(ABC):
         workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
         if workers <= 1 or len(texts) < 2 * workers:
             return [self.encode(t, **kwargs) for t in texts]
-        size = -(-len(texts) // workers)
+        size = -(-len(texts) // (workers * _SLICES_PER_WORKER))
         slices = [(list(texts[i:i + size]), kwargs) for i in range(0, len(texts), size)]
         return [ids for part in _worker_pool(self, workers).map(_encode_slice, slices) for ids in part]
 
@@ -160,6 +161,7 @@ def refuse_lone_surrogates(text: str) -> None:
 
 
 _WORKER_TOKENIZER: Tokenizer | None = None  # set once per encode_batch worker process
+_SLICES_PER_WORKER = 4  # several slices each, so a worker that gets the cheap texts takes the next slice
 _POOLS: dict[int, tuple[int, ProcessPoolExecutor]] = {}  # id(tokenizer) -> (workers, its pool)
 
 
