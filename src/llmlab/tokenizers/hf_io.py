@@ -45,7 +45,7 @@ Reading accepts files llmlab did not write when they are byte-level BPE:
     added token in the text before BPE runs, which is what llmlab does with the specials
     a caller allows (`encode(text, allowed_special="all")` gives HF's ids).
 
-Left out: other models (WordPiece, Unigram), SentencePiece-style BPE ("▁", byte_fallback),
+Left out of the BPE reader: SentencePiece-style BPE ("▁", byte_fallback),
 subword prefixes and suffixes, dropout, and other normalizers and pre-tokenizers (all
 rejected with a one-line UserError that names the field); a Split pattern must match
 every character, as the known byte-level patterns do (text between matches is dropped).
