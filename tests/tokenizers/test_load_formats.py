@@ -134,8 +134,7 @@ def test_the_cli_reads_a_rank_file(tmp_path, capsys):
 def cl100k_saved(tmp_path: Path) -> Path:
     tok = BPETokenizer(bpe().vocab, bpe().merges, special_tokens=bpe().special_tokens,
                        pre_tokenizer=PreTokenizer.from_pattern(CL100K_BASE))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RegexEngineWarning)
+    with pytest.warns(RegexEngineWarning, match=r"written to .*tokenizer\.json: '\\\\p\{N\}\{1,3\}\+'"):
         tok.save(tmp_path)
     return tmp_path
 

@@ -9,7 +9,7 @@ patterns in use except for one construct, an interval quantifier followed by `+`
 
 cl100k_base's pattern has it, so a cl100k tokenizer.json splits '0000' one way in HF and the other
 in tiktoken and llmlab. llmlab cannot give both readings, so it warns (`RegexEngineWarning`, one
-line) when such a pattern is loaded from a tokenizer.json or exported to tiktoken, naming the
+line) when such a pattern is loaded from a tokenizer.json, written to one, or exported to tiktoken, naming the
 construct and a string that splits differently (found with HF `tokenizers` itself when installed).
 Possessive `?+ *+ ++` are possessive in all three engines and are not reported.
 """
