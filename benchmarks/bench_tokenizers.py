@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_tokenizers.py            # full: 10 MB corpus, vocab 8192 and 32768
     .venv/bin/python benchmarks/bench_tokenizers.py --quick    # 1 MB corpus, vocab 2048 (under a minute)
+    .venv/bin/python benchmarks/bench_tokenizers.py --batch    # encode_batch 1 vs 2 workers vs tiktoken, ~2 MB
 
 The corpus is text already on the machine: the Python standard library's *.py files and the
 plain-text docs under /usr/share/doc and /usr/share/common-licenses (non-UTF-8 files skipped,
@@ -55,16 +56,19 @@ from typing import Any
 
 from llmlab.bench.harness import (
     Timing,
+    cpu_clock,
     describe_load,
     describe_machine,
     load_average,
     log_with_elapsed,
     machine_info,
     markdown_table,
+    other_cores,
     proc_status_kb,
     ratio,
     run_fresh_process,
     time_call,
+    time_once,
     write_results,
 )
 
@@ -360,6 +364,111 @@ def bench_encode(merges: list[tuple[bytes, bytes]], hf_file: Path, heldout: str,
 
     bpt = {"llmlab": n_bytes / len(ours), "HF": n_bytes / len(hf.encode(heldout).ids)}
     return EncodeResult(0, n_bytes / MB, single, batch, bpt)
+
+
+def varied_text(corpus: Corpus, mb: float = 2.0) -> str:
+    """~`mb` MB of varied text: the held-out docs (man pages, licenses, changelogs), Python source from the
+    1 MB training file's end, and the built-in multilingual and code-mixed text (7 scripts)."""
+    from llmlab.data.multilingual import LANGUAGES, code_mixed, language_corpus
+
+    docs = corpus.heldout.read_text(encoding="utf-8")
+    code = corpus.small.read_text(encoding="utf-8")[-int(0.5 * MB):]
+    scripts = "".join(language_corpus(lang, int(0.3 * MB) // len(LANGUAGES), seed=3) for lang in LANGUAGES)
+    mixed = "\n".join(code_mixed(300, seed=3))
+    text = docs + code + scripts + mixed
+    return text[:text.rfind("\n", 0, int(mb * MB)) + 1]
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_timed(fn: Callable[[], Any], pids: Sequence[int] = ()) -> dict[str, Any]:
+    """Wall seconds of fn(), this process's CPU seconds, and the CPU seconds of each of `pids` during it."""
+    before = [_proc_cpu_seconds(p) for p in pids]
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"wall": wall, "cpu": cpu, "workers": [_proc_cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]}
+
+
+def bench_batch(corpus: Corpus, *, rounds: int = 3, vocab_size: int = 8192) -> tuple[str, bool]:
+    """`encode_batch` with 1 and 2 worker processes, first call (pool start, cold caches) and the calls after
+    (the persistent pool, warm caches), next to tiktoken's `encode_ordinary_batch` with 1 and 2 threads on
+    the same ranks; `rounds` times, each with fresh tokenizers, with the load of the other processes.
+
+    On a machine that others load, wall-clock speed-ups say more about them than about the pool, so the
+    CPU seconds are measured too: one worker's (this process's) against the slowest of the two workers'
+    plus this process's own (shipping texts and ids) during the same warm call. Their ratio is the
+    speed-up the pool reaches when it has the two cores to itself."""
+    import tiktoken
+
+    from llmlab.tokenizers import base
+    from llmlab.tokenizers.bpe import BPETokenizer
+    from llmlab.tokenizers.bpe_train import train_bpe
+    from llmlab.tokenizers.pre_tokenizers import GPT2
+
+    log = log_with_elapsed()
+    text = varied_text(corpus)
+    texts = batch_texts(text)
+    n_mb = len(text.encode()) / MB
+    log(f"training vocab {vocab_size} on {corpus.small.name}; {len(texts)} texts, {n_mb:.2f} MB to encode")
+    merges = train_bpe(files=[corpus.small], vocab_size=vocab_size).merges
+
+    def fresh() -> BPETokenizer:
+        return BPETokenizer.from_merges(merges)
+
+    enc = tiktoken.Encoding("bench", pat_str=GPT2, special_tokens={}, mergeable_ranks=dict(fresh().vocab))
+    serial = [fresh().encode(t) for t in texts]
+    checks = {"llmlab encode_batch(num_workers=2) == encode one by one": fresh().encode_batch(texts, num_workers=2)
+              == serial,
+              "tiktoken encode_ordinary_batch == llmlab": enc.encode_ordinary_batch(texts, num_threads=2) == serial}
+    for name, passed in checks.items():
+        log(f"{name}: {'ok' if passed else 'MISMATCH'}")
+
+    columns = ["round", "load (1 min / other cores busy)", "llmlab 1 worker first / warm s",
+               "llmlab 2 workers first / warm s", "2 vs 1 worker, first / warm", "warm CPU s: 1 worker / 2 workers "
+               "(slowest + parent)", "2 vs 1 worker by CPU", "tiktoken 1 / 2 threads s", "tiktoken 2 vs 1",
+               "MB/s warm: llmlab 2 workers / tiktoken 2 threads"]
+    rows, results = [], []
+    for r in range(1, rounds + 1):
+        since, load = cpu_clock(), load_average()[0]
+        one, two = fresh(), fresh()
+        t = {"1 first": time_once(lambda one=one: one.encode_batch(texts, num_workers=1)),
+             "2 first": time_once(lambda two=two: two.encode_batch(texts, num_workers=2))}
+        pids = list(base._POOLS[id(two)][1]._processes)  # the pool's worker processes (private, for measuring)
+        one_warm = min((_cpu_timed(lambda one=one: one.encode_batch(texts, num_workers=1)) for _ in range(2)),
+                       key=lambda m: m["wall"])
+        two_warm = min((_cpu_timed(lambda two=two: two.encode_batch(texts, num_workers=2), pids) for _ in range(2)),
+                       key=lambda m: m["wall"])
+        t["1 warm"], t["2 warm"] = one_warm["wall"], two_warm["wall"]
+        cpu_one, cpu_two = one_warm["cpu"], max(two_warm["workers"]) + two_warm["cpu"]
+        t["tiktoken 1"] = time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=1), repeats=2).min
+        t["tiktoken 2"] = time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=2), repeats=2).min
+        busy = other_cores(since)
+        del two  # its pool shuts down with it
+        results.append({"round": r, "load": load, "other_cores": busy, "seconds": t, "cpu_one": cpu_one,
+                        "cpu_two": two_warm})
+        rows.append([r, f"{load:.1f} / {busy:.1f}", f"{t['1 first']:.2f} / {t['1 warm']:.2f}",
+                     f"{t['2 first']:.2f} / {t['2 warm']:.2f}",
+                     f"{ratio(t['1 first'], t['2 first'])} / {ratio(t['1 warm'], t['2 warm'])}",
+                     f"{cpu_one:.2f} / {cpu_two:.2f}", ratio(cpu_one, cpu_two),
+                     f"{t['tiktoken 1']:.2f} / {t['tiktoken 2']:.2f}", ratio(t["tiktoken 1"], t["tiktoken 2"]),
+                     f"{n_mb / t['2 warm']:.2f} / {n_mb / t['tiktoken 2']:.2f}"])
+        log(" | ".join(map(str, rows[-1])))
+    table = (f"## encode_batch: 1 vs 2 worker processes (persistent pool) and tiktoken\n\n"
+             f"{describe_machine(machine_info(('tiktoken',)))}. {n_mb:.2f} MB of varied text (held-out docs, "
+             f"Python source, 7 scripts, code-mixed) as {len(texts)} documents of ~4 KB; byte-level BPE, vocab "
+             f"{vocab_size}, GPT-2 pattern; tiktoken with the same ranks. First: a fresh tokenizer's first call "
+             f"(starts the pool, cold caches); warm: the faster of the next 2 calls. Load: the 1-minute load "
+             f"average at the round's start and the cores other processes kept busy during it. By CPU: one "
+             f"worker's CPU seconds / (the slowest worker's + the parent's) in the warm call, the speed-up with "
+             f"two free cores.\n\n"
+             + "\n".join(f"- {name}: {'ok' if ok else 'MISMATCH'}" for name, ok in checks.items()) + "\n\n"
+             + markdown_table(columns, rows, align="rlrrrrrrrr") + "\n")
+    return table, all(checks.values())
 
 
 def check_word_counts(corpus: Path, threads: int, check: Callable[[str, bool, str], None]) -> dict[str, int]:
@@ -685,6 +794,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="merges to time the textbook trainer for (default 200; 50 with --quick)")
     parser.add_argument("--wordpiece", action="store_true", help="run only the WordPiece benchmark")
     parser.add_argument("--unigram", action="store_true", help="run only the Unigram benchmark")
+    parser.add_argument("--batch", action="store_true",
+                        help="run only encode_batch: 1 vs 2 workers (persistent pool) vs tiktoken, ~2 MB")
+    parser.add_argument("--rounds", type=int, default=3, help="--batch: rounds, each with fresh tokenizers")
     parser.add_argument("--output", type=Path, default=None,
                         help="markdown file for the tables (default benchmarks/results/tokenizers[_quick].md)")
     for hidden in ("--_train", "--_corpus", "--_vocab", "--_out"):
@@ -704,6 +816,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.unigram:
         table, passed = bench_unigram(build_corpus(), quick=args.quick, repeat=1)
         write_results(args.output or RESULTS / ("unigram_quick.md" if args.quick else "unigram.md"), table)
+        print(table)
+        return 0 if passed else 1
+    if args.batch:
+        table, passed = bench_batch(build_corpus(), rounds=args.rounds)
+        write_results(args.output or RESULTS / "tokenizers_batch.md", table)
         print(table)
         return 0 if passed else 1
     if args.wordpiece:

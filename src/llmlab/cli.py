@@ -18,7 +18,8 @@ values (`--input A B`) stops at a `dotted.key=value`, unless a file of that name
 
 Flags are never abbreviated (`--max-step` is an error, not `--max-steps`).
 
-A `UserError` becomes one line `error: ...` on stderr and exit code 2; `--debug` or
+An `LlmlabWarning` becomes one line `warning: ...` on stderr. A `UserError` becomes one line
+`error: ...` on stderr and exit code 2; `--debug` or
 `LLMLAB_DEBUG=1` shows the traceback. So do the OS errors that are the user's to fix
 (no space left on device, permission denied), which name the file where there is one.
 """
@@ -32,6 +33,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from typing import Any
 from llmlab import __version__
 from llmlab.config import load_config, to_yaml, valid_keys, without_required
 from llmlab.context import Context
-from llmlab.errors import UserError
+from llmlab.errors import LlmlabWarning, UserError
 from llmlab.runs import outcome
 
 
@@ -95,6 +97,9 @@ ONLINE_FLAGS = (  # shared by ppo, grpo and rloo
     Flag("--samples", "rollout.samples", "responses per prompt (the group size G)", "G"),
     *TRAINER_FLAGS,
 )
+
+# what `--tokenizer` reads (llmlab.tokenizers.hf_io.load_tokenizer sniffs the format)
+_TOKENIZER_FILES = "tokenizer.json, .model, .tiktoken, BERT vocab.txt, GPT-2 vocab.json"
 
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -161,7 +166,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:EncodeConfig",
         run="llmlab.tokenizers.commands:encode",
         flags=(
-            Flag("--tokenizer", "tokenizer", "a folder with tokenizer.json (or the file)", "DIR"),
+            Flag("--tokenizer", "tokenizer", f"a tokenizer file or its folder ({_TOKENIZER_FILES})", "DIR"),
             Flag("--text", "text", "the text to encode", "TEXT"),
             Flag("--input", "input", "a file to encode", "FILE"),
             Flag("--ids", "ids", "print token ids instead of tokens", switch=True),
@@ -177,7 +182,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:DecodeConfig",
         run="llmlab.tokenizers.commands:decode",
         flags=(
-            Flag("--tokenizer", "tokenizer", "a folder with tokenizer.json (or the file)", "DIR"),
+            Flag("--tokenizer", "tokenizer", f"a tokenizer file or its folder ({_TOKENIZER_FILES})", "DIR"),
             Flag("--ids", "ids", "the ids, e.g. '72 101 108'", "IDS"),
             Flag("--input", "input", "a file of ids", "FILE"),
         ),
@@ -190,7 +195,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:StatsConfig",
         run="llmlab.tokenizers.commands:stats",
         flags=(
-            Flag("--tokenizer", "tokenizer", "folders with tokenizer.json (or the files)", "DIR", nargs="+"),
+            Flag("--tokenizer", "tokenizer", f"tokenizer files or folders ({_TOKENIZER_FILES})", "DIR", nargs="+"),
             Flag("--eval", "eval", "text files (default: built-in parallel sentences in 7 languages)", "FILE",
                  nargs="+"),
         ),
@@ -202,7 +207,7 @@ COMMANDS: tuple[Command, ...] = (
         config="llmlab.tokenizers.config:CompareConfig",
         run="llmlab.tokenizers.commands:compare",
         flags=(
-            Flag("--tokenizer", "tokenizer", "folders with tokenizer.json (or the files)", "DIR", nargs="+"),
+            Flag("--tokenizer", "tokenizer", f"tokenizer files or folders ({_TOKENIZER_FILES})", "DIR", nargs="+"),
             Flag("--text", "text", "the text", "TEXT"),
             Flag("--input", "input", "a file with the text", "FILE"),
         ),
@@ -876,6 +881,17 @@ _OS_USER_ERRORS = {
 }
 
 
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """llmlab's own warnings as one line `warning: ...`; the others as Python shows them."""
+    if issubclass(category, LlmlabWarning):
+        print(f"warning: {_one_line(str(message))}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, *args, **kwargs)
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split("\n")).strip()
 
@@ -885,7 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("LLMLAB_DEBUG", "") not in ("", "0")
     try:
         args = parse_command_line(argv)
-        return dispatch(args, argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return dispatch(args, argv)
     except UserError as e:
         if debug:
             traceback.print_exc()

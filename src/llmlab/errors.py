@@ -23,3 +23,8 @@ class DataError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss or the gradient norm of a training step became NaN or infinite (train.on_nan=stop)."""
+
+
+class LlmlabWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI prints it as one line
+    `warning: ...` on stderr."""

@@ -329,6 +329,52 @@ def test_encode_batch_two_workers_equals_encode() -> None:
         tok.encode(t, allowed_special="all") for t in TEXTS]
 
 
+def _worker_state() -> tuple[int, int]:
+    """(pid, chunks in the cache) of the encode_batch worker this runs in."""
+    import os
+
+    from llmlab.tokenizers import base
+
+    tok = base._WORKER_TOKENIZER
+    return os.getpid(), len(getattr(tok, "_cache", {}))
+
+
+def test_encode_batch_keeps_one_warm_pool_per_tokenizer() -> None:
+    """The workers start once, keep their chunk caches between calls, and go with the tokenizer."""
+    import gc
+
+    from llmlab.tokenizers import base
+
+    tok = BPETokenizer.from_merges(trained().merges, special_tokens=SPECIALS)
+    first = tok.encode_batch(TEXTS, num_workers=2)
+    workers, pool = base._POOLS[id(tok)]
+    processes = set(pool._processes)
+    before = dict(pool.submit(_worker_state).result() for _ in range(8))  # pid -> chunks cached
+    assert workers == 2 and 1 <= len(processes) <= 2 and sum(before.values()) > 0  # warm after one call
+    assert tok.encode_batch(TEXTS[::-1], num_workers=2) == [tok.encode(t) for t in TEXTS[::-1]]
+    assert base._POOLS[id(tok)][1] is pool and first == [tok.encode(t) for t in TEXTS]
+    after = dict(pool.submit(_worker_state).result() for _ in range(8))
+    assert processes <= set(pool._processes)  # the same processes (none replaced), and their caches kept
+    assert all(after[pid] >= before[pid] for pid in set(before) & set(after))
+    tok.encode_batch(TEXTS, num_workers=3)  # another worker count: another pool
+    assert base._POOLS[id(tok)][1] is not pool and pool._shutdown_thread
+    key, pool = id(tok), base._POOLS[id(tok)][1]
+    del tok
+    gc.collect()
+    assert key not in base._POOLS and pool._shutdown_thread
+
+
+def test_a_program_that_used_the_pool_exits_promptly(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = ("from llmlab.tokenizers.bpe import BPETokenizer\n"
+            "tok = BPETokenizer.from_merges([(b'a', b'b')])\n"
+            "print(tok.encode_batch(['ab'] * 10, num_workers=2)[0])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[256]"
+
+
 # ---------------------------------------------------------------------------- vocabulary
 
 

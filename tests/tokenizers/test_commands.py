@@ -128,3 +128,35 @@ def test_train_input_that_is_empty_or_a_folder(tmp_path, capsys, make, phrase):
                  str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == f"error: {path}: {phrase}\n"
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------- unigram: lossless by default
+
+RARE = CORPUS * 30 + "wow! really~ ¤\n"  # '!', '~' and '¤' fall below character_coverage 0.9995
+
+
+@pytest.mark.parametrize("fallback", [None, "false"])
+def test_unigram_train_is_lossless_by_default_and_says_how_much_is_unknown(tmp_path, capsys, fallback):
+    from llmlab.tokenizers.hf_io import load_tokenizer
+
+    corpus = tmp_path / "rare.txt"
+    corpus.write_text(RARE, encoding="utf-8")
+    extra = [] if fallback is None else [f"byte_fallback={fallback}"]
+    assert main(["tokenizer", "train", "--algo", "unigram", "--vocab-size", "400", "--input", str(corpus),
+                 "--out", str(tmp_path / "u"), *extra]) == 0
+    err = capsys.readouterr().err
+    tok = load_tokenizer(tmp_path / "u")
+    # independently of the count the command prints: which characters encode to <unk> on their own
+    unknown = {c for c in set(RARE) if tok.unk_id in tok.encode(c)}
+    if fallback is None:
+        assert tok.byte_fallback and unknown == set()
+        assert tok.decode(tok.encode(RARE)) == RARE
+        assert ("0 characters of the training text map to <unk>: byte fallback is on (3 characters, e.g. "
+                in err), err
+    else:
+        assert unknown == {"!", "~", "¤"}
+        assert "3 characters of the training text (3 distinct, e.g. " in err
+        assert "map to <unk>; byte_fallback=true keeps them" in err
+        assert tok.decode(tok.encode(RARE)) != RARE
+    metrics = [json.loads(line) for line in (tmp_path / "u" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["unknown_characters"] == (0 if fallback is None else 3)

@@ -98,7 +98,7 @@ def test_ids_out_of_merge_order_raise():
     vocab = dict(tok.vocab)
     first, second = (a + b for a, b in tok.merges[:2])
     vocab[first], vocab[second] = vocab[second], vocab[first]
-    with pytest.raises(UserError, match="ids must increase in merge order"):
+    with pytest.raises(UserError, match="ids must not decrease in merge order"):
         _variant(tok, vocab=vocab).to_tiktoken()
 
 

@@ -5,7 +5,7 @@
     tok = train_bpe(files=["corpus.txt"], vocab_size=8192, special_tokens=["<|endoftext|>"])
     ids = tok.encode("Hello world")
     tok.save("my_tokenizer")            # tokenizer.json (HF format) + vocab.txt
-    tok = load_tokenizer("my_tokenizer")  # also HF byte-level BPE files llmlab did not write
+    tok = load_tokenizer("my_tokenizer")  # also tokenizer.json, .model, .tiktoken, vocab.txt llmlab did not write
 
 Importing this package loads `regex` and nothing heavy.
 """

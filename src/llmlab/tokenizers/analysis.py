@@ -39,6 +39,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import regex
 
@@ -305,3 +306,28 @@ def parallel_premiums(tok: Tokenizer, rows: Sequence[Mapping[str, str]], *, base
     """`premiums` of `tok` on parallel rows ({lang: sentence}), one sentence per line."""
     langs = list(rows[0]) if rows else []
     return premiums({lang: len(tok.encode("\n".join(r[lang] for r in rows))) for lang in langs}, base=base)
+
+
+class _PieceVocabulary(Protocol):
+    """What `uncovered_characters` reads of a Unigram tokenizer (UnigramTokenizer is one)."""
+
+    vocab: Mapping[str, object]
+
+    def normalize(self, text: str) -> str: ...
+
+
+def uncovered_characters(tok: _PieceVocabulary, texts: Iterable[str]) -> Counter[str]:
+    """Characters of the normalised `texts` that are no piece of their own, with their counts.
+
+    For a trained Unigram these are exactly the characters its encoding cannot spell (the trainer
+    keeps every required character as a piece and builds no piece from the others): <unk>, or
+    byte pieces with byte fallback.
+
+    >>> class Tok: vocab = {"▁": 0, "a": 1}; normalize = staticmethod(lambda t: "▁" + t.replace(" ", "▁"))
+    >>> uncovered_characters(Tok(), ["a!a ~!"])
+    Counter({'!': 2, '~': 1})
+    """
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(tok.normalize(text))
+    return Counter({c: n for c, n in counts.items() if c not in tok.vocab})

@@ -14,15 +14,20 @@ added tokens in the text; llmlab's tokenizer.json files keep that HF behaviour t
 from __future__ import annotations
 
 import codecs
+import pickle
 import re
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import regex
 
 from llmlab.errors import UserError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 AllowedSpecial = Literal["all"] | Iterable[str]
 
@@ -110,20 +115,22 @@ class Tokenizer(ABC):
     def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
         """Encode many texts; with more than one worker, in processes.
 
-        Each worker gets the tokenizer once (pool initializer) and one contiguous slice of
-        the texts, so it pays for pickling the vocabulary once and keeps a warm chunk cache.
+        The worker processes are started on the first parallel call and kept for the tokenizer's
+        lifetime (shut down when it is garbage-collected or the interpreter exits): each got the
+        tokenizer once (pool initializer) and keeps its chunk cache warm from call to call, so a
+        second call costs only shipping the texts and the ids. Each call cuts the texts into a few
+        contiguous slices per worker, taken by whichever worker is free, so a worker that drew cheap
+        texts does not wait for the other. A tokenizer is not meant to change once it encodes: the
+        workers keep the copy they were given.
         """
         import os
 
         workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
         if workers <= 1 or len(texts) < 2 * workers:
             return [self.encode(t, **kwargs) for t in texts]
-        from concurrent.futures import ProcessPoolExecutor
-
-        size = -(-len(texts) // workers)
+        size = -(-len(texts) // (workers * _SLICES_PER_WORKER))
         slices = [(list(texts[i:i + size]), kwargs) for i in range(0, len(texts), size)]
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(self,)) as pool:
-            return [ids for part in pool.map(_encode_slice, slices) for ids in part]
+        return [ids for part in _worker_pool(self, workers).map(_encode_slice, slices) for ids in part]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         out = bytearray()
@@ -154,11 +161,38 @@ def refuse_lone_surrogates(text: str) -> None:
 
 
 _WORKER_TOKENIZER: Tokenizer | None = None  # set once per encode_batch worker process
+_SLICES_PER_WORKER = 4  # several slices each, so a worker that gets the cheap texts takes the next slice
+_POOLS: dict[int, tuple[int, ProcessPoolExecutor]] = {}  # id(tokenizer) -> (workers, its pool)
 
 
-def _init_worker(tok: Tokenizer) -> None:
+def _worker_pool(tok: Tokenizer, workers: int) -> ProcessPoolExecutor:
+    """`tok`'s persistent pool of `workers` processes (a new one when the count changes)."""
+    from concurrent.futures import ProcessPoolExecutor  # here: light commands never start processes
+
+    key = id(tok)
+    entry = _POOLS.get(key)
+    if entry is not None and entry[0] == workers:
+        return entry[1]
+    if entry is None:  # first pool of this tokenizer: close it with the tokenizer, or at exit
+        weakref.finalize(tok, _close_pool, key)
+    else:
+        entry[1].shutdown(wait=False, cancel_futures=True)
+    # subtle: the tokenizer goes to the workers pickled, because a pool keeps its initargs: holding `tok`
+    # itself would keep it (and so the pool) alive forever
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(pickle.dumps(tok),))
+    _POOLS[key] = (workers, pool)
+    return pool
+
+
+def _close_pool(key: int) -> None:
+    entry = _POOLS.pop(key, None)
+    if entry is not None:
+        entry[1].shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker(data: bytes) -> None:
     global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tok
+    _WORKER_TOKENIZER = pickle.loads(data)  # our own bytes, pickled by `_worker_pool` in the parent
 
 
 def _encode_slice(job: tuple[list[str], dict]) -> list[list[int]]:

@@ -32,6 +32,7 @@ from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.bytelevel import to_chars, visible
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+from llmlab.tokenizers.regex_engines import warn_engine_differences
 from llmlab.tokenizers.tiktoken_io import to_tiktoken
 
 _CACHE_LIMIT = 1 << 20  # chunks; the cache is cleared when it grows past this
@@ -200,8 +201,10 @@ class BPETokenizer(Tokenizer):
 
     def save(self, directory: str | Path) -> None:
         """`tokenizer.json` (HF format, loadable by `tokenizers` and `transformers`) and `vocab.txt`,
-        each written atomically into `directory`."""
+        each written atomically into `directory`; with a warning if HF's regex engine reads the split
+        pattern differently (regex_engines.py)."""
         directory = Path(directory)
+        warn_engine_differences(self.pre_tokenizer.pattern, f"written to {directory / 'tokenizer.json'}")
         write_json_atomic(directory / "tokenizer.json", self.to_hf_json())
         write_text_atomic(directory / "vocab.txt", self.vocab_listing())
 

@@ -19,7 +19,7 @@ from llmlab.data.multilingual import LANGUAGES, code_mixed, language_corpus, par
 from llmlab.errors import UserError
 from llmlab.plotting import new_figure, save_figure
 from llmlab.runs import progress_bar, start_run
-from llmlab.tokenizers.analysis import analyze, parallel_premiums
+from llmlab.tokenizers.analysis import analyze, parallel_premiums, uncovered_characters
 from llmlab.tokenizers.bpe import BPETokenizer
 from llmlab.tokenizers.bpe_train import check_training_args, iter_file_blocks, train_bpe
 from llmlab.tokenizers.bytelevel import visible
@@ -37,6 +37,7 @@ from llmlab.tokenizers.extend import extend_bpe, extension_gain, learn_domain_me
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.tokenizers.sampling import balanced_corpus, language_weights
 from llmlab.tokenizers.trainers import AlgorithmUnavailable, train_tokenizer
+from llmlab.tokenizers.unigram import UnigramTokenizer
 
 # Background colours for token boundaries in a terminal (ANSI 256-colour, soft tones).
 _COLOURS = (153, 186, 217, 151, 223, 189)
@@ -109,7 +110,7 @@ def _train_other(cfg: TrainTokenizerConfig, run: Any, texts: list[str] | None) -
     start = time.perf_counter()
     kw: dict[str, Any] = {"special_tokens": cfg.resolved_special_tokens}
     if cfg.algo == "unigram":
-        kw.update(byte_fallback=cfg.byte_fallback, pre_tokenizer=cfg.pre_tokenizer)
+        kw.update(byte_fallback=cfg.resolved_byte_fallback, pre_tokenizer=cfg.pre_tokenizer)
     else:  # wordpiece (the config refused the options it does not take)
         kw.update(score=cfg.score, min_frequency=cfg.min_frequency)
     tok = train_tokenizer(cfg.algo, texts, vocab_size=cfg.vocab_size, **kw)
@@ -117,7 +118,23 @@ def _train_other(cfg: TrainTokenizerConfig, run: Any, texts: list[str] | None) -
     tok.save(run.dir)
     run.metrics(0, vocab_size=tok.vocab_size, seconds=round(seconds, 3))
     run.log(f"trained {cfg.algo} in {seconds:.1f} s; vocab size {tok.vocab_size}; wrote {run.dir / 'tokenizer.json'}")
+    if isinstance(tok, UnigramTokenizer):
+        _report_unknown_characters(tok, texts, run)
     return 0
+
+
+def _report_unknown_characters(tok: UnigramTokenizer, texts: Sequence[str], run: Any) -> None:
+    """How much of the training text maps to <unk>: printed, so a lossy tokenizer never goes unnoticed."""
+    missing = uncovered_characters(tok, texts)
+    n = sum(missing.values())
+    examples = ", ".join(repr(c) for c, _ in missing.most_common(5))
+    if tok.byte_fallback:
+        bytes_note = f" ({n:,} characters, e.g. {examples}, are in no piece and become byte pieces)" if n else ""
+        run.log(f"0 characters of the training text map to <unk>: byte fallback is on{bytes_note}")
+    else:
+        run.log(f"{n:,} characters of the training text ({len(missing)} distinct{', e.g. ' + examples if n else ''}) "
+                "map to <unk>" + ("; byte_fallback=true keeps them" if n else ""))
+    run.metrics(0, unknown_characters=0 if tok.byte_fallback else n, characters_without_piece=n)
 
 
 def _builtin_pretrain(chars: int, run: Any) -> list[str]:

@@ -20,7 +20,7 @@ class TrainTokenizerConfig:
 
         option           bpe          unigram                      wordpiece
         pre_tokenizer    any (gpt2)   any (none: spaces only, "▁")  none: BERT's (whitespace + punctuation)
-        byte_fallback    -            yes                          -
+        byte_fallback    -            yes (default on: lossless)   -
         score            -            -                            likelihood | frequency
         min_frequency    yes          -                            yes
         normalizer       yes          - (NFKC)                     - (BERT's)
@@ -38,7 +38,8 @@ class TrainTokenizerConfig:
     special_tokens: tuple[str, ...] = _BPE_SPECIALS
     workers: int = 0  # processes for counting words; 0: one per core for files
     errors: Literal["strict", "replace"] = "strict"  # non-UTF-8 bytes in the input
-    byte_fallback: bool = False  # unigram: unknown characters become <0xNN> byte pieces
+    # unigram: characters in no piece become <0xNN> byte pieces (None: on, so no text is lost; false gives <unk>)
+    byte_fallback: bool | None = None
     score: Literal["likelihood", "frequency"] = "likelihood"  # wordpiece's merge criterion (frequency: as HF)
     language_input: tuple[str, ...] = ()  # LANG=FILE per language, for language-balanced training
     language_alpha: float | None = None  # sample language i with p_i ∝ n_i^alpha (XLM-R: 0.3); None: as given
@@ -71,6 +72,11 @@ class TrainTokenizerConfig:
         check(len(set(self.special_tokens)) == len(self.special_tokens), "a special token is given twice")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         check(self.corpus_chars >= 1000, f"corpus_chars must be at least 1000, got {self.corpus_chars}")
+
+    @property
+    def resolved_byte_fallback(self) -> bool:
+        """Unigram's byte fallback: on unless turned off (the trainer's own default, as SentencePiece's, is off)."""
+        return self.algo == "unigram" and self.byte_fallback is not False
 
     @property
     def resolved_special_tokens(self) -> tuple[str, ...]:

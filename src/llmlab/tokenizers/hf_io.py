@@ -1,4 +1,7 @@
-"""Hugging Face `tokenizer.json` files for byte-level BPE: write them, and read them back.
+"""Hugging Face `tokenizer.json` files for byte-level BPE: write them, and read them back; and
+`load_tokenizer`, the one entry point that reads every format llmlab knows by sniffing it (the
+table below `FORMATS`: tokenizer.json, GPT-2's vocab.json + merges.txt, .tiktoken, SentencePiece
+.model, BERT vocab.txt).
 
 The writing itself is `BPETokenizer.to_hf_json` and `.vocab_listing` (bpe.py: a tokenizer saves
 itself); the reading is here, above bpe.py, and so is the dispatch to the WordPiece and Unigram readers.
@@ -42,7 +45,7 @@ Reading accepts files llmlab did not write when they are byte-level BPE:
     added token in the text before BPE runs, which is what llmlab does with the specials
     a caller allows (`encode(text, allowed_special="all")` gives HF's ids).
 
-Left out: other models (WordPiece, Unigram), SentencePiece-style BPE ("▁", byte_fallback),
+Left out of the BPE reader: SentencePiece-style BPE ("▁", byte_fallback),
 subword prefixes and suffixes, dropout, and other normalizers and pre-tokenizers (all
 rejected with a one-line UserError that names the field); a Split pattern must match
 every character, as the known byte-level patterns do (text between matches is dropped).
@@ -54,7 +57,7 @@ special's exact text).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +65,17 @@ import regex
 
 from llmlab.errors import UserError
 from llmlab.tokenizers.added_tokens import read_added_tokens
+from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.bpe import HF_PREFIX_SPACE, BPETokenizer
 from llmlab.tokenizers.bytelevel import CHAR_TO_BYTE, from_chars, to_chars
 from llmlab.tokenizers.normalizers import HF_NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+from llmlab.tokenizers.regex_engines import warn_engine_differences
+from llmlab.tokenizers.tiktoken_file import load_tiktoken
 from llmlab.tokenizers.unigram_io import from_hf_json as unigram_from_hf_json
+from llmlab.tokenizers.unigram_io import load_sentencepiece_model
 from llmlab.tokenizers.wordpiece_io import from_hf_json as wordpiece_from_hf_json
+from llmlab.tokenizers.wordpiece_io import load_vocab_txt
 
 # ---------------------------------------------------------------------- writing
 
@@ -81,25 +89,124 @@ def save_tokenizer(tok: BPETokenizer, directory: str | Path) -> None:
 # ---------------------------------------------------------------------- reading
 
 
-def load_tokenizer(path: str | Path) -> BPETokenizer:
-    """A byte-level BPE tokenizer from a tokenizer.json file, or a directory that holds one."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+# ---------------------------------------------------------------------- one entry point
+
+#  format                    sniffed by (first bytes)                      read by
+#  tokenizer.json            *.json, or JSON: "model"                    from_hf_json (BPE, WordPiece, Unigram)
+#  GPT-2 vocab.json          JSON object of token -> id, merges.txt beside  load_gpt2_files
+#  GPT-2 merges.txt          "#version" first line, vocab.json beside       load_gpt2_files
+#  .tiktoken rank file       first line "base64 rank" (Llama 3's tokenizer.model too)  tiktoken_file.load_tiktoken
+#  SentencePiece .model      protobuf: first byte 0x0A (field 1, a piece)  unigram_io.load_sentencepiece_model
+#  BERT vocab.txt            text with a "[UNK]" line                      wordpiece_io.load_vocab_txt
+# A folder: the first of FOLDER_FILES that is there (tokenizer.json before the rest).
+# load_sentencepiece_model returns whatever model the .model file holds (a new model type is a case there).
+
+FOLDER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+                "*.model", "*.tiktoken", "vocab.txt")
+_HEAD = 4096
+_TIKTOKEN_LINE = regex.compile(rb"[A-Za-z0-9+/]+=*[ ]\d+\r?(?:\n|$)")
+
+
+def _is_json(path: Path, head: bytes) -> bool:
+    return path.suffix == ".json" or head.lstrip().startswith(b"{")
+
+
+def _is_merges_txt(path: Path, head: bytes) -> bool:
+    return head.startswith(b"#version") or path.name == "merges.txt"
+
+
+def _is_tiktoken(path: Path, head: bytes) -> bool:
+    return _TIKTOKEN_LINE.match(head) is not None
+
+
+def _is_sentencepiece(path: Path, head: bytes) -> bool:
+    return head[:1] == b"\x0a"
+
+
+def _is_vocab_txt(path: Path, head: bytes) -> bool:
+    return b"\n[UNK]" in b"\n" + head.replace(b"\r", b"")
+
+
+def _load_json(path: Path, **options: Any) -> Tokenizer:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not JSON ({e})") from None
+    if isinstance(data, dict) and data and "model" not in data and all(isinstance(v, int) for v in data.values()):
+        return load_gpt2_files(path.with_name("merges.txt"), vocab=data)
     try:
-        return from_hf_json(data)
+        return from_hf_json(data, source=str(path))
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
 
 
-def from_hf_json(data: Any) -> BPETokenizer:
-    """A tokenizer from a parsed tokenizer.json; UserErrors name the field at fault."""
+FORMATS: dict[str, tuple[Callable[[Path, bytes], bool], Callable[..., Tokenizer]]] = {
+    "tokenizer.json / vocab.json": (_is_json, _load_json),
+    "merges.txt": (_is_merges_txt, lambda path: load_gpt2_files(path)),
+    ".tiktoken": (_is_tiktoken, load_tiktoken),
+    "SentencePiece .model": (_is_sentencepiece, load_sentencepiece_model),
+    "BERT vocab.txt": (_is_vocab_txt, load_vocab_txt),
+}
+
+
+def load_tokenizer(path: str | Path, **options: Any) -> Tokenizer:
+    """Any tokenizer llmlab reads, from its file or the folder that holds it, by sniffing the format
+    (the table above). `options` go to the .tiktoken reader: `encoding`, `pattern`, `special_tokens`."""
+    path = Path(path)
+    if path.is_dir():
+        found = next((f for name in FOLDER_FILES for f in sorted(path.glob(name)) if f.is_file()), None)
+        if found is None:
+            raise UserError(f"{path}: no tokenizer file in the folder (looked for {', '.join(FOLDER_FILES)})")
+        path = found
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with path.open("rb") as f:
+        head = f.read(_HEAD)
+    for name, (sniff, load) in FORMATS.items():
+        if sniff(path, head):
+            if options and load is not load_tiktoken:
+                raise UserError(f"{path}: options {', '.join(options)} apply to .tiktoken files; this is {name}")
+            try:
+                return load(path, **options)
+            except UserError as e:  # every message names the file
+                raise UserError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    raise UserError(f"{path}: not a tokenizer format llmlab reads ({', '.join(FORMATS)})")
+
+
+def load_gpt2_files(merges_txt: Path, *, vocab: dict[str, int] | None = None) -> BPETokenizer:
+    """GPT-2's original pair: `vocab.json` (byte-level token -> id) and `merges.txt` ("#version" line,
+    then "a b" per merge), read as HF's `GPT2Tokenizer` reads them: the GPT-2 pattern, no prefix space.
+    Tokens that no merge makes and that are not single bytes (GPT-2's <|endoftext|>) become special
+    tokens, as the model's tokenizer_config declares them."""
+    vocab_json = merges_txt.with_name("vocab.json")
+    if vocab is None:
+        if not vocab_json.is_file():
+            raise UserError(f"{merges_txt}: GPT-2's merges.txt needs its vocab.json beside it")
+        try:
+            vocab = json.loads(vocab_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{vocab_json}: not JSON ({e})") from None
+    if not merges_txt.is_file():
+        raise UserError(f"{vocab_json}: GPT-2's vocab.json needs its merges.txt beside it")
+    lines = merges_txt.read_text(encoding="utf-8").splitlines()
+    merges = [line for line in lines[1 if lines and lines[0].startswith("#version") else 0:] if line.strip()]
+    made = {"".join(line.split(" ")) for line in merges}
+    specials = [{"id": i, "content": t, "special": True} for t, i in (vocab or {}).items()
+                if isinstance(i, int) and len(t) > 1 and t not in made]
+    data = {"added_tokens": specials, "normalizer": None,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+            "model": {"type": "BPE", "vocab": vocab, "merges": merges}}
+    try:
+        tok = from_hf_json(data, source=str(merges_txt))
+    except UserError as e:
+        raise UserError(f"{merges_txt.parent}: {e}") from None
+    assert isinstance(tok, BPETokenizer)
+    return tok
+
+
+def from_hf_json(data: Any, source: str = "a tokenizer.json") -> Tokenizer:
+    """A tokenizer from a parsed tokenizer.json; UserErrors name the field at fault. A split pattern
+    that HF's regex engine reads differently from llmlab's is warned about (regex_engines.py)."""
     if not isinstance(data, dict):
         raise UserError("top level: not a JSON object")
     model = data.get("model")
@@ -115,6 +222,7 @@ def from_hf_json(data: Any) -> BPETokenizer:
     merges = _read_merges(model.get("merges"), vocab, specials)
     normalizer = _read_normalizer(data.get("normalizer"))
     pre_tokenizer, prefix_space = _read_pre_tokenizer(data.get("pre_tokenizer"))
+    warn_engine_differences(pre_tokenizer.pattern, f"loaded from {source}")
     return BPETokenizer(vocab, merges, special_tokens=specials, pre_tokenizer=pre_tokenizer, normalizer=normalizer,
                         add_prefix_space=prefix_space,
                         ignore_merges=bool(model.get("ignore_merges", False)))

@@ -79,3 +79,22 @@ class PreTokenizer:
 
     def split(self, text: str) -> list[str]:
         return self.compiled.findall(text)
+
+# The patterns of OpenAI's public encodings, as tiktoken ships them (tiktoken_ext/openai_public.py).
+# A .tiktoken rank file holds no pattern; these are what `load_tiktoken(path, encoding=...)` pairs it with.
+# They are not among PATTERNS (the trainer's choices): `cl100k` above is the older spelling without
+# possessive quantifiers, which HF tokenizers reads the same way as Python's regex (regex_engines.py).
+R50K_BASE = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+CL100K_BASE = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+               r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+O200K_BASE = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
+ENCODING_PATTERNS: dict[str, str] = {"gpt2": R50K_BASE, "r50k_base": R50K_BASE, "p50k_base": R50K_BASE,
+                                     "p50k_edit": R50K_BASE, "cl100k_base": CL100K_BASE, "o200k_base": O200K_BASE}

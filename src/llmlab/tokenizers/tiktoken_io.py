@@ -11,16 +11,21 @@ which is also the token's id, and it encodes a chunk like this (tiktoken's
 llmlab joins only the pairs of its merge list, ranked by merge. The two agree when ranking
 a merge by the id of the token it makes keeps the merge order, so we check, and raise
 otherwise:
-  - every merged token is made by exactly one merge, and their ids increase in merge order
+  - the ids of the merged tokens never decrease in merge order. Several merges may make one
+    token (Meta's Llama 3 file, and every file HF's tiktoken converter writes, list each token
+    once per way to split it into two tokens): they sit together, and the Encoding ranks them
+    all by that token's id, as llmlab does (rank = id)
   - every token is a single byte or made by a merge (tiktoken would build any token)
   - without ignore_merges, every token encodes to itself (step 1 changes nothing)
 Not checked: tiktoken would also join a token's bytes split another way (a + bc, where
-the merge is ab + c). A merge list learned by BPE training never meets that case (once
-b + c is merged no b is left before a c), and a trained one passes the checks (llmlab's
-ids are 256.. in merge order; HF's trainer numbers merges in order too); the tests
-compare the encodings on hard strings and on random text (hypothesis).
+the only merge is ab + c). A merge list learned by BPE training never meets that case (once
+b + c is merged no b is left before a c), a converter's list has every split, and a trained one
+passes the checks (llmlab's ids are 256.. in merge order; HF's trainer numbers merges in order
+too); the tests compare the encodings on hard strings and on random text (hypothesis).
 
 Left out: normalizers and add_prefix_space, which tiktoken has no place for (UserError).
+The pattern is handed over as is; where tiktoken's regex engine and HF's read it differently
+(regex_engines.py) a warning says so.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from llmlab.errors import UserError
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+from llmlab.tokenizers.regex_engines import warn_engine_differences
 
 if TYPE_CHECKING:
     import tiktoken
@@ -54,6 +60,7 @@ class ByteLevelBPE(Protocol):
 def to_tiktoken(tok: ByteLevelBPE, name: str = "llmlab") -> tiktoken.Encoding:
     """The same pattern, tokens (rank = id) and special tokens as a `tiktoken.Encoding`."""
     check_tiktoken_compatible(tok)
+    warn_engine_differences(tok.pre_tokenizer.pattern, "exported to tiktoken")
     import tiktoken  # lazily: an optional dependency, and a slow import
 
     return tiktoken.Encoding(name, pat_str=tok.pre_tokenizer.pattern, mergeable_ranks=dict(tok.vocab),
@@ -66,17 +73,15 @@ def check_tiktoken_compatible(tok: ByteLevelBPE) -> None:
         raise UserError(f"tiktoken has no normalizer; this tokenizer normalizes with {tok.normalizer!r}")
     if tok.add_prefix_space:
         raise UserError("tiktoken cannot add a prefix space; this tokenizer has add_prefix_space")
-    made_by: dict[bytes, int] = {}
+    made_by: dict[bytes, int] = {}  # token -> its first merge
     last_id = -1
     for rank, (a, b) in enumerate(tok.merges):
         token = a + b
-        if token in made_by:
-            raise UserError(f"merges {made_by[token]} and {rank} both make {token!r}; tiktoken ranks a token once")
-        made_by[token] = rank
+        made_by.setdefault(token, rank)
         token_id = tok.vocab[token]
-        if token_id <= last_id:
+        if token_id < last_id:
             raise UserError(f"merge {rank} makes {token!r} with id {token_id}, below the id {last_id} of an earlier "
-                            "merge; tiktoken ranks merges by id, so ids must increase in merge order")
+                            "merge; tiktoken ranks merges by id, so ids must not decrease in merge order")
         last_id = token_id
     for token, token_id in tok.vocab.items():
         if len(token) > 1 and token not in made_by:

@@ -32,15 +32,14 @@ truncation, padding, and added tokens' lstrip/rstrip/single_word/normalized flag
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from llmlab.errors import UserError
 from llmlab.tokenizers.added_tokens import read_added_tokens
 from llmlab.tokenizers.bert_text import BertNormalizer
 from llmlab.tokenizers.wordpiece import BERT_NORMALIZER_FLAGS, WordPieceTokenizer
-
-# ---------------------------------------------------------------------- writing
-
 
 # ---------------------------------------------------------------------- reading
 
@@ -107,3 +106,43 @@ def _read_decoder(spec: Any, prefix: str) -> bool:
     if not isinstance(cleanup, bool):
         raise UserError(f"decoder.cleanup: {cleanup!r} is not true or false")
     return cleanup
+
+
+def load_vocab_txt(path: str | Path) -> WordPieceTokenizer:
+    """A BERT tokenizer from its `vocab.txt` (one piece per line, line number = id), as HF's
+    `BertTokenizer(vocab_file=...)` builds it.
+
+    The file does not say whether the model is cased. `do_lower_case` of a `tokenizer_config.json`
+    beside it decides; without one the vocabulary does: a vocab with an uppercase letter in some
+    piece is a cased one (bert-base-cased), else uncased (HF's default, do_lower_case=True).
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    vocab: dict[str, int] = {}
+    for n, piece in enumerate(lines):
+        piece = piece.rstrip("\r")
+        if "\t" in piece:
+            raise UserError(f"{path}:{n + 1}: a tab; not BERT's vocab.txt (llmlab's vocab listing is for people: "
+                            "load the folder's tokenizer.json)")
+        vocab.setdefault(piece, n)  # HF keeps the first of repeated lines
+    lowercase = _do_lower_case(path.with_name("tokenizer_config.json"))
+    if lowercase is None:
+        lowercase = not any(c.isupper() for piece in vocab if not piece.startswith("[") for c in piece)
+    try:
+        return WordPieceTokenizer(vocab, normalizer=BertNormalizer(lowercase=lowercase))
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def _do_lower_case(config: Path) -> bool | None:
+    if not config.is_file():
+        return None
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise UserError(f"{config}: not a JSON object") from None
+    if value is not None and not isinstance(value, bool):
+        raise UserError(f"{config}: do_lower_case {value!r} is not true or false")
+    return value
