@@ -39,7 +39,7 @@ import math
 import random
 import struct
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +51,7 @@ from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+from llmlab.tokenizers.sp_text import sp_decode
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
@@ -283,7 +284,8 @@ class UnigramTokenizer(Tokenizer):
     def __init__(self, pieces: Sequence[tuple[str, float]], *, unk_id: int = 0, byte_fallback: bool = False,
                  special_tokens: Mapping[str, int] | None = None, normalizer: str = "nfkc",
                  add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False,
-                 unused: Iterable[int] = (), float32: bool = False, pre_tokenizer: str | None = None) -> None:
+                 unused: Iterable[int] = (), float32: bool = False, pre_tokenizer: str | None = None,
+                 text_normalizer: Callable[[str], str] | None = None, sentencepiece_decode: bool = False) -> None:
         """`pieces[id] = (piece, log-probability)` for every id.
 
         Ids named by `special_tokens` and `unk_id` are never matched in text (the unk piece is a
@@ -293,6 +295,12 @@ class UnigramTokenizer(Tokenizer):
         as SentencePiece; off, they are decided as HF `tokenizers` decides them. `pre_tokenizer`
         (an llmlab pre-tokenizer name, e.g. "script") splits the text into chunks before the
         lattice, so no piece crosses two chunks (see `text_words`).
+
+        `text_normalizer` replaces the normaliser and the whitespace handling with a callable that
+        returns the escaped text (sp_text.SentencePieceNormalizer for .model files, exact with their
+        precompiled charsmap; sp_hf.HFTextPipeline for HF's Precompiled files).
+        `sentencepiece_decode`: `decode` as SentencePiece decodes (sp_text.sp_decode: " ⁇ " for the
+        unknown piece, control pieces dropped).
         """
         self.pieces = [(str(p), float(s)) for p, s in pieces]
         self.unk_id = unk_id
@@ -324,6 +332,10 @@ class UnigramTokenizer(Tokenizer):
         self.unk_score = min((s for _, s in self.vocab.values()), default=0.0) - UNK_PENALTY
         self.float32 = float32
         self.pre_tokenizer = pre_tokenizer
+        if text_normalizer is not None and pre_tokenizer is not None:
+            raise UserError("a text_normalizer and a pre_tokenizer cannot be combined")
+        self.text_normalizer = text_normalizer
+        self.sentencepiece_decode = sentencepiece_decode
         self._chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
             self.unk_score = _to_float32(self.unk_score)
@@ -349,11 +361,15 @@ class UnigramTokenizer(Tokenizer):
 
     def normalize(self, text: str) -> str:
         """The text the lattices see: normalised, spaces as "▁", "▁" in front (add_dummy_prefix)."""
+        if self.text_normalizer is not None:
+            return self.text_normalizer(text)
         return escape(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
                       remove_extra_whitespaces=self.remove_extra_whitespaces)
 
     def words(self, text: str) -> list[str]:
         """The words of `text`, each its own lattice; they join to `normalize(text)`."""
+        if self.text_normalizer is not None:
+            return split_words(self.text_normalizer(text))
         return text_words(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
                           remove_extra_whitespaces=self.remove_extra_whitespaces, chunks=self._chunks)
 
@@ -468,6 +484,13 @@ class UnigramTokenizer(Tokenizer):
         data = super().decode_bytes(ids)
         return data[1:] if self.add_dummy_prefix and data.startswith(b" ") else data
 
+    def decode(self, ids: Iterable[int], *, errors: str = "replace") -> str:
+        if not self.sentencepiece_decode:
+            return super().decode(ids, errors=errors)
+        controls = frozenset(self.special_tokens.values()) - {self.unk_id}
+        return sp_decode(ids, [p for p, _ in self.pieces], controls=controls, unknown=self.unk_id,
+                         byte_of=self._byte_of, strip_first_space=self.add_dummy_prefix or self.remove_extra_whitespaces)
+
     def stream_decoder(self) -> StreamDecoder:
         return _PrefixStreamDecoder(self)
 
@@ -487,6 +510,9 @@ class UnigramTokenizer(Tokenizer):
             raise UserError("remove_extra_whitespaces has no exact HF normalizer; save a tokenizer without it")
         if self.unused:
             raise UserError("SentencePiece UNUSED pieces have no HF equivalent")
+        if getattr(self.text_normalizer, "charsmap", None) is not None:
+            raise UserError("a tokenizer with a precompiled charsmap is saved by the library that wrote it "
+                            "(transformers' converter writes its tokenizer.json)")
         normalizers = [{"type": HF_NORMALIZER_TYPES[self.normalizer]}] if self.normalizer != "none" else []
         if self.add_dummy_prefix:
             normalizers.append({"type": "Prepend", "prepend": SPACE})
