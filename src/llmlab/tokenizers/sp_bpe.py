@@ -12,7 +12,7 @@ Two readers, two merge orders, one encoder:
     pieces ▁t: -1  ▁th: -2  ▁the: -3  he: -4      "the" -> "▁the" -> ▁ t h e -> ▁t h e -> ▁th e -> ▁the
 
 Characters that are no piece: with byte fallback, their UTF-8 bytes as the pieces <0x00>..<0xFF>;
-without, the unknown piece (HF `fuse_unk`: one per run). SentencePiece applies the fallback after
+without, the unknown piece, one per run of unknown characters (SentencePiece always, HF with `fuse_unk`). SentencePiece applies the fallback after
 merging, HF before; both give the same ids, since no piece holds a character that is no piece.
 
 The text is the normalised, "▁"-escaped text (sp_text.SentencePieceNormalizer for .model files,
@@ -55,7 +55,8 @@ class SentencePieceBPE(Tokenizer):
                  byte_fallback: bool, special_tokens: Mapping[str, int], scores: Sequence[float] | None = None,
                  merges: Sequence[tuple[str, str]] | None = None, unused: Iterable[int] = (),
                  byte_ids: Mapping[int, int] | None = None, sentencepiece_decode: bool = False,
-                 strip_first_space: bool = True, fuse_unk: bool = True, source: dict[str, Any] | None = None) -> None:
+                 strip_first_space: bool = True, strip_all_leading: bool = False, fuse_unk: bool = True,
+                 source: dict[str, Any] | None = None) -> None:
         """`pieces[id]` for every id; exactly one of `scores` (SentencePiece's order) and `merges` (HF's).
 
         `byte_ids`: byte piece id -> byte (default: the pieces "<0xNN>"). `special_tokens` are never
@@ -69,6 +70,7 @@ class SentencePieceBPE(Tokenizer):
         self.byte_fallback = byte_fallback
         self.sentencepiece_decode = sentencepiece_decode
         self.strip_first_space = strip_first_space
+        self.strip_all_leading = strip_all_leading  # sentencepiece_decode with remove_extra_whitespaces
         self.fuse_unk = fuse_unk
         self.normalizer = normalizer
         self.source = source
@@ -119,8 +121,9 @@ class SentencePieceBPE(Tokenizer):
         return self._fuse(ids)
 
     def _fuse(self, ids: list[int]) -> list[int]:
-        """HF's fuse_unk over the whole text: one unknown per run (words are cut, runs are not)."""
-        if self.byte_fallback or not self.fuse_unk or self.unk_id is None or self._scores is not None:
+        """One unknown per run of them, over the whole text (words are cut, runs are not): HF's
+        fuse_unk, and what SentencePiece always does without byte fallback."""
+        if self.byte_fallback or not self.fuse_unk or self.unk_id is None:
             return ids
         unk = self.unk_id
         return [i for n, i in enumerate(ids) if i != unk or n == 0 or ids[n - 1] != unk]
@@ -232,7 +235,8 @@ class SentencePieceBPE(Tokenizer):
         if self.sentencepiece_decode:
             controls = frozenset(self.special_tokens.values()) - {self.unk_id}
             return sp_decode(ids, self.pieces, controls=controls, unknown=-1 if self.unk_id is None else self.unk_id,
-                             byte_of=self._byte_of, strip_first_space=self.strip_first_space)
+                             byte_of=self._byte_of, strip_first_space=self.strip_first_space,
+                             strip_all_leading=self.strip_all_leading)
         text = sp_decode(ids, self.pieces, controls=frozenset(), unknown=-2, byte_of=self._byte_of,
                          strip_first_space=False)
         return text.removeprefix(" ") if self.strip_first_space else text
@@ -272,7 +276,8 @@ def from_sentencepiece(model: SentencePieceModel) -> SentencePieceBPE:
                             normalizer=norm, unk_id=model.unk_id, byte_fallback=model.byte_fallback,
                             special_tokens=specials, unused=[i for i, t in enumerate(model.types) if t == UNUSED],
                             byte_ids=byte_ids, sentencepiece_decode=True,
-                            strip_first_space=norm.add_dummy_prefix or norm.remove_extra_whitespaces)
+                            strip_first_space=norm.add_dummy_prefix or norm.remove_extra_whitespaces,
+                            strip_all_leading=norm.remove_extra_whitespaces)
 
 
 def from_hf_json(data: dict[str, Any]) -> SentencePieceBPE:
@@ -313,6 +318,9 @@ def from_hf_json(data: dict[str, Any]) -> SentencePieceBPE:
     unk_id = vocab.get(unk) if isinstance(unk, str) else None
     if isinstance(unk, str) and unk_id is None:
         raise UserError(f"model.unk_token: {unk!r} is not in model.vocab")
+    if model.get("byte_fallback") and not all(byte_piece(b) in vocab for b in range(256)):
+        raise UserError("model.byte_fallback: true, but model.vocab lacks some of the byte pieces <0x00>..<0xFF> "
+                        "that SentencePiece-style BPE falls back to")
     pipeline = read_pipeline(data.get("normalizer"), data.get("pre_tokenizer"))
     if pipeline.split:
         raise UserError("pre_tokenizer: Metaspace split true is not supported for BPE (llmlab reads split false)")

@@ -15,9 +15,9 @@ Normalisation (SentencePiece's `Normalizer::Normalize`, for `.model` files):
 
 Decoding (`SentencePieceProcessor.decode`): control pieces (<s>, </s>) give "", the unknown piece
 gives " ⁇ " (U+2047 between spaces), runs of byte pieces give their bytes as UTF-8 (each byte of a
-malformed sequence one U+FFFD), "▁" gives " "; the first piece that starts with "▁" while nothing
-is written yet (and no such piece came before) loses that "▁" when the model adds a dummy prefix
-or removes extra whitespace.
+malformed sequence one U+FFFD), "▁" gives " "; the first piece loses one leading "▁" when the model adds a dummy prefix or
+removes extra whitespace, and with remove_extra_whitespaces every piece does until some text is
+written (sentencepiece 0.2: ["▁", "▁", "x"] -> "x" then, " x" without it).
 """
 
 from __future__ import annotations
@@ -84,13 +84,12 @@ def _drop_leading_spaces(chunks: list[tuple[str, bool]]) -> list[tuple[str, bool
 
 
 def sp_decode(ids: Iterable[int], pieces: Mapping[int, str] | list[str], *, controls: frozenset[int],
-              unknown: int, byte_of: Mapping[int, int], strip_first_space: bool) -> str:
+              unknown: int, byte_of: Mapping[int, int], strip_first_space: bool, strip_all_leading: bool = False) -> str:
     """SentencePiece's decode of `ids` (see the module docstring); `byte_of`: byte piece id -> byte."""
     out: list[str] = []
     pending = bytearray()
     written = False  # whether any text is out yet
-    first = True  # is_bos_ws: the next piece may lose its leading "▁"
-    seen = False  # bos_ws_seen: the previous piece lost it
+    seen = False  # bos_ws_seen: a piece lost its leading "▁" (with remove_extra_whitespaces never set)
     for i in ids:
         b = byte_of.get(i)
         if b is not None:
@@ -100,8 +99,7 @@ def sp_decode(ids: Iterable[int], pieces: Mapping[int, str] | list[str], *, cont
             out.append(_utf8_per_byte(bytes(pending)))
             pending.clear()
             written = written or bool(out[-1])
-        if seen or written:
-            first = False
+        first = not (seen or written)
         seen = False
         if i in controls:
             continue
@@ -111,7 +109,7 @@ def sp_decode(ids: Iterable[int], pieces: Mapping[int, str] | list[str], *, cont
             piece = pieces[i]
             if first and strip_first_space and piece.startswith(SPACE):
                 piece = piece[1:]
-                seen = True
+                seen = not strip_all_leading
             text = piece.replace(SPACE, " ")
         if text:
             out.append(text)

@@ -285,7 +285,8 @@ class UnigramTokenizer(Tokenizer):
                  special_tokens: Mapping[str, int] | None = None, normalizer: str = "nfkc",
                  add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False,
                  unused: Iterable[int] = (), float32: bool = False, pre_tokenizer: str | None = None,
-                 text_normalizer: Callable[[str], str] | None = None, sentencepiece_decode: bool = False) -> None:
+                 text_normalizer: Callable[[str], str] | None = None, sentencepiece_decode: bool = False,
+                 byte_pieces_match_text: bool = False) -> None:
         """`pieces[id] = (piece, log-probability)` for every id.
 
         Ids named by `special_tokens` and `unk_id` are never matched in text (the unk piece is a
@@ -300,7 +301,8 @@ class UnigramTokenizer(Tokenizer):
         returns the escaped text (sp_text.SentencePieceNormalizer for .model files, exact with their
         precompiled charsmap; sp_hf.HFTextPipeline for HF's Precompiled files).
         `sentencepiece_decode`: `decode` as SentencePiece decodes (sp_text.sp_decode: " ⁇ " for the
-        unknown piece, control pieces dropped).
+        unknown piece, control pieces dropped). `byte_pieces_match_text`: the text "<0x41>" may match
+        the piece <0x41>, as in HF (SentencePiece's byte pieces never match text).
         """
         self.pieces = [(str(p), float(s)) for p, s in pieces]
         self.unk_id = unk_id
@@ -324,7 +326,7 @@ class UnigramTokenizer(Tokenizer):
             if missing:
                 raise UserError(f"byte_fallback needs the pieces <0x00>..<0xFF>; {byte_piece(missing[0])} is missing")
             self._byte_ids = [ids[byte_piece(b)] for b in range(256)]
-        skip = specials | set(self._byte_ids) | self.unused
+        skip = specials | self.unused | (set() if byte_pieces_match_text else set(self._byte_ids))
         # piece -> (id, score) for the pieces that text can match
         self.vocab = {p: (i, s) for i, (p, s) in enumerate(self.pieces) if i not in skip}
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
@@ -489,7 +491,8 @@ class UnigramTokenizer(Tokenizer):
             return super().decode(ids, errors=errors)
         controls = frozenset(self.special_tokens.values()) - {self.unk_id}
         return sp_decode(ids, [p for p, _ in self.pieces], controls=controls, unknown=self.unk_id,
-                         byte_of=self._byte_of, strip_first_space=self.add_dummy_prefix or self.remove_extra_whitespaces)
+                         byte_of=self._byte_of, strip_first_space=self.add_dummy_prefix or self.remove_extra_whitespaces,
+                         strip_all_leading=self.remove_extra_whitespaces)
 
     def stream_decoder(self) -> StreamDecoder:
         return _PrefixStreamDecoder(self)

@@ -70,7 +70,7 @@ def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
         pipeline = read_pipeline(data.get("normalizer"), data.get("pre_tokenizer"))
         return UnigramTokenizer([(p, hf_score(float(s))) for p, s in vocab], unk_id=unk_id, special_tokens=specials,
                                 byte_fallback=bool(model.get("byte_fallback", False)), normalizer="none",
-                                add_dummy_prefix=pipeline.prepend, text_normalizer=pipeline)
+                                add_dummy_prefix=pipeline.prepend, text_normalizer=pipeline, byte_pieces_match_text=True)
     normalizer, prefix = _read_normalizer(data.get("normalizer"))
     spec = data.get("pre_tokenizer")
     pre_tokenizer = None
@@ -79,13 +79,14 @@ def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
     prefix = _read_pre_tokenizer(spec) or prefix
     return UnigramTokenizer([(p, hf_score(float(s))) for p, s in vocab], unk_id=unk_id, special_tokens=specials,
                             byte_fallback=bool(model.get("byte_fallback", False)), normalizer=normalizer,
-                            add_dummy_prefix=prefix, pre_tokenizer=pre_tokenizer)
+                            add_dummy_prefix=prefix, pre_tokenizer=pre_tokenizer, byte_pieces_match_text=True)
 
 
 def _has_precompiled(spec: Any) -> bool:
-    """Whether the normalizer holds a Precompiled step (files converted from SentencePiece models)."""
+    """Whether the normalizer holds the steps of transformers' SentencePiece converter (a Precompiled
+    charsmap, Replace or Strip), which `sp_hf.HFTextPipeline` runs."""
     steps = spec.get("normalizers", []) if isinstance(spec, dict) and spec.get("type") == "Sequence" else [spec]
-    return any(isinstance(step, dict) and step.get("type") == "Precompiled" for step in steps)
+    return any(isinstance(step, dict) and step.get("type") in ("Precompiled", "Replace", "Strip") for step in steps)
 
 
 def _read_split(steps: Any) -> tuple[str, Any]:

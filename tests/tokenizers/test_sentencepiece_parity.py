@@ -1,0 +1,156 @@
+"""Parity with SentencePiece and HF on SentencePiece models: Unigram and BPE `.model` files (three
+normalisation rules, byte fallback), and the tokenizer.json files transformers converts them to
+(Llama-style BPE; Unigram with a Precompiled charsmap). Artifacts are built at test time by the
+reference libraries (llmlab.tokenizers.sp_reference); every string of `parity_texts()` and of a
+sweep of planes 0, 1 and 14 must give the same ids and the same decoded text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from functools import cache
+
+import pytest
+
+from llmlab.errors import UserError
+from llmlab.tokenizers import sp_reference as ref
+from llmlab.tokenizers.charsmap import Charsmap, read_charsmap
+from llmlab.tokenizers.hf_io import from_hf_json, load_tokenizer
+from llmlab.tokenizers.sp_bpe import SentencePieceBPE
+from llmlab.tokenizers.unigram import UnigramTokenizer
+from llmlab.tokenizers.unigram_io import load_sentencepiece_model
+
+spm = pytest.importorskip("sentencepiece")
+tokenizers = pytest.importorskip("tokenizers")
+
+
+@cache
+def model(kind: str, rule: str, byte_fallback: bool = True) -> bytes:
+    extra = {"remove_extra_whitespaces": False} if rule == "identity" else {}  # as Llama 2's model
+    return ref.train_model(kind, vocab_size=600 if kind == "bpe" else 800, byte_fallback=byte_fallback,
+                           normalization_rule_name=rule, texts=ref.training_texts(30_000), **extra)
+
+
+@cache
+def converted(kind: str, rule: str, converter: str) -> str:
+    return json.dumps(ref.hf_json(model(kind, rule), converter))
+
+
+@cache
+def texts(sweep: str) -> tuple[str, ...]:
+    """The parity strings plus the code-point sweep: "sample" (every 24th chunk; the default suite)
+    or "full" (all of planes 0, 1 and 14: the slow tests)."""
+    chunks = ref.codepoint_sweep()
+    return tuple(ref.parity_texts() + (chunks if sweep == "full" else chunks[::24]))
+
+
+SWEEPS = ["sample", pytest.param("full", marks=pytest.mark.slow)]
+
+
+def mismatches_sp(tok, sp, strings) -> list[str]:
+    return [s for s in strings if tok.encode(s) != sp.encode(s) or tok.decode(sp.encode(s)) != sp.decode(sp.encode(s))]
+
+
+def mismatches_hf(tok, hf, strings) -> list[str]:
+    bad = []
+    for s in strings:
+        ids = hf.encode(s, add_special_tokens=False).ids
+        # HF matches added tokens (<unk>, <s>, </s>) in the text: llmlab does when they are allowed
+        if tok.encode(s, allowed_special="all") != ids or tok.decode(ids) != hf.decode(ids, skip_special_tokens=False):
+            bad.append(s)
+    return bad
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+@pytest.mark.parametrize("rule", ["nmt_nfkc", "nfkc", "identity"])
+def test_unigram_model_matches_sentencepiece(rule, sweep):
+    sp = spm.SentencePieceProcessor(model_proto=model("unigram", rule))
+    tok = load_sentencepiece_model(model("unigram", rule))
+    assert isinstance(tok, UnigramTokenizer)
+    assert mismatches_sp(tok, sp, texts(sweep)) == []
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+@pytest.mark.parametrize("rule", ["identity", "nmt_nfkc"])
+def test_bpe_model_matches_sentencepiece(rule, sweep):
+    sp = spm.SentencePieceProcessor(model_proto=model("bpe", rule))
+    tok = load_sentencepiece_model(model("bpe", rule))
+    assert isinstance(tok, SentencePieceBPE)
+    assert tok.vocab_size == sp.get_piece_size()
+    assert mismatches_sp(tok, sp, texts(sweep)) == []
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+@pytest.mark.parametrize("converter", ["llama", "auto"])
+def test_bpe_tokenizer_json_matches_hf(converter, sweep, tmp_path):
+    data = converted("bpe", "identity", converter)
+    (tmp_path / "tokenizer.json").write_text(data, encoding="utf-8")
+    tok = load_tokenizer(tmp_path)  # one entry point: hf_io dispatches byte_fallback BPE to sp_bpe
+    assert isinstance(tok, SentencePieceBPE)
+    assert mismatches_hf(tok, tokenizers.Tokenizer.from_str(data), texts(sweep)) == []
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+@pytest.mark.parametrize("rule", ["nmt_nfkc", "identity"])
+def test_unigram_precompiled_tokenizer_json_matches_hf(rule, sweep):
+    data = converted("unigram", rule, "auto")
+    assert any(s["type"] == "Precompiled" for s in json.loads(data)["normalizer"]["normalizers"]) == (rule != "identity")
+    tok = from_hf_json(json.loads(data))
+    assert mismatches_hf(tok, tokenizers.Tokenizer.from_str(data), texts(sweep)) == []
+
+
+def test_charsmap_normalises_as_sentencepiece():
+    """The issue's examples: Python's NFKC differs from nmt_nfkc's table on them; the table is read exactly."""
+    sp = spm.SentencePieceProcessor(model_proto=model("unigram", "nmt_nfkc"))
+    tok = load_sentencepiece_model(model("unigram", "nmt_nfkc"))
+    for text in ["ꟳ", "🅬", "㋿", " a\u3000 b\u200b ", "x▁y", "ﬁ", "\x01"]:
+        assert tok.normalize(text) == sp.normalize(text), text
+    assert tok.normalize("㋿") == "▁令和"
+    assert tok.normalize("ꟳ") == "▁F"
+
+
+def test_decode_unknown_and_leading_spaces_as_sentencepiece():
+    """No byte fallback: an unknown character is <unk>, and SentencePiece decodes it as " ⁇ "."""
+    m = model("unigram", "identity", byte_fallback=False)
+    sp = spm.SentencePieceProcessor(model_proto=m)
+    tok = load_sentencepiece_model(m)
+    for text in ["a ☃ b", "☃☃x", "  x", "▁x", "x▁", "<s> y"]:
+        assert tok.encode(text) == sp.encode(text), text
+        assert tok.decode(sp.encode(text)) == sp.decode(sp.encode(text)), text
+    assert " \u2047 " in tok.decode(tok.encode("a ☃ b"))
+    space = sp.piece_to_id("▁")
+    # remove_extra_whitespaces is off: only the first "▁" goes (with it on, sentencepiece drops both)
+    assert tok.decode([space, space, sp.piece_to_id("x")]) == sp.decode([space, space, sp.piece_to_id("x")]) == " x"
+    assert tok.decode([sp.bos_id(), sp.piece_to_id("x")]) == "x"  # control pieces decode as nothing
+
+
+def test_bpe_without_byte_fallback_matches_sentencepiece():
+    m = model("bpe", "nmt_nfkc", byte_fallback=False)
+    sp = spm.SentencePieceProcessor(model_proto=m)
+    assert mismatches_sp(load_sentencepiece_model(m), sp, texts("sample")) == []
+
+
+def test_read_charsmap_by_hand():
+    """A two-rule trie built by hand: "a" -> "b", "ab" -> "" (the longest match wins; HF takes the
+    shortest source that prefixes a grapheme)."""
+    # Darts units: root 0 (offset 1 -> children at 1 ^ c); "a" = 0x61 at 0x60; its offset 0x100 puts
+    # the leaf value at 0x160 and the child "b" (0x62) at 0x160 ^ 0x62, whose leaf value is at 0x102 ^ 0x200.
+    units = [0] * 0x400
+    units[0] = 1 << 10
+    units[0x60] = 0x61 | (1 << 8) | (0x100 << 10)
+    units[0x160] = (1 << 31) | 0  # "a" -> strings[0:] = "b"
+    units[0x102] = 0x62 | (1 << 8) | (0x200 << 10)
+    units[0x102 ^ 0x200] = (1 << 31) | 2  # "ab" -> strings[2:] = ""
+    blob = struct.pack("<I", 4 * len(units)) + struct.pack(f"<{len(units)}I", *units) + b"b\0\0"
+    assert read_charsmap(blob) == {"a": "b", "ab": ""}
+    cm = Charsmap.from_blob(blob)
+    assert cm.chunks("xaab") == [("x", False), ("b", True), ("", True)]
+    assert cm.hf_precompiled("xaab") == "xbbb"
+    with pytest.raises(UserError, match="precompiled_charsmap"):
+        read_charsmap(blob[:10])
+    data = json.loads(converted("unigram", "nmt_nfkc", "auto"))
+    data["normalizer"]["normalizers"][0]["precompiled_charsmap"] = base64.b64encode(b"\xff\xff\xff\xff").decode()
+    with pytest.raises(UserError, match="precompiled_charsmap"):
+        from_hf_json(data)
