@@ -31,6 +31,7 @@ Two ways of applying it, because the two reference libraries differ:
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Mapping
 from functools import lru_cache
@@ -117,13 +118,27 @@ class Charsmap:
     def __init__(self, table: Mapping[str, str]) -> None:
         self.table = dict(table)
         self.max_len = max((len(k) for k in self.table), default=0)
-        firsts = sorted({k[0] for k in self.table})
-        # the characters at which a source can start: everything else is copied as it is
-        self._starts = regex.compile("[" + "".join(regex.escape(c) for c in firsts) + "]") if firsts else None
+        singles = sorted(k for k in self.table if len(k) == 1)
+        longer = [k for k in self.table if len(k) > 1]
+        firsts, seconds = sorted({k[0] for k in longer}), sorted({k[1] for k in longer})
+        # where a source can match: a one-character source, or the first two characters of a longer
+        # one (nmt_nfkc has "A" + U+0300 -> "À", so "A" alone is no reason to stop); the rest is copied
+        parts = [_char_class(singles)] if singles else []
+        if longer:
+            parts.append(f"{_char_class(firsts)}(?={_char_class(seconds)})")
+        self._starts = re.compile("|".join(parts)) if parts else None
+        # no match is possible in text without any of these (checked at C speed, before the regex)
+        self._needed = frozenset(singles) | frozenset(seconds)
 
     @classmethod
     def from_blob(cls, blob: bytes) -> Charsmap:
         return cls(_cached_table(bytes(blob)))
+
+    def __getstate__(self) -> dict[str, object]:  # the compiled regex is rebuilt, not pickled
+        return {"table": self.table}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["table"])  # type: ignore[misc]
 
     def prefix(self, text: str, i: int) -> tuple[str, int] | None:
         """(replacement, characters consumed) of the longest source at text[i:], or None."""
@@ -138,7 +153,7 @@ class Charsmap:
         """SentencePiece's normalisation of `text`, as (piece, matched) in order: matched pieces are
         one source's replacement, unmatched ones runs of characters copied unchanged."""
         out: list[tuple[str, bool]] = []
-        if self._starts is None:
+        if self._starts is None or self._needed.isdisjoint(text):
             return [(text, False)] if text else []
         pos = 0
         while True:
@@ -161,11 +176,14 @@ class Charsmap:
 
     def hf_precompiled(self, text: str) -> str:
         """HF tokenizers' `Precompiled` normalizer (see the module docstring)."""
-        if self._starts is None or not self._starts.search(text):
+        if self._starts is None or self._needed.isdisjoint(text) or not self._starts.search(text):
             return text
         table = self.table
         out: list[str] = []
         for grapheme in _GRAPHEMES.findall(text):
+            if len(grapheme) == 1:
+                out.append(table.get(grapheme, grapheme))
+                continue
             if len(grapheme.encode("utf-8")) < 6:
                 hit = next((table[grapheme[:n]] for n in range(1, len(grapheme) + 1) if grapheme[:n] in table), None)
                 if hit is not None:
@@ -173,3 +191,16 @@ class Charsmap:
                     continue
             out.extend(table.get(c, c) for c in grapheme)
         return "".join(out)
+
+
+def _char_class(chars: list[str]) -> str:
+    """A character class of sorted `chars` as ranges: [\\x01-\\x1f...], which `re` matches fast."""
+    points = [ord(c) for c in chars]
+    spans: list[list[int]] = []
+    for p in points:
+        if spans and p == spans[-1][1] + 1:
+            spans[-1][1] = p
+        else:
+            spans.append([p, p])
+    return "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                         for a, b in spans) + "]"
