@@ -101,6 +101,14 @@ def test_unigram_precompiled_tokenizer_json_matches_hf(rule, sweep):
     assert mismatches_hf(tok, tokenizers.Tokenizer.from_str(data), texts(sweep)) == []
 
 
+def test_encode_batch_pickles_the_charsmap_and_pipelines():
+    """Worker processes get the tokenizer pickled: the charsmap and HF pipeline must survive that."""
+    strings = list(texts("sample"))[:40]
+    for tok in (load_sentencepiece_model(model("bpe", "nmt_nfkc")),
+                from_hf_json(json.loads(converted("unigram", "nmt_nfkc", "auto")))):
+        assert tok.encode_batch(strings, num_workers=2) == [tok.encode(s) for s in strings]
+
+
 def test_charsmap_normalises_as_sentencepiece():
     """The issue's examples: Python's NFKC differs from nmt_nfkc's table on them; the table is read exactly."""
     sp = spm.SentencePieceProcessor(model_proto=model("unigram", "nmt_nfkc"))

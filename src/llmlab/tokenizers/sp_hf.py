@@ -25,8 +25,7 @@ import regex
 from llmlab.errors import UserError
 from llmlab.tokenizers.charsmap import Charsmap
 from llmlab.tokenizers.normalizers import HF_NORMALIZERS, NORMALIZERS
-
-SPACE = "\u2581"
+from llmlab.tokenizers.sp_text import SPACE
 
 
 class HFTextPipeline:

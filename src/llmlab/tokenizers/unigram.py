@@ -26,10 +26,10 @@ one `<unk>`, as SentencePiece and HF do.
 backward-sampling over the whole lattice, each path with probability proportional to
 P(path)^alpha (nbest_size < 0), or one of the n best paths (nbest_size > 1).
 
-Left out: SentencePiece's user-defined pieces (always matched), `treat_whitespace_as_suffix`,
-its precompiled normalisation maps: `nmt_nfkc` (its default) is NFKC plus folding control
-characters and odd spaces to " ", so text with such characters normalises differently here
-(llmlab's `nfkc` is Python's unicodedata NFKC). `remove_extra_whitespaces` (SentencePiece's
+Left out: SentencePiece's user-defined pieces (always matched), `treat_whitespace_as_suffix`.
+Trained tokenizers normalise with Python's unicodedata (`nfkc`); imported SentencePiece models and
+HF files with a `Precompiled` normalizer instead run their precompiled charsmap exactly, through
+`text_normalizer` (charsmap.py, sp_text.py, sp_hf.py). `remove_extra_whitespaces` (SentencePiece's
 default, off by default here because it loses spaces) is supported for imported models.
 """
 
@@ -51,9 +51,8 @@ from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
-from llmlab.tokenizers.sp_text import sp_decode
+from llmlab.tokenizers.sp_text import SPACE, sp_decode  # SPACE: "▁", SentencePiece's visible space
 
-SPACE = "\u2581"  # "▁", SentencePiece's visible space
 UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
 UNK = -1  # the token id of an unknown-character edge inside a lattice
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
