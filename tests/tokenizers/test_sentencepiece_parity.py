@@ -92,6 +92,17 @@ def test_bpe_tokenizer_json_matches_hf(converter, sweep, tmp_path):
     assert mismatches_hf(tok, tokenizers.Tokenizer.from_str(data), texts(sweep)) == []
 
 
+@pytest.mark.parametrize("converter", ["llama", "auto"])
+def test_special_tokens_in_text_as_hf(converter):
+    """Allowed specials split the text as HF's added tokens do; the Llama file's Metaspace
+    (prepend_scheme "first") puts no "▁" after one, the generic file's ("always") does."""
+    data = converted("bpe", "identity", converter)
+    tok, hf = from_hf_json(json.loads(data)), tokenizers.Tokenizer.from_str(data)
+    for text in ["<s>x", "a</s>b c", "<s> x", "<s>[INST] hi [/INST]", "</s><s>"]:
+        assert tok.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids, text
+    assert tok.encode("<s>x") != hf.encode("<s>x", add_special_tokens=False).ids  # by default, specials are text
+
+
 @pytest.mark.parametrize("sweep", SWEEPS)
 @pytest.mark.parametrize("rule", ["nmt_nfkc", "identity"])
 def test_unigram_precompiled_tokenizer_json_matches_hf(rule, sweep):

@@ -101,11 +101,17 @@ class Tokenizer(ABC):
         ids: list[int] = []
         start = 0
         for m in _specials_regex(tuple(sorted(allowed))).finditer(text):
-            ids += self._encode_ordinary(text[start:m.start()])
+            ids += self._encode_ordinary(text[start:m.start()]) if start == 0 else self._encode_after_special(
+                text[start:m.start()])
             ids.append(self.special_tokens[m.group()])
             start = m.end()
-        ids += self._encode_ordinary(text[start:])
+        ids += self._encode_ordinary(text[start:]) if start == 0 else self._encode_after_special(text[start:])
         return ids
+
+    def _encode_after_special(self, text: str) -> list[int]:
+        """Encode text that follows a special token; the same as at the start, unless a tokenizer
+        treats the start of the text apart (Metaspace prepend_scheme "first": sp_bpe.py)."""
+        return self._encode_ordinary(text)
 
     def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
         """Encode many texts; with more than one worker, in processes.

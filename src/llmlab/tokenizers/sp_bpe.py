@@ -106,7 +106,15 @@ class SentencePieceBPE(Tokenizer):
         return self.normalizer(text)
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        normalized = self.normalizer(text)
+        return self._encode_normalized(self.normalizer(text))
+
+    def _encode_after_special(self, text: str) -> list[int]:
+        """HF's Metaspace with prepend_scheme "first" puts no "▁" in front of text after a special token."""
+        if not getattr(self.normalizer, "first_only", False):
+            return self._encode_ordinary(text)
+        return self._encode_normalized(self.normalizer(text, at_start=False))  # type: ignore[call-arg]
+
+    def _encode_normalized(self, normalized: str) -> list[int]:
         if not self._split:
             return self._fuse(self._encode_word(normalized))
         ids: list[int] = []

@@ -10,7 +10,7 @@ What transformers' converters write for SentencePiece models (Llama 2, Mistral v
 `HFTextPipeline` applies such a normalizer Sequence step by step (Precompiled: charsmap.py's HF
 variant; Replace with a string or a regex; Prepend, which adds nothing to empty text; NFC/NFKC/
 Lowercase; Strip) and then the Metaspace: " " -> "▁", and "▁" in front (prepend_scheme "always",
-or "first" for the text's first piece) unless the text starts with "▁" already. It returns the
+or "first": not in front of text that follows a special token) unless it starts with "▁" already. It returns the
 text the model segments; `split` says whether Metaspace cuts it before every "▁".
 """
 
@@ -31,12 +31,13 @@ from llmlab.tokenizers.sp_text import SPACE
 class HFTextPipeline:
     """text -> the text an HF SentencePiece-style model segments; plain data, so it pickles."""
 
-    def __init__(self, steps: list[tuple[str, Any]], *, prepend: bool, split: bool) -> None:
+    def __init__(self, steps: list[tuple[str, Any]], *, prepend: bool, split: bool, first_only: bool = False) -> None:
         self.steps = steps
         self.prepend = prepend
         self.split = split
+        self.first_only = first_only  # prepend_scheme "first": no "▁" in front of text after a special token
 
-    def __call__(self, text: str) -> str:
+    def __call__(self, text: str, *, at_start: bool = True) -> str:
         for kind, arg in self.steps:
             if not text:
                 return ""
@@ -56,7 +57,8 @@ class HFTextPipeline:
         if not text:
             return ""
         text = text.replace(" ", SPACE)
-        return SPACE + text if self.prepend and not text.startswith(SPACE) else text
+        prepend = self.prepend and (at_start or not self.first_only)
+        return SPACE + text if prepend and not text.startswith(SPACE) else text
 
     @property
     def charsmap(self) -> Charsmap | None:
@@ -75,7 +77,8 @@ def read_pipeline(normalizer: Any, pre_tokenizer: Any) -> HFTextPipeline:
     scheme = metaspace[0].get("prepend_scheme", "always")
     if scheme not in ("always", "first", "never"):
         raise UserError(f"pre_tokenizer: Metaspace prepend_scheme {scheme!r} is not one of always, first, never")
-    return HFTextPipeline(steps, prepend=scheme != "never", split=bool(metaspace[0].get("split", True)))
+    return HFTextPipeline(steps, prepend=scheme != "never", split=bool(metaspace[0].get("split", True)),
+                          first_only=scheme == "first")
 
 
 def _flatten(spec: Any, key: str, field: str) -> list[dict[str, Any]]:
