@@ -120,6 +120,14 @@ def test_encode_batch_pickles_the_charsmap_and_pipelines():
         assert tok.encode_batch(strings, num_workers=2) == [tok.encode(s) for s in strings]
 
 
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_stream_decoder_gives_the_decoded_text(kind):
+    tok = load_sentencepiece_model(model(kind, "identity"))
+    for text in ["Hello wörld 🙂", " two  spaces", "日本語のテキスト"]:
+        ids = tok.encode(text)
+        assert "".join(tok.stream_decoder()(ids)) == tok.decode(ids) == text
+
+
 def test_charsmap_normalises_as_sentencepiece():
     """The issue's examples: Python's NFKC differs from nmt_nfkc's table on them; the table is read exactly."""
     sp = spm.SentencePieceProcessor(model_proto=model("unigram", "nmt_nfkc"))

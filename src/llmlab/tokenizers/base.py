@@ -208,3 +208,20 @@ class StreamDecoder:
                 yield text
         if text := self.flush():
             yield text
+
+
+class PrefixStreamDecoder(StreamDecoder):
+    """Streams like the base decoder, dropping the space of a dummy prefix ("▁" in front of the text,
+    SentencePiece-style) before the first token only: `decode_bytes` of each token alone would drop it
+    from every token."""
+
+    def __init__(self, tokenizer: Tokenizer, *, strip_first_space: bool) -> None:
+        super().__init__(tokenizer)
+        self._first = strip_first_space
+
+    def push(self, token_id: int) -> str:
+        data = Tokenizer.decode_bytes(self._tokenizer, [token_id])
+        if self._first and data:
+            self._first = False
+            data = data[1:] if data.startswith(b" ") else data
+        return self._utf8.decode(data)

@@ -38,7 +38,7 @@ import regex
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic
 from llmlab.tokenizers.added_tokens import read_added_tokens
-from llmlab.tokenizers.base import Tokenizer
+from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer
 from llmlab.tokenizers.sp_hf import read_pipeline
 from llmlab.tokenizers.sp_model import BYTE, CONTROL, UNKNOWN, UNUSED, SentencePieceModel
 from llmlab.tokenizers.sp_text import SPACE, sp_decode
@@ -237,6 +237,9 @@ class SentencePieceBPE(Tokenizer):
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         data = super().decode_bytes(ids)
         return data[1:] if self.strip_first_space and data.startswith(b" ") else data
+
+    def stream_decoder(self) -> StreamDecoder:
+        return PrefixStreamDecoder(self, strip_first_space=self.strip_first_space)
 
     def decode(self, ids: Iterable[int], *, errors: str = "replace") -> str:
         """As the reference library decodes (see the module docstring)."""

@@ -48,7 +48,7 @@ import regex
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.tokenizers.added_tokens import added_token
-from llmlab.tokenizers.base import StreamDecoder, Tokenizer, refuse_lone_surrogates
+from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 from llmlab.tokenizers.sp_text import SPACE, sp_decode  # SPACE: "▁", SentencePiece's visible space
@@ -494,7 +494,7 @@ class UnigramTokenizer(Tokenizer):
                          strip_all_leading=self.remove_extra_whitespaces)
 
     def stream_decoder(self) -> StreamDecoder:
-        return _PrefixStreamDecoder(self)
+        return PrefixStreamDecoder(self, strip_first_space=self.add_dummy_prefix)
 
     # ------------------------------------------------------------------ files
 
@@ -552,18 +552,3 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise UserError(f"cannot encode {text!r}: lone surrogates have no UTF-8 form") from None
-
-
-class _PrefixStreamDecoder(StreamDecoder):
-    """Streams like the base decoder, dropping the dummy-prefix space before the first token only."""
-
-    def __init__(self, tokenizer: UnigramTokenizer) -> None:
-        super().__init__(tokenizer)
-        self._first = tokenizer.add_dummy_prefix
-
-    def push(self, token_id: int) -> str:
-        data = Tokenizer.decode_bytes(self._tokenizer, [token_id])
-        if self._first and data:
-            self._first = False
-            data = data[1:] if data.startswith(b" ") else data
-        return self._utf8.decode(data)
