@@ -60,9 +60,8 @@ def artifacts() -> list[tuple[str, Any, Callable[[str], list[int]], Callable[[li
                     lambda ids: hf.decode(ids, skip_special_tokens=False),
                     lambda s: tok.encode(s, allowed_special="all")))
 
-    bpe = ref.train_model("bpe", vocab_size=2000, byte_fallback=True, normalization_rule_name="identity",
-                          remove_extra_whitespaces=False, texts=texts)
-    add_sp("SP BPE .model (identity, byte fallback)", bpe)
+    bpe = ref.train_model("bpe", vocab_size=2000, texts=texts, **ref.LLAMA_OPTIONS)
+    add_sp("SP BPE .model (Llama 2 settings: identity, byte fallback)", bpe)
     add_hf("SP BPE tokenizer.json (LlamaTokenizer)", ref.hf_json(bpe, "llama"))
     for rule in ("nmt_nfkc", "nfkc", "identity"):
         unigram = ref.train_model("unigram", vocab_size=2000, byte_fallback=True, normalization_rule_name=rule,

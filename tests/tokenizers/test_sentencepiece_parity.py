@@ -28,9 +28,9 @@ tokenizers = pytest.importorskip("tokenizers")
 
 @cache
 def model(kind: str, rule: str, byte_fallback: bool = True) -> bytes:
-    extra = {"remove_extra_whitespaces": False} if rule == "identity" else {}  # as Llama 2's model
-    return ref.train_model(kind, vocab_size=600 if kind == "bpe" else 800, byte_fallback=byte_fallback,
-                           normalization_rule_name=rule, texts=ref.training_texts(30_000), **extra)
+    options = {**ref.LLAMA_OPTIONS, "byte_fallback": byte_fallback} if rule == "identity" else {
+        "byte_fallback": byte_fallback, "normalization_rule_name": rule}  # identity: Llama 2's settings
+    return ref.train_model(kind, vocab_size=600 if kind == "bpe" else 800, texts=ref.training_texts(30_000), **options)
 
 
 @cache
@@ -79,6 +79,8 @@ def test_bpe_model_matches_sentencepiece(rule, sweep):
     tok = load_sentencepiece_model(model("bpe", rule))
     assert isinstance(tok, SentencePieceBPE)
     assert tok.vocab_size == sp.get_piece_size()
+    if rule == "identity":  # Llama-style: whitespace-only pieces, and words still cut safely
+        assert "▁▁" in tok.vocab and tok._split
     assert mismatches_sp(tok, sp, texts(sweep)) == []
 
 
@@ -123,7 +125,7 @@ def test_encode_batch_pickles_the_charsmap_and_pipelines():
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
 def test_stream_decoder_gives_the_decoded_text(kind):
     tok = load_sentencepiece_model(model(kind, "identity"))
-    for text in ["Hello wörld 🙂", " two  spaces", "日本語のテキスト"]:
+    for text in ["Hello wörld 🙂", " two  spaces", "日本語のテキスト", "        return x"]:
         ids = tok.encode(text)
         assert "".join(tok.stream_decoder()(ids)) == tok.decode(ids) == text
 

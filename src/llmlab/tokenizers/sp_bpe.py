@@ -41,11 +41,9 @@ from llmlab.tokenizers.added_tokens import read_added_tokens
 from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer
 from llmlab.tokenizers.sp_hf import read_pipeline
 from llmlab.tokenizers.sp_model import BYTE, CONTROL, UNKNOWN, UNUSED, SentencePieceModel
-from llmlab.tokenizers.sp_text import SPACE, sp_decode
+from llmlab.tokenizers.sp_text import SPACE, cut_words, cuts_are_exact, sp_decode
 from llmlab.tokenizers.unigram import byte_piece
 
-_WORDS = regex.compile(f"{SPACE}+[^{SPACE}]*|[^{SPACE}]+")
-_INNER_SPACE = regex.compile(f"[^{SPACE}]{SPACE}")
 _CACHE_LIMIT = 1 << 20
 _BYTE_PIECE = regex.compile("<0x([0-9A-F]{2})>")
 
@@ -96,7 +94,7 @@ class SentencePieceBPE(Tokenizer):
                 if a + b not in self.vocab:
                     raise UserError(f"model.merges[{rank}]: {a + b!r} is not in model.vocab")
                 self._ranks.setdefault((a, b), rank)
-        self._split = not any(_INNER_SPACE.search(p) for p in self.vocab)
+        self._split = cuts_are_exact(self.vocab)
         self._cache: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ encoding
@@ -119,7 +117,7 @@ class SentencePieceBPE(Tokenizer):
             return self._fuse(self._encode_word(normalized))
         ids: list[int] = []
         cache = self._cache
-        for word in _WORDS.findall(normalized):
+        for word in cut_words(normalized):
             hit = cache.get(word)
             if hit is None:
                 if len(cache) >= _CACHE_LIMIT:

@@ -4,7 +4,7 @@ Nothing can be downloaded here, so the parity suite (tests/tokenizers/test_sente
 and the benchmark (benchmarks/bench_sentencepiece.py) train small models with
 `sentencepiece.SentencePieceTrainer` and convert them with transformers' own converter:
 
-    model = train_model("bpe", vocab_size=1000, byte_fallback=True, normalization_rule_name="identity")
+    model = train_model("bpe", vocab_size=1000, **LLAMA_OPTIONS)
     data = hf_json(model, "llama")     # LlamaTokenizer's file (Metaspace "first", BPE merges, byte fallback)
     data = hf_json(model, "auto")      # AutoTokenizer's file (Precompiled charsmap + Replace steps)
 
@@ -34,13 +34,21 @@ EDGE_CASES = [
 ]
 
 
+# Llama 2's tokenizer.model trainer settings (its trainer_spec), for Llama-style BPE models
+LLAMA_OPTIONS = {"byte_fallback": True, "normalization_rule_name": "identity", "remove_extra_whitespaces": False,
+                 "allow_whitespace_only_pieces": True, "split_digits": True}
+
+
 def training_texts(chars: int = 60_000, seed: int = 0) -> list[str]:
-    """English prose lines, every language of llmlab.data.multilingual and code-mixed lines."""
+    """English prose lines, every language of llmlab.data.multilingual, code-mixed lines and indented
+    code (so that whitespace-only pieces such as "▁▁▁▁" are learnt where allowed)."""
     docs = pretrain_documents(GenerateConfig(kind="pretrain", chars=chars, seed=seed))
     lines = [line for d in docs for line in d.splitlines() if line.strip()]
     for lang in LANGUAGES:
         lines += language_corpus(lang, chars // 8, seed=seed).splitlines()
-    return lines + code_mixed(200, seed=seed)
+    code = [" " * (4 * (n % 4)) + f"{stmt} value_{n}" for n, stmt in enumerate(["return", "if", "for x in", "yield"]
+                                                                            * (chars // 2000))]
+    return lines + code_mixed(200, seed=seed) + code
 
 
 def parity_texts(seed: int = 1) -> list[str]:

@@ -31,6 +31,8 @@ from llmlab.tokenizers.charsmap import Charsmap
 SPACE = "\u2581"  # "▁"
 UNK_SURFACE = " \u2047 "  # SentencePiece's text for an unknown piece: " ⁇ "
 _SPACE_RUNS = regex.compile(" {2,}")
+_WORDS = regex.compile(f"{SPACE}+[^{SPACE}]*|[^{SPACE}]+")  # cut before each run of "▁"
+_INNER_SPACE = regex.compile(f"[^{SPACE}]{SPACE}")
 _ESCAPED_BYTE = regex.compile("[\udc80-\udcff]")
 
 
@@ -68,6 +70,18 @@ class SentencePieceNormalizer:
         if self.escape_whitespaces:
             normalized = normalized.replace(" ", SPACE)
         return normalized.rstrip(space) if squeeze else normalized
+
+
+def cuts_are_exact(pieces: Iterable[str]) -> bool:
+    """Whether escaped text may be segmented word by word (`cut_words`) with the same result as whole:
+    true when no piece has "▁" after another character, so no piece can cross a cut. Pieces of "▁"
+    only ("▁▁▁▁", allow_whitespace_only_pieces in Llama 2's model) are fine: a run is never cut."""
+    return not any(_INNER_SPACE.search(p) for p in pieces)
+
+
+def cut_words(escaped: str) -> list[str]:
+    """Escaped text cut before each run of "▁": "a▁▁b▁c" -> ["a", "▁▁b", "▁c"]."""
+    return _WORDS.findall(escaped)
 
 
 def _drop_leading_spaces(chunks: list[tuple[str, bool]]) -> list[tuple[str, bool]]:

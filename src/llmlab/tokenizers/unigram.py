@@ -51,7 +51,7 @@ from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
-from llmlab.tokenizers.sp_text import SPACE, sp_decode  # SPACE: "▁", SentencePiece's visible space
+from llmlab.tokenizers.sp_text import SPACE, cut_words, cuts_are_exact, sp_decode
 
 UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
 UNK = -1  # the token id of an unknown-character edge inside a lattice
@@ -336,6 +336,7 @@ class UnigramTokenizer(Tokenizer):
         if text_normalizer is not None and pre_tokenizer is not None:
             raise UserError("a text_normalizer and a pre_tokenizer cannot be combined")
         self.text_normalizer = text_normalizer
+        self._cuts_exact = cuts_are_exact(self.vocab)
         self.sentencepiece_decode = sentencepiece_decode
         self._chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
@@ -369,8 +370,9 @@ class UnigramTokenizer(Tokenizer):
 
     def words(self, text: str) -> list[str]:
         """The words of `text`, each its own lattice; they join to `normalize(text)`."""
-        if self.text_normalizer is not None:
-            return split_words(self.text_normalizer(text))
+        if self.text_normalizer is not None:  # imported models: whitespace-only pieces may exist
+            normalized = self.text_normalizer(text)
+            return cut_words(normalized) if self._cuts_exact else [normalized] if normalized else []
         return text_words(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
                           remove_extra_whitespaces=self.remove_extra_whitespaces, chunks=self._chunks)
 
