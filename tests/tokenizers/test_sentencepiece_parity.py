@@ -183,3 +183,37 @@ def test_read_charsmap_by_hand():
     data["normalizer"]["normalizers"][0]["precompiled_charsmap"] = base64.b64encode(b"\xff\xff\xff\xff").decode()
     with pytest.raises(UserError, match="precompiled_charsmap"):
         from_hf_json(data)
+
+
+def _edit_bpe(edit) -> dict:
+    data = json.loads(converted("bpe", "identity", "llama"))
+    edit(data)
+    return data
+
+
+BAD_JSON = {
+    "missing-byte-piece": (lambda d: d["model"]["vocab"].pop("<0x41>"), r"model\.byte_fallback: true, but model\.vocab"),
+    "metaspace-split": (lambda d: d["pre_tokenizer"].update(split=True), r"pre_tokenizer: Metaspace split true"),
+    "merge-not-in-vocab": (lambda d: d["model"]["merges"].insert(0, ["▁", "☃"]), r"model\.merges\[0\]"),
+    "normalizer-step": (lambda d: d.update(normalizer={"type": "BertNormalizer"}), r"normalizer: 'BertNormalizer'"),
+    "unk-token": (lambda d: d["model"].update(unk_token="<nope>"), r"model\.unk_token"),
+    "dropout": (lambda d: d["model"].update(dropout=0.1), r"model\.dropout"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_JSON))
+def test_malformed_bpe_tokenizer_json_names_the_field(name):
+    edit, match = BAD_JSON[name]
+    with pytest.raises(UserError, match=match):
+        from_hf_json(_edit_bpe(edit))
+
+
+def test_malformed_model_files_are_user_errors(tmp_path):
+    good = model("bpe", "identity")
+    with pytest.raises(UserError, match="truncated protobuf"):
+        load_sentencepiece_model(good[: len(good) // 2])
+    with pytest.raises(UserError, match="not supported"):
+        load_sentencepiece_model(ref.train_model("bpe", vocab_size=400, texts=ref.training_texts(20_000),
+                                                 user_defined_symbols=["<tool>"]))
+    with pytest.raises(UserError, match="model_type 3"):
+        load_sentencepiece_model(ref.train_model("word", vocab_size=400, texts=ref.training_texts(20_000)))

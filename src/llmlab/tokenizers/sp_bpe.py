@@ -297,6 +297,9 @@ def from_hf_json(data: dict[str, Any]) -> SentencePieceBPE:
     vocab = model.get("vocab")
     if not (isinstance(vocab, dict) and all(isinstance(i, int) for i in vocab.values())):
         raise UserError("model.vocab: must map tokens to integer ids")
+    if model.get("byte_fallback") and not all(byte_piece(b) in vocab for b in range(256)):
+        raise UserError("model.byte_fallback: true, but model.vocab lacks some of the byte pieces <0x00>..<0xFF> "
+                        "that SentencePiece-style BPE falls back to")
     for field in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(field):
             raise UserError(f"model.{field}: {model[field]!r} is not supported")
@@ -327,9 +330,6 @@ def from_hf_json(data: dict[str, Any]) -> SentencePieceBPE:
     unk_id = vocab.get(unk) if isinstance(unk, str) else None
     if isinstance(unk, str) and unk_id is None:
         raise UserError(f"model.unk_token: {unk!r} is not in model.vocab")
-    if model.get("byte_fallback") and not all(byte_piece(b) in vocab for b in range(256)):
-        raise UserError("model.byte_fallback: true, but model.vocab lacks some of the byte pieces <0x00>..<0xFF> "
-                        "that SentencePiece-style BPE falls back to")
     pipeline = read_pipeline(data.get("normalizer"), data.get("pre_tokenizer"))
     if pipeline.split:
         raise UserError("pre_tokenizer: Metaspace split true is not supported for BPE (llmlab reads split false)")
