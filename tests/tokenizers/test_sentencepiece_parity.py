@@ -30,7 +30,7 @@ tokenizers = pytest.importorskip("tokenizers")
 def model(kind: str, rule: str, byte_fallback: bool = True) -> bytes:
     options = {**ref.LLAMA_OPTIONS, "byte_fallback": byte_fallback} if rule == "identity" else {
         "byte_fallback": byte_fallback, "normalization_rule_name": rule}  # identity: Llama 2's settings
-    return ref.train_model(kind, vocab_size=600 if kind == "bpe" else 800, texts=ref.training_texts(30_000), **options)
+    return ref.train_model(kind, vocab_size=1000 if kind == "bpe" else 800, texts=ref.training_texts(30_000), **options)
 
 
 @cache
@@ -217,3 +217,24 @@ def test_malformed_model_files_are_user_errors(tmp_path):
                                                  user_defined_symbols=["<tool>"]))
     with pytest.raises(UserError, match="model_type 3"):
         load_sentencepiece_model(ref.train_model("word", vocab_size=400, texts=ref.training_texts(20_000)))
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_unused_pieces_as_sentencepiece(kind):
+    """Pieces marked UNUSED are never output: SentencePiece's BPE still merges through them and splits
+    them back into the pair they came from; its Unigram leaves them out of the lattice."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(model(kind, "identity"))
+    longest = sorted((p for p in proto.pieces if p.type == 1 and len(p.piece) > 1), key=lambda p: -len(p.piece))[:40]
+    for piece in longest[::2]:
+        piece.type = 5  # UNUSED
+    m = proto.SerializeToString()
+    sp = spm.SentencePieceProcessor(model_proto=m)
+    tok = load_sentencepiece_model(m)
+    unused = {sp.piece_to_id(p.piece) for p in longest[::2]}
+    strings = texts("sample")
+    assert any(unused & set(load_sentencepiece_model(model(kind, "identity")).encode(s)) for s in strings)
+    assert mismatches_sp(tok, sp, strings) == []
+    assert not any(unused & set(tok.encode(s)) for s in strings)

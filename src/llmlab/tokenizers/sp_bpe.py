@@ -88,12 +88,15 @@ class SentencePieceBPE(Tokenizer):
             raise UserError("two pieces are the same string")
         self._scores = None if scores is None else [float(s) for s in scores]
         self._ranks: dict[tuple[str, str], int] = {}
-        self._rev: dict[str, tuple[str, str]] = {}  # unused piece -> the pair it was merged from
         if merges is not None:
             for rank, (a, b) in enumerate(merges):
                 if a + b not in self.vocab:
                     raise UserError(f"model.merges[{rank}]: {a + b!r} is not in model.vocab")
                 self._ranks.setdefault((a, b), rank)
+        # HF: the symbols after the fallback, byte pieces and the unknown piece included
+        self._symbol_ids = self.vocab | {self.pieces[i]: i for i in self._byte_of}
+        if unk_id is not None:
+            self._symbol_ids[self.pieces[unk_id]] = unk_id
         self._split = cuts_are_exact(self.vocab)
         self._cache: dict[str, list[int]] = {}
 
@@ -136,7 +139,8 @@ class SentencePieceBPE(Tokenizer):
 
     def _encode_word(self, word: str) -> list[int]:
         if self._scores is not None:
-            return [i for piece in self._merge(list(word)) for i in self._piece_ids(piece)]
+            rev: dict[str, tuple[str, str]] = {}  # unused piece -> the pair it was last merged from
+            return [i for piece in self._merge(list(word), rev) for i in self._piece_ids(piece, rev)]
         symbols: list[str] = []
         for c in word:  # HF: the fallback comes first, on characters
             if c in self.vocab:
@@ -147,24 +151,22 @@ class SentencePieceBPE(Tokenizer):
                 raise UserError(f"cannot encode {c!r}: it is no piece and the model has no unknown token")
             else:
                 symbols.append(self.pieces[self.unk_id])
-        by_piece = self.vocab | {self.pieces[i]: i for i in self._byte_of}
-        if self.unk_id is not None:
-            by_piece[self.pieces[self.unk_id]] = self.unk_id
-        return [by_piece[s] for s in self._merge(symbols)]
+        ids = self._symbol_ids
+        return [ids[s] for s in self._merge(symbols, {})]
 
-    def _priority(self, left: str, right: str) -> float | None:
-        """The merge key of a pair (smaller first), or None when it does not merge."""
+    def _priority(self, left: str, right: str, rev: dict[str, tuple[str, str]]) -> float | None:
+        """The merge key of a pair (smaller first), or None when it does not merge. SentencePiece
+        records the pair of an unused piece (`rev`), to split it back after merging."""
         if self._scores is None:
-            rank = self._ranks.get((left, right))
-            return None if rank is None else rank
+            return self._ranks.get((left, right))
         i = self.vocab.get(left + right)
         if i is None:
             return None
         if i in self._unused:
-            self._rev.setdefault(left + right, (left, right))
+            rev[left + right] = (left, right)
         return -self._scores[i]
 
-    def _merge(self, symbols: list[str]) -> list[str]:
+    def _merge(self, symbols: list[str], rev: dict[str, tuple[str, str]]) -> list[str]:
         """Merge the best pair, then the next... (a heap of pairs; stale entries are skipped)."""
         n = len(symbols)
         if n < 2:
@@ -176,7 +178,7 @@ class SentencePieceBPE(Tokenizer):
 
         def push(left: int, right: int) -> None:
             if left >= 0 and right >= 0:
-                key = self._priority(symbols[left], symbols[right])
+                key = self._priority(symbols[left], symbols[right], rev)
                 if key is not None:
                     heapq.heappush(heap, (key, left, right, len(symbols[left]) + len(symbols[right])))
 
@@ -196,15 +198,15 @@ class SentencePieceBPE(Tokenizer):
             push(left, nxt[left])
         return [s for s in symbols if s]
 
-    def _piece_ids(self, piece: str) -> list[int]:
+    def _piece_ids(self, piece: str, rev: dict[str, tuple[str, str]]) -> list[int]:
         """SentencePiece: a merged symbol's id; an unused piece split back into its pair; an unknown
         character as its bytes (byte fallback) or the unknown piece."""
         i = self.vocab.get(piece)
         if i is not None and i not in self._unused:
             return [i]
-        if i is not None:
-            left, right = self._rev[piece]
-            return self._piece_ids(left) + self._piece_ids(right)
+        if i is not None:  # unused: split back, unless it was never merged (a single character)
+            pair = rev.get(piece)
+            return [i] if pair is None else self._piece_ids(pair[0], rev) + self._piece_ids(pair[1], rev)
         if self.byte_fallback:
             return [self._byte_ids[b] for b in piece.encode("utf-8")]
         if self.unk_id is None:
