@@ -22,6 +22,7 @@ written (sentencepiece 0.2: ["▁", "▁", "x"] -> "x" then, " x" without it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import regex
@@ -31,8 +32,8 @@ from llmlab.tokenizers.charsmap import Charsmap
 SPACE = "\u2581"  # "▁"
 UNK_SURFACE = " \u2047 "  # SentencePiece's text for an unknown piece: " ⁇ "
 _SPACE_RUNS = regex.compile(" {2,}")
-_WORDS = regex.compile(f"{SPACE}+[^{SPACE}]*|[^{SPACE}]+")  # cut before each run of "▁"
-_INNER_SPACE = regex.compile(f"[^{SPACE}]{SPACE}")
+_WORDS = re.compile(f"{SPACE}+[^{SPACE}]*|[^{SPACE}]+")  # cut before each run of "▁" (re: faster here)
+_INNER_SPACE = re.compile(f"[^{SPACE}]{SPACE}")
 _ESCAPED_BYTE = regex.compile("[\udc80-\udcff]")
 
 
