@@ -106,11 +106,17 @@ class Tokenizer(ABC):
         ids: list[int] = []
         start = 0
         for m in _specials_regex(tuple(sorted(allowed))).finditer(text):
-            ids += self._encode_ordinary(text[start:m.start()])
+            ids += self._encode_ordinary(text[start:m.start()]) if start == 0 else self._encode_after_special(
+                text[start:m.start()])
             ids.append(self.special_tokens[m.group()])
             start = m.end()
-        ids += self._encode_ordinary(text[start:])
+        ids += self._encode_ordinary(text[start:]) if start == 0 else self._encode_after_special(text[start:])
         return ids
+
+    def _encode_after_special(self, text: str) -> list[int]:
+        """Encode text that follows a special token; the same as at the start, unless a tokenizer
+        treats the start of the text apart (Metaspace prepend_scheme "first": sp_bpe.py)."""
+        return self._encode_ordinary(text)
 
     def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
         """Encode many texts; with more than one worker, in processes.
@@ -236,3 +242,20 @@ class StreamDecoder:
                 yield text
         if text := self.flush():
             yield text
+
+
+class PrefixStreamDecoder(StreamDecoder):
+    """Streams like the base decoder, dropping the space of a dummy prefix ("▁" in front of the text,
+    SentencePiece-style) before the first token only: `decode_bytes` of each token alone would drop it
+    from every token."""
+
+    def __init__(self, tokenizer: Tokenizer, *, strip_first_space: bool) -> None:
+        super().__init__(tokenizer)
+        self._first = strip_first_space
+
+    def push(self, token_id: int) -> str:
+        data = Tokenizer.decode_bytes(self._tokenizer, [token_id])
+        if self._first and data:
+            self._first = False
+            data = data[1:] if data.startswith(b" ") else data
+        return self._utf8.decode(data)

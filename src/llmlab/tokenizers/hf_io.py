@@ -45,8 +45,9 @@ Reading accepts files llmlab did not write when they are byte-level BPE:
     added token in the text before BPE runs, which is what llmlab does with the specials
     a caller allows (`encode(text, allowed_special="all")` gives HF's ids).
 
-Left out of the BPE reader: SentencePiece-style BPE ("▁", byte_fallback),
-subword prefixes and suffixes, dropout, and other normalizers and pre-tokenizers (all
+SentencePiece-style BPE ("▁" pieces, model.byte_fallback true: Llama 2, Mistral v1) is read by
+sp_bpe.py, WordPiece by wordpiece_io.py, Unigram by unigram_io.py.
+Left out: subword prefixes and suffixes, dropout, and other normalizers and pre-tokenizers (all
 rejected with a one-line UserError that names the field); a Split pattern must match
 every character, as the known byte-level patterns do (text between matches is dropped).
 Ignored: post_processor (BOS/EOS templates), decoder (llmlab decodes bytes), truncation,
@@ -71,6 +72,7 @@ from llmlab.tokenizers.bytelevel import CHAR_TO_BYTE, from_chars, to_chars
 from llmlab.tokenizers.normalizers import HF_NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 from llmlab.tokenizers.regex_engines import warn_engine_differences
+from llmlab.tokenizers.sp_bpe import from_hf_json as sp_bpe_from_hf_json
 from llmlab.tokenizers.tiktoken_file import load_tiktoken
 from llmlab.tokenizers.unigram_io import from_hf_json as unigram_from_hf_json
 from llmlab.tokenizers.unigram_io import load_sentencepiece_model
@@ -216,6 +218,8 @@ def from_hf_json(data: Any, source: str = "a tokenizer.json") -> Tokenizer:
         return wordpiece_from_hf_json(data)
     if model.get("type") == "Unigram":
         return unigram_from_hf_json(data)
+    if model.get("type", "BPE") == "BPE" and model.get("byte_fallback"):
+        return sp_bpe_from_hf_json(data)  # SentencePiece-style (Llama 2, Mistral v1): sp_bpe.py
     _check_byte_level_bpe(model)
     specials = read_added_tokens(data.get("added_tokens") or [])
     vocab = _read_vocab(model.get("vocab"), specials)

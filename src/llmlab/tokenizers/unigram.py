@@ -26,10 +26,10 @@ one `<unk>`, as SentencePiece and HF do.
 backward-sampling over the whole lattice, each path with probability proportional to
 P(path)^alpha (nbest_size < 0), or one of the n best paths (nbest_size > 1).
 
-Left out: SentencePiece's user-defined pieces (always matched), `treat_whitespace_as_suffix`,
-its precompiled normalisation maps: `nmt_nfkc` (its default) is NFKC plus folding control
-characters and odd spaces to " ", so text with such characters normalises differently here
-(llmlab's `nfkc` is Python's unicodedata NFKC). `remove_extra_whitespaces` (SentencePiece's
+Left out: SentencePiece's user-defined pieces (always matched), `treat_whitespace_as_suffix`.
+Trained tokenizers normalise with Python's unicodedata (`nfkc`); imported SentencePiece models and
+HF files with a `Precompiled` normalizer instead run their precompiled charsmap exactly, through
+`text_normalizer` (charsmap.py, sp_text.py, sp_hf.py). `remove_extra_whitespaces` (SentencePiece's
 default, off by default here because it loses spaces) is supported for imported models.
 """
 
@@ -39,7 +39,7 @@ import math
 import random
 import struct
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,11 +48,11 @@ import regex
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
 from llmlab.tokenizers.added_tokens import added_token
-from llmlab.tokenizers.base import StreamDecoder, Tokenizer, refuse_lone_surrogates
+from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
+from llmlab.tokenizers.sp_text import SPACE, cut_words, cuts_are_exact, sp_decode
 
-SPACE = "\u2581"  # "▁", SentencePiece's visible space
 UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
 UNK = -1  # the token id of an unknown-character edge inside a lattice
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
@@ -283,7 +283,9 @@ class UnigramTokenizer(Tokenizer):
     def __init__(self, pieces: Sequence[tuple[str, float]], *, unk_id: int = 0, byte_fallback: bool = False,
                  special_tokens: Mapping[str, int] | None = None, normalizer: str = "nfkc",
                  add_dummy_prefix: bool = True, remove_extra_whitespaces: bool = False,
-                 unused: Iterable[int] = (), float32: bool = False, pre_tokenizer: str | None = None) -> None:
+                 unused: Iterable[int] = (), float32: bool = False, pre_tokenizer: str | None = None,
+                 text_normalizer: Callable[[str], str] | None = None, sentencepiece_decode: bool = False,
+                 byte_pieces_match_text: bool = False) -> None:
         """`pieces[id] = (piece, log-probability)` for every id.
 
         Ids named by `special_tokens` and `unk_id` are never matched in text (the unk piece is a
@@ -293,6 +295,13 @@ class UnigramTokenizer(Tokenizer):
         as SentencePiece; off, they are decided as HF `tokenizers` decides them. `pre_tokenizer`
         (an llmlab pre-tokenizer name, e.g. "script") splits the text into chunks before the
         lattice, so no piece crosses two chunks (see `text_words`).
+
+        `text_normalizer` replaces the normaliser and the whitespace handling with a callable that
+        returns the escaped text (sp_text.SentencePieceNormalizer for .model files, exact with their
+        precompiled charsmap; sp_hf.HFTextPipeline for HF's Precompiled files).
+        `sentencepiece_decode`: `decode` as SentencePiece decodes (sp_text.sp_decode: " ⁇ " for the
+        unknown piece, control pieces dropped). `byte_pieces_match_text`: the text "<0x41>" may match
+        the piece <0x41>, as in HF (SentencePiece's byte pieces never match text).
         """
         self.pieces = [(str(p), float(s)) for p, s in pieces]
         self.unk_id = unk_id
@@ -316,7 +325,7 @@ class UnigramTokenizer(Tokenizer):
             if missing:
                 raise UserError(f"byte_fallback needs the pieces <0x00>..<0xFF>; {byte_piece(missing[0])} is missing")
             self._byte_ids = [ids[byte_piece(b)] for b in range(256)]
-        skip = specials | set(self._byte_ids) | self.unused
+        skip = specials | self.unused | (set() if byte_pieces_match_text else set(self._byte_ids))
         # piece -> (id, score) for the pieces that text can match
         self.vocab = {p: (i, s) for i, (p, s) in enumerate(self.pieces) if i not in skip}
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
@@ -324,6 +333,11 @@ class UnigramTokenizer(Tokenizer):
         self.unk_score = min((s for _, s in self.vocab.values()), default=0.0) - UNK_PENALTY
         self.float32 = float32
         self.pre_tokenizer = pre_tokenizer
+        if text_normalizer is not None and pre_tokenizer is not None:
+            raise UserError("a text_normalizer and a pre_tokenizer cannot be combined")
+        self.text_normalizer = text_normalizer
+        self._cuts_exact = cuts_are_exact(self.vocab)
+        self.sentencepiece_decode = sentencepiece_decode
         self._chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
             self.unk_score = _to_float32(self.unk_score)
@@ -349,11 +363,16 @@ class UnigramTokenizer(Tokenizer):
 
     def normalize(self, text: str) -> str:
         """The text the lattices see: normalised, spaces as "▁", "▁" in front (add_dummy_prefix)."""
+        if self.text_normalizer is not None:
+            return self.text_normalizer(text)
         return escape(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
                       remove_extra_whitespaces=self.remove_extra_whitespaces)
 
     def words(self, text: str) -> list[str]:
         """The words of `text`, each its own lattice; they join to `normalize(text)`."""
+        if self.text_normalizer is not None:  # imported models: whitespace-only pieces may exist
+            normalized = self.text_normalizer(text)
+            return cut_words(normalized) if self._cuts_exact else [normalized] if normalized else []
         return text_words(self._normalize(text), add_dummy_prefix=self.add_dummy_prefix,
                           remove_extra_whitespaces=self.remove_extra_whitespaces, chunks=self._chunks)
 
@@ -468,8 +487,16 @@ class UnigramTokenizer(Tokenizer):
         data = super().decode_bytes(ids)
         return data[1:] if self.add_dummy_prefix and data.startswith(b" ") else data
 
+    def decode(self, ids: Iterable[int], *, errors: str = "replace") -> str:
+        if not self.sentencepiece_decode:
+            return super().decode(ids, errors=errors)
+        controls = frozenset(self.special_tokens.values()) - {self.unk_id}
+        return sp_decode(ids, [p for p, _ in self.pieces], controls=controls, unknown=self.unk_id,
+                         byte_of=self._byte_of, strip_first_space=self.add_dummy_prefix or self.remove_extra_whitespaces,
+                         strip_all_leading=self.remove_extra_whitespaces)
+
     def stream_decoder(self) -> StreamDecoder:
-        return _PrefixStreamDecoder(self)
+        return PrefixStreamDecoder(self, strip_first_space=self.add_dummy_prefix)
 
     # ------------------------------------------------------------------ files
 
@@ -487,6 +514,9 @@ class UnigramTokenizer(Tokenizer):
             raise UserError("remove_extra_whitespaces has no exact HF normalizer; save a tokenizer without it")
         if self.unused:
             raise UserError("SentencePiece UNUSED pieces have no HF equivalent")
+        if getattr(self.text_normalizer, "charsmap", None) is not None:
+            raise UserError("a tokenizer with a precompiled charsmap is saved by the library that wrote it "
+                            "(transformers' converter writes its tokenizer.json)")
         normalizers = [{"type": HF_NORMALIZER_TYPES[self.normalizer]}] if self.normalizer != "none" else []
         if self.add_dummy_prefix:
             normalizers.append({"type": "Prepend", "prepend": SPACE})
@@ -524,18 +554,3 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise UserError(f"cannot encode {text!r}: lone surrogates have no UTF-8 form") from None
-
-
-class _PrefixStreamDecoder(StreamDecoder):
-    """Streams like the base decoder, dropping the dummy-prefix space before the first token only."""
-
-    def __init__(self, tokenizer: UnigramTokenizer) -> None:
-        super().__init__(tokenizer)
-        self._first = tokenizer.add_dummy_prefix
-
-    def push(self, token_id: int) -> str:
-        data = Tokenizer.decode_bytes(self._tokenizer, [token_id])
-        if self._first and data:
-            self._first = False
-            data = data[1:] if data.startswith(b" ") else data
-        return self._utf8.decode(data)

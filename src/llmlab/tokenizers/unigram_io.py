@@ -19,28 +19,31 @@ Scores are read as HF reads them (`hf_score`: its JSON parser can be one ULP off
 which decides exact ties), so a loaded file encodes as HF encodes it; trained scores have 15
 significant digits, which both read exactly. Special tokens (and <unk>) are `added_tokens`, also listed in `vocab` at their ids, as HF requires.
 Reading accepts what llmlab writes and Metaspace files with prepend_scheme "always"/"first" (the
-dummy prefix then differs for text that starts with a space, as said above).
+dummy prefix then differs for text that starts with a space, as said above), and the files that
+transformers' converter writes for SentencePiece models (T5, ALBERT, XLNet): a normalizer with a
+`Precompiled` charsmap, run step by step as HF runs it (sp_hf.HFTextPipeline).
 
-A SentencePiece `.model` is a protobuf `ModelProto`; it is parsed here with a minimal wire-format
-reader (no protobuf dependency). Read: the pieces (piece, score, type), trainer_spec.model_type
-and byte_fallback, normalizer_spec name, add_dummy_prefix, remove_extra_whitespaces. Normalisation
-rules: "identity" -> none, "nfkc" -> NFKC; "nmt_nfkc" (the default) also maps to NFKC, which
-differs for control characters and unusual spaces (SentencePiece removes or folds them to " ").
-Refused: BPE/word/char models, user-defined pieces, treat_whitespace_as_suffix, custom rule maps.
+A SentencePiece `.model` (sp_model.py reads the protobuf) loads as a UnigramTokenizer, or as a
+SentencePieceBPE (sp_bpe.py) for model_type BPE, that encodes and decodes as `SentencePieceProcessor`:
+its precompiled charsmap and whitespace options applied exactly (sp_text.SentencePieceNormalizer),
+float32 Viterbi totals, and SentencePiece's decoding (" ⁇ " for the unknown piece).
+Refused: word/char models, user-defined pieces, treat_whitespace_as_suffix, denormalizer rules.
 """
 
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from llmlab.errors import UserError
+from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.normalizers import HF_NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PATTERNS
+from llmlab.tokenizers.sp_bpe import from_sentencepiece as sp_bpe_from_sentencepiece
+from llmlab.tokenizers.sp_hf import read_pipeline
+from llmlab.tokenizers.sp_model import BPE, CONTROL, UNKNOWN, UNUSED, read_model
 from llmlab.tokenizers.unigram import SPACE, UnigramTokenizer, chunk_pattern
 
 # ---------------------------------------------------------------------- tokenizer.json
@@ -63,6 +66,11 @@ def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
         if not (isinstance(entry, dict) and isinstance(entry.get("content"), str) and isinstance(entry.get("id"), int)):
             raise UserError(f"added_tokens[{n}]: needs a string `content` and an integer `id`")
         specials[entry["content"]] = entry["id"]
+    if _has_precompiled(data.get("normalizer")):
+        pipeline = read_pipeline(data.get("normalizer"), data.get("pre_tokenizer"))
+        return UnigramTokenizer([(p, hf_score(float(s))) for p, s in vocab], unk_id=unk_id, special_tokens=specials,
+                                byte_fallback=bool(model.get("byte_fallback", False)), normalizer="none",
+                                add_dummy_prefix=pipeline.prepend, text_normalizer=pipeline, byte_pieces_match_text=True)
     normalizer, prefix = _read_normalizer(data.get("normalizer"))
     spec = data.get("pre_tokenizer")
     pre_tokenizer = None
@@ -71,7 +79,14 @@ def from_hf_json(data: dict[str, Any]) -> UnigramTokenizer:
     prefix = _read_pre_tokenizer(spec) or prefix
     return UnigramTokenizer([(p, hf_score(float(s))) for p, s in vocab], unk_id=unk_id, special_tokens=specials,
                             byte_fallback=bool(model.get("byte_fallback", False)), normalizer=normalizer,
-                            add_dummy_prefix=prefix, pre_tokenizer=pre_tokenizer)
+                            add_dummy_prefix=prefix, pre_tokenizer=pre_tokenizer, byte_pieces_match_text=True)
+
+
+def _has_precompiled(spec: Any) -> bool:
+    """Whether the normalizer holds the steps of transformers' SentencePiece converter (a Precompiled
+    charsmap, Replace or Strip), which `sp_hf.HFTextPipeline` runs."""
+    steps = spec.get("normalizers", []) if isinstance(spec, dict) and spec.get("type") == "Sequence" else [spec]
+    return any(isinstance(step, dict) and step.get("type") in ("Precompiled", "Replace", "Strip") for step in steps)
 
 
 def _read_split(steps: Any) -> tuple[str, Any]:
@@ -137,96 +152,21 @@ def _read_pre_tokenizer(spec: Any) -> bool:
 
 # ---------------------------------------------------------------------- SentencePiece .model
 
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED = 1, 2, 3, 4, 5  # piece types (6: BYTE)
-_SPM_NORMALIZERS = {"identity": "none", "nfkc": "nfkc", "nmt_nfkc": "nfkc"}
 
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message: varints as ints, 32-bit as raw 4 bytes, length-delimited as bytes."""
-    i, n = 0, len(data)
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            if i >= n:
-                raise UserError("not a SentencePiece model: truncated protobuf")
-            b = data[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result
-
-    while i < n:
-        key = varint()
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            yield field, varint()
-        elif wire == 1:
-            yield field, data[i:i + 8]
-            i += 8
-        elif wire == 2:
-            size = varint()
-            yield field, data[i:i + size]
-            i += size
-        elif wire == 5:
-            yield field, data[i:i + 4]
-            i += 4
-        else:
-            raise UserError(f"not a SentencePiece model: protobuf wire type {wire}")
-
-
-def load_sentencepiece_model(path: str | Path) -> UnigramTokenizer:
-    """A UnigramTokenizer from a SentencePiece `.model` file (or its bytes) that encodes like
-    `sentencepiece.SentencePieceProcessor` (see the module docstring for the normaliser)."""
-    data = path if isinstance(path, bytes) else Path(path).read_bytes()
-    pieces: list[tuple[str, float]] = []
-    types: list[int] = []
-    model_type, byte_fallback, suffix = 1, False, False
-    norm_name, dummy, extra = "nmt_nfkc", True, True
-    for field, value in _fields(data):
-        if field == 1 and isinstance(value, bytes):  # SentencePiece {1: piece, 2: score, 3: type}
-            piece, score, kind = "", 0.0, _NORMAL
-            for f, v in _fields(value):
-                if f == 1 and isinstance(v, bytes):
-                    piece = v.decode("utf-8")
-                elif f == 2 and isinstance(v, bytes):
-                    score = struct.unpack("<f", v)[0]
-                elif f == 3 and isinstance(v, int):
-                    kind = v
-            pieces.append((piece, score))
-            types.append(kind)
-        elif field == 2 and isinstance(value, bytes):  # TrainerSpec
-            for f, v in _fields(value):
-                if f == 3 and isinstance(v, int):
-                    model_type = v
-                elif f == 35 and isinstance(v, int):
-                    byte_fallback = bool(v)
-                elif f == 24 and isinstance(v, int):
-                    suffix = bool(v)
-        elif field == 3 and isinstance(value, bytes):  # NormalizerSpec
-            for f, v in _fields(value):
-                if f == 1 and isinstance(v, bytes):
-                    norm_name = v.decode("utf-8")
-                elif f == 3 and isinstance(v, int):
-                    dummy = bool(v)
-                elif f == 4 and isinstance(v, int):
-                    extra = bool(v)
-    if model_type != 1:
-        raise UserError(f"SentencePiece model_type {model_type} is not Unigram (1)")
-    if suffix:
-        raise UserError("SentencePiece treat_whitespace_as_suffix is not supported")
-    if _USER_DEFINED in types:
-        raise UserError("SentencePiece user-defined pieces are not supported")
-    if norm_name not in _SPM_NORMALIZERS:
-        raise UserError(f"SentencePiece normalization rule {norm_name!r} is not supported "
-                        f"({', '.join(_SPM_NORMALIZERS)})")
-    if _UNKNOWN not in types:
-        raise UserError("SentencePiece model without an unknown piece")
-    specials = {p: i for i, ((p, _), t) in enumerate(zip(pieces, types, strict=True)) if t in (_UNKNOWN, _CONTROL)}
-    return UnigramTokenizer(pieces, unk_id=types.index(_UNKNOWN), byte_fallback=byte_fallback,
-                            special_tokens=specials, normalizer=_SPM_NORMALIZERS[norm_name],
-                            add_dummy_prefix=dummy, remove_extra_whitespaces=extra,
-                            unused=[i for i, t in enumerate(types) if t == _UNUSED], float32=True)
-
+def load_sentencepiece_model(path: str | Path | bytes) -> Tokenizer:
+    """A tokenizer from a SentencePiece `.model` file (or its bytes) that encodes and decodes like
+    `sentencepiece.SentencePieceProcessor`: a UnigramTokenizer, or for model_type BPE a
+    SentencePieceBPE (sp_bpe.py). The model's own normalisation (its precompiled charsmap and
+    whitespace options) is applied exactly (sp_text.SentencePieceNormalizer)."""
+    model = read_model(path)
+    if model.model_type == BPE:
+        return sp_bpe_from_sentencepiece(model)
+    model.check("Unigram")
+    types = model.types
+    specials = {p: i for i, ((p, _), t) in enumerate(zip(model.pieces, types, strict=True)) if t in (UNKNOWN, CONTROL)}
+    norm = model.normalizer
+    return UnigramTokenizer(model.pieces, unk_id=model.unk_id, byte_fallback=model.byte_fallback,
+                            special_tokens=specials, normalizer="none",
+                            add_dummy_prefix=norm.add_dummy_prefix, remove_extra_whitespaces=norm.remove_extra_whitespaces,
+                            unused=[i for i, t in enumerate(types) if t == UNUSED], float32=True,
+                            text_normalizer=norm, sentencepiece_decode=True)
