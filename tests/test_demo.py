@@ -18,7 +18,7 @@ FAMILIES = {"compare", "count", "unsafe", "benign"}
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
     code = main(["demo", "--quick", "--out", str(out), "--quiet", "tasks.families=[compare,count,unsafe,benign]",
-                 "tasks.max_number=20"])
+                 "tasks.max_number=20", "grpo_temperature=0.9", "grpo_samples=3", "onpolicy_temperature=0.6"])
     assert code == 0
     return out
 
@@ -64,6 +64,15 @@ def test_one_task_configuration_reaches_every_stage(demo_run):
     assert {r["family"] for r in answers} == FAMILIES and {r["policy"] for r in answers} == set(POLICIES)
     for sub in ("grpo", "ppo-proxy"):
         assert yaml.safe_load((out / sub / "config.yaml").read_text())["data"]["tasks"]["max_number"] == 20
+
+
+def test_the_sampling_settings_reach_their_stages(demo_run):
+    grpo = yaml.safe_load((demo_run / "grpo" / "config.yaml").read_text())
+    assert grpo["rollout"]["temperature"] == 0.9 and grpo["rollout"]["samples"] == 3
+    assert grpo["train"]["batch_size"] == 2  # the quick preset's grpo_batch_size
+    ppo = yaml.safe_load((demo_run / "ppo-proxy" / "config.yaml").read_text())
+    assert ppo["rollout"]["temperature"] == 1.0 and ppo["rollout"]["samples"] == 2  # rl_samples, not grpo's
+    assert yaml.safe_load((demo_run / "onpolicy" / "config.yaml").read_text())["temperature"] == 0.6
 
 
 def test_evaluation_has_intervals_and_a_verdict_per_stage(demo_run):

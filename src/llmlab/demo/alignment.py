@@ -31,16 +31,17 @@ def stage_onpolicy(cfg: DemoConfig, run: Run) -> str:
     if not cfg.n_onpolicy:
         return "## On-policy preference pairs\n\nSkipped (n_onpolicy=0): DPO trains on the fixed pairs of `data/prefs.jsonl`.\n"
     scfg = SamplePrefsConfig(model=str(run.dir / "sft"), n=cfg.n_onpolicy, seed=cfg.seed, tasks=cfg.tasks,
-                             samples=cfg.samples, temperature=0.8, max_new_tokens=cfg.max_new_tokens, device=cfg.device)
+                             samples=cfg.samples, temperature=cfg.onpolicy_temperature,
+                             max_new_tokens=cfg.max_new_tokens, device=cfg.device)
     folder = stage(run, "onpolicy", scfg, sample_prefs)
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     run.metrics(0, stage="onpolicy", pairs=summary["pairs"], mean_score=summary["mean_score"])
     return "\n".join([
         "## On-policy preference pairs", "",
         f"The SFT model answered {summary['prompts']} train-split prompts {cfg.samples} times each (temperature "
-        f"0.8); the gold scorers ranked the answers and the best was paired with the worst: {summary['pairs']} pairs "
-        f"in `onpolicy/prefs.jsonl`, {summary['chosen_from_gold']} of them with the gold response as chosen (no "
-        f"sampled answer was right), {summary['no_pair']} prompts without a pair (all answers scored alike).", "",
+        f"{cfg.onpolicy_temperature}); the gold scorers ranked the answers and the best was paired with the worst: "
+        f"{summary['pairs']} pairs in `onpolicy/prefs.jsonl`, {summary['chosen_from_gold']} of them with the gold "
+        f"response as chosen (no sampled answer was right), {summary['no_pair']} prompts without a pair (all answers scored alike).", "",
         "| family | mean gold score of the sampled answers |", "|---|---:|",
         *(f"| {name} | {v['mean_score']:.3f} |" for name, v in summary["families"].items()), "",
     ])
@@ -100,18 +101,20 @@ def stage_grpo(cfg: DemoConfig, run: Run) -> str:
     from llmlab.align.hacking import online_base
     from llmlab.align.online import online
 
-    hcfg = _hacking(cfg, run, steps=cfg.grpo_steps, lr=cfg.grpo_lr, algo="grpo")
-    ocfg = replace(online_base(hcfg, reward=RewardConfig(gold=1.0), kl_coef=cfg.grpo_kl_coef, algo="grpo"),
-                   eval=OnlineEvalConfig(n_prompts=0))
+    hcfg = replace(_hacking(cfg, run, steps=cfg.grpo_steps, lr=cfg.grpo_lr, algo="grpo"),
+                   batch_size=cfg.grpo_batch_size, samples=cfg.grpo_samples)
+    base = online_base(hcfg, reward=RewardConfig(gold=1.0), kl_coef=cfg.grpo_kl_coef, algo="grpo")
+    ocfg = replace(base, eval=OnlineEvalConfig(n_prompts=0),
+                   rollout=replace(base.rollout, temperature=cfg.grpo_temperature))
     folder = stage(run, "grpo", ocfg, online, note=f"grpo: the gold reward, kl_coef {cfg.grpo_kl_coef}")
     rows, first, last = _rl_summary(folder)
     rl_curves_png(rows, run.path("grpo/curves.png"), title="GRPO on the gold reward")
     return "\n".join([
         "## GRPO on the gold reward", "",
-        f"The SFT model trained with GRPO (Shao et al. 2024) for {cfg.grpo_steps} steps of {cfg.rl_batch_size} "
-        f"train prompts x {cfg.rl_samples} sampled answers, the reward being the gold scorers' verdict (1 for a "
-        f"right answer or a refusal of an unsafe request), advantages relative to each prompt's group, "
-        f"kl_coef {cfg.grpo_kl_coef} (k3, in the loss), lr {cfg.grpo_lr}; into `grpo/`. Mean gold reward of its "
+        f"The SFT model trained with GRPO (Shao et al. 2024) for {cfg.grpo_steps} steps of {cfg.grpo_batch_size} "
+        f"train prompts x {cfg.grpo_samples} answers sampled at temperature {cfg.grpo_temperature}, the reward being "
+        f"the gold scorers' verdict (1 for a right answer or a refusal of an unsafe request), advantages relative to "
+        f"each prompt's group, kl_coef {cfg.grpo_kl_coef} (k3, in the loss), lr {cfg.grpo_lr}; into `grpo/`. Mean gold reward of its "
         f"rollouts: {first['gold']:.3f} over the first fifth of the steps, {last['gold']:.3f} over the last "
         f"(KL to the SFT model {last['kl']:.2f} nats per answer).", "",
         "![GRPO curves](grpo/curves.png)", "",

@@ -28,8 +28,9 @@ DEMO_TRAIN = PretrainTrainConfig(max_steps=800, batch_size=16, seq_len=128, lr=3
 DEMO_SFT = TrainConfig(max_steps=4000, batch_size=16, micro_batch_size=4, lr=2e-3, warmup_steps=20, weight_decay=0.0,
                        eval_every=1000, eval_batches=4, log_every=50, checkpoint_every=500)
 # On-policy pairs + RPO at lr 1e-4 / beta 0.1: the setting that raised gold accuracy and refusals in
-# docs/alignment.md ("The task-world experiment"); fixed pairs at lr 5e-4 collapsed this model.
-DEMO_DPO = TrainConfig(max_steps=150, batch_size=16, lr=1e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
+# docs/alignment.md ("The task-world experiment"); fixed pairs at lr 5e-4 collapsed this model. 100 steps
+# with rpo_alpha 3 on 1,200 prompts' pairs: the retune in docs/experiments/demo-model/ ("Retuning DPO and GRPO").
+DEMO_DPO = TrainConfig(max_steps=100, batch_size=16, lr=1e-4, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.0,
                        eval_every=0, log_every=5, checkpoint_every=50)
 
 
@@ -53,6 +54,7 @@ class DemoConfig:
                       "checkpoint_every": 2, "warmup_steps": 1, "sample_tokens": 8},
             "sft": {"max_steps": 2, "batch_size": 4, "eval_every": 2, "eval_batches": 1},
             "dpo": {"max_steps": 2, "batch_size": 4}, "rl_batch_size": 2, "rl_samples": 2, "max_new_tokens": 16,
+            "grpo_batch_size": 2, "grpo_samples": 2,
             "grpo_steps": 4, "rm_steps": 2, "ppo_steps": 4,
         },
         "small": {  # a GPU: a 13.4M-parameter model, longer runs, bf16 (not yet run: no GPU was lent)
@@ -77,19 +79,25 @@ class DemoConfig:
     sft: TrainConfig = DEMO_SFT
     sft_loss_norm: Literal["token", "sequence"] = "sequence"  # sequence: every chat weighs the same (align.sft)
     # DPO on the SFT model's own answers paired by the gold scorers
-    n_onpolicy: int = 600  # train prompts whose sampled answers make the DPO pairs; 0: the fixed pairs
+    n_onpolicy: int = 1200  # train prompts whose sampled answers make the DPO pairs; 0: the fixed pairs
     samples: int = 4  # answers sampled per on-policy prompt
+    onpolicy_temperature: float = 0.8
     dpo: TrainConfig = DEMO_DPO
     beta: float = 0.1  # DPO's beta
-    rpo_alpha: float = 1.0  # weight of the chosen responses' NLL in the DPO loss (RPO)
+    rpo_alpha: float = 3.0  # weight of the chosen responses' NLL in the DPO loss (RPO)
     # GRPO on the gold reward, and PPO against a length-biased proxy reward model (the hacking lesson,
     # built from `llmlab hacking`'s parts)
-    rl_batch_size: int = 16  # prompts per RL step
-    rl_samples: int = 4  # answers per prompt in each RL step
+    rl_batch_size: int = 16  # prompts per PPO step
+    rl_samples: int = 4  # answers per prompt in each PPO step
     max_new_tokens: int = 48
+    # GRPO: groups of 8 at temperature 0.7 hold a right and a wrong answer more often than groups of 4 at 1.0
+    # (an all-equal group has no advantage to learn from); a strong KL keeps it from giving back what SFT had
     grpo_steps: int = 60
+    grpo_batch_size: int = 8  # prompts per GRPO step
+    grpo_samples: int = 8  # answers per prompt (the group)
+    grpo_temperature: float = 0.7
     grpo_lr: float = 1e-4
-    grpo_kl_coef: float = 0.04
+    grpo_kl_coef: float = 0.5
     length_bias: float = 1.0  # share of the proxy's training pairs (n_prefs) whose chosen response is the longer
     rm_steps: int = 150
     ppo_steps: int = 60
@@ -108,8 +116,10 @@ class DemoConfig:
         check(self.n_onpolicy >= 0, f"n_onpolicy must be >= 0, got {self.n_onpolicy}")
         for name in ("pretrain_chars", "n_sft", "n_prefs", "n_eval", "n_eval_prompts", "k", "max_new_tokens"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        check(self.samples >= 2 and self.rl_samples >= 2, "samples and rl_samples must be at least 2")
-        for name in ("grpo_steps", "ppo_steps", "rm_steps", "rl_batch_size"):
+        check(self.samples >= 2 and self.rl_samples >= 2 and self.grpo_samples >= 2,
+              "samples, rl_samples and grpo_samples must be at least 2")
+        check(self.onpolicy_temperature > 0 and self.grpo_temperature > 0, "temperatures must be positive (sampling)")
+        for name in ("grpo_steps", "ppo_steps", "rm_steps", "rl_batch_size", "grpo_batch_size"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         check(0.0 <= self.length_bias <= 1.0, f"length_bias must be in [0, 1], got {self.length_bias}")
         check(self.model.vocab_size >= 256 + len(CHAT_SPECIALS),
