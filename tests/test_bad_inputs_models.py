@@ -1,4 +1,4 @@
-"""The bad-input matrix of the heavy commands: 153 cases, each run through `llmlab.cli.main` in-process.
+"""The bad-input matrix of the heavy commands: 157 cases, each run through `llmlab.cli.main` in-process.
 
 tests/test_bad_inputs.py does the same for the light commands (data, tokenizer, `--config`); this file
 covers the commands that load or train a model: pretrain, sft, rm train, rm score, dpo, sample-prefs,
@@ -9,7 +9,8 @@ go wrong:
   llmlab folder with a truncated model.safetensors, a tokenizer.json that is not JSON (and, where the
   command needs one kind, the other kind of folder);
 - `--input`: missing, empty, a folder, a malformed JSONL line (line 2, after a good row), non-UTF-8
-  bytes (line 2), rows of another command's schema;
+  bytes (line 2), rows of another command's schema, a pair's soft label p_chosen outside [0, 1] (line 2), soft labels
+  given to a loss that takes none (`dpo --loss kto`);
 - impossible settings: `model.n_heads=3` with d_model 64, a max_length (pretrain: train.seq_len) past
   the model's 128 positions, `train.batch_size` not divisible by `train.micro_batch_size`, a `--resume`
   folder without a checkpoint, an `--out` that already holds a run, an unknown config key.
@@ -68,6 +69,8 @@ DATA_FILES: dict[str, bytes | None] = {
     "pairs.jsonl": (PAIR_ROW * 8).encode(),
     "pairs-malformed.jsonl": (PAIR_ROW + BROKEN_LINE).encode(),
     "pairs-latin1.jsonl": (PAIR_ROW + LATIN1_LINE).encode("latin-1"),
+    "pairs-p-chosen-1.5.jsonl": (PAIR_ROW + PAIR_ROW.replace("}", ', "p_chosen": 1.5}')).encode(),
+    "pairs-soft.jsonl": (PAIR_ROW.replace("}", ', "p_chosen": 0.75}') * 8).encode(),
     "responses.jsonl": (JSONL_ROW * 4).encode(),  # {prompt, response}, a task-world prompt
     "responses-malformed.jsonl": (JSONL_ROW + '{"prompt": "x", "response": \n').encode(),
     "responses-latin1.jsonl": (JSONL_ROW + '{"prompt": "caf\xe9", "response": "x"}\n').encode("latin-1"),
@@ -162,6 +165,9 @@ CASES: dict[str, list[str]] = {
     **trainer_cases("sft", SFT, "chat", wrong="pairs.jsonl"),
     **trainer_cases("rm-train", RM, "pairs", wrong="chat.jsonl"),
     **trainer_cases("dpo", DPO, "pairs", wrong="chat.jsonl"),
+    "rm-train/input-p-chosen-out-of-range-line-2": [*RM, "--model", "llm", "--input", "pairs-p-chosen-1.5.jsonl"],
+    "dpo/input-p-chosen-out-of-range-line-2": [*DPO, "--model", "llm", "--input", "pairs-p-chosen-1.5.jsonl"],
+    "dpo/soft-labels-with-kto": [*DPO, "--model", "llm", "--input", "pairs-soft.jsonl", "--loss", "kto"],
     # rm score
     **model_cases("rm-score", RM_SCORE, "--prompt", "What is 2 + 3?", "--response", "5"),
     "rm-score/model-not-a-reward-model": [*RM_SCORE, "--model", "llm", "--prompt", "What is 2 + 3?",
@@ -183,6 +189,7 @@ CASES: dict[str, list[str]] = {
     **model_cases("eval-prefs", EVAL),
     "eval-prefs/base-missing": [*EVAL, "--model", "llm", "--base", "missing"],
     **input_cases("eval-prefs", [*EVAL, "--model", "llm"], "pairs", wrong="chat.jsonl"),
+    "eval-prefs/input-p-chosen-out-of-range-line-2": [*EVAL, "--model", "llm", "--input", "pairs-p-chosen-1.5.jsonl"],
     "eval-prefs/max-length-past-context": [*EVAL, "--model", "llm", "max_length=4096"],
     "eval-prefs/out-existing-run": [*EVAL, "--model", "llm", "--out", "oldrun"],
     "eval-prefs/unknown-key": [*EVAL, "--model", "llm", "eval.n_pair=2"],

@@ -195,9 +195,9 @@ def test_labelled_pairs_follow_the_soft_label() -> None:
     assert judge.questions == [p.comparison for p in picked]
     assert [x["principle"] for x in labels] == [p.name for p in picked]
     rows = preference_rows(labels)
-    assert [(r["chosen"], r["rejected"], r["soft_label"]) for r in rows] == [
+    assert [(r["chosen"], r["rejected"], r["p_chosen"]) for r in rows] == [
         ("a1", "b1", 0.9), ("b2", "a2", 0.8), ("a4", "b4", 0.55)]  # the tie is left out
-    assert [(r["chosen"], r["soft_label"]) for r in preference_rows(labels, min_confidence=0.6)] == [
+    assert [(r["chosen"], r["p_chosen"]) for r in preference_rows(labels, min_confidence=0.6)] == [
         ("a1", 0.9), ("b2", 0.8)]
     assert label_pairs(FixedJudge([0.7]), ["p"], ["a"], ["b"], principles, seed=0, rubric="Which?")[0]["principle"] == \
         "rubric"
@@ -217,7 +217,7 @@ def test_agreement_with_gold_is_accuracy_and_kappa_over_the_pairs_gold_decides()
     assert s["vs_gold"]["accuracy"]["mean"] == pytest.approx(1 / 3) and s["vs_gold"]["accuracy"]["n"] == 3
     assert s["vs_gold"]["kappa"] == pytest.approx(cohen_kappa(judge_says, gold))
     assert s["vs_gold"]["gold_ties"] == 1 and s["position_consistency"]["mean"] == 1.0
-    assert s["chose_a"] == 3 and s["kept"] == 4 and sum(s["soft_label_histogram"].values()) == 4
+    assert s["chose_a"] == 3 and s["kept"] == 4 and sum(s["p_chosen_histogram"].values()) == 4
 
 
 def test_label_command_writes_pairs_the_preference_trainers_read(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -240,7 +240,7 @@ def test_label_command_writes_pairs_the_preference_trainers_read(tmp_path: Path,
     assert not skipped and len(rows) == sum(x["p_a"] != 0.5 for x in labels)
     for row, x in zip(rows, [x for x in labels if x["p_a"] != 0.5], strict=True):
         assert (row["chosen"], row["rejected"]) == ((x["a"], x["b"]) if x["p_a"] > 0.5 else (x["b"], x["a"]))
-        assert row["soft_label"] == max(x["p_a"], 1 - x["p_a"]) and row["principle"] == x["principle"]
+        assert row["p_chosen"] == max(x["p_a"], 1 - x["p_a"]) and row["principle"] == x["principle"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["vs_given"]["accuracy"]["n"] == 5 and summary["vs_gold"]["accuracy"]["n"] == 5
     assert "Position consistency" in (run / "report.md").read_text()

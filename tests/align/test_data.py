@@ -20,6 +20,7 @@ from llmlab.align.data import (
     load_chat_rows,
     load_preference_rows,
     pack_chats,
+    soft_labelled,
 )
 from llmlab.data.config import TaskConfig
 from llmlab.errors import DataError, UserError
@@ -103,6 +104,39 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path) -> None:
                        f"{path}:6: 'chosen' has no assistant message"]
     with pytest.raises(DataError, match=rf"^{path}:2: 'prompt' is empty$"):
         load_preference_rows(PairDataConfig(input=(str(path),), strict=True))
+
+
+def test_soft_labels_are_read_checked_and_carried(tmp_path: Path) -> None:
+    """p_chosen, where present, rides from the row to PairExample to the batch (B,); absent it is 1."""
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "p_chosen": 0.75},
+                                               {"prompt": "r", "chosen": "c", "rejected": "d"},
+                                               {"prompt": "s", "chosen": "e", "rejected": "f", "p_chosen": 0}])
+    rows, _ = load_preference_rows(PairDataConfig(input=(str(path),)))
+    assert [r.get("p_chosen") for r in rows] == [0.75, None, 0] and soft_labelled(rows) == 2
+    examples, _ = encode_pairs(rows, CharTok(), max_length=10, max_prompt_length=4)
+    assert [e.p_chosen for e in examples] == [0.75, 1.0, 0.0]
+    batch = collate_pairs(examples, pad_id=0)
+    assert batch["p_chosen"].tolist() == [0.75, 1.0, 0.0] and batch["p_chosen"].dtype == torch.float32
+    hard, _ = load_preference_rows(PairDataConfig(input=(str(path),), soft_labels=False))
+    assert all("p_chosen" not in r for r in hard) and soft_labelled(hard) == 0
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    (1.5, "got 1.5"), (-0.1, "got -0.1"), ("0.7", "got str"), (True, "got bool"), (None, "got None"),
+    (float("nan"), "got nan"), (float("inf"), "got inf"), ([0.7], "got list")])
+def test_a_bad_soft_label_names_file_and_line(tmp_path: Path, value, why: str) -> None:
+    """A number in [0, 1] or an error naming file:line (strict); skipped and reported otherwise.
+    data.soft_labels=false still checks it: a bad value is a bad row either way."""
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n"
+                    + json.dumps({"prompt": "q", "chosen": "a", "rejected": "b", "p_chosen": value}) + "\n")
+    message = f"{path}:2: 'p_chosen' must be a number in [0, 1], {why}"
+    for soft in (True, False):
+        with pytest.raises(DataError) as e:
+            load_preference_rows(PairDataConfig(input=(str(path),), soft_labels=soft))
+        assert str(e.value) == message
+    rows, skipped = load_preference_rows(PairDataConfig(input=(str(path),), strict=False))
+    assert len(rows) == 1 and skipped == [message]
 
 
 def test_no_valid_row_is_an_error(tmp_path: Path) -> None:

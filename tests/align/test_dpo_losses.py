@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.align.dpo import LOSSES, kto_loss, orpo_loss
+from llmlab.align.dpo import LOSSES, kto_loss, orpo_loss, soft_label_loss
 
 # The shared small case: h = (-1 - -2) - (-1.5 - -1.5) = 1.
 PC, PR, RC, RR = (torch.tensor([x], dtype=torch.float64) for x in (-1.0, -2.0, -1.5, -1.5))
@@ -179,3 +179,113 @@ def test_rewards_are_detached_and_loss_falls_as_chosen_rises(name: str) -> None:
     assert losses.shape[0] >= 3 and not chosen.requires_grad and not rejected.requires_grad
     (grad,) = torch.autograd.grad(losses.sum(), pc)
     assert (grad <= 0).all(), grad
+
+
+# ---------------------------------------------------------------------- soft labels (p_chosen)
+
+SOFT = [name for name, spec in LOSSES.items() if spec.soft_labels]
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+# Hand-chosen pairs, float64: h = (pc - pr) - (rc - rr) = 1, 4, -2, -0.5, 29, -30; p from certain to reversed.
+PC_S = np.array([-1.0, -3.0, -8.0, -2.5, -1.0, -31.0])
+PR_S = np.array([-2.0, -6.0, -4.0, -3.5, -30.0, -2.0])
+RC_S = np.array([-1.5, -4.0, -5.0, -2.0, -2.0, -2.0])
+RR_S = np.array([-1.5, -3.0, -3.0, -3.5, -2.0, -3.0])
+P_S = np.array([0.9, 1.0, 0.75, 0.5, 0.6, 0.2])
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x.copy())
+
+
+def test_soft_labels_in_the_table() -> None:
+    """Robust DPO (a flip rate to correct for) and KTO (per-response losses) take none; the rest do."""
+    assert SOFT == ["sigmoid", "hinge", "ipo", "cdpo", "simpo", "orpo"]
+
+
+def test_soft_sigmoid_by_hand() -> None:
+    """p = 0.9, beta 0.1, h 1: 0.9 * 0.644397 + 0.1 * 0.744397 = 0.654397, the hand-worked cDPO with
+    eps = 0.1 above; rewards are those of the pair as labelled."""
+    losses, chosen, rejected = soft_label_loss(LOSSES["sigmoid"].fn, torch.tensor([0.9]), PC, PR, RC, RR, beta=0.1)
+    close(losses, 0.6543967)
+    close(chosen, 0.05)
+    close(rejected, -0.05)
+
+
+def test_soft_sigmoid_is_per_pair_cdpo_against_numpy() -> None:
+    """cDPO with eps = 1 - p per pair, computed in NumPy float64:
+    -(1 - eps) log sigma(beta h) - eps log sigma(-beta h); and, pair by pair, llmlab's cdpo loss with
+    label_smoothing = eps."""
+    beta = 0.3
+    h = (PC_S - PR_S) - (RC_S - RR_S)
+    eps = 1.0 - P_S
+    expected = -(1.0 - eps) * _log_sigmoid(beta * h) - eps * _log_sigmoid(-beta * h)
+    losses, _, _ = soft_label_loss(LOSSES["sigmoid"].fn, _t(P_S), _t(PC_S), _t(PR_S), _t(RC_S), _t(RR_S), beta=beta)
+    torch.testing.assert_close(losses, torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+    for i in range(len(P_S)):
+        row = [_t(x[i: i + 1]) for x in (PC_S, PR_S, RC_S, RR_S)]
+        cdpo, _, _ = LOSSES["cdpo"].fn(*row, beta=beta, label_smoothing=float(eps[i]))
+        torch.testing.assert_close(cdpo, torch.from_numpy(expected[i: i + 1]), rtol=1e-12, atol=1e-12)
+
+
+def test_soft_labels_compose_with_cdpo_label_smoothing() -> None:
+    """cdpo's assumed flip rate eps and a pair's doubt e = 1 - p: the label is wrong when exactly one flip
+    happens, eps' = eps (1 - e) + e (1 - eps); NumPy float64."""
+    beta, eps = 0.3, 0.15
+    h = (PC_S - PR_S) - (RC_S - RR_S)
+    e = 1.0 - P_S
+    eps2 = eps * (1.0 - e) + e * (1.0 - eps)
+    expected = -(1.0 - eps2) * _log_sigmoid(beta * h) - eps2 * _log_sigmoid(-beta * h)
+    losses, _, _ = soft_label_loss(LOSSES["cdpo"].fn, _t(P_S), _t(PC_S), _t(PR_S), _t(RC_S), _t(RR_S), beta=beta,
+                                   label_smoothing=eps)
+    torch.testing.assert_close(losses, torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_soft_ipo_moves_the_target_margin() -> None:
+    """p (h - c)^2 + (1 - p) (h + c)^2 in NumPy float64, c = 1 / (2 beta); its gradient in h vanishes at
+    h = (2p - 1) c (p = 0.5: a margin of 0), where the loss is the constant 4 p (1 - p) c^2."""
+    beta = 0.5
+    c = 1.0 / (2.0 * beta)
+    h = (PC_S - PR_S) - (RC_S - RR_S)
+    expected = P_S * (h - c) ** 2 + (1.0 - P_S) * (h + c) ** 2
+    losses, _, _ = soft_label_loss(LOSSES["ipo"].fn, _t(P_S), _t(PC_S), _t(PR_S), _t(RC_S), _t(RR_S), beta=beta)
+    torch.testing.assert_close(losses, torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+    target = torch.from_numpy((2.0 * P_S - 1.0) * c).requires_grad_()
+    zero = torch.zeros_like(target)
+    at_target, _, _ = soft_label_loss(LOSSES["ipo"].fn, _t(P_S), target, zero, zero, zero, beta=beta)
+    (grad,) = torch.autograd.grad(at_target.sum(), target)
+    torch.testing.assert_close(grad, zero, rtol=0, atol=1e-12)
+    torch.testing.assert_close(at_target.detach(), torch.from_numpy(4 * P_S * (1 - P_S) * c**2), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SOFT)
+def test_soft_labels_of_one_are_the_hard_loss_exactly(name: str) -> None:
+    """p = 1 everywhere: the same losses and gradients, bit for bit."""
+    kwargs = {"beta": 0.1, **KWARGS.get(name, {})}
+    fn = LOSSES[name].fn
+    hard_inputs = _inputs(name, n=7)
+    soft_inputs = tuple(x.detach().clone().requires_grad_() for x in hard_inputs)
+    hard, hard_c, hard_r = fn(*hard_inputs, **kwargs)
+    soft, soft_c, soft_r = soft_label_loss(fn, torch.ones(7, dtype=torch.float64), *soft_inputs, **kwargs)
+    assert torch.equal(hard, soft) and torch.equal(hard_c, soft_c) and torch.equal(hard_r, soft_r)
+    hard.sum().backward()
+    soft.sum().backward()
+    for a, b in zip(hard_inputs, soft_inputs, strict=True):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("name", SOFT)
+def test_soft_label_gradients_match_finite_differences(name: str) -> None:
+    fn = LOSSES[name].fn
+    kwargs = {"beta": 0.1, **KWARGS.get(name, {})}
+    p = torch.tensor([0.9, 0.6, 0.5, 0.75, 0.3], dtype=torch.float64)
+    inputs = _inputs(name)
+    if LOSSES[name].reference_free:
+        assert torch.autograd.gradcheck(lambda pc, pr: soft_label_loss(fn, p, pc, pr, None, None, **kwargs)[0],
+                                        inputs[:2])
+    else:
+        assert torch.autograd.gradcheck(lambda *x: soft_label_loss(fn, p, *x, **kwargs)[0], inputs)

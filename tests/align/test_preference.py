@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from llmlab.align.config import DPOConfig, LossName
-from llmlab.align.dpo import DEFAULT_LABEL_SMOOTHING, LOSSES
-from llmlab.align.preference import loss_kwargs, nll_weight_of, preference_loss
+from llmlab.align.dpo import DEFAULT_LABEL_SMOOTHING, LOSSES, soft_label_loss
+from llmlab.align.preference import loss_kwargs, nll_weight_of, preference_loss, require_soft_labels
 from llmlab.config import load_config, to_yaml
-from llmlab.errors import ConfigError
+from llmlab.errors import ConfigError, UserError
 
 SIGMOID_1 = math.log1p(math.exp(-1.0))  # L(1) = 0.313262
 
@@ -168,3 +168,62 @@ def test_glue_passes_mean_logprobs_and_rpo_term() -> None:
     torch.testing.assert_close(with_nll, without + 2.0 * stats["nll"] / B)
     with pytest.raises(ValueError, match="needs the logits"):
         preference_loss(cfg(rpo_alpha=2.0), sums, b["counts"], ref)
+
+
+# ---------------------------------------------------------------------- soft labels (p_chosen)
+
+
+def test_soft_labels_through_the_glue_by_hand() -> None:
+    """The hand-worked pair with p_chosen 0.9: sigmoid is cDPO with eps 0.1, L(1) + 0.1 (the module
+    docstring's cdpo line); cdpo's own eps 0.1 composes to eps' = 0.1 * 0.9 + 0.9 * 0.1 = 0.18, L(1) + 0.18."""
+    p = torch.tensor([0.9], dtype=torch.float64)
+    sigmoid, _ = preference_loss(cfg(beta=1.0), *pair(), p_chosen=p)
+    cdpo, _ = preference_loss(cfg(loss="cdpo", beta=1.0), *pair(), p_chosen=p)
+    assert sigmoid.item() == pytest.approx(SIGMOID_1 + 0.1, abs=1e-12)
+    assert cdpo.item() == pytest.approx(SIGMOID_1 + 0.18, abs=1e-12)
+
+
+def test_soft_ipo_through_the_glue_uses_the_means() -> None:
+    """IPO's soft loss is soft_label_loss on the per-token means, as the hard one."""
+    b = random_batch()
+    B, n = 3, b["counts"].double()
+    sums, ref, p = b["sums"], b["ref"], torch.tensor([0.6, 1.0, 0.8])
+    loss, _ = preference_loss(cfg(loss="ipo", beta=0.5), sums, b["counts"], ref, p_chosen=p)
+    expected, _, _ = soft_label_loss(LOSSES["ipo"].fn, p.double(), sums[:B] / n[:B], sums[B:] / n[B:],
+                                     ref[:B] / n[:B], ref[B:] / n[B:], beta=0.5)
+    torch.testing.assert_close(loss, expected.mean())
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_p_chosen_of_one_is_the_hard_loss_exactly(name: str) -> None:
+    """Rows without a soft label arrive as p_chosen = 1: every loss, refused ones included, is unchanged."""
+    spec = LOSSES[name]
+    b = random_batch()
+    ref = None if spec.reference_free else b["ref"]
+    batch = {"ids": b["ids"], "response_mask": b["response_mask"]}
+    kl = torch.tensor(0.2, dtype=torch.float64) if spec.takes_kl else None
+    hard, _ = preference_loss(cfg(loss=name), b["sums"], b["counts"], ref, logits=b["logits"], batch=batch, kl=kl)
+    ones, _ = preference_loss(cfg(loss=name), b["sums"], b["counts"], ref, logits=b["logits"], batch=batch, kl=kl,
+                              p_chosen=torch.ones(3))
+    assert torch.equal(hard, ones)
+
+
+@pytest.mark.parametrize(("fields", "phrase"), [
+    ({"loss": "robust"}, "which loss robust does not take"),
+    ({"loss": "kto"}, "which loss kto does not take"),
+    ({"loss": "orpo"}, "orpo_sft_weight=1.0 would train on every chosen response"),
+    ({"rpo_alpha": 0.5}, "rpo_alpha=0.5 would train on every chosen response"),
+])
+def test_soft_labels_are_refused_where_they_cannot_enter(fields: dict, phrase: str) -> None:
+    """A loss that takes no soft labels is never silently trained on the hard ones: a one-line UserError
+    that says how to go on (data.soft_labels=false)."""
+    b = random_batch()
+    spec = LOSSES[fields.get("loss", "sigmoid")]
+    ref = None if spec.reference_free else b["ref"]
+    kl = torch.tensor(0.2, dtype=torch.float64) if spec.takes_kl else None
+    with pytest.raises(UserError, match=phrase) as e:
+        preference_loss(cfg(**fields), b["sums"], b["counts"], ref, logits=b["logits"], kl=kl,
+                        batch={"ids": b["ids"], "response_mask": b["response_mask"]},
+                        p_chosen=torch.tensor([1.0, 0.7, 1.0]))
+    assert "\n" not in str(e.value) and "data.soft_labels=false" in str(e.value)
+    require_soft_labels(cfg(loss="orpo", orpo_sft_weight=0.0))  # ORPO's odds-ratio term alone takes them

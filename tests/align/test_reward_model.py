@@ -36,6 +36,28 @@ def test_bradley_terry_by_hand() -> None:
     torch.testing.assert_close(bradley_terry_loss(rc, rr, margin=1.0)[0], torch.tensor(0.313262))
 
 
+def test_soft_bradley_terry_against_numpy() -> None:
+    """Soft labels p: -(p log sigma(d - m) + (1 - p) log sigma(-d - m)), d = r_c - r_r, in NumPy float64 with
+    log sigma(x) = -logaddexp(0, -x); p = 1 is the hard loss bit for bit; for m = 0 the minimum over d is at
+    log(p / (1 - p)) (cross-entropy against p)."""
+    import numpy as np
+
+    rc = np.array([2.0, 0.5, 2.0, -1.0, 10.0, 0.3])
+    rr = np.array([0.0, 0.5, 1.0, 2.0, -10.0, 0.1])
+    p = np.array([0.9, 0.5, 1.0, 0.75, 0.6, 0.0])
+    for m in (0.0, 1.0):
+        d = rc - rr
+        expected = -(p * -np.logaddexp(0.0, -(d - m)) + (1 - p) * -np.logaddexp(0.0, -(-d - m)))
+        got = bradley_terry_loss(torch.from_numpy(rc), torch.from_numpy(rr), margin=m, p_chosen=torch.from_numpy(p))
+        torch.testing.assert_close(got, torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+    x, y = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    assert torch.equal(bradley_terry_loss(x, y, margin=0.5, p_chosen=torch.ones(8)), bradley_terry_loss(x, y, margin=0.5))
+    d = torch.tensor([math.log(0.8 / 0.2)], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(bradley_terry_loss(d, torch.zeros(1, dtype=torch.float64),
+                                                     p_chosen=torch.tensor([0.8])).sum(), d)
+    assert abs(grad.item()) < 1e-7  # p_chosen float32: 0.8 to 1e-8
+
+
 def test_reward_is_read_at_the_last_real_token(tiny_model_dir: Path) -> None:
     """Padded batch rewards == each sequence scored alone == score(hidden at the last real token)."""
     policy, tok = load_policy(str(tiny_model_dir), device="cpu")

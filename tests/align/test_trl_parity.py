@@ -14,6 +14,8 @@ Correspondence (TRL loss_type -> llmlab): sigmoid -> sigmoid, ["sigmoid", "sft"]
 hinge -> hinge, robust -> robust (TRL's `label_smoothing`), ipo -> ipo on per-token mean log-probs (TRL divides the log-ratios by the completion
 lengths). cDPO has no TRL loss of its own in 1.16 (its `sigmoid` lost `label_smoothing`), but TRL's `aot`
 with one pair per batch is exactly cDPO: AOT sorts the batch's log-ratios, and a batch of one is sorted.
+Soft labels (p_chosen per pair) are cDPO with eps = 1 - p_chosen pair by pair: TRL's `aot`, one pair at a
+time, with label_smoothing set to each pair's eps.
 Rewards: TRL reports beta (log pi - log pi_ref) on summed log-probs for every loss; llmlab's IPO
 reports them on the mean log-probs it was given, so IPO's rewards are compared on summed log-probs.
 
@@ -88,7 +90,7 @@ def trl_trainer(tmp_path: Path, policy, ref, tok, *, loss_type: str, beta: float
                           train_dataset=datasets.Dataset.from_list(ROWS))
 
 
-def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], cfg: DPOConfig):
+def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], cfg: DPOConfig, p_chosen: torch.Tensor | None = None):
     """llmlab's side: log-probs of the collated batch, then the trainer's `preference_loss` under `cfg`
     (the loss it names on sums or per-token means, + rpo_alpha * the chosen responses' NLL);
     returns (loss, mean chosen reward, mean rejected reward), the rewards on summed log-probs as TRL's."""
@@ -97,7 +99,8 @@ def llmlab_loss(policy, ref, batch: dict[str, torch.Tensor], cfg: DPOConfig):
     logp, n = sequence_logprobs(logits, ids, mask)
     with torch.no_grad():
         ref_logp, _ = sequence_logprobs(model_logits(ref, ids, attention), ids, mask)
-    loss, stats = preference_loss(cfg, logp, n, ref_logp, logits=logits, batch={"ids": ids, "response_mask": mask})
+    loss, stats = preference_loss(cfg, logp, n, ref_logp, logits=logits, batch={"ids": ids, "response_mask": mask},
+                                  p_chosen=p_chosen)
     B = ids.shape[0] // 2
     if LOSSES[cfg.loss].mean_logprobs:  # its rewards are on the means it was given; TRL's on sums
         pc, pr, rc, rr = logp[:B], logp[B:], ref_logp[:B], ref_logp[B:]
@@ -164,6 +167,35 @@ def test_cdpo_matches_trl_aot_on_single_pairs(tmp_path: Path) -> None:
     """TRL's AOT sorts the batch's policy and reference log-ratios separately; with one pair per batch that
     is the identity, and its loss is cDPO's -(1 - eps) log sigma(beta h) - eps log sigma(-beta h)."""
     compare(tmp_path, "aot", "cdpo", beta=0.2, label_smoothing=0.15, rows=[0, 1, 2, 3])
+
+
+def test_soft_labels_are_trl_label_smoothing_per_pair(tmp_path: Path) -> None:
+    """Soft labels p_chosen = (0.9, 1, 0.7, 0.55) on llmlab's sigmoid loss over the batch of four pairs, against
+    TRL's cDPO (`aot` on one pair, as above) run pair by pair with label_smoothing = 1 - p_i: llmlab's mean
+    loss is the mean of TRL's four losses and its gradient the mean of their gradients (each pair its own
+    eps, which TRL's one global label_smoothing cannot do in one batch)."""
+    p = [0.9, 1.0, 0.7, 0.55]
+    tok, policy, ref, ours = setup_models()
+    trainer = trl_trainer(tmp_path, policy, copy.deepcopy(ref), tok, loss_type="aot", beta=0.2)
+    data = trainer.train_dataset
+    policy.zero_grad(set_to_none=True)
+    trl_total = torch.zeros(())
+    for i, p_i in enumerate(p):
+        trainer.label_smoothing = 1.0 - p_i
+        value = trainer.compute_loss(policy, trainer.data_collator([data[i]])) / len(p)
+        value.backward()
+        trl_total += value.detach()
+    batch = trainer.data_collator([data[i] for i in range(len(p))])
+    ours.zero_grad(set_to_none=True)
+    value, _, _ = llmlab_loss(ours, ref, batch, DPOConfig(model="unused", beta=0.2), p_chosen=torch.tensor(p))
+    value.backward()
+    with torch.no_grad():
+        hard, _, _ = llmlab_loss(ours, ref, batch, DPOConfig(model="unused", beta=0.2))
+    assert abs(float(hard) - float(value.detach())) > 1e-3  # the soft labels change the loss
+    torch.testing.assert_close(value.detach(), trl_total, **LOSS_TOL)
+    theirs = dict(policy.named_parameters())
+    for name, param in ours.named_parameters():
+        torch.testing.assert_close(param.grad, theirs[name].grad, **GRAD_TOL, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_llmlab_transformer_gives_the_same_loss(tmp_path: Path) -> None:

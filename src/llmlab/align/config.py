@@ -63,6 +63,7 @@ class PairDataConfig:
     tasks: TaskConfig = field(default_factory=TaskConfig)  # the task world's families and difficulty (no input)
     strict: bool = True  # false: skip malformed rows (listed in log.txt) instead of stopping at the first
     eval_fraction: float = 0.05  # with input: share of rows held out (task world: pairs of its eval split instead)
+    soft_labels: bool = True  # train on each row's p_chosen (P(chosen better), absent: 1); false: the labels alone
 
     def __post_init__(self) -> None:
         check(self.n >= 2, f"data.n must be at least 2, got {self.n}")

@@ -1,9 +1,10 @@
 """Alignment data: preference pairs and chats, from rows to padded tensors.
 
     rows (JSONL / HF dataset on disk / the task world)
-      -> load_preference_rows  {"prompt", "chosen", "rejected"}, checked; bad rows "file:line: why"
-      -> encode_pairs          PairExample(prompt_ids, chosen_ids, rejected_ids), truncated to fit
-      -> collate_pairs         ids (2B, T): the B chosen sequences, then the B rejected, right-padded
+      -> load_preference_rows  {"prompt", "chosen", "rejected"[, "p_chosen"]}, checked; bad rows "file:line: why"
+      -> encode_pairs          PairExample(prompt_ids, chosen_ids, rejected_ids, p_chosen), truncated to fit
+      -> collate_pairs         ids (2B, T): the B chosen sequences, then the B rejected, right-padded;
+                               p_chosen (B,)
 
       -> load_chat_rows / encode_chats / (pack_chats) / collate_chats   the same for SFT
 
@@ -11,6 +12,11 @@ Preference rows come in TRL's two forms: three strings, or conversational (`prom
 list; `chosen`/`rejected` a list ending in one assistant message, optionally repeating the
 prompt first). Both become `prompt` (string or message list) plus the two response strings, so
 the tokenizer's chat template is applied in one place (`ChatTokenizer`).
+
+A row may carry a soft label, "p_chosen" = P(chosen is the better), a number in [0, 1] (the AI
+labellers, `cai label` and `feedback combine`, write it in [0.5, 1]); a row without one is a hard
+label, p_chosen = 1. The losses read it from the batch (dpo.soft_label_loss, reward_model.
+bradley_terry_loss); `data.soft_labels=false` drops it, training on the labels alone.
 
 Truncation of a pair (the policy of TRL's DPO trainer, "keep_end" for the prompt):
 
@@ -54,12 +60,16 @@ def load_preference_rows(data: PairDataConfig) -> tuple[list[Row], list[str]]:
     """(rows {"prompt", "chosen", "rejected", ...}, skipped "where: why" messages).
 
     No data.input: data.n task-world preference pairs drawn with data.seed from data.tasks. Otherwise every row of every
-    file, checked against the "prefs" schema and then for empty fields and chosen == rejected;
-    strict=True raises the first problem as a DataError, strict=False skips and reports it.
+    file, checked against the "prefs" schema (p_chosen, where present, a number in [0, 1]) and then for
+    empty fields and chosen == rejected; strict=True raises the first problem as a DataError, strict=False
+    skips and reports it. data.soft_labels=False removes p_chosen from the rows (it is still checked).
     """
     if not data.input:
         return list(pref_rows(GenerateConfig(kind="prefs", n=data.n, seed=data.seed, tasks=data.tasks))), []
-    return _load(data.input, "prefs", normalise_pair, strict=data.strict)
+    rows, skipped = _load(data.input, "prefs", normalise_pair, strict=data.strict)
+    if not data.soft_labels:
+        rows = [{k: v for k, v in row.items() if k != "p_chosen"} for row in rows]
+    return rows, skipped
 
 
 # ---------------------------------------------------------------------- chat rows
@@ -92,6 +102,11 @@ def _load(paths: Iterable[str], schema: str, normalise: Any, *, strict: bool) ->
     return rows, skipped
 
 
+def soft_labelled(rows: Iterable[Row]) -> int:
+    """How many rows carry a soft label below 1 (a row without p_chosen is a hard label)."""
+    return sum(float(row.get("p_chosen", 1.0)) < 1.0 for row in rows)
+
+
 def holdout_split(rows: list[Row], fraction: float, *, seed: int) -> tuple[list[Row], list[Row]]:
     """(train, held-out): a seeded shuffle, then the last `fraction` of rows (at least one when
     fraction > 0 and there are two rows or more) is held out."""
@@ -113,6 +128,7 @@ class PairExample:
     chosen_ids: list[int]
     rejected_ids: list[int]
     truncated: bool = False
+    p_chosen: float = 1.0  # the soft label P(chosen is the better); 1: a hard label
 
 
 def encode_pairs(rows: Iterable[Row], tok: ChatTokenizer, *, max_length: int,
@@ -134,7 +150,8 @@ def encode_pairs(rows: Iterable[Row], tok: ChatTokenizer, *, max_length: int,
         counts["rows"] += 1
         counts["truncated_prompt"] += cut_prompt
         counts["truncated_response"] += cut_response
-        examples.append(PairExample(prompt, chosen[:room], rejected[:room], truncated=cut_prompt or cut_response))
+        examples.append(PairExample(prompt, chosen[:room], rejected[:room], truncated=cut_prompt or cut_response,
+                                    p_chosen=float(row.get("p_chosen", 1.0))))
     return examples, counts
 
 
@@ -144,12 +161,14 @@ def collate_pairs(examples: list[PairExample], pad_id: int) -> dict[str, torch.T
         row b        prompt_b + chosen_b     (b < B)
         row B + b    prompt_b + rejected_b
         ids, response_mask, attention_mask: (2B, T), T the longest of the 2B sequences
+        p_chosen: (B,) float32, each pair's soft label (1 for a hard label)
     """
     sequences = [(e.prompt_ids, e.chosen_ids) for e in examples] + [(e.prompt_ids, e.rejected_ids)
                                                                     for e in examples]
     ids = [p + r for p, r in sequences]
     masks = [[False] * len(p) + [True] * len(r) for p, r in sequences]
-    return _pad(ids, masks, pad_id, mask_name="response_mask")
+    p_chosen = torch.tensor([e.p_chosen for e in examples], dtype=torch.float32)
+    return _pad(ids, masks, pad_id, mask_name="response_mask") | {"p_chosen": p_chosen}
 
 
 def _pad(ids: list[list[int]], masks: list[list[bool]], pad_id: int, *, mask_name: str) -> dict[str, torch.Tensor]:

@@ -11,6 +11,11 @@ per token (IPO as in TRL, SimPO, ORPO).
 Notation: h = (pi_c - pi_r) - (ref_c - ref_r), the margin of the policy's log-ratio over the
 reference's; sigma is the logistic function.
 
+Soft labels (a pair's p = P(chosen is the better), the data's "p_chosen"): `soft_label_loss` takes the
+expected loss over the label, p L(chosen, rejected) + (1 - p) L(rejected, chosen), for the losses whose
+table entry says `soft_labels`. For sigmoid DPO that is cDPO with a per-pair eps = 1 - p; with cdpo's own
+eps the two compose (see soft_label_loss); for IPO the target margin moves to (2p - 1) / (2 beta).
+
 The table is the one source of truth about the variants: align/preference.py (the trainer's glue)
 and align/config.py (which fields a loss accepts, and their defaults) read it; config.LossName
 repeats its names for `--loss` (a test checks that they agree).
@@ -111,6 +116,34 @@ def kto_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Ten
     return losses, beta * chosen_r.detach(), beta * rejected_r.detach()
 
 
+def soft_label_loss(fn: Callable[..., Loss], p_chosen: torch.Tensor, pc: torch.Tensor, pr: torch.Tensor,
+                    rc: torch.Tensor | None, rr: torch.Tensor | None, **kwargs: object) -> Loss:
+    """The expected loss of `fn` when each pair's label is right with probability p_chosen (B,):
+
+        p L(pc, pr, rc, rr) + (1 - p) L(pr, pc, rr, rc)
+
+    the second term being the loss had the label said the opposite. Rewards are those of the pair as
+    labelled. p = 1 gives `fn`'s losses exactly (1 * x + 0 * y = x for a finite y). What this is per loss:
+
+        sigmoid   -p log sigma(beta h) - (1 - p) log sigma(-beta h): cDPO (Mitchell 2023) with a per-pair
+                  eps = 1 - p, the form TRL's label_smoothing = eps gives (tests/align/test_trl_parity.py)
+        cdpo      cDPO with eps' = eps + e - 2 eps e, e = 1 - p: the label is wrong when exactly one of two
+                  independent flips happens (the config's assumed rate eps, the labeller's doubt e);
+                  rows without p_chosen (p = 1) keep the config's eps, as before
+        ipo       p (h - c)^2 + (1 - p) (h + c)^2 = (h - (2p - 1) c)^2 + 4 p (1 - p) c^2, c = 1 / (2 beta):
+                  the target margin moves from c to (2p - 1) c (0 for a coin flip), the gradient is that
+                  of the shifted square
+        hinge, simpo, orpo's odds-ratio term: the same mixture of the pair and its swap
+
+    Robust DPO and KTO take no soft labels (their table entries say so): robust's eps is a flip rate
+    to be corrected for, not a target, and KTO's losses are per response, not per pair.
+    """
+    p = p_chosen.to(device=pc.device, dtype=pc.dtype)
+    losses, chosen_rewards, rejected_rewards = fn(pc, pr, rc, rr, **kwargs)
+    swapped, _, _ = fn(pr, pc, rr, rc, **kwargs)
+    return p * losses + (1.0 - p) * swapped, chosen_rewards, rejected_rewards
+
+
 DEFAULT_LABEL_SMOOTHING = 0.1  # cdpo / robust with label_smoothing unset; at 0 both are plain sigmoid DPO
 
 
@@ -128,6 +161,7 @@ class LossSpec:
     mean_logprobs: bool = False  # defined on per-token mean log-probs, not sums
     takes_kl: bool = False  # gets the trainer's detached KL(pi || pi_ref) estimate as `kl` (KTO's reference point)
     nll_weight_field: str = "rpo_alpha"  # DPOConfig field weighting the chosen responses' NLL added to the loss
+    soft_labels: bool = True  # a pair's soft label p_chosen enters through soft_label_loss; False: refused
 
 
 # subtle: the order is align.config.LossName's (a test checks), which is the order `--help` lists.
@@ -138,9 +172,9 @@ LOSSES: dict[str, LossSpec] = {
     "cdpo": LossSpec(cdpo_loss, {"label_smoothing": "label_smoothing"},
                      defaults={"label_smoothing": DEFAULT_LABEL_SMOOTHING}),
     "robust": LossSpec(robust_loss, {"label_smoothing": "label_smoothing"},
-                       defaults={"label_smoothing": DEFAULT_LABEL_SMOOTHING}),
+                       defaults={"label_smoothing": DEFAULT_LABEL_SMOOTHING}, soft_labels=False),
     "simpo": LossSpec(simpo_loss, {"simpo_gamma": "gamma"}, reference_free=True, mean_logprobs=True),
     "orpo": LossSpec(orpo_loss, reference_free=True, mean_logprobs=True, nll_weight_field="orpo_sft_weight"),
     "kto": LossSpec(kto_loss, {"kto_desirable_weight": "desirable_weight",
-                               "kto_undesirable_weight": "undesirable_weight"}, takes_kl=True),
+                               "kto_undesirable_weight": "undesirable_weight"}, takes_kl=True, soft_labels=False),
 }

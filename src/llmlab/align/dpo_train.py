@@ -18,6 +18,10 @@ The loss of a step is the mean over the global batch's pairs, plus the NLL weigh
 over the global batch's chosen tokens (train/batches.py's rule for both), so it does not change
 with the micro-batch size or the process count.
 
+Soft labels: a pair's p_chosen (align/data.py) makes its loss the expected loss over its label
+(dpo.soft_label_loss; sigmoid DPO becomes cDPO with eps = 1 - p_chosen per pair); a loss that takes
+none (robust, KTO, an NLL term) is refused before training starts (preference.require_soft_labels).
+
 KTO is trained from the same pairs, unpaired: each chosen response is a desirable example and
 each rejected one an undesirable example. Its reference point z = KL(pi || pi_ref) is estimated,
 as in the KTO paper and TRL, on mismatched pairs: prompt i with the chosen response of row
@@ -48,6 +52,7 @@ from llmlab.align.data import (
     holdout_split,
     load_preference_rows,
     sample_indices,
+    soft_labelled,
 )
 from llmlab.align.dpo import LOSSES
 from llmlab.align.models import (
@@ -58,7 +63,7 @@ from llmlab.align.models import (
     sequence_lengths,
     trainable_parameters,
 )
-from llmlab.align.preference import nll_weight_of, preference_loss
+from llmlab.align.preference import nll_weight_of, preference_loss, require_soft_labels
 from llmlab.align.reference import forward_sequences, kl_batch, mismatched_responses, reference_logprobs
 from llmlab.data.config import GenerateConfig, TaskConfig
 from llmlab.data.corpora import pref_rows
@@ -147,6 +152,10 @@ def _train(cfg: DPOConfig, s: Session) -> Path:
                               gradient_checkpointing=cfg.gradient_checkpointing)
     lengths = sequence_lengths(model, cfg.max_length, cfg.max_prompt_length)
     rows, held_rows = preference_rows(cfg, s.log)
+    if n_soft := soft_labelled(rows + held_rows):
+        require_soft_labels(cfg)
+        s.log(f"soft labels: {n_soft} of {len(rows) + len(held_rows)} pairs have p_chosen < 1 "
+              "(each trains on the expected loss over its label: dpo.soft_label_loss)")
     data = _encode(cfg, rows, tok, *lengths, s.log)
     held = _encode(cfg, held_rows[: tc.eval_batches * tc.batch_size] if tc.eval_every else [], tok, *lengths,
                    lambda message: None)
@@ -236,7 +245,7 @@ def _micro_loss(cfg: DPOConfig, model: nn.Module, ref_model: nn.Module | None, d
         with torch.no_grad():
             ref = forward_sequences(ref_model, batch, device, autocast)[0]
     return preference_loss(cfg, sums, counts, ref, logits=logits if nll_weight_of(cfg) else None, batch=batch,
-                           kl=kl, n_pairs=n_pairs, n_nll_tokens=n_nll_tokens)
+                           kl=kl, n_pairs=n_pairs, n_nll_tokens=n_nll_tokens, p_chosen=batch["p_chosen"])
 
 
 @torch.no_grad()

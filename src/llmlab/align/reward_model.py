@@ -50,12 +50,23 @@ RM_FILE = "reward_model.yaml"
 SCORE_FILE = "score.safetensors"
 
 
-def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, *, margin: float | torch.Tensor = 0.0
-                       ) -> torch.Tensor:
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, *, margin: float | torch.Tensor = 0.0,
+                       p_chosen: torch.Tensor | None = None) -> torch.Tensor:
     """-log sigma(r_c - r_r - m), per pair (B,): the negative log-likelihood of the observed preference
     under Bradley-Terry, P(c > r) = sigma(r_c - r_r). A margin m asks for a gap of at least m
-    (Llama 2 uses larger margins for pairs labelled "significantly better")."""
-    return -F.logsigmoid(r_chosen - r_rejected - margin)
+    (Llama 2 uses larger margins for pairs labelled "significantly better").
+
+    With soft labels p = p_chosen (B,), P(chosen is the better), the loss is the cross-entropy against
+    p, i.e. the expected loss over the label (the margin asked of whichever response the label says):
+
+        -p log sigma(r_c - r_r - m) - (1 - p) log sigma(r_r - r_c - m)
+
+    minimised, for m = 0, at r_c - r_r = log(p / (1 - p)); p = 1 is the hard loss exactly."""
+    hard = -F.logsigmoid(r_chosen - r_rejected - margin)
+    if p_chosen is None:
+        return hard
+    p = p_chosen.to(device=hard.device, dtype=hard.dtype)
+    return p * hard + (1.0 - p) * -F.logsigmoid(r_rejected - r_chosen - margin)
 
 
 def pairwise_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:

@@ -3,12 +3,14 @@
     setup   session -> trunk from a policy folder (llmlab or HF; LoRA optional) + a fresh scalar head
             -> pairs (files or the task world) -> held-out split -> data.encode_pairs (truncated)
     step    begin_step -> micro-batches: rewards of the 2b chosen+rejected rows (one forward)
-            -> summed bradley_terry_loss(r[:b], r[b:], margin) x unit scale -> finish_step
+            -> summed bradley_terry_loss(r[:b], r[b:], margin, p_chosen) x unit scale -> finish_step
     every   log (loss, accuracy, reward margin) | eval (held-out loss and pairwise accuracy) | checkpoint
     end     save_reward_model into the run folder (and its HF SequenceClassification copy)
 
 The loss is an example mean over the global batch's pairs (train/batches.py). The data order
 is a function of the pair's position (data.sample_indices), so `--resume` continues exactly.
+Rows with a soft label p_chosen (align/data.py) train on soft Bradley-Terry, the cross-entropy
+against p_chosen (the held-out loss too); accuracy is always on the chosen/rejected labels.
 Left out: FSDP, per-pair margins read from the data.
 """
 
@@ -22,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmlab.align.config import RewardModelConfig, ScoreRMConfig
-from llmlab.align.data import collate_pairs, encode_pairs, holdout_split, load_preference_rows, sample_indices
+from llmlab.align.data import (
+    collate_pairs,
+    encode_pairs,
+    holdout_split,
+    load_preference_rows,
+    sample_indices,
+    soft_labelled,
+)
 from llmlab.align.models import load_trainee, sequence_lengths, trainable_parameters
 from llmlab.align.reward_model import (
     bradley_terry_loss,
@@ -88,7 +97,7 @@ def _train(cfg: RewardModelConfig, s: Session) -> Path:
             with accumulating(wrapped, last), autocast:
                 r = wrapped(batch["ids"], batch["attention_mask"]).float()  # (2b,)
                 rc, rr = r[: len(part)], r[len(part):]
-                micro_loss = bradley_terry_loss(rc, rr, margin=cfg.margin).sum() * scale
+                micro_loss = bradley_terry_loss(rc, rr, margin=cfg.margin, p_chosen=batch["p_chosen"]).sum() * scale
                 micro_loss.backward()
             loss += micro_loss.detach()
             stats += torch.stack([(rc > rr).float().sum(), (rc - rr).sum()]).detach()
@@ -133,15 +142,15 @@ def prepare_pairs(cfg: RewardModelConfig, tok: Any, max_length: int, max_prompt_
     train_rows, eval_rows = holdout_split(rows, d.eval_fraction, seed=d.seed)
     train_set, counts = encode_pairs(train_rows, tok, max_length=max_length, max_prompt_length=max_prompt_length)
     eval_set, _ = encode_pairs(eval_rows, tok, max_length=max_length, max_prompt_length=max_prompt_length)
-    log(f"data: {len(rows)} pairs ({len(skipped)} skipped); {counts['truncated_prompt']} prompts and "
-        f"{counts['truncated_response']} responses truncated")
+    log(f"data: {len(rows)} pairs ({len(skipped)} skipped, {soft_labelled(rows)} with a soft label p_chosen < 1); "
+        f"{counts['truncated_prompt']} prompts and {counts['truncated_response']} responses truncated")
     return train_set, eval_set
 
 
 @torch.no_grad()
 def evaluate_pairs(rm: RewardModel, examples: list[PairExample], pad_id: int, batch_size: int,
                    device: torch.device, *, margin: float = 0.0) -> dict[str, float]:
-    """Held-out Bradley-Terry loss and pairwise accuracy."""
+    """Held-out Bradley-Terry loss (soft where the pairs carry p_chosen) and pairwise accuracy."""
     was_training = rm.training
     rm.eval()
     chosen, rejected = [], []
@@ -153,7 +162,8 @@ def evaluate_pairs(rm: RewardModel, examples: list[PairExample], pad_id: int, ba
         rejected.append(r[len(part):])
     rm.train(was_training)
     rc, rr = torch.cat(chosen), torch.cat(rejected)
-    return {"eval_loss": float(bradley_terry_loss(rc, rr, margin=margin).mean()),
+    p_chosen = torch.tensor([e.p_chosen for e in examples])
+    return {"eval_loss": float(bradley_terry_loss(rc, rr, margin=margin, p_chosen=p_chosen).mean()),
             "eval_accuracy": float((rc > rr).float().mean()), "eval_margin": float((rc - rr).mean())}
 
 

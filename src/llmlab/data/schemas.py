@@ -116,8 +116,25 @@ def _check_pref_field(row: dict[str, Any], key: str) -> str | None:
     return f"{key!r} must be a string or a list of messages, got {_kind(value)}"
 
 
+def _check_probability(row: dict[str, Any], key: str) -> str | None:
+    """An optional number in [0, 1] (not a bool, not nan).
+
+    >>> _check_probability({"p_chosen": 1.5}, "p_chosen")
+    "'p_chosen' must be a number in [0, 1], got 1.5"
+    """
+    if key not in row:
+        return None
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{key!r} must be a number in [0, 1], got {_kind(value)}"
+    if not 0.0 <= value <= 1.0:  # subtle: also refuses nan, which JSON lets through as NaN
+        return f"{key!r} must be a number in [0, 1], got {value}"
+    return None
+
+
 def check_prefs(row: Any) -> str | None:
-    """{"prompt", "chosen", "rejected"}, all three strings or all three message lists (TRL's convention).
+    """{"prompt", "chosen", "rejected"}, all three strings or all three message lists (TRL's convention),
+    and optionally "p_chosen": the soft label P(chosen is the better), a number in [0, 1] (absent: 1).
 
     Mixing the forms (a string prompt with message-list answers) is an error: a chat
     template would be applied to one part and not the other.
@@ -127,6 +144,8 @@ def check_prefs(row: Any) -> str | None:
     for key in ("prompt", "chosen", "rejected"):
         if problem := _check_pref_field(row, key):
             return problem
+    if problem := _check_probability(row, "p_chosen"):
+        return problem
     if len({isinstance(row[key], str) for key in ("prompt", "chosen", "rejected")}) > 1:
         forms = ", ".join(f"{k!r} is a {_kind(row[k])}" for k in ("prompt", "chosen", "rejected"))
         return f"mixed forms ({forms}); use all strings or all message lists"

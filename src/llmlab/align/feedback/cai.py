@@ -15,7 +15,7 @@ same as an uninterrupted run's).
 
 RL-CAI / RLAIF (`label`): pairs of answers (two sampled per prompt, or given pairs) are labelled by a
 feedback model (`llm_judge.LLMJudge`) under a drawn principle's comparison question, in both orders.
-The soft label P(a better) gives {"prompt", "chosen", "rejected", "soft_label", "principle",
+The soft label P(a better) gives {"prompt", "chosen", "rejected", "p_chosen", "principle",
 "consistent", "meta"} rows (RUN/prefs.jsonl, for `llmlab rm train` / `llmlab dpo --input`); ties and
 labels below min_confidence are left out. Where the prompts are the task world's, the labels are checked
 against the gold scorers (accuracy, Cohen's kappa) and the report says how consistent the judge was
@@ -243,7 +243,7 @@ def label_pairs(judge: PairJudge, prompts: Sequence[str], a: Sequence[str], b: S
 
 
 def preference_rows(labels: Sequence[dict[str, Any]], *, min_confidence: float = 0.5) -> list[dict[str, Any]]:
-    """{"prompt", "chosen", "rejected", "soft_label" = P(chosen better), "principle", "consistent", "meta"}
+    """{"prompt", "chosen", "rejected", "p_chosen" = P(chosen better), "principle", "consistent", "meta"}
     for every label with P(chosen better) > min_confidence (ties never pass)."""
     rows = []
     for r in labels:
@@ -251,7 +251,7 @@ def preference_rows(labels: Sequence[dict[str, Any]], *, min_confidence: float =
         if p <= min_confidence:
             continue
         chosen, rejected = (r["a"], r["b"]) if r["p_a"] > 0.5 else (r["b"], r["a"])
-        rows.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected, "soft_label": p,
+        rows.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected, "p_chosen": p,
                      "principle": r["principle"], "consistent": r["consistent"],
                      "meta": {k: r[k] for k in ("p_a", "given", "gold") if k in r}})
     return rows
@@ -274,8 +274,8 @@ def label_summary(labels: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any
             for lo, hi in itertools.pairwise(bins)}
     out: dict[str, Any] = {
         "pairs": len(labels), "kept": len(rows), "ties": hard.count("tie"),
-        "chose_a": hard.count("a"), "mean_soft_label": sum(soft) / len(soft) if soft else float("nan"),
-        "soft_label_histogram": hist,
+        "chose_a": hard.count("a"), "mean_p_chosen": sum(soft) / len(soft) if soft else float("nan"),
+        "p_chosen_histogram": hist,
         "position_consistency": _rate([float(bool(r["consistent"])) for r in labels if r["consistent"] is not None]),
         "principles": dict(sorted(Counter(r["principle"] for r in labels).items())),
     }
@@ -295,8 +295,8 @@ def label_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], exampl
              f"rows, {s['ties']} exact ties; the first response was preferred in {s['chose_a']}.", "",
              f"Position consistency (the choice survived swapping the order): {_fmt(s['position_consistency'])} "
              f"(n {s['position_consistency']['n']}).", "",
-             f"Mean soft label P(chosen better): {s['mean_soft_label']:.3f}; histogram: "
-             + ", ".join(f"{k}: {v}" for k, v in s["soft_label_histogram"].items()), "",
+             f"Mean soft label p_chosen = P(chosen better): {s['mean_p_chosen']:.3f}; histogram: "
+             + ", ".join(f"{k}: {v}" for k, v in s["p_chosen_histogram"].items()), "",
              "Principles drawn: " + ", ".join(f"{k} {v}" for k, v in s["principles"].items()), ""]
     for key, what in (("gold", "the task world's gold scorers"), ("given", "the input file's chosen/rejected")):
         if f"vs_{key}" in s:
@@ -305,7 +305,7 @@ def label_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], exampl
                       f"{_fmt(v['accuracy'])}, Cohen's kappa {v['kappa']:.3f} (0 is chance); exact ties of the "
                       f"reference left out: {v['gold_ties']}.", ""]
     for r in rows[:examples]:
-        lines += ["---", "", f"**prompt** (principle {r['principle']}, P(chosen better) {r['soft_label']:.3f}, "
+        lines += ["---", "", f"**prompt** (principle {r['principle']}, p_chosen {r['p_chosen']:.3f}, "
                   f"consistent {r['consistent']})", "", _quote(r["prompt"]), "", "**chosen**", "", _quote(r["chosen"]),
                   "", "**rejected**", "", _quote(r["rejected"]), ""]
     return "\n".join(lines) + "\n"
