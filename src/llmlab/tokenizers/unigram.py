@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import math
 import random
-import struct
-from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import regex
 
@@ -52,27 +50,25 @@ from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 from llmlab.tokenizers.sp_text import SPACE, cut_words, cuts_are_exact, sp_decode
+from llmlab.tokenizers.unigram_lattice import (
+    UNK,
+    UNK_PENALTY,
+    Edge,
+    Lattice,
+    build_lattice,
+    nbest_paths,
+    sample_path,
+    to_float32,
+    viterbi,
+    viterbi_float32,
+)
 
-UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
-UNK = -1  # the token id of an unknown-character edge inside a lattice
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
 _WORDS = regex.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
 _EXTRA_SPACES = regex.compile(" {2,}")
 # tokenizer.json steps that `save` writes (unigram_io.py describes the format and reads it back)
 _REPLACE_SPACE = {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}
 _METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "never", "split": True}
-
-
-class Edge(NamedTuple):
-    """A lattice node: the piece `token` (UNK for an unknown character) covers text[start:end]."""
-
-    start: int
-    end: int
-    token: int
-    score: float
-
-
-Lattice = list[list[Edge]]  # lattice[end]: the edges that end at `end`, by start ascending
 
 
 def byte_piece(b: int) -> str:
@@ -127,153 +123,6 @@ def text_words(normalized: str, *, add_dummy_prefix: bool, remove_extra_whitespa
         return []
     text = SPACE + normalized if add_dummy_prefix else normalized
     return [w for chunk in chunks.findall(text) for w in split_words(chunk.replace(" ", SPACE))]
-
-
-# ---------------------------------------------------------------------- the lattice (pure functions)
-
-
-def build_lattice(text: str, vocab: Mapping[str, tuple[int, float]], *, max_len: int, unk_score: float) -> Lattice:
-    """Every piece of `vocab` (piece -> (id, score)) at every position of `text`.
-
-    A position that no one-character piece covers gets an UNK edge of one character, so a
-    path through the lattice always exists.
-    """
-    n = len(text)
-    lattice: Lattice = [[] for _ in range(n + 1)]
-    for start in range(n):
-        single = False
-        for end in range(start + 1, min(n, start + max_len) + 1):
-            hit = vocab.get(text[start:end])
-            if hit is not None:
-                lattice[end].append(Edge(start, end, hit[0], hit[1]))
-                single = single or end == start + 1
-        if not single:
-            lattice[start + 1].append(Edge(start, start + 1, UNK, unk_score))
-    for edges in lattice:
-        edges.sort(key=lambda e: e.start)
-    return lattice
-
-
-def viterbi(lattice: Lattice, *, float32: bool = False) -> list[Edge]:
-    """The highest-scoring path, with the tie rule and arithmetic of SentencePiece's and HF's encoders.
-
-    Both walk starts in ascending order and replace the best path into `end` only when a
-    candidate scores strictly more (`candidate > best`), so among equal scores the path whose
-    last piece starts earliest wins.
-
-    subtle: "equal" depends on rounding. Paths of the same pieces in another order ("-" + "----"
-    vs "----" + "-") are equal in exact arithmetic, but their rounded sums can differ in the
-    last bit, and that bit decides. HF (and llmlab by default) sums in float64 from the start of
-    each word. SentencePiece (`float32=True`, for imported .model files) sums in float32 from
-    the start of the whole text: best[end] = float32(best[start] + score), compared in float32.
-    Tested against both on tie-heavy text ("  ---------", digit runs).
-    """
-    if float32:
-        return viterbi_float32(lattice)[0]
-    n = len(lattice) - 1
-    best = [0.0] * (n + 1)
-    back: list[Edge | None] = [None] * (n + 1)
-    for end in range(1, n + 1):
-        for edge in lattice[end]:
-            score = best[edge.start] + edge.score
-            if back[end] is None or score > best[end]:
-                best[end], back[end] = score, edge
-    return _backtrack(back, n)
-
-
-def viterbi_float32(lattice: Lattice, *, start: float = 0.0) -> tuple[list[Edge], float]:
-    """SentencePiece's Viterbi (see `viterbi`) from a running total `start`: (path, its total).
-
-    Words can be walked one at a time, each from the total of the text before it (no piece
-    crosses a word), but not cached by word: the rounding depends on that total.
-    """
-    n = len(lattice) - 1
-    best = array("f", [start] * (n + 1))  # storing into a float32 array rounds
-    back: list[Edge | None] = [None] * (n + 1)
-    cand = array("f", [0.0])
-    for end in range(1, n + 1):
-        for edge in lattice[end]:
-            cand[0] = best[edge.start] + edge.score
-            if back[end] is None or cand[0] > best[end]:
-                best[end], back[end] = cand[0], edge
-    return _backtrack(back, n), best[n]
-
-
-def _to_float32(x: float) -> float:
-    """x rounded to the nearest float32: 0.1 -> 0.10000000149011612."""
-    return _F32.unpack(_F32.pack(x))[0]
-
-
-_F32 = struct.Struct("f")
-
-
-def _backtrack(back: Sequence[Edge | None], end: int) -> list[Edge]:
-    path: list[Edge] = []
-    while end > 0:
-        edge = back[end]
-        assert edge is not None
-        path.append(edge)
-        end = edge.start
-    return path[::-1]
-
-
-def forward(lattice: Lattice, *, theta: float = 1.0) -> list[float]:
-    """alpha[i] = log of the summed exp(theta * score) of all paths from 0 to i."""
-    n = len(lattice) - 1
-    alpha = [-math.inf] * (n + 1)
-    alpha[0] = 0.0
-    for end in range(1, n + 1):
-        alpha[end] = _logsumexp([alpha[e.start] + theta * e.score for e in lattice[end]])
-    return alpha
-
-
-def _logsumexp(xs: Sequence[float]) -> float:
-    m = max(xs, default=-math.inf)
-    if m == -math.inf:
-        return m
-    return m + math.log(sum(math.exp(x - m) for x in xs))
-
-
-def sample_path(lattice: Lattice, *, theta: float, rng: random.Random) -> list[Edge]:
-    """Forward-filtering backward-sampling: a path drawn with probability exp(theta * score(path)) / Z.
-
-    After the forward pass, alpha[end] sums every path into `end`; walking back from the end,
-    the edge into `end` is drawn with probability exp(alpha[start] + theta * score - alpha[end]).
-    """
-    alpha = forward(lattice, theta=theta)
-    path: list[Edge] = []
-    end = len(lattice) - 1
-    while end > 0:
-        edges = lattice[end]
-        weights = [math.exp(alpha[e.start] + theta * e.score - alpha[end]) for e in edges]
-        edge = rng.choices(edges, weights=weights)[0]
-        path.append(edge)
-        end = edge.start
-    return path[::-1]
-
-
-def nbest_paths(lattice: Lattice, n: int) -> list[tuple[float, list[Edge]]]:
-    """The `n` highest-scoring paths, best first: a Viterbi that keeps n partial paths per position.
-
-    Exact (every path's prefix to a position is among that position's n best if the path is
-    among the n best); SentencePiece gets the same list with an A* search.
-    """
-    size = len(lattice) - 1
-    # kept[i]: up to n (score, edge, rank of the partial path at edge.start) for paths 0 -> i
-    kept: list[list[tuple[float, Edge | None, int]]] = [[] for _ in range(size + 1)]
-    kept[0] = [(0.0, None, 0)]
-    for end in range(1, size + 1):
-        cands = [(s + e.score, e, rank) for e in lattice[end] for rank, (s, _, _) in enumerate(kept[e.start])]
-        cands.sort(key=lambda c: -c[0])  # stable: ties keep the earlier start, as viterbi does
-        kept[end] = cands[:n]
-    out = []
-    for score, edge, rank in kept[size]:
-        path: list[Edge] = []
-        while edge is not None:
-            path.append(edge)
-            _, edge, rank = kept[edge.start][rank]
-        out.append((score, path[::-1]))
-    return out
 
 
 # ---------------------------------------------------------------------- the tokenizer
@@ -340,7 +189,7 @@ class UnigramTokenizer(Tokenizer):
         self.sentencepiece_decode = sentencepiece_decode
         self._chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
-            self.unk_score = _to_float32(self.unk_score)
+            self.unk_score = to_float32(self.unk_score)
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
         self._lattices: dict[str, Lattice] = {}  # float32 mode: paths depend on the text before
