@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex
 
@@ -57,13 +58,28 @@ from llmlab.tokenizers.unigram_lattice import (
     Lattice,
     build_lattice,
     nbest_paths,
+    replay_float32,
     sample_path,
+    stable_path,
     to_float32,
     viterbi,
     viterbi_float32,
 )
 
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
+
+
+class WordPath(NamedTuple):
+    """A word's cached float32 path (`UnigramTokenizer._encode_float32`): its ids, its pieces' scores in
+    order, sum |score|, the growth factor of a bound of |total| over its sums (1 + len(scores) 2^-23),
+    the |total| below which the path holds (`stable_path`), and the lattice when it never holds."""
+
+    ids: list[int]
+    scores: tuple[float, ...]
+    spent: float
+    growth: float
+    limit: float
+    lattice: Lattice | None
 _WORDS = regex.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
 _EXTRA_SPACES = regex.compile(" {2,}")
 # tokenizer.json steps that `save` writes (unigram_io.py describes the format and reads it back)
@@ -192,7 +208,7 @@ class UnigramTokenizer(Tokenizer):
             self.unk_score = to_float32(self.unk_score)
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
-        self._lattices: dict[str, Lattice] = {}  # float32 mode: paths depend on the text before
+        self._paths: dict[str, WordPath] = {}  # float32 mode: paths depend on the total before them
 
     def _check(self) -> None:
         seen: dict[str, int] = {}
@@ -240,20 +256,46 @@ class UnigramTokenizer(Tokenizer):
         return ids
 
     def _encode_float32(self, text: str) -> list[int]:
-        """SentencePiece's arithmetic: each word's Viterbi starts from the total before it, so
-        words' lattices are cached, not their paths."""
+        """SentencePiece's arithmetic: each word's float32 Viterbi starts from the running total of
+        the text before it (`viterbi_float32`), so a word's cached path is used only while that
+        total is inside the range the path is sure for (`stable_path`); outside it, or on an exact
+        tie, the word is walked again from the exact total.
+
+        `bound` is an upper bound of |total|: the sum of |score| of the cached paths taken since the
+        total was last computed, grown by their float32 rounding (at most 2^-24 per sum, 2^-23 here).
+        The exact total is replayed from the cached paths' scores only when a word needs it.
+        """
         ids: list[int] = []
-        total = 0.0
-        cache = self._lattices
+        total = bound = 0.0
+        pending: list[tuple[float, ...]] = []  # scores of the cached paths since `total`
+        cache = self._paths
         for word in self.words(text):
-            lattice = cache.get(word)
-            if lattice is None:
-                if len(cache) >= _CACHE_LIMIT >> 4:
-                    cache.clear()
-                lattice = cache[word] = self.lattice(word)
-            path, total = viterbi_float32(lattice, start=total)
-            ids += self._ids(path, word)
+            path = cache.get(word)
+            if path is None:
+                path = self._word_path(word)
+            if bound < path.limit:
+                ids += path.ids
+                pending.append(path.scores)
+                bound = (bound + path.spent) * path.growth
+                continue
+            total = replay_float32(total, chain.from_iterable(pending))
+            pending.clear()
+            edges, total = viterbi_float32(path.lattice or self.lattice(word), start=total)
+            ids += self._ids(edges, word)
+            bound = abs(total)
         return ids
+
+    def _word_path(self, word: str) -> WordPath:
+        """The cache entry of a word for `_encode_float32`."""
+        cache = self._paths
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        lattice = self.lattice(word)
+        edges, limit = stable_path(lattice)
+        scores = tuple(e.score for e in edges)
+        path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
+                                      1.0 + len(scores) * 2.0**-23, limit, lattice if limit <= 0 else None)
+        return path
 
     def lattice(self, text: str) -> Lattice:
         """The lattice of already normalised text."""
@@ -394,7 +436,7 @@ class UnigramTokenizer(Tokenizer):
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)
         state["_cache"] = {}
-        state["_lattices"] = {}
+        state["_paths"] = {}
         return state
 
 

@@ -15,7 +15,7 @@ import math
 import random
 import struct
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
@@ -72,22 +72,36 @@ def viterbi(lattice: Lattice, *, float32: bool = False) -> list[Edge]:
     """
     if float32:
         return viterbi_float32(lattice)[0]
+    back, _, _ = _forward_best(lattice)
+    return _backtrack(back, len(lattice) - 1)
+
+
+def _forward_best(lattice: Lattice) -> tuple[list[Edge | None], list[float], list[float]]:
+    """The float64 Viterbi pass: (back, best, gap), per position the edge of the best path into it,
+    that path's total, and by how much it beats the best path through any other edge into it
+    (0 on a tie, inf when one edge ends there)."""
     n = len(lattice) - 1
     best = [0.0] * (n + 1)
+    gap = [math.inf] * (n + 1)
     back: list[Edge | None] = [None] * (n + 1)
     for end in range(1, n + 1):
+        top = second = -math.inf
         for edge in lattice[end]:
             score = best[edge.start] + edge.score
-            if back[end] is None or score > best[end]:
-                best[end], back[end] = score, edge
-    return _backtrack(back, n)
+            if score > top:  # strictly: among equal scores the earliest start stays
+                second, top, back[end] = top, score, edge
+            elif score > second:
+                second = score
+        best[end], gap[end] = top, top - second
+    return back, best, gap
 
 
 def viterbi_float32(lattice: Lattice, *, start: float = 0.0) -> tuple[list[Edge], float]:
     """SentencePiece's Viterbi (see `viterbi`) from a running total `start`: (path, its total).
 
     Words can be walked one at a time, each from the total of the text before it (no piece
-    crosses a word), but not cached by word: the rounding depends on that total.
+    crosses a word). The rounding depends on that total, so a word's path is cached only with
+    the range of totals it holds for (`stable_path`).
     """
     n = len(lattice) - 1
     best = array("f", [start] * (n + 1))  # storing into a float32 array rounds
@@ -107,6 +121,39 @@ def to_float32(x: float) -> float:
 
 
 _F32 = struct.Struct("f")
+
+
+def stable_path(lattice: Lattice) -> tuple[list[Edge], float]:
+    """The best path of a word's lattice (exact arithmetic) and a `limit`: from any running total T
+    with |T| < limit, SentencePiece's float32 Viterbi (`viterbi_float32(lattice, start=T)`) finds
+    this path too. A limit <= 0 (an exact tie on the path) promises nothing.
+
+    Why: float32 keeps 24 bits, so each sum best[start] + score is off by at most 2^-24 of its
+    size. From T, float32's total into every position q is then within q 2^-24 (|T| + R) of
+    T + r[q], its exact value (r: exact totals from the word's start, R = max |r|), whichever
+    path float32 took there. Backtracking reads the choice at the path's positions only; at each,
+    the path's edge beats every other edge into it by gap(q) in exact arithmetic, and float32
+    makes the same choice when gap(q) > 2q 2^-24 (|T| + R) (1 + 2^-24). Taking twice that
+    (2^-23) and q <= n covers float64's own rounding of r and the gaps:
+
+        limit = min over the path of gap(q) * 2^23 / (2n + 2) - R      (words under 2^22 characters)
+    """
+    n = len(lattice) - 1
+    back, best, gap = _forward_best(lattice)
+    path = _backtrack(back, n)
+    if n >= 1 << 22:
+        return path, -math.inf
+    margin = min((gap[e.end] for e in path), default=math.inf)
+    return path, margin * 2.0**23 / (2 * n + 2) - max(map(abs, best))
+
+
+def replay_float32(total: float, scores: Iterable[float]) -> float:
+    """The running total after the path of `scores` from `total`, as SentencePiece's float32 Viterbi
+    sums it: total = float32(total + score), one score at a time."""
+    acc = array("f", [total])
+    for score in scores:
+        acc[0] += score  # the float64 sum, rounded to float32 on the store, as viterbi_float32 does
+    return acc[0]
 
 
 def _backtrack(back: Sequence[Edge | None], end: int) -> list[Edge]:
