@@ -270,17 +270,15 @@ class UnigramTokenizer(Tokenizer):
         pending: list[tuple[float, ...]] = []  # scores of the cached paths since `total`
         cache = self._paths
         for word in self.words(text):
-            path = cache.get(word)
-            if path is None:
-                path = self._word_path(word)
-            if bound < path.limit:
-                ids += path.ids
-                pending.append(path.scores)
-                bound = (bound + path.spent) * path.growth
+            word_ids, scores, spent, growth, limit, lattice = cache.get(word) or self._word_path(word)
+            if bound < limit:
+                ids += word_ids
+                pending.append(scores)
+                bound = (bound + spent) * growth
                 continue
             total = replay_float32(total, chain.from_iterable(pending))
             pending.clear()
-            edges, total = viterbi_float32(path.lattice or self.lattice(word), start=total)
+            edges, total = viterbi_float32(lattice or self.lattice(word), start=total)
             ids += self._ids(edges, word)
             bound = abs(total)
         return ids
