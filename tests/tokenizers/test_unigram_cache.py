@@ -16,7 +16,13 @@ import pytest
 from llmlab.tokenizers.charsmap import Charsmap
 from llmlab.tokenizers.sp_text import SPACE, SentencePieceNormalizer
 from llmlab.tokenizers.unigram import UnigramTokenizer
-from llmlab.tokenizers.unigram_lattice import build_lattice, replay_float32, stable_path, viterbi_float32
+from llmlab.tokenizers.unigram_lattice import (
+    build_lattice,
+    piece_prefixes,
+    replay_float32,
+    stable_path,
+    viterbi_float32,
+)
 
 
 def sp_style(pieces: dict[str, float], *, byte_fallback: bool = False) -> UnigramTokenizer:
@@ -156,3 +162,18 @@ def test_charsmap_leaves_unchanged_is_never_wrong():
         if cm.leaves_unchanged(text):
             assert cm.chunks(text) == [(text, False)] and cm.hf_precompiled(text) == text, text
     assert not cm.leaves_unchanged("x\x01y") and not cm.leaves_unchanged("A\u0300") and cm.leaves_unchanged("abc")
+
+
+def test_prefix_closed_lattice_equals_the_full_search():
+    """build_lattice stopping at the first substring no piece starts with (`piece_prefixes`) finds the
+    same edges, in the same order, as trying every length up to max_len; by hand: {"ab": .., "abcd": ..}
+    gives {"a", "abc"} as None prefixes."""
+    assert piece_prefixes({"ab": (1, -1.0), "abcd": (2, -2.0)}) == {
+        "a": None, "ab": (1, -1.0), "abc": None, "abcd": (2, -2.0)}
+    rng = random.Random(3)
+    for _ in range(200):
+        vocab = {"".join(rng.choice("ab▁") for _ in range(rng.randint(1, 5))): (i, -rng.random() * 9)
+                 for i in range(rng.randint(1, 12))}
+        text = "".join(rng.choice("ab▁c") for _ in range(rng.randint(0, 30)))
+        full = build_lattice(text, vocab, max_len=5, unk_score=-20.0)
+        assert build_lattice(text, piece_prefixes(vocab), max_len=5, unk_score=-20.0, prefix_closed=True) == full

@@ -58,6 +58,7 @@ from llmlab.tokenizers.unigram_lattice import (
     Lattice,
     build_lattice,
     nbest_paths,
+    piece_prefixes,
     replay_float32,
     sample_path,
     stable_path,
@@ -195,6 +196,7 @@ class UnigramTokenizer(Tokenizer):
         self.vocab = {p: (i, s) for i, (p, s) in enumerate(self.pieces) if i not in skip}
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
         self.max_len = max((len(p) for p in self.vocab), default=1)
+        self._prefixes = piece_prefixes(self.vocab)  # the lattice's look-ups stop where no piece goes on
         self.unk_score = min((s for _, s in self.vocab.values()), default=0.0) - UNK_PENALTY
         self.float32 = float32
         self.pre_tokenizer = pre_tokenizer
@@ -297,7 +299,8 @@ class UnigramTokenizer(Tokenizer):
 
     def lattice(self, text: str) -> Lattice:
         """The lattice of already normalised text."""
-        return build_lattice(text, self.vocab, max_len=self.max_len, unk_score=self.unk_score)
+        return build_lattice(text, self._prefixes, max_len=self.max_len, unk_score=self.unk_score,
+                             prefix_closed=True)
 
     def encode_sample(self, text: str, *, alpha: float = 0.1, nbest_size: int = -1,
                       generator: random.Random | None = None, seed: int | None = None) -> list[int]:

@@ -34,26 +34,48 @@ class Edge(NamedTuple):
 Lattice = list[list[Edge]]  # lattice[end]: the edges that end at `end`, by start ascending
 
 
-def build_lattice(text: str, vocab: Mapping[str, tuple[int, float]], *, max_len: int, unk_score: float) -> Lattice:
+def build_lattice(text: str, vocab: Mapping[str, tuple[int, float] | None], *, max_len: int, unk_score: float,
+                  prefix_closed: bool = False) -> Lattice:
     """Every piece of `vocab` (piece -> (id, score)) at every position of `text`.
 
     A position that no one-character piece covers gets an UNK edge of one character, so a
-    path through the lattice always exists.
+    path through the lattice always exists. Starts are walked in ascending order, so each
+    position's edges come out by start ascending, as `viterbi`'s tie rule needs.
+
+    `prefix_closed`: `vocab` also maps every prefix of a piece that is no piece itself to None
+    (`piece_prefixes`), so the search at a start stops at the first substring absent from it:
+    in "▁parser.add" no piece starts with "▁parser.", so nothing longer is looked up.
     """
     n = len(text)
     lattice: Lattice = [[] for _ in range(n + 1)]
+    get = vocab.get
+    new = tuple.__new__  # Edge(...) without its Python-level __new__: this loop is encoding's cold path
     for start in range(n):
-        single = False
-        for end in range(start + 1, min(n, start + max_len) + 1):
-            hit = vocab.get(text[start:end])
-            if hit is not None:
-                lattice[end].append(Edge(start, end, hit[0], hit[1]))
-                single = single or end == start + 1
-        if not single:
-            lattice[start + 1].append(Edge(start, start + 1, UNK, unk_score))
-    for edges in lattice:
-        edges.sort(key=lambda e: e.start)
+        if (hit := get(text[start], _ABSENT)) is not _ABSENT and hit is not None:
+            lattice[start + 1].append(new(Edge, (start, start + 1, hit[0], hit[1])))
+        else:
+            lattice[start + 1].append(new(Edge, (start, start + 1, UNK, unk_score)))
+            if hit is _ABSENT and prefix_closed:
+                continue
+        for end in range(start + 2, (start + max_len if start + max_len < n else n) + 1):
+            hit = get(text[start:end], _ABSENT)
+            if hit is _ABSENT:
+                if prefix_closed:
+                    break
+            elif hit is not None:
+                lattice[end].append(new(Edge, (start, end, hit[0], hit[1])))
     return lattice
+
+
+_ABSENT = (UNK, 0.0)  # a sentinel: no vocabulary holds it (compared by identity)
+
+
+def piece_prefixes(vocab: Mapping[str, tuple[int, float]]) -> dict[str, tuple[int, float] | None]:
+    """`vocab` with every proper prefix of its pieces that is no piece mapped to None, for
+    `build_lattice(..., prefix_closed=True)`: {"ab": (1, -2.0)} -> {"a": None, "ab": (1, -2.0)}."""
+    table: dict[str, tuple[int, float] | None] = {p[:k]: None for p in vocab for k in range(1, len(p))}
+    table.update(vocab)
+    return table
 
 
 def viterbi(lattice: Lattice, *, float32: bool = False) -> list[Edge]:
