@@ -76,6 +76,18 @@ def test_cached_word_past_its_limit_is_walked_again():
     assert tok.encode(text) == whole_text(cold(tok), text)
 
 
+def test_safe_words_are_joined_only_in_short_texts():
+    """The fast path joins the cached ids of words whose range covers any text of _SAFE_CHARS characters
+    (`_safe`). "▁ab" (▁a b -2.5 against ▁ab -4, limit ~1.6e6) is such a word here; a longer text still
+    reaches totals that change it: after 16384 x "▁c" (-2^24, ulp 2) float32 takes ▁ab."""
+    tok = sp_style({"▁c": -1024.0, "▁a": -1.5, "b": -1.0, "▁ab": -4.0, "▁": -10.0, "a": -10.0})
+    ids = {p: i for i, (p, _) in enumerate(tok.pieces)}
+    assert tok.encode("ab") == [ids["▁a"], ids["b"]] and "▁ab" in tok._safe
+    assert tok.encode("c " * 500 + "ab") == [ids["▁c"]] * 500 + [ids["▁a"], ids["b"]]  # short: the fast path
+    text = "c " * 16384 + "ab"
+    assert tok.encode(text) == whole_text(tok, text) == [ids["▁c"]] * 16384 + [ids["▁ab"]]
+
+
 def test_exact_ties_depend_on_the_total():
     """"----": -(1) + -(3) and -(3) + -(1) are equal exactly; which wins in float32 depends on the rounding
     of the total before, so the word is never served from the cache (limit <= 0)."""

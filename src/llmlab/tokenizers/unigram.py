@@ -17,6 +17,12 @@ Every space stays in the pieces, so decode(encode(s)) == normalize(s). Splitting
 changes nothing when no piece has a "▁" after its first character, which holds for every
 model SentencePiece trains (split_by_whitespace) and llmlab trains.
 
+Caching a word's path is exact for HF's arithmetic (float64 totals from each word's start). With
+SentencePiece's (float32 totals over the whole text, for .model files) a path can depend on the
+total before the word, so each cached path carries the range of totals it holds for
+(unigram_lattice.stable_path); a word met past that range, or whose best path is an exact tie, is
+walked again from the exact total.
+
 A character no piece covers gets a lattice node of its own with score min(score) - 10
 (SentencePiece's kUnkPenalty). With `byte_fallback` it becomes its UTF-8 bytes as <0xNN>
 pieces, so nothing is unknown; otherwise it is `<unk>`, and a run of unknown characters is
@@ -68,6 +74,7 @@ from llmlab.tokenizers.unigram_lattice import (
 )
 
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
+_SAFE_CHARS = 1024  # float32 mode: texts up to this long take cached paths without tracking the total
 
 
 class WordPath(NamedTuple):
@@ -211,6 +218,10 @@ class UnigramTokenizer(Tokenizer):
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
         self._paths: dict[str, WordPath] = {}  # float32 mode: paths depend on the total before them
+        self._safe: dict[str, list[int]] = {}  # float32 mode: the ids of paths no short text changes
+        # the largest |total| of a text of _SAFE_CHARS characters: one piece per character at most
+        largest = max([abs(self.unk_score), *(abs(score) for _, score in self.vocab.values())])
+        self._safe_total = _SAFE_CHARS * largest * (1 + _SAFE_CHARS * 2.0**-22)
 
     def _check(self) -> None:
         seen: dict[str, int] = {}
@@ -261,17 +272,35 @@ class UnigramTokenizer(Tokenizer):
         """SentencePiece's arithmetic: each word's float32 Viterbi starts from the running total of
         the text before it (`viterbi_float32`), so a word's cached path is used only while that
         total is inside the range the path is sure for (`stable_path`); outside it, or on an exact
-        tie, the word is walked again from the exact total.
+        tie, the word is walked again from the exact total (`_walk_float32`).
 
-        `bound` is an upper bound of |total|: the sum of |score| of the cached paths taken since the
-        total was last computed, grown by their float32 rounding (at most 2^-24 per sum, 2^-23 here).
-        The exact total is replayed from the cached paths' scores only when a word needs it.
+        Fast path: a text of at most _SAFE_CHARS characters has at most that many pieces, so its
+        total never exceeds _SAFE_CHARS * max |score| (`_safe_total`, with float32's rounding);
+        words whose range covers that (`_safe`: nearly all) need no total at all, and such a text
+        is their cached ids joined.
         """
+        words = self.words(text)
+        if sum(map(len, words)) <= _SAFE_CHARS:
+            ids: list[int] = []
+            safe = self._safe
+            try:
+                for word in words:
+                    ids += safe[word]
+                return ids
+            except KeyError:  # a word not seen yet, or one that a total of this size might change
+                pass
+        return self._walk_float32(words)
+
+    def _walk_float32(self, words: list[str]) -> list[int]:
+        """Word by word: `bound`, an upper bound of |total|, is the sum of |score| of the cached paths
+        taken since the total was last computed, grown by their float32 rounding (at most 2^-24 per
+        sum, 2^-23 here). The exact total is replayed from the cached paths' scores only when a word
+        needs it."""
         ids: list[int] = []
         total = bound = 0.0
         pending: list[tuple[float, ...]] = []  # scores of the cached paths since `total`
         cache = self._paths
-        for word in self.words(text):
+        for word in words:
             word_ids, scores, spent, growth, limit, lattice = cache.get(word) or self._word_path(word)
             if bound < limit:
                 ids += word_ids
@@ -290,11 +319,14 @@ class UnigramTokenizer(Tokenizer):
         cache = self._paths
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
+            self._safe.clear()
         lattice = self.lattice(word)
         edges, limit = stable_path(lattice)
         scores = tuple(e.score for e in edges)
         path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
                                       1.0 + len(scores) * 2.0**-23, limit, lattice if limit <= 0 else None)
+        if limit > self._safe_total:
+            self._safe[word] = path.ids
         return path
 
     def lattice(self, text: str) -> Lattice:
@@ -438,6 +470,7 @@ class UnigramTokenizer(Tokenizer):
         state = dict(self.__dict__)
         state["_cache"] = {}
         state["_paths"] = {}
+        state["_safe"] = {}
         return state
 
 
