@@ -21,6 +21,7 @@ from llmlab.tokenizers.unigram_lattice import (
     piece_prefixes,
     replay_float32,
     stable_path,
+    text_stable_path,
     viterbi_float32,
 )
 
@@ -189,3 +190,15 @@ def test_prefix_closed_lattice_equals_the_full_search():
         text = "".join(rng.choice("ab▁c") for _ in range(rng.randint(0, 30)))
         full = build_lattice(text, vocab, max_len=5, unk_score=-20.0)
         assert build_lattice(text, piece_prefixes(vocab), max_len=5, unk_score=-20.0, prefix_closed=True) == full
+
+
+def test_text_stable_path_equals_stable_path_of_the_lattice():
+    """The one-pass search of encoding's cold path gives the lattice oracle's path and limit bit for bit,
+    ties (scores from a coarse set), unknown characters and prefixes that are no piece included."""
+    rng = random.Random(11)
+    for _ in range(300):
+        vocab = {"".join(rng.choice("ab▁") for _ in range(rng.randint(1, 5))): (i, -rng.choice([0.5, 1.0, 1.5, 2.25]))
+                 for i in range(rng.randint(1, 12))}
+        text = "".join(rng.choice("ab▁c") for _ in range(rng.randint(0, 30)))
+        lattice = build_lattice(text, vocab, max_len=5, unk_score=-12.0)
+        assert text_stable_path(text, piece_prefixes(vocab), max_len=5, unk_score=-12.0) == stable_path(lattice)

@@ -67,7 +67,7 @@ from llmlab.tokenizers.unigram_lattice import (
     piece_prefixes,
     replay_float32,
     sample_path,
-    stable_path,
+    text_stable_path,
     to_float32,
     viterbi,
     viterbi_float32,
@@ -264,7 +264,7 @@ class UnigramTokenizer(Tokenizer):
             if cached is None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cached = cache[word] = self._ids(viterbi(self.lattice(word), float32=self.float32), word)
+                cached = cache[word] = self._ids(self._best_path(word)[0], word)
             ids += cached
         return ids
 
@@ -320,14 +320,18 @@ class UnigramTokenizer(Tokenizer):
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
             self._safe.clear()
-        lattice = self.lattice(word)
-        edges, limit = stable_path(lattice)
+        edges, limit = self._best_path(word)
         scores = tuple(e.score for e in edges)
         path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
-                                      1.0 + len(scores) * 2.0**-23, limit, lattice if limit <= 0 else None)
+                                      1.0 + len(scores) * 2.0**-23, limit, self.lattice(word) if limit <= 0 else None)
         if limit > self._safe_total:
             self._safe[word] = path.ids
         return path
+
+    def _best_path(self, word: str) -> tuple[list[Edge], float]:
+        """The best path of a word's lattice and its float32 limit (`stable_path`), found without
+        building the lattice (`text_stable_path`)."""
+        return text_stable_path(word, self._prefixes, max_len=self.max_len, unk_score=self.unk_score)
 
     def lattice(self, text: str) -> Lattice:
         """The lattice of already normalised text."""

@@ -163,10 +163,62 @@ def stable_path(lattice: Lattice) -> tuple[list[Edge], float]:
     n = len(lattice) - 1
     back, best, gap = _forward_best(lattice)
     path = _backtrack(back, n)
+    return path, _limit(path, best, gap)
+
+
+def _limit(path: list[Edge], best: list[float], gap: list[float]) -> float:
+    n = len(best) - 1
     if n >= 1 << 22:
-        return path, -math.inf
+        return -math.inf
     margin = min((gap[e.end] for e in path), default=math.inf)
-    return path, margin * 2.0**23 / (2 * n + 2) - max(map(abs, best))
+    return margin * 2.0**23 / (2 * n + 2) - max(map(abs, best))
+
+
+def text_stable_path(text: str, prefixes: Mapping[str, tuple[int, float] | None], *, max_len: int,
+                     unk_score: float) -> tuple[list[Edge], float]:
+    """`stable_path(build_lattice(text, prefixes, ..., prefix_closed=True))` in one pass over the text,
+    building no lattice: each piece found is pushed at once into the best and second-best totals of
+    the position where it ends. Starts are walked in ascending order, so every position sees its
+    edges in the lattice's order and ties go the same way; the sums are the same float64 operations,
+    so the path and the limit are bit for bit the same (tested). Encoding's cold path: every word
+    not cached yet comes here.
+    """
+    n = len(text)
+    best = [0.0] + [-math.inf] * n
+    second = [-math.inf] * (n + 1)
+    back: list[tuple[int, int, float] | None] = [None] * (n + 1)  # (start, token, score) of the best edge in
+    get = prefixes.get
+    for start in range(n):
+        base = best[start]
+        single = False
+        for end in range(start + 1, (start + max_len if start + max_len < n else n) + 1):
+            hit = get(text[start:end], _ABSENT)
+            if hit is _ABSENT:
+                break
+            if hit is None:
+                continue
+            single = single or end == start + 1
+            score = base + hit[1]
+            if score > best[end]:  # strictly: among equal totals the earliest start stays, as in viterbi
+                second[end], best[end], back[end] = best[end], score, (start, hit[0], hit[1])
+            elif score > second[end]:
+                second[end] = score
+        if not single:  # no other edge from `start` ends at start + 1, so pushing it last keeps the order
+            score = base + unk_score
+            end = start + 1
+            if score > best[end]:
+                second[end], best[end], back[end] = best[end], score, (start, UNK, unk_score)
+            elif score > second[end]:
+                second[end] = score
+    path: list[Edge] = []
+    end = n
+    while end > 0:
+        entry = back[end]
+        assert entry is not None
+        path.append(Edge(entry[0], end, entry[1], entry[2]))
+        end = entry[0]
+    path.reverse()
+    return path, _limit(path, best, [b - s for b, s in zip(best, second, strict=True)])
 
 
 def replay_float32(total: float, scores: Iterable[float]) -> float:
