@@ -17,7 +17,7 @@ one line at a time, one thread) as the ratio llmlab / reference, on four corpora
 
 "warm": each side encodes the corpus once untimed first, so llmlab's word caches hold every word
 (SentencePiece and HF have no such cache); "cold": llmlab from empty caches (a fresh copy per run),
-every word new the first time it occurs. Each figure is the best of 3 runs, llmlab and reference
+every word new the first time it occurs. Each figure is the best of 5 runs, llmlab and reference
 taking turns, so that a burst of load on the shared machine hits both.
 The exit status is 1 when a string differs. Results: benchmarks/results/sentencepiece(_quick).md.
 """
@@ -116,7 +116,7 @@ def corpora() -> dict[str, list[str]]:
 
 
 def speeds(tok: Any, tok_encode: Callable[[Any, str], list[int]], ref_encode: Callable[[str], list[int]],
-           lines: Sequence[str], *, repeats: int = 3) -> dict[str, float]:
+           lines: Sequence[str], *, repeats: int = 5) -> dict[str, float]:
     """MB/s of encoding `lines` one by one: llmlab warm and cold, and the reference; best of `repeats`,
     the three taking turns. `tok_encode(tok, s)` encodes with a given copy of the tokenizer."""
     size = sum(len(s.encode("utf-8")) for s in lines) / 1e6
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = (f"# SentencePiece-family parity and encode speed\n\n{table}\n\n"
           f"Speed in this table: the mix corpus, warm. Reference: sentencepiece for .model, HF tokenizers for "
           f"tokenizer.json.\n\n## Encode speed by corpus\n\n{per_corpus}\n\n"
-          f"Corpora: {sizes}. One line at a time, one thread, best of 3 (llmlab warm, llmlab cold and the "
+          f"Corpora: {sizes}. One line at a time, one thread, best of 5 (llmlab warm, llmlab cold and the "
           f"reference taking turns). Warm: llmlab's word caches filled by an untimed pass over the same "
           f"lines; cold: a fresh tokenizer, empty caches.\n\n"
           f"Machine: {describe_machine(info)}; {describe_load(load_start, load_average()[0])}.\n")

@@ -88,6 +88,8 @@ class WordPath(NamedTuple):
     growth: float
     limit: float
     lattice: Lattice | None
+
+
 _WORDS = regex.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
 _EXTRA_SPACES = regex.compile(" {2,}")
 # tokenizer.json steps that `save` writes (unigram_io.py describes the format and reads it back)

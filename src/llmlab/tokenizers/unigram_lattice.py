@@ -5,8 +5,10 @@ A lattice holds every piece of the vocabulary at every position of a text (`buil
 decide exact ties differently), `sample_path` and `nbest_paths` draw or list other paths for
 subword regularisation. unigram.py builds the tokenizer on them.
 
-`word_path` and `replay_float32` let a tokenizer cache SentencePiece's float32 paths by word
-although they depend on the running total before the word (see `WordPath`).
+`stable_path` and `replay_float32` let a tokenizer cache SentencePiece's float32 paths by word
+although they depend on the running total before the word (unigram.py's `WordPath`);
+`text_stable_path` is `stable_path` without building the lattice, the search of every word that
+is not cached yet (stable_path over `build_lattice` stays as its oracle).
 """
 
 from __future__ import annotations
