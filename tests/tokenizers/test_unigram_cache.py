@@ -202,3 +202,17 @@ def test_text_stable_path_equals_stable_path_of_the_lattice():
         text = "".join(rng.choice("ab▁c") for _ in range(rng.randint(0, 30)))
         lattice = build_lattice(text, vocab, max_len=5, unk_score=-12.0)
         assert text_stable_path(text, piece_prefixes(vocab), max_len=5, unk_score=-12.0) == stable_path(lattice)
+
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_split_fast_path_keeps_runs_edges_and_empty_text(prefix):
+    """Text cut by str.split ("▁w▁w") and by cut_words (runs of "▁", no "▁" in front) gives the same ids:
+    trailing and doubled spaces, text that is only spaces, empty text, with and without the dummy prefix."""
+    pieces = {"▁a": -1.0, "▁b": -1.5, "▁▁": -2.0, "▁": -3.0, "a": -4.0, "b": -4.0, "ab": -3.5}
+    normalizer = SentencePieceNormalizer(None, add_dummy_prefix=prefix, remove_extra_whitespaces=False)
+    tok = UnigramTokenizer([("<unk>", 0.0), *pieces.items()], normalizer="none", float32=True,
+                           text_normalizer=normalizer)
+    texts = ["", " ", "  ", "a", "a ", "a  b", " a b ", "ab ab", "b  ", "a b a b"]
+    for _ in range(2):  # cold, then warm (the fast paths)
+        assert [tok.encode(t) for t in texts] == [whole_text(tok, t) for t in texts]
+    assert tok.encode("") == [] and "" in tok._safe_spaced  # the word "▁" alone

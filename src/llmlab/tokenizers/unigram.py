@@ -75,6 +75,7 @@ from llmlab.tokenizers.unigram_lattice import (
 
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
 _SAFE_CHARS = 1024  # float32 mode: texts up to this long take cached paths without tracking the total
+_RUN = SPACE + SPACE
 
 
 class WordPath(NamedTuple):
@@ -221,6 +222,7 @@ class UnigramTokenizer(Tokenizer):
         self._cache: dict[str, list[int]] = {}
         self._paths: dict[str, WordPath] = {}  # float32 mode: paths depend on the total before them
         self._safe: dict[str, list[int]] = {}  # float32 mode: the ids of paths no short text changes
+        self._safe_spaced: dict[str, list[int]] = {}  # the same, of words "▁" + key
         # the largest |total| of a text of _SAFE_CHARS characters: one piece per character at most
         largest = max([abs(self.unk_score), *(abs(score) for _, score in self.vocab.values())])
         self._safe_total = _SAFE_CHARS * largest * (1 + _SAFE_CHARS * 2.0**-22)
@@ -276,20 +278,36 @@ class UnigramTokenizer(Tokenizer):
         total is inside the range the path is sure for (`stable_path`); outside it, or on an exact
         tie, the word is walked again from the exact total (`_walk_float32`).
 
-        Fast path: a text of at most _SAFE_CHARS characters has at most that many pieces, so its
+        Fast paths: a text of at most _SAFE_CHARS characters has at most that many pieces, so its
         total never exceeds _SAFE_CHARS * max |score| (`_safe_total`, with float32's rounding);
         words whose range covers that (`_safe`: nearly all) need no total at all, and such a text
-        is their cached ids joined.
+        is their cached ids joined. Most normalised text of a .model file is "▁w▁w▁w", one "▁"
+        before each word: it is cut with str.split, and the words looked up without their "▁"
+        (`_safe_spaced`), which saves the regex of `cut_words`.
         """
-        words = self.words(text)
+        normalizer = self.text_normalizer
+        if normalizer is not None and self._cuts_exact:  # .model files: `words` is cut_words(normalized)
+            normalized = normalizer(text)
+            if len(normalized) <= _SAFE_CHARS and normalized[:1] == SPACE and _RUN not in normalized:
+                ids: list[int] = []
+                spaced = self._safe_spaced
+                try:
+                    for rest in normalized[1:].split(SPACE):
+                        ids += spaced[rest]
+                    return ids
+                except KeyError:  # a word not seen yet, or one that a total of this size might change
+                    pass
+            words = cut_words(normalized)
+        else:
+            words = self.words(text)
         if sum(map(len, words)) <= _SAFE_CHARS:
-            ids: list[int] = []
+            ids = []
             safe = self._safe
             try:
                 for word in words:
                     ids += safe[word]
                 return ids
-            except KeyError:  # a word not seen yet, or one that a total of this size might change
+            except KeyError:
                 pass
         return self._walk_float32(words)
 
@@ -322,12 +340,15 @@ class UnigramTokenizer(Tokenizer):
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
             self._safe.clear()
+            self._safe_spaced.clear()
         edges, limit = self._best_path(word)
         scores = tuple(e.score for e in edges)
         path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
                                       1.0 + len(scores) * 2.0**-23, limit, self.lattice(word) if limit <= 0 else None)
         if limit > self._safe_total:
             self._safe[word] = path.ids
+            if word[:1] == SPACE and word[1:2] != SPACE:
+                self._safe_spaced[word[1:]] = path.ids
         return path
 
     def _best_path(self, word: str) -> tuple[list[Edge], float]:
@@ -477,6 +498,7 @@ class UnigramTokenizer(Tokenizer):
         state["_cache"] = {}
         state["_paths"] = {}
         state["_safe"] = {}
+        state["_safe_spaced"] = {}
         return state
 
 
