@@ -8,7 +8,17 @@ LlamaTokenizer, SentencePiece Unigram .model with nmt_nfkc / nfkc / identity, an
 tokenizer.json that AutoTokenizer converts the nmt_nfkc model to), built at run time by the
 reference libraries (llmlab.tokenizers.sp_reference): strings whose ids and decoded text equal the
 reference's, out of the total; the same on the code-point sweep; and encode speed (MB/s of UTF-8,
-one thread, each side warmed on the same text first, best of 3) as the ratio llmlab / reference.
+one line at a time, one thread) as the ratio llmlab / reference, on four corpora (`corpora`):
+
+    mix      held-out lines of the training mix: prose, seven scripts, code-mixed lines, indented code
+    prose    held-out English prose (llmlab.data's pretraining documents)
+    code     Python source (the standard library's argparse, textwrap, dataclasses, json.decoder)
+    scripts  de, ru, el, hi, ar, ja sentences (Latin, Cyrillic, Greek, Devanagari, Arabic, kanji + kana)
+
+"warm": each side encodes the corpus once untimed first, so llmlab's word caches hold every word
+(SentencePiece and HF have no such cache); "cold": llmlab from empty caches (a fresh copy per run),
+every word new the first time it occurs. Each figure is the best of 5 runs, llmlab and reference
+taking turns, so that a burst of load on the shared machine hits both.
 The exit status is 1 when a string differs. Results: benchmarks/results/sentencepiece(_quick).md.
 """
 
@@ -16,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import pickle
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,7 +49,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def artifacts() -> list[tuple[str, Any, Callable[[str], list[int]], Callable[[list[int]], str], Any]]:
-    """(name, llmlab tokenizer, reference encode, reference decode, llmlab encode)."""
+    """(name, llmlab tokenizer, reference encode, reference decode, llmlab encode(tokenizer, text))."""
     import sentencepiece as spm
 
     import tokenizers
@@ -51,14 +63,14 @@ def artifacts() -> list[tuple[str, Any, Callable[[str], list[int]], Callable[[li
     def add_sp(name: str, model: bytes) -> None:
         sp = spm.SentencePieceProcessor(model_proto=model)
         tok = load_sentencepiece_model(model)
-        out.append((name, tok, sp.encode, sp.decode, tok.encode))
+        out.append((name, tok, sp.encode, sp.decode, lambda t, s: t.encode(s)))
 
     def add_hf(name: str, data: dict[str, Any]) -> None:
         hf = tokenizers.Tokenizer.from_str(json.dumps(data))
         tok = from_hf_json(data)
         out.append((name, tok, lambda s: hf.encode(s, add_special_tokens=False).ids,
                     lambda ids: hf.decode(ids, skip_special_tokens=False),
-                    lambda s: tok.encode(s, allowed_special="all")))
+                    lambda t, s: t.encode(s, allowed_special="all")))
 
     bpe = ref.train_model("bpe", vocab_size=2000, texts=texts, **ref.LLAMA_OPTIONS)
     add_sp("SP BPE .model (Llama 2 settings: identity, byte fallback)", bpe)
@@ -76,15 +88,50 @@ def equal(tok_encode: Callable, tok: Any, ref_encode: Callable, ref_decode: Call
     n = 0
     for s in strings:
         ids = ref_encode(s)
-        n += tok_encode(s) == ids and tok.decode(ids) == ref_decode(ids)
+        n += tok_encode(tok, s) == ids and tok.decode(ids) == ref_decode(ids)
     return n
 
 
-def speed(encode: Callable[[str], list[int]], lines: Sequence[str]) -> float:
-    """MB/s of encoding `lines` one by one, warm (one untimed pass), best of 3."""
+def corpora() -> dict[str, list[str]]:
+    """The speed corpora (see the module docstring): held-out lines, none longer than a paragraph."""
+    import argparse as argparse_module
+    import dataclasses
+    import json.decoder
+    import textwrap
+
+    from llmlab.data.config import GenerateConfig
+    from llmlab.data.corpora import pretrain_documents
+    from llmlab.data.multilingual import LANGUAGES, language_corpus
+    from llmlab.tokenizers import sp_reference as ref
+
+    mix = ref.training_texts(300_000, seed=5)  # another seed than the models': held out
+    docs = pretrain_documents(GenerateConfig(kind="pretrain", chars=150_000, seed=5))
+    code = [line for m in (argparse_module, textwrap, dataclasses, json.decoder)
+            for line in Path(m.__file__ or "").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {"mix": mix[::max(1, len(mix) // 4000)][:4000],
+            "prose": [line for d in docs for line in d.splitlines() if line.strip()],
+            "code": code,
+            "scripts": [line for lang in LANGUAGES if lang != "en" for line in
+                        language_corpus(lang, 25_000, seed=5).splitlines() if line.strip()]}
+
+
+def speeds(tok: Any, tok_encode: Callable[[Any, str], list[int]], ref_encode: Callable[[str], list[int]],
+           lines: Sequence[str], *, repeats: int = 5) -> dict[str, float]:
+    """MB/s of encoding `lines` one by one: llmlab warm and cold, and the reference; best of `repeats`,
+    the three taking turns. `tok_encode(tok, s)` encodes with a given copy of the tokenizer."""
     size = sum(len(s.encode("utf-8")) for s in lines) / 1e6
-    timing = time_call(lambda: [encode(s) for s in lines], repeats=3, warmup=1)
-    return size / timing.min
+    best = {"warm": math.inf, "cold": math.inf, "reference": math.inf}
+    for encode in (lambda s: tok_encode(tok, s), ref_encode):  # warm-up: fills llmlab's caches
+        for s in lines:
+            encode(s)
+    for _ in range(repeats):
+        fresh = pickle.loads(pickle.dumps(tok))  # no caches: a tokenizer pickles without them
+        runs = {"warm": lambda: [tok_encode(tok, s) for s in lines],
+                "cold": lambda: [tok_encode(fresh, s) for s in lines],  # noqa: B023 (called in this iteration)
+                "reference": lambda: [ref_encode(s) for s in lines]}
+        for key, run in runs.items():
+            best[key] = min(best[key], time_call(run).min)
+    return {key: size / t for key, t in best.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,25 +145,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = load_average()[0]
     strings = ref.parity_texts()
     sweep = [] if args.quick else ref.codepoint_sweep()
-    lines = ref.training_texts(300_000, seed=5)  # another seed: held-out prose, seven scripts, code-mixed
-    held = lines[::max(1, len(lines) // 4000)][:4000]  # spread over all of them, for speed
-    rows, results, ok = [], [], True
+    texts = corpora()
+    rows, corpus_rows, results, ok = [], [], [], True
     for name, tok, ref_encode, ref_decode, tok_encode in artifacts():
         same = equal(tok_encode, tok, ref_encode, ref_decode, strings)
         swept = equal(tok_encode, tok, ref_encode, ref_decode, sweep) if sweep else None
-        ours, theirs = speed(tok_encode, held), speed(ref_encode, held)
         ok &= same == len(strings) and (swept is None or swept == len(sweep))
+        by_corpus = {}
+        for corpus, lines in texts.items():
+            fresh = pickle.loads(pickle.dumps(tok))
+            by_corpus[corpus] = mb_s = speeds(fresh, tok_encode, ref_encode, lines)
+            corpus_rows.append([name, corpus, num(mb_s["warm"]), num(mb_s["cold"]), num(mb_s["reference"]),
+                                ratio(mb_s["warm"], mb_s["reference"]), ratio(mb_s["cold"], mb_s["reference"])])
+            print(" | ".join(map(str, corpus_rows[-1])), flush=True)
+        mix = by_corpus["mix"]
         rows.append([name, f"{same} / {len(strings)}", "-" if swept is None else f"{swept} / {len(sweep)}",
-                     num(ours), num(theirs), ratio(ours, theirs)])
+                     num(mix["warm"]), num(mix["reference"]), ratio(mix["warm"], mix["reference"])])
         results.append({"artifact": name, "strings_equal": same, "strings": len(strings), "sweep_equal": swept,
-                        "sweep": len(sweep), "llmlab_mb_s": ours, "reference_mb_s": theirs})
+                        "sweep": len(sweep), "llmlab_mb_s": mix["warm"], "reference_mb_s": mix["reference"],
+                        "corpora_mb_s": by_corpus})
         print(" | ".join(map(str, rows[-1])), flush=True)
     info = machine_info(("sentencepiece", "tokenizers", "transformers"))
     table = markdown_table(["artifact", "strings equal", "code-point sweep equal", "llmlab MB/s", "reference MB/s",
                             "llmlab / reference"], rows, align="lllrrr")
+    per_corpus = markdown_table(["artifact", "corpus", "llmlab warm MB/s", "llmlab cold MB/s", "reference MB/s",
+                                 "warm / reference", "cold / reference"], corpus_rows, align="llrrrrr")
+    sizes = ", ".join(f"{c} {len(lines)} lines ({sum(len(s.encode()) for s in lines) / 1e6:.2f} MB)"
+                      for c, lines in texts.items())
     md = (f"# SentencePiece-family parity and encode speed\n\n{table}\n\n"
-          f"Speed: {len(held)} held-out lines ({sum(len(s.encode()) for s in held) / 1e6:.2f} MB), one at a time, "
-          f"one thread, warm, best of 3. Reference: sentencepiece for .model, HF tokenizers for tokenizer.json.\n\n"
+          f"Speed in this table: the mix corpus, warm. Reference: sentencepiece for .model, HF tokenizers for "
+          f"tokenizer.json.\n\n## Encode speed by corpus\n\n{per_corpus}\n\n"
+          f"Corpora: {sizes}. One line at a time, one thread, best of 5 (llmlab warm, llmlab cold and the "
+          f"reference taking turns). Warm: llmlab's word caches filled by an untimed pass over the same "
+          f"lines; cold: a fresh tokenizer, empty caches.\n\n"
           f"Machine: {describe_machine(info)}; {describe_load(load_start, load_average()[0])}.\n")
     print(md)
     write_results(args.output or RESULTS / ("sentencepiece_quick.md" if args.quick else "sentencepiece.md"), md,

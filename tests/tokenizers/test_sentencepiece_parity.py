@@ -72,6 +72,19 @@ def test_unigram_model_matches_sentencepiece(rule, sweep):
     assert mismatches_sp(tok, sp, texts(sweep)) == []
 
 
+@pytest.mark.parametrize("rule", ["nmt_nfkc", "identity"])
+def test_unigram_long_texts_with_cached_words_match_sentencepiece(rule):
+    """Long texts (running totals in the tens of thousands, where float32 rounding is coarse) whose words
+    were cached from short ones, and tie-heavy digit runs: the cached paths (`stable_path`) and the
+    words walked again must together give SentencePiece's ids, cold and warm."""
+    sp = spm.SentencePieceProcessor(model_proto=model("unigram", rule))
+    tok = load_sentencepiece_model(model("unigram", rule))
+    short = ref.parity_texts()
+    long = [" ".join(short), " ".join(reversed(short)) * 2, "0000 1111 2222 ---- " * 400 + " ".join(short[:50])]
+    assert mismatches_sp(tok, sp, long) == []  # cold
+    assert mismatches_sp(tok, sp, short) == [] and mismatches_sp(tok, sp, long) == []  # warm
+
+
 @pytest.mark.parametrize("sweep", SWEEPS)
 @pytest.mark.parametrize("rule", ["identity", "nmt_nfkc"])
 def test_bpe_model_matches_sentencepiece(rule, sweep):

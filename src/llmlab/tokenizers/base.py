@@ -84,6 +84,8 @@ class Tokenizer(ABC):
     def encode(self, text: str, *, allowed_special: AllowedSpecial = (),
                disallowed_special: Literal["text", "raise"] = "text") -> list[int]:
         refuse_lone_surrogates(text)
+        if allowed_special == () and disallowed_special == "text":  # the default call: nothing to check
+            return self._encode_ordinary(text)
         if disallowed_special not in ("text", "raise"):
             raise UserError(f"disallowed_special must be 'text' or 'raise', got {disallowed_special!r}")
         if allowed_special == "all":

@@ -129,6 +129,9 @@ class Charsmap:
         self._starts = re.compile("|".join(parts)) if parts else None
         # no match is possible in text without any of these (checked at C speed, before the regex)
         self._needed = frozenset(singles) | frozenset(seconds)
+        # ... and in ASCII text, without any of these (nmt_nfkc: the control characters; nfkc: none)
+        ascii_needed = sorted(c for c in self._needed if c.isascii())
+        self._ascii_needed = re.compile(_char_class(ascii_needed)) if ascii_needed else None
 
     @classmethod
     def from_blob(cls, blob: bytes) -> Charsmap:
@@ -149,11 +152,25 @@ class Charsmap:
                 return hit, n
         return None
 
+    def leaves_unchanged(self, text: str) -> bool:
+        """Whether no source occurs in `text` (so both ways of applying the map return it as it is):
+        a quick test that may say False for text that it leaves unchanged after all.
+
+        ASCII text (most prose and code) is tested against the map's few ASCII sources with one
+        regex; other text against the set of characters a match needs (at C speed: the full regex
+        of `chunks` is slow on such a large character class).
+        """
+        if self._starts is None:
+            return True
+        if text.isascii():
+            return self._ascii_needed is None or not self._ascii_needed.search(text)
+        return self._needed.isdisjoint(text)
+
     def chunks(self, text: str) -> list[tuple[str, bool]]:
         """SentencePiece's normalisation of `text`, as (piece, matched) in order: matched pieces are
         one source's replacement, unmatched ones runs of characters copied unchanged."""
         out: list[tuple[str, bool]] = []
-        if self._starts is None or self._needed.isdisjoint(text):
+        if self._starts is None or self.leaves_unchanged(text):
             return [(text, False)] if text else []
         pos = 0
         while True:
@@ -176,7 +193,7 @@ class Charsmap:
 
     def hf_precompiled(self, text: str) -> str:
         """HF tokenizers' `Precompiled` normalizer (see the module docstring)."""
-        if self._starts is None or self._needed.isdisjoint(text) or not self._starts.search(text):
+        if self._starts is None or self.leaves_unchanged(text) or not self._starts.search(text):
             return text
         table = self.table
         out: list[str] = []

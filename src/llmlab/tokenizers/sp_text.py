@@ -31,7 +31,7 @@ from llmlab.tokenizers.charsmap import Charsmap
 
 SPACE = "\u2581"  # "▁"
 UNK_SURFACE = " \u2047 "  # SentencePiece's text for an unknown piece: " ⁇ "
-_SPACE_RUNS = regex.compile(" {2,}")
+_SPACE_RUNS = re.compile(" {2,}")
 _WORDS = re.compile(f"{SPACE}+[^{SPACE}]*|[^{SPACE}]+")  # cut before each run of "▁" (re: faster here)
 _INNER_SPACE = re.compile(f"[^{SPACE}]{SPACE}")
 _ESCAPED_BYTE = regex.compile("[\udc80-\udcff]")
@@ -48,7 +48,28 @@ class SentencePieceNormalizer:
         self.escape_whitespaces = escape_whitespaces
 
     def __call__(self, text: str) -> str:
-        chunks = self.charsmap.chunks(text) if self.charsmap is not None else ([(text, False)] if text else [])
+        if self.charsmap is None or self.charsmap.leaves_unchanged(text):
+            return self._unmapped(text)
+        return self._from_chunks(self.charsmap.chunks(text))
+
+    def _unmapped(self, text: str) -> str:
+        """The normalisation of text that the charsmap leaves as it is: `_from_chunks([(text, False)])`,
+        in a few string operations (most text, so this is the fast path; tested equal)."""
+        space = SPACE if self.escape_whitespaces else " "
+        if self.remove_extra_whitespaces:
+            text = text.lstrip(" ")
+            if "  " in text:
+                text = _SPACE_RUNS.sub(" ", text)
+        if not text:
+            return ""
+        if self.escape_whitespaces:
+            text = text.replace(" ", SPACE)
+        if self.add_dummy_prefix:
+            text = space + text
+        return text.rstrip(space) if self.remove_extra_whitespaces else text
+
+    def _from_chunks(self, chunks: list[tuple[str, bool]]) -> str:
+        """The normalisation of text whose charsmap `chunks` are given (see the module docstring)."""
         squeeze = self.remove_extra_whitespaces
         if squeeze:
             chunks = _drop_leading_spaces(chunks)

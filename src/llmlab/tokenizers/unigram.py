@@ -17,6 +17,12 @@ Every space stays in the pieces, so decode(encode(s)) == normalize(s). Splitting
 changes nothing when no piece has a "▁" after its first character, which holds for every
 model SentencePiece trains (split_by_whitespace) and llmlab trains.
 
+Caching a word's path is exact for HF's arithmetic (float64 totals from each word's start). With
+SentencePiece's (float32 totals over the whole text, for .model files) a path can depend on the
+total before the word, so each cached path carries the range of totals it holds for
+(unigram_lattice.stable_path); a word met past that range, or whose best path is an exact tie, is
+walked again from the exact total.
+
 A character no piece covers gets a lattice node of its own with score min(score) - 10
 (SentencePiece's kUnkPenalty). With `byte_fallback` it becomes its UTF-8 bytes as <0xNN>
 pieces, so nothing is unknown; otherwise it is `<unk>`, and a run of unknown characters is
@@ -37,9 +43,8 @@ from __future__ import annotations
 
 import math
 import random
-import struct
-from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,27 +57,45 @@ from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
 from llmlab.tokenizers.pre_tokenizers import PreTokenizer
 from llmlab.tokenizers.sp_text import SPACE, cut_words, cuts_are_exact, sp_decode
+from llmlab.tokenizers.unigram_lattice import (
+    UNK,
+    UNK_PENALTY,
+    Edge,
+    Lattice,
+    build_lattice,
+    nbest_paths,
+    piece_prefixes,
+    replay_float32,
+    sample_path,
+    text_stable_path,
+    to_float32,
+    viterbi,
+    viterbi_float32,
+)
 
-UNK_PENALTY = 10.0  # an unknown character scores min(score) - UNK_PENALTY (SentencePiece's kUnkPenalty)
-UNK = -1  # the token id of an unknown-character edge inside a lattice
 _CACHE_LIMIT = 1 << 20  # words; the cache is cleared when it grows past this
+_SAFE_CHARS = 1024  # float32 mode: texts up to this long take cached paths without tracking the total
+_RUN = SPACE + SPACE
+
+
+class WordPath(NamedTuple):
+    """A word's cached float32 path (`UnigramTokenizer._encode_float32`): its ids, its pieces' scores in
+    order, sum |score|, the growth factor of a bound of |total| over its sums (1 + len(scores) 2^-23),
+    the |total| below which the path holds (`stable_path`), and the lattice when it never holds."""
+
+    ids: list[int]
+    scores: tuple[float, ...]
+    spent: float
+    growth: float
+    limit: float
+    lattice: Lattice | None
+
+
 _WORDS = regex.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
 _EXTRA_SPACES = regex.compile(" {2,}")
 # tokenizer.json steps that `save` writes (unigram_io.py describes the format and reads it back)
 _REPLACE_SPACE = {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}
 _METASPACE = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "never", "split": True}
-
-
-class Edge(NamedTuple):
-    """A lattice node: the piece `token` (UNK for an unknown character) covers text[start:end]."""
-
-    start: int
-    end: int
-    token: int
-    score: float
-
-
-Lattice = list[list[Edge]]  # lattice[end]: the edges that end at `end`, by start ascending
 
 
 def byte_piece(b: int) -> str:
@@ -129,153 +152,6 @@ def text_words(normalized: str, *, add_dummy_prefix: bool, remove_extra_whitespa
     return [w for chunk in chunks.findall(text) for w in split_words(chunk.replace(" ", SPACE))]
 
 
-# ---------------------------------------------------------------------- the lattice (pure functions)
-
-
-def build_lattice(text: str, vocab: Mapping[str, tuple[int, float]], *, max_len: int, unk_score: float) -> Lattice:
-    """Every piece of `vocab` (piece -> (id, score)) at every position of `text`.
-
-    A position that no one-character piece covers gets an UNK edge of one character, so a
-    path through the lattice always exists.
-    """
-    n = len(text)
-    lattice: Lattice = [[] for _ in range(n + 1)]
-    for start in range(n):
-        single = False
-        for end in range(start + 1, min(n, start + max_len) + 1):
-            hit = vocab.get(text[start:end])
-            if hit is not None:
-                lattice[end].append(Edge(start, end, hit[0], hit[1]))
-                single = single or end == start + 1
-        if not single:
-            lattice[start + 1].append(Edge(start, start + 1, UNK, unk_score))
-    for edges in lattice:
-        edges.sort(key=lambda e: e.start)
-    return lattice
-
-
-def viterbi(lattice: Lattice, *, float32: bool = False) -> list[Edge]:
-    """The highest-scoring path, with the tie rule and arithmetic of SentencePiece's and HF's encoders.
-
-    Both walk starts in ascending order and replace the best path into `end` only when a
-    candidate scores strictly more (`candidate > best`), so among equal scores the path whose
-    last piece starts earliest wins.
-
-    subtle: "equal" depends on rounding. Paths of the same pieces in another order ("-" + "----"
-    vs "----" + "-") are equal in exact arithmetic, but their rounded sums can differ in the
-    last bit, and that bit decides. HF (and llmlab by default) sums in float64 from the start of
-    each word. SentencePiece (`float32=True`, for imported .model files) sums in float32 from
-    the start of the whole text: best[end] = float32(best[start] + score), compared in float32.
-    Tested against both on tie-heavy text ("  ---------", digit runs).
-    """
-    if float32:
-        return viterbi_float32(lattice)[0]
-    n = len(lattice) - 1
-    best = [0.0] * (n + 1)
-    back: list[Edge | None] = [None] * (n + 1)
-    for end in range(1, n + 1):
-        for edge in lattice[end]:
-            score = best[edge.start] + edge.score
-            if back[end] is None or score > best[end]:
-                best[end], back[end] = score, edge
-    return _backtrack(back, n)
-
-
-def viterbi_float32(lattice: Lattice, *, start: float = 0.0) -> tuple[list[Edge], float]:
-    """SentencePiece's Viterbi (see `viterbi`) from a running total `start`: (path, its total).
-
-    Words can be walked one at a time, each from the total of the text before it (no piece
-    crosses a word), but not cached by word: the rounding depends on that total.
-    """
-    n = len(lattice) - 1
-    best = array("f", [start] * (n + 1))  # storing into a float32 array rounds
-    back: list[Edge | None] = [None] * (n + 1)
-    cand = array("f", [0.0])
-    for end in range(1, n + 1):
-        for edge in lattice[end]:
-            cand[0] = best[edge.start] + edge.score
-            if back[end] is None or cand[0] > best[end]:
-                best[end], back[end] = cand[0], edge
-    return _backtrack(back, n), best[n]
-
-
-def _to_float32(x: float) -> float:
-    """x rounded to the nearest float32: 0.1 -> 0.10000000149011612."""
-    return _F32.unpack(_F32.pack(x))[0]
-
-
-_F32 = struct.Struct("f")
-
-
-def _backtrack(back: Sequence[Edge | None], end: int) -> list[Edge]:
-    path: list[Edge] = []
-    while end > 0:
-        edge = back[end]
-        assert edge is not None
-        path.append(edge)
-        end = edge.start
-    return path[::-1]
-
-
-def forward(lattice: Lattice, *, theta: float = 1.0) -> list[float]:
-    """alpha[i] = log of the summed exp(theta * score) of all paths from 0 to i."""
-    n = len(lattice) - 1
-    alpha = [-math.inf] * (n + 1)
-    alpha[0] = 0.0
-    for end in range(1, n + 1):
-        alpha[end] = _logsumexp([alpha[e.start] + theta * e.score for e in lattice[end]])
-    return alpha
-
-
-def _logsumexp(xs: Sequence[float]) -> float:
-    m = max(xs, default=-math.inf)
-    if m == -math.inf:
-        return m
-    return m + math.log(sum(math.exp(x - m) for x in xs))
-
-
-def sample_path(lattice: Lattice, *, theta: float, rng: random.Random) -> list[Edge]:
-    """Forward-filtering backward-sampling: a path drawn with probability exp(theta * score(path)) / Z.
-
-    After the forward pass, alpha[end] sums every path into `end`; walking back from the end,
-    the edge into `end` is drawn with probability exp(alpha[start] + theta * score - alpha[end]).
-    """
-    alpha = forward(lattice, theta=theta)
-    path: list[Edge] = []
-    end = len(lattice) - 1
-    while end > 0:
-        edges = lattice[end]
-        weights = [math.exp(alpha[e.start] + theta * e.score - alpha[end]) for e in edges]
-        edge = rng.choices(edges, weights=weights)[0]
-        path.append(edge)
-        end = edge.start
-    return path[::-1]
-
-
-def nbest_paths(lattice: Lattice, n: int) -> list[tuple[float, list[Edge]]]:
-    """The `n` highest-scoring paths, best first: a Viterbi that keeps n partial paths per position.
-
-    Exact (every path's prefix to a position is among that position's n best if the path is
-    among the n best); SentencePiece gets the same list with an A* search.
-    """
-    size = len(lattice) - 1
-    # kept[i]: up to n (score, edge, rank of the partial path at edge.start) for paths 0 -> i
-    kept: list[list[tuple[float, Edge | None, int]]] = [[] for _ in range(size + 1)]
-    kept[0] = [(0.0, None, 0)]
-    for end in range(1, size + 1):
-        cands = [(s + e.score, e, rank) for e in lattice[end] for rank, (s, _, _) in enumerate(kept[e.start])]
-        cands.sort(key=lambda c: -c[0])  # stable: ties keep the earlier start, as viterbi does
-        kept[end] = cands[:n]
-    out = []
-    for score, edge, rank in kept[size]:
-        path: list[Edge] = []
-        while edge is not None:
-            path.append(edge)
-            _, edge, rank = kept[edge.start][rank]
-        out.append((score, path[::-1]))
-    return out
-
-
 # ---------------------------------------------------------------------- the tokenizer
 
 
@@ -330,6 +206,7 @@ class UnigramTokenizer(Tokenizer):
         self.vocab = {p: (i, s) for i, (p, s) in enumerate(self.pieces) if i not in skip}
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
         self.max_len = max((len(p) for p in self.vocab), default=1)
+        self._prefixes = piece_prefixes(self.vocab)  # the lattice's look-ups stop where no piece goes on
         self.unk_score = min((s for _, s in self.vocab.values()), default=0.0) - UNK_PENALTY
         self.float32 = float32
         self.pre_tokenizer = pre_tokenizer
@@ -340,10 +217,15 @@ class UnigramTokenizer(Tokenizer):
         self.sentencepiece_decode = sentencepiece_decode
         self._chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
-            self.unk_score = _to_float32(self.unk_score)
+            self.unk_score = to_float32(self.unk_score)
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
-        self._lattices: dict[str, Lattice] = {}  # float32 mode: paths depend on the text before
+        self._paths: dict[str, WordPath] = {}  # float32 mode: paths depend on the total before them
+        self._safe: dict[str, list[int]] = {}  # float32 mode: the ids of paths no short text changes
+        self._safe_spaced: dict[str, list[int]] = {}  # the same, of words "▁" + key
+        # the largest |total| of a text of _SAFE_CHARS characters: one piece per character at most
+        largest = max([abs(self.unk_score), *(abs(score) for _, score in self.vocab.values())])
+        self._safe_total = _SAFE_CHARS * largest * (1 + _SAFE_CHARS * 2.0**-22)
 
     def _check(self) -> None:
         seen: dict[str, int] = {}
@@ -386,29 +268,98 @@ class UnigramTokenizer(Tokenizer):
             if cached is None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cached = cache[word] = self._ids(viterbi(self.lattice(word), float32=self.float32), word)
+                cached = cache[word] = self._ids(self._best_path(word)[0], word)
             ids += cached
         return ids
 
     def _encode_float32(self, text: str) -> list[int]:
-        """SentencePiece's arithmetic: each word's Viterbi starts from the total before it, so
-        words' lattices are cached, not their paths."""
+        """SentencePiece's arithmetic: each word's float32 Viterbi starts from the running total of
+        the text before it (`viterbi_float32`), so a word's cached path is used only while that
+        total is inside the range the path is sure for (`stable_path`); outside it, or on an exact
+        tie, the word is walked again from the exact total (`_walk_float32`).
+
+        Fast paths: a text of at most _SAFE_CHARS characters has at most that many pieces, so its
+        total never exceeds _SAFE_CHARS * max |score| (`_safe_total`, with float32's rounding);
+        words whose range covers that (`_safe`: nearly all) need no total at all, and such a text
+        is their cached ids joined. Most normalised text of a .model file is "▁w▁w▁w", one "▁"
+        before each word: it is cut with str.split, and the words looked up without their "▁"
+        (`_safe_spaced`), which saves the regex of `cut_words`.
+        """
+        normalizer = self.text_normalizer
+        if normalizer is not None and self._cuts_exact:  # .model files: `words` is cut_words(normalized)
+            normalized = normalizer(text)
+            if len(normalized) <= _SAFE_CHARS and normalized[:1] == SPACE and _RUN not in normalized:
+                ids: list[int] = []
+                spaced = self._safe_spaced
+                try:
+                    for rest in normalized[1:].split(SPACE):
+                        ids += spaced[rest]
+                    return ids
+                except KeyError:  # a word not seen yet, or one that a total of this size might change
+                    pass
+            words = cut_words(normalized)
+        else:
+            words = self.words(text)
+        if sum(map(len, words)) <= _SAFE_CHARS:
+            ids = []
+            safe = self._safe
+            try:
+                for word in words:
+                    ids += safe[word]
+                return ids
+            except KeyError:
+                pass
+        return self._walk_float32(words)
+
+    def _walk_float32(self, words: list[str]) -> list[int]:
+        """Word by word: `bound`, an upper bound of |total|, is the sum of |score| of the cached paths
+        taken since the total was last computed, grown by their float32 rounding (at most 2^-24 per
+        sum, 2^-23 here). The exact total is replayed from the cached paths' scores only when a word
+        needs it."""
         ids: list[int] = []
-        total = 0.0
-        cache = self._lattices
-        for word in self.words(text):
-            lattice = cache.get(word)
-            if lattice is None:
-                if len(cache) >= _CACHE_LIMIT >> 4:
-                    cache.clear()
-                lattice = cache[word] = self.lattice(word)
-            path, total = viterbi_float32(lattice, start=total)
-            ids += self._ids(path, word)
+        total = bound = 0.0
+        pending: list[tuple[float, ...]] = []  # scores of the cached paths since `total`
+        cache = self._paths
+        for word in words:
+            word_ids, scores, spent, growth, limit, lattice = cache.get(word) or self._word_path(word)
+            if bound < limit:
+                ids += word_ids
+                pending.append(scores)
+                bound = (bound + spent) * growth
+                continue
+            total = replay_float32(total, chain.from_iterable(pending))
+            pending.clear()
+            edges, total = viterbi_float32(lattice or self.lattice(word), start=total)
+            ids += self._ids(edges, word)
+            bound = abs(total)
         return ids
+
+    def _word_path(self, word: str) -> WordPath:
+        """The cache entry of a word for `_encode_float32`."""
+        cache = self._paths
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+            self._safe.clear()
+            self._safe_spaced.clear()
+        edges, limit = self._best_path(word)
+        scores = tuple(e.score for e in edges)
+        path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
+                                      1.0 + len(scores) * 2.0**-23, limit, self.lattice(word) if limit <= 0 else None)
+        if limit > self._safe_total:
+            self._safe[word] = path.ids
+            if word[:1] == SPACE and word[1:2] != SPACE:
+                self._safe_spaced[word[1:]] = path.ids
+        return path
+
+    def _best_path(self, word: str) -> tuple[list[Edge], float]:
+        """The best path of a word's lattice and its float32 limit (`stable_path`), found without
+        building the lattice (`text_stable_path`)."""
+        return text_stable_path(word, self._prefixes, max_len=self.max_len, unk_score=self.unk_score)
 
     def lattice(self, text: str) -> Lattice:
         """The lattice of already normalised text."""
-        return build_lattice(text, self.vocab, max_len=self.max_len, unk_score=self.unk_score)
+        return build_lattice(text, self._prefixes, max_len=self.max_len, unk_score=self.unk_score,
+                             prefix_closed=True)
 
     def encode_sample(self, text: str, *, alpha: float = 0.1, nbest_size: int = -1,
                       generator: random.Random | None = None, seed: int | None = None) -> list[int]:
@@ -545,7 +496,9 @@ class UnigramTokenizer(Tokenizer):
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)
         state["_cache"] = {}
-        state["_lattices"] = {}
+        state["_paths"] = {}
+        state["_safe"] = {}
+        state["_safe_spaced"] = {}
         return state
 
 
