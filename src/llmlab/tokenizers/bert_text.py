@@ -14,12 +14,24 @@ The stages run in that order, as in HF: lowercasing comes last, so a mark that l
 creates ("İ" -> "i" + U+0307) is kept. `strip_accents=None` means "strip when lowercasing",
 which is what BERT uncased does and what HF writes as `"strip_accents": null`.
 
-Character classes come from the `regex` module's Unicode tables (and `unicodedata` for NFD).
-HF uses the Rust `unicode_categories` crate, whose tables are older, so the two disagree on
-characters assigned in recent Unicode versions: HF counts them as unassigned (Cn), i.e.
-control characters, and drops them; llmlab keeps them (tested over all code points, and
-the disagreements are listed in the test). The CJK ranges are HF's, which start the
-Extension E/F range at U+2B920 where Google's BERT starts at U+2B820.
+Character classes are HF's, version for version, from the generated tables of bert_unicode.py
+(make_bert_unicode.py says how they were made): HF's Rust crates each carry their own Unicode.
+
+    control (clean_text drops it)   Cc Cf Co of Unicode 8.0, but \\t \\n \\r; and U+FFFD.
+                                    Unassigned code points (Cn) are kept, whatever their
+                                    category became later: U+0890 (Cf since 14.0) is kept.
+    punctuation (a word of its own) P* of Unicode 8.0, plus every ASCII non-alphanumeric
+                                    printable ("$", "+", "^", "`", ...)
+    strip_accents                   NFD of Unicode 9.0, then the Mn of Unicode 8.0 dropped:
+                                    a mark added since stays, and so does U+1734, Mn in 8.0
+    lowercase                       Rust's char::to_lowercase, Unicode 17.0 (tokenizers 0.23)
+    whitespace                      White_Space (Rust's char::is_whitespace; stable since 6.3)
+
+So this module does not use the `regex` module's Unicode properties, and `unicodedata` only
+for the NFD of characters assigned by 9.0 (decompositions and combining classes never change
+once assigned); Python's `str.lower` is topped up with the case pairs it is missing. The CJK
+ranges are HF's, which start the Extension E/F range at U+2B920 where Google's BERT starts at
+U+2B820. tests/tokenizers/test_bert_parity.py checks every code point of planes 0, 1 and 14.
 
 Leaves out: HF's alignment offsets (which input characters each output character came
 from); nothing in llmlab reads them.
@@ -28,26 +40,60 @@ from); nothing in llmlab reads them.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import regex
 
+from llmlab.tokenizers import bert_unicode
 from llmlab.tokenizers.normalizers import lowercase
 
-# HF's is_control: categories Cc, Cf, Co, Cs (not Cn, unassigned) except \t \n \r, plus U+FFFD.
-_CONTROL = regex.compile(r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}\ufffd--[\t\n\r]]+", flags=regex.V1)
-# HF's is_whitespace: the White_Space property (Rust's char::is_whitespace), \t \n \r included.
-_WHITESPACE = regex.compile(r"[\p{White_Space}--[ ]]+", flags=regex.V1)
-_WHITESPACE_RUNS = regex.compile(r"\p{White_Space}+")
-# Python's str.split() splits on White_Space and on these four, which BERT keeps inside words
+
+def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
+    """The inside of a [...] class: ((0x41, 0x5A), (0x5F, 0x5F)) -> "\\U00000041-\\U0000005A\\U0000005F"."""
+    return "".join(f"\\U{lo:08X}" if lo == hi else f"\\U{lo:08X}-\\U{hi:08X}" for lo, hi in ranges)
+
+
+# Rust's char::is_whitespace: the White_Space property. Python's str.split() also splits on
+# U+001C..U+001F, which BERT keeps inside words (clean_text removes them anyway).
+_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _PYTHON_ONLY_SPACE = regex.compile(r"[\x1c-\x1f]")
+_WHITESPACE_RUNS = regex.compile(f"[{_SPACE}]+")
+# HF's clean_text: drop is_control (is_other but \t \n \r) and U+FFFD, then whitespace -> " "
+_CONTROL = regex.compile(rf"[[{_char_class(bert_unicode.OTHER)}\ufffd]--[\t\n\r]]+", flags=regex.V1)
+_WHITESPACE = regex.compile(f"[{_SPACE}--[ ]]+", flags=regex.V1)
 _CJK = regex.compile(
     "([\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
     "\U0002b920-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f])")
-_NONSPACING_MARKS = regex.compile(r"\p{Mn}+")
+_NONSPACING_MARKS = regex.compile(f"[{_char_class(bert_unicode.NONSPACING_MARKS)}]+")
+# code points HF's NFD treats as starters without a decomposition (unassigned in its Unicode)
+_NFD_UNASSIGNED = regex.compile(f"([{_char_class(bert_unicode.UNASSIGNED_IN_NFD)}]+)")
 # BERT's punctuation: Unicode P* plus every ASCII non-alphanumeric printable ("$", "+", "^", "`", ...)
-_PUNCT = r"\p{P}!-/:-@\[-`{-~"
+_PUNCT = _char_class(bert_unicode.PUNCTUATION) + r"!-/:-@\[-`{-~"
 _WORD = regex.compile(rf"[^{_PUNCT}]+|[{_PUNCT}]")  # within a whitespace-free chunk
+# the case pairs this Python's str.lower lacks (or maps otherwise): applied before it
+_LOWER_MISSING = {c: m for c, m in bert_unicode.LOWERCASE if lowercase(chr(c)) != m}
+_LOWER_MISSING_RE = regex.compile(f"[{_char_class((c, c) for c in _LOWER_MISSING)}]") if _LOWER_MISSING else None
+
+
+def nfd(text: str) -> str:
+    """NFD as HF's unicode-normalization-alignments (Unicode 9.0) computes it.
+
+    Python's NFD agrees on every character assigned by 9.0; a later one is, for HF, a starter
+    (combining class 0) without a decomposition, so the text is normalized around it: in
+    "a" + U+1DFA (ccc 218, Unicode 14) + U+0323 (ccc 220) Python would reorder, HF does not.
+    """
+    parts = _NFD_UNASSIGNED.split(text)
+    if len(parts) == 1:
+        return unicodedata.normalize("NFD", text)
+    return "".join(unicodedata.normalize("NFD", p) if i % 2 == 0 else p for i, p in enumerate(parts))
+
+
+def bert_lowercase(text: str) -> str:
+    """Rust's char::to_lowercase on each character (Unicode 17.0), as HF's Lowercase."""
+    if _LOWER_MISSING_RE is not None and _LOWER_MISSING_RE.search(text) is not None:
+        text = text.translate(_LOWER_MISSING)
+    return lowercase(text)
 
 
 @dataclass(frozen=True)
@@ -65,9 +111,9 @@ class BertNormalizer:
         if self.handle_chinese_chars:
             text = _CJK.sub(r" \1 ", text)
         if self.strip_accents if self.strip_accents is not None else self.lowercase:
-            text = _NONSPACING_MARKS.sub("", unicodedata.normalize("NFD", text))
+            text = _NONSPACING_MARKS.sub("", nfd(text))
         if self.lowercase:
-            text = lowercase(text)
+            text = bert_lowercase(text)
         return text
 
 
