@@ -39,51 +39,87 @@ from); nothing in llmlab reads them.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import regex
-
 from llmlab.tokenizers import bert_unicode
 from llmlab.tokenizers.normalizers import lowercase
 
+Ranges = Iterable[tuple[int, int]]
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
-def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
+
+def _char_class(ranges: Ranges, *, bmp_only: bool = False) -> str:
     """The inside of a [...] class: ((0x41, 0x5A), (0x5F, 0x5F)) -> "\\U00000041-\\U0000005A\\U0000005F"."""
+    if bmp_only:
+        ranges = [(lo, min(hi, 0xFFFF)) for lo, hi in ranges if lo <= 0xFFFF]
     return "".join(f"\\U{lo:08X}" if lo == hi else f"\\U{lo:08X}-\\U{hi:08X}" for lo, hi in ranges)
+
+
+@dataclass(frozen=True)
+class _ClassPattern:
+    """A pattern over HF's character classes, compiled twice. `re` tests the BMP part of a class
+    with a bitmap but its astral ranges one by one (tens of them: about 10x slower), so text without
+    astral characters, most text, is matched without them."""
+
+    bmp: re.Pattern[str]
+    full: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, template: str, **classes: Ranges) -> _ClassPattern:
+        """`template` with each {name} the class of those ranges: "[^{punct}]+" ..."""
+        listed = {k: list(v) for k, v in classes.items()}  # used twice
+        return cls(*(re.compile(template.format(**{k: _char_class(v, bmp_only=bmp) for k, v in listed.items()}))
+                     for bmp in (True, False)))
+
+    def of(self, text: str) -> re.Pattern[str]:
+        return self.bmp if text.isascii() or _ASTRAL.search(text) is None else self.full
+
+
+def _without(ranges: Ranges, points: str) -> list[tuple[int, int]]:
+    """The ranges less some code points: ((0, 31),), "\t" -> [(0, 8), (10, 31)]."""
+    out = []
+    for lo, hi in ranges:
+        for c in sorted(map(ord, points)):
+            if lo <= c <= hi:
+                out += [(lo, c - 1)] if lo < c else []
+                lo = c + 1
+        out += [(lo, hi)] if lo <= hi else []
+    return out
 
 
 # Rust's char::is_whitespace: the White_Space property. Python's str.split() also splits on
 # U+001C..U+001F, which BERT keeps inside words (clean_text removes them anyway).
 _SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_PYTHON_ONLY_SPACE = regex.compile(r"[\x1c-\x1f]")
-_WHITESPACE_RUNS = regex.compile(f"[{_SPACE}]+")
-# HF's clean_text: drop is_control (is_other but \t \n \r) and U+FFFD, then whitespace -> " "
-_CONTROL = regex.compile(rf"[[{_char_class(bert_unicode.OTHER)}\ufffd]--[\t\n\r]]+", flags=regex.V1)
-_WHITESPACE = regex.compile(f"[{_SPACE}--[ ]]+", flags=regex.V1)
-_CJK = regex.compile(
+_PYTHON_ONLY_SPACE = re.compile("[\x1c-\x1f]")
+_WHITESPACE_RUNS = re.compile(f"[{_SPACE}]+")
+# HF's clean_text: drop is_control (is_other less \t \n \r) and U+FFFD, then whitespace -> " "
+_CONTROL = _ClassPattern.compile("[{control}]+", control=_without([*bert_unicode.OTHER, (0xFFFD, 0xFFFD)], "\t\n\r"))
+_WHITESPACE = re.compile(f"[{_SPACE.replace(' ', '')}]+")
+_CJK = re.compile(
     "([\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
     "\U0002b920-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f])")
-_NONSPACING_MARKS = regex.compile(f"[{_char_class(bert_unicode.NONSPACING_MARKS)}]+")
-# code points HF's NFD treats as starters without a decomposition (unassigned in its Unicode)
-_NFD_UNASSIGNED = regex.compile(f"([{_char_class(bert_unicode.UNASSIGNED_IN_NFD)}]+)")
-# BERT's punctuation: Unicode P* plus every ASCII non-alphanumeric printable ("$", "+", "^", "`", ...)
-_PUNCT = _char_class(bert_unicode.PUNCTUATION) + r"!-/:-@\[-`{-~"
-_WORD = regex.compile(rf"[^{_PUNCT}]+|[{_PUNCT}]")  # within a whitespace-free chunk
-# the case pairs this Python's str.lower lacks (or maps otherwise): applied before it
+_NONSPACING_MARKS = _ClassPattern.compile("[{marks}]+", marks=bert_unicode.NONSPACING_MARKS)
+_NFD_STARTERS = _ClassPattern.compile("([{starters}]+)", starters=bert_unicode.NFD_STARTERS)
+# BERT's punctuation: HF's P* plus every ASCII non-alphanumeric printable ("$", "+", "^", "`", ...)
+_ASCII_PUNCT = [(0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)]
+_WORD = _ClassPattern.compile("[^{punct}]+|[{punct}]", punct=[*bert_unicode.PUNCTUATION, *_ASCII_PUNCT])
+# the case pairs this Python's str.lower lacks (or maps otherwise), applied before it
 _LOWER_MISSING = {c: m for c, m in bert_unicode.LOWERCASE if lowercase(chr(c)) != m}
-_LOWER_MISSING_RE = regex.compile(f"[{_char_class((c, c) for c in _LOWER_MISSING)}]") if _LOWER_MISSING else None
+_LOWER_MISSING_RE = _ClassPattern.compile("[{cased}]", cased=[(c, c) for c in _LOWER_MISSING]) if _LOWER_MISSING else None
 
 
 def nfd(text: str) -> str:
     """NFD as HF's unicode-normalization-alignments (Unicode 9.0) computes it.
 
-    Python's NFD agrees on every character assigned by 9.0; a later one is, for HF, a starter
-    (combining class 0) without a decomposition, so the text is normalized around it: in
-    "a" + U+1DFA (ccc 218, Unicode 14) + U+0323 (ccc 220) Python would reorder, HF does not.
+    Python's NFD agrees on every character assigned by 9.0 (decompositions and combining classes
+    never change once assigned). A later one is, for HF, a starter (combining class 0) without a
+    decomposition, so the text is normalized around it: "a" + U+0301 (230) + U+1DFA (218, Unicode
+    14) is reordered by Python, not by HF.
     """
-    parts = _NFD_UNASSIGNED.split(text)
+    parts = _NFD_STARTERS.of(text).split(text)
     if len(parts) == 1:
         return unicodedata.normalize("NFD", text)
     return "".join(unicodedata.normalize("NFD", p) if i % 2 == 0 else p for i, p in enumerate(parts))
@@ -91,7 +127,7 @@ def nfd(text: str) -> str:
 
 def bert_lowercase(text: str) -> str:
     """Rust's char::to_lowercase on each character (Unicode 17.0), as HF's Lowercase."""
-    if _LOWER_MISSING_RE is not None and _LOWER_MISSING_RE.search(text) is not None:
+    if _LOWER_MISSING_RE is not None and _LOWER_MISSING_RE.of(text).search(text) is not None:
         text = text.translate(_LOWER_MISSING)
     return lowercase(text)
 
@@ -107,11 +143,12 @@ class BertNormalizer:
 
     def __call__(self, text: str) -> str:
         if self.clean_text:
-            text = _WHITESPACE.sub(lambda m: " " * len(m.group()), _CONTROL.sub("", text))
+            text = _WHITESPACE.sub(lambda m: " " * len(m.group()), _CONTROL.of(text).sub("", text))
         if self.handle_chinese_chars:
             text = _CJK.sub(r" \1 ", text)
         if self.strip_accents if self.strip_accents is not None else self.lowercase:
-            text = _NONSPACING_MARKS.sub("", nfd(text))
+            text = nfd(text)
+            text = _NONSPACING_MARKS.of(text).sub("", text)
         if self.lowercase:
             text = bert_lowercase(text)
         return text
@@ -130,7 +167,7 @@ def whitespace_chunks(text: str) -> list[str]:
 
 def split_punctuation(chunk: str) -> list[str]:
     """A whitespace-free chunk cut around punctuation, each mark a word of its own."""
-    return _WORD.findall(chunk)
+    return _WORD.of(chunk).findall(chunk)
 
 
 def bert_pre_tokenize(text: str) -> list[str]:
@@ -139,4 +176,4 @@ def bert_pre_tokenize(text: str) -> list[str]:
     >>> bert_pre_tokenize("isn't it $5.00?")
     ['isn', "'", 't', 'it', '$', '5', '.', '00', '?']
     """
-    return [word for chunk in whitespace_chunks(text) for word in _WORD.findall(chunk)]
+    return [word for chunk in whitespace_chunks(text) for word in split_punctuation(chunk)]
