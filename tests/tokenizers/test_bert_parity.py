@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import regex
 
 from llmlab.tokenizers import bert_unicode
 from llmlab.tokenizers.bert_text import BertNormalizer, bert_lowercase, bert_pre_tokenize, nfd
@@ -119,6 +120,8 @@ def test_the_generated_tables_agree_with_this_pythons_unicodedata():
     assert bert_unicode.CATEGORIES_VERSION == "8.0.0" and bert_unicode.NFD_VERSION == "9.0.0"
     assert {c for c in points(bert_unicode.PUNCTUATION) if category(c)[0] != "P"} == {0x166D, 0x111C9}
     assert {c for c in points(bert_unicode.NONSPACING_MARKS) if category(c) != "Mn"} == {0x1734}
+    marks = "".join(chr(c) for c in sorted(points(bert_unicode.NONSPACING_MARKS)))
+    assert regex.fullmatch(r"\p{M}+", marks)  # bert_text finds them as marks of `regex`'s Unicode
     assert all(category(c) in ("Cc", "Cf", "Co") for c in points(bert_unicode.OTHER))
     assert all(unicodedata.combining(chr(c)) or unicodedata.decomposition(chr(c))
                for c in points(bert_unicode.NFD_STARTERS) if category(c) != "Cn")

@@ -39,10 +39,13 @@ from); nothing in llmlab reads them.
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import regex
 
 from llmlab.tokenizers import bert_unicode
 from llmlab.tokenizers.normalizers import lowercase
@@ -62,20 +65,34 @@ def _char_class(ranges: Ranges, *, bmp_only: bool = False) -> str:
 class _ClassPattern:
     """A pattern over HF's character classes, compiled twice. `re` tests the BMP part of a class
     with a bitmap but its astral ranges one by one (tens of them: about 10x slower), so text without
-    astral characters, most text, is matched without them."""
+    an astral member of the class (most text, emoji included) is matched without them."""
 
     bmp: re.Pattern[str]
     full: re.Pattern[str]
+    astral: tuple[tuple[int, int], ...]  # the astral ranges of the classes, sorted
+    above: re.Pattern[str]  # a character at or above the lowest code point of the classes
 
     @classmethod
     def compile(cls, template: str, **classes: Ranges) -> _ClassPattern:
         """`template` with each {name} the class of those ranges: "[^{punct}]+" ..."""
-        listed = {k: list(v) for k, v in classes.items()}  # used twice
-        return cls(*(re.compile(template.format(**{k: _char_class(v, bmp_only=bmp) for k, v in listed.items()}))
-                     for bmp in (True, False)))
+        listed = {k: sorted(v) for k, v in classes.items()}
+        bmp, full = (re.compile(template.format(**{k: _char_class(v, bmp_only=b) for k, v in listed.items()}))
+                     for b in (True, False))
+        everything = sorted(r for v in listed.values() for r in v)
+        return cls(bmp, full, tuple(r for r in everything if r[1] > 0xFFFF),
+                   re.compile(f"[\\U{everything[0][0]:08X}-\\U0010FFFF]"))
 
-    def of(self, text: str) -> re.Pattern[str]:
-        return self.bmp if text.isascii() or _ASTRAL.search(text) is None else self.full
+    def of(self, text: str) -> re.Pattern[str] | None:
+        """The pattern for `text`; None when no character of `text` can be in the classes."""
+        if self.above.search(text) is None:
+            return None
+        if text.isascii() or _ASTRAL.search(text) is None:
+            return self.bmp
+        for c in {ord(ch) for ch in _ASTRAL.findall(text)}:  # few
+            k = bisect.bisect_right(self.astral, (c, 0x10FFFF)) - 1
+            if k >= 0 and self.astral[k][0] <= c <= self.astral[k][1]:
+                return self.full
+        return self.bmp
 
 
 def _without(ranges: Ranges, points: str) -> list[tuple[int, int]]:
@@ -101,7 +118,9 @@ _WHITESPACE = re.compile(f"[{_SPACE.replace(' ', '')}]+")
 _CJK = re.compile(
     "([\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
     "\U0002b920-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f])")
-_NONSPACING_MARKS = _ClassPattern.compile("[{marks}]+", marks=bert_unicode.NONSPACING_MARKS)
+# HF's nonspacing marks are marks (M*) in every later Unicode too: `regex`'s \p{M} finds them fast
+_MARKS = regex.compile(r"\p{M}+")
+_NONSPACING = dict.fromkeys(c for lo, hi in bert_unicode.NONSPACING_MARKS for c in range(lo, hi + 1))  # -> None
 _NFD_STARTERS = _ClassPattern.compile("([{starters}]+)", starters=bert_unicode.NFD_STARTERS)
 # BERT's punctuation: HF's P* plus every ASCII non-alphanumeric printable ("$", "+", "^", "`", ...)
 _ASCII_PUNCT = [(0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)]
@@ -119,7 +138,8 @@ def nfd(text: str) -> str:
     decomposition, so the text is normalized around it: "a" + U+0301 (230) + U+1DFA (218, Unicode
     14) is reordered by Python, not by HF.
     """
-    parts = _NFD_STARTERS.of(text).split(text)
+    starters = _NFD_STARTERS.of(text)
+    parts = starters.split(text) if starters is not None else [text]
     if len(parts) == 1:
         return unicodedata.normalize("NFD", text)
     return "".join(unicodedata.normalize("NFD", p) if i % 2 == 0 else p for i, p in enumerate(parts))
@@ -127,7 +147,8 @@ def nfd(text: str) -> str:
 
 def bert_lowercase(text: str) -> str:
     """Rust's char::to_lowercase on each character (Unicode 17.0), as HF's Lowercase."""
-    if _LOWER_MISSING_RE is not None and _LOWER_MISSING_RE.of(text).search(text) is not None:
+    missing = _LOWER_MISSING_RE.of(text) if _LOWER_MISSING_RE is not None else None
+    if missing is not None and missing.search(text) is not None:
         text = text.translate(_LOWER_MISSING)
     return lowercase(text)
 
@@ -143,12 +164,14 @@ class BertNormalizer:
 
     def __call__(self, text: str) -> str:
         if self.clean_text:
-            text = _WHITESPACE.sub(lambda m: " " * len(m.group()), _CONTROL.of(text).sub("", text))
+            control = _CONTROL.of(text)
+            if control is not None:
+                text = control.sub("", text)
+            text = _WHITESPACE.sub(lambda m: " " * len(m.group()), text)
         if self.handle_chinese_chars:
             text = _CJK.sub(r" \1 ", text)
         if self.strip_accents if self.strip_accents is not None else self.lowercase:
-            text = nfd(text)
-            text = _NONSPACING_MARKS.of(text).sub("", text)
+            text = _MARKS.sub(lambda m: m.group().translate(_NONSPACING), nfd(text))
         if self.lowercase:
             text = bert_lowercase(text)
         return text
@@ -167,7 +190,8 @@ def whitespace_chunks(text: str) -> list[str]:
 
 def split_punctuation(chunk: str) -> list[str]:
     """A whitespace-free chunk cut around punctuation, each mark a word of its own."""
-    return _WORD.of(chunk).findall(chunk)
+    word = _WORD.of(chunk)
+    return word.findall(chunk) if word is not None else [chunk]
 
 
 def bert_pre_tokenize(text: str) -> list[str]:
