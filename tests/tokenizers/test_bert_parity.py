@@ -1,9 +1,7 @@
 """BERT's text stages and WordPiece against HF `tokenizers` on every code point of planes 0, 1 and 14.
 
-HF's classes come from three Unicode versions (see bert_text.py). The sweep is the code points in
-48 strings of 4,096 consecutive ones (surrogates left out); the vocabulary holds every character of
-those planes alone and with "##", so that any difference in cleaning, splitting, accent stripping
-or lowercasing changes the ids. Default run: normalizer and pre-tokenizer in all 24 settings,
+HF's classes come from three Unicode versions (see bert_text.py). The sweep and the vocabulary of
+every character are bert_reference.py's. Default run: normalizer and pre-tokenizer in all 24 settings,
 ids and decode in BERT uncased through both file formats. Slow: the same in BERT cased, ids in
 every setting, and each code point alone between two letters.
 """
@@ -13,21 +11,19 @@ from __future__ import annotations
 import itertools
 import json
 import unicodedata
-from functools import cache
 from pathlib import Path
 
 import pytest
 import regex
 
 from llmlab.tokenizers import bert_unicode
+from llmlab.tokenizers.bert_reference import POINTS, SWEEP, char_vocab, mismatches
 from llmlab.tokenizers.bert_text import BertNormalizer, bert_lowercase, bert_pre_tokenize, nfd
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.tokenizers.wordpiece import WordPieceTokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 
-POINTS = [c for plane in (0, 1, 14) for c in range(plane << 16, (plane + 1) << 16) if not 0xD800 <= c < 0xE000]
-SWEEP = ["".join(map(chr, POINTS[i:i + 4096])) for i in range(0, len(POINTS), 4096)]
 # (clean_text, handle_chinese_chars, strip_accents, lowercase): every combination HF's BertNormalizer takes
 SETTINGS = list(itertools.product([True, False], [True, False], [None, True, False], [True, False]))
 NAMED = {"uncased": (True, True, None, True), "cased": (True, True, None, False)}
@@ -38,24 +34,6 @@ def normalizers(setting: tuple) -> tuple[BertNormalizer, object]:
     return (BertNormalizer(clean_text=clean, handle_chinese_chars=cjk, strip_accents=strip, lowercase=lower),
             tokenizers.normalizers.BertNormalizer(clean_text=clean, handle_chinese_chars=cjk, strip_accents=strip,
                                                   lowercase=lower))
-
-
-@cache
-def char_vocab() -> dict[str, int]:
-    """BERT's specials, a few words, then every non-whitespace character of the planes, alone and with "##"."""
-    chars = [chr(c) for c in POINTS if not chr(c).isspace() and chr(c) not in "\x85"]
-    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "##ing", "ab", "##cd", *chars, *("##" + c for c in chars)]
-    return {p: i for i, p in enumerate(pieces)}
-
-
-def mismatches(ours: WordPieceTokenizer, hf, strings: list[str]) -> list[int]:
-    """Indices of the strings whose ids or decoded text differ."""
-    bad = []
-    for k, s in enumerate(strings):
-        ids = hf.encode(s, add_special_tokens=False).ids
-        if ours.encode(s, allowed_special="all") != ids or ours.decode(ids) != hf.decode(ids, skip_special_tokens=False):
-            bad.append(k)
-    return bad
 
 
 def saved_pair(setting: tuple, directory: Path) -> tuple[WordPieceTokenizer, object]:

@@ -23,15 +23,17 @@ Character classes are HF's, version for version, from the generated tables of be
     punctuation (a word of its own) P* of Unicode 8.0, plus every ASCII non-alphanumeric
                                     printable ("$", "+", "^", "`", ...)
     strip_accents                   NFD of Unicode 9.0, then the Mn of Unicode 8.0 dropped:
-                                    a mark added since stays, and so does U+1734, Mn in 8.0
+                                    a mark added since stays (U+07FD, 11.0); U+1734, Mn
+                                    in 8.0 and Mc since 14.0, goes
     lowercase                       Rust's char::to_lowercase, Unicode 17.0 (tokenizers 0.23)
     whitespace                      White_Space (Rust's char::is_whitespace; stable since 6.3)
 
-So this module does not use the `regex` module's Unicode properties, and `unicodedata` only
-for the NFD of characters assigned by 9.0 (decompositions and combining classes never change
-once assigned); Python's `str.lower` is topped up with the case pairs it is missing. The CJK
-ranges are HF's, which start the Extension E/F range at U+2B920 where Google's BERT starts at
-U+2B820. tests/tokenizers/test_bert_parity.py checks every code point of planes 0, 1 and 14.
+The Unicode of Python (`unicodedata`, `str.lower`) and of the `regex` module is used only where
+it cannot differ: Python's NFD for characters assigned by 9.0 (decompositions and combining
+classes never change once assigned), `regex`'s \\p{M} to find marks that are then looked up in
+the 8.0 table, and `str.lower` topped up with the case pairs it lacks. The CJK ranges are HF's,
+which start the Extension E/F range at U+2B920 where Google's BERT starts at U+2B820.
+tests/tokenizers/test_bert_parity.py checks every code point of planes 0, 1 and 14 against HF.
 
 Leaves out: HF's alignment offsets (which input characters each output character came
 from); nothing in llmlab reads them.

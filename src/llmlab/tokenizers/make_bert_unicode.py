@@ -7,7 +7,7 @@ HF `tokenizers` (normalizers/bert.rs, pre_tokenizers/bert.rs) does not use one U
     to_lowercase, is_whitespace                       Rust's std (the wheel's compiler)   Unicode 17.0.0 (0.23)
 
 Python's `unicodedata` has one version (13.0 on Python 3.10 ... 16.0 on 3.14) and the `regex`
-module another (17.0 now), so mixing them left 9 of 48 code-point sweep strings unequal. This
+module another (17.0 now); mixing those left 9 or 10 of 48 code-point sweep strings unequal. This
 script reads the Unicode Character Database of each version as CPython's makeunicodedata.py
 compiled it into the `unicodedata2` backport's headers, straight from the sdists on PyPI:
 
