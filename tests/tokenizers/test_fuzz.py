@@ -191,7 +191,7 @@ def check_text(case: Case, text: str) -> None:
     if case.decoded is not None and not expected:
         assert allowed == ids
     if case.hf is not None:
-        if case.decoded is not None and case.hf_ids_comparable(text):  # WordPiece's tables: see bert_text.py
+        if case.hf_ids_comparable(text):
             assert case.hf.encode(text, add_special_tokens=False).ids == allowed
         assert case.hf.decode(ids, skip_special_tokens=False) == tok.decode(ids)
 

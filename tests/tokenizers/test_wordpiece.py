@@ -76,31 +76,16 @@ def saved(request, tmp_path: Path) -> tuple[WordPieceTokenizer, Path]:
     return tok, tmp_path
 
 
-# Characters on which Python's Unicode tables and HF's (older) ones agree; see bert_text.py.
-STABLE = [(0x0, 0x590), (0x2000, 0x2070), (0x3000, 0x3100), (0x4E00, 0x4E40), (0xAC00, 0xAC40), (0xFF00, 0xFFF0),
+# Blocks the trained vocabularies partly cover (every code point is checked against HF in test_bert_parity.py)
+BLOCKS = [(0x0, 0x590), (0x2000, 0x2070), (0x3000, 0x3100), (0x4E00, 0x4E40), (0xAC00, 0xAC40), (0xFF00, 0xFFF0),
           (0x1F300, 0x1F650)]
-stable_text = st.text(st.sampled_from([chr(c) for lo, hi in STABLE for c in range(lo, hi)
-                                       if not 0xD800 <= c < 0xE000]), max_size=60)
-# mostly corpus words, so that long pieces are hit, with stable characters in between
-mixed_text = st.lists(st.one_of(st.sampled_from(" ".join(corpus()[:40]).split()), stable_text), max_size=12
+block_text = st.text(st.sampled_from([chr(c) for lo, hi in BLOCKS for c in range(lo, hi)]), max_size=60)
+# mostly corpus words, so that long pieces are hit, with characters of those blocks in between
+mixed_text = st.lists(st.one_of(st.sampled_from(" ".join(corpus()[:40]).split()), block_text), max_size=12
                       ).map(" ".join)
 
 
 # ---------------------------------------------------------------------- BERT text stages
-
-
-@pytest.mark.parametrize("lowercase,strip", [(True, None), (False, None), (False, True), (True, False)])
-def test_normalizer_and_pre_tokenizer_equal_hf_per_code_point(lowercase, strip):
-    """Each character of the stable ranges, between two letters, normalizes and splits as in HF."""
-    hf_norm = tokenizers.normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip)
-    hf_pre = tokenizers.pre_tokenizers.BertPreTokenizer()
-    ours = BertNormalizer(lowercase=lowercase, strip_accents=strip)
-    for lo, hi in STABLE:
-        for c in range(lo, hi):
-            s = f"A{chr(c)}b"
-            expected = hf_norm.normalize_str(s)
-            assert ours(s) == expected, hex(c)
-            assert bert_pre_tokenize(expected) == [w for w, _ in hf_pre.pre_tokenize_str(expected)], hex(c)
 
 
 def test_normalizer_steps():
