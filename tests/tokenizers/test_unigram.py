@@ -371,23 +371,72 @@ def test_float32_viterbi_by_hand():
         assert [e.token for e in viterbi(lattice, float32=f32)] == [1, 2]
 
 
+def _seeds(texts: list[str], *, coverage: float = 1.0) -> dict[str, float]:
+    """seed_pieces on `texts`: {piece: freq x length} of the seeds that are no single characters."""
+    followed = ut.count_words(texts, normalizer="none", add_dummy_prefix=True)
+    chars = ut.required_chars(ut.merge_followers(followed), coverage)
+    pieces, scores, _ = ut.seed_pieces(followed, chars, max_piece_length=16, seed_size=10**6)
+    values = np.exp(scores) / np.exp(scores[:len(chars)]).sum() * sum(chars.values())  # undo the log-prob
+    return {p: round(float(v), 6) for p, v in zip(pieces[len(chars):], values[len(chars):], strict=True)}
+
+
 def test_script_breaks_and_seeds():
-    """split_by_unicode_script: no seed mixes Latin with Common ("self(" or "x."), nor digits with letters."""
-    words = {"▁self(x)": 5, "▁self.x": 5, "▁a1b": 3, "▁日本語のテキスト": 2}
-    chars = ut.required_chars(Counter(words), 1.0)
-    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
-    breaks = ut.script_breaks(strings, chars, split_by_number=True)
-    pieces, _, _ = ut.seed_pieces(strings, chars, max_piece_length=16, seed_size=1000, breaks=breaks)
-    assert pieces[len(chars):] == ["▁self", "▁日本語のテキスト", "▁a"]  # by freq x length; kana count as Han
+    """split_by_unicode_script: no seed mixes Latin with Common ("self(" or "x."), nor digits with letters.
+
+    "▁self" is followed by "(" and "." (right-maximal, 5 + 5 times); "▁a" by "1" 3 times and by
+    "▁" once; "▁日本語のテキスト" (kana count as Han) by the end of a text and by "。".
+    """
+    texts = ["self(x)"] * 5 + ["self.x"] * 5 + ["a1b"] * 3 + ["a b"] + ["日本語のテキスト"] * 2 + ["日本語のテキスト。"]
+    seeds = _seeds(texts)
+    assert seeds["▁self"] == 10 * 5 and seeds["▁a"] == 4 * 2 and seeds["▁日本語のテキスト"] == 3 * 9
+    assert not [s for s in seeds if any(c in s for c in "(.。1") and len(s) > 1]
 
 
-def test_seeds_are_maximal_repeats():
-    """"elf" occurs only inside "self": same count, so not a seed; "▁self" (maximal) is."""
-    words = {"▁self": 4, "▁selfish": 2}
-    chars = ut.required_chars(Counter(words), 1.0)
-    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
-    pieces, _, _ = ut.seed_pieces(strings, chars, max_piece_length=16, seed_size=1000)
-    assert "▁self" in pieces and "elf" not in pieces and "▁selfish" in pieces
+def test_seeds_are_right_maximal_repeats():
+    """SentencePiece's seeds are the right-maximal repeats of the running text (suffix-tree nodes).
+
+    "▁sel" is always followed by "f": no seed. "elf" (5 times) ends "▁self" and goes on in "▁selfish":
+    a seed, though always after "s" (no left-maximality). "▁selfish" always ends its text, and "▁в"
+    is always followed by the next word's "▁": no seeds, as "▁в▁" is no piece either; "▁мы" ends
+    its text once and is followed by "▁" once.
+    """
+    seeds = _seeds(["self", "self", "self selfish", "selfish", "в доме", "в доме", "мы", "мы в доме"])
+    assert "▁sel" not in seeds and seeds["▁self"] == 5 * 5 and seeds["elf"] == 5 * 3 and "▁selfish" not in seeds
+    assert "▁в" not in seeds and seeds["▁мы"] == 2 * 3
+
+
+def _brute_force_seeds(texts: list[str], chars: dict[str, int]) -> dict[str, float]:
+    """SentencePiece's rule on the running text: every substring of 2..16 characters, each known,
+    "▁" only first, no two neighbours of different scripts, occurring at least twice and followed by
+    at least two different characters (unknown characters are one character, the end of a text another)."""
+    stream = "".join("▁" + t.replace(" ", "▁") + "\0" for t in texts)
+    stream = "".join(c if c in chars or c == "\0" else "\u2585" for c in stream)
+
+    def valid(s: str) -> bool:
+        cls = [ut.script_class(c, split_by_number=True) for c in s]
+        return (all(c in chars for c in s) and "▁" not in s[1:]
+                and all(-1 in (x, y) or x == y for x, y in itertools.pairwise(cls)))
+
+    count: Counter[str] = Counter()
+    after: dict[str, set[str]] = {}
+    for i in range(len(stream)):
+        for n in range(2, 17):
+            if i + n < len(stream) and valid(sub := stream[i:i + n]):
+                count[sub] += 1
+                after.setdefault(sub, set()).add(stream[i + n])
+    return {s: float(k * len(s)) for s, k in count.items() if k >= 2 and len(after[s]) >= 2}
+
+
+@pytest.mark.parametrize("coverage", [1.0, 0.95])
+def test_seeds_match_brute_force(coverage):
+    """Random texts of a few syllables, digits, punctuation and Cyrillic: seed_pieces' seeds and their
+    freq x length are those of the brute-force scan of the running text."""
+    rng = random.Random(1)
+    syllables = ["ka", "lo", "ri", "mu", "te", "вд", "ом", "7", "42", ".", "(", "é", "q"]
+    texts = ["".join(rng.choice([*syllables, " ", " "]) for _ in range(rng.randint(1, 12))) for _ in range(150)]
+    followed = ut.count_words(texts, normalizer="none", add_dummy_prefix=True)
+    chars = ut.required_chars(ut.merge_followers(followed), coverage)
+    assert _seeds(texts, coverage=coverage) == _brute_force_seeds(texts, chars)
 
 
 def test_pre_tokenizer_matches_hf():

@@ -8,12 +8,17 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    weighted by their counts, so memory and time grow with the vocabulary of the corpus.
 2. Required characters: the most frequent characters that together make up
    `character_coverage` of all characters. The rest are unknown (<unk>, or bytes).
-3. Seed pieces: the characters, and the maximal repeats among the substrings of 2..max_piece_length
-   known characters inside words that occur at least twice, the `seed_size` best by frequency x
-   length. SentencePiece finds maximal repeats with a suffix array over the corpus; here every
-   window of the unique words is hashed per length and a repeat is dropped when a one-longer
-   window has its count (a word is never crossed). As in SentencePiece's split_by_unicode_script
-   and split_by_number, no seed mixes scripts or digits with letters ("self(" and "a1" are no pieces).
+3. Seed pieces: the characters, and the right-maximal repeats of 2..max_piece_length known
+   characters inside words, the `seed_size` best by frequency x length. SentencePiece takes the
+   nodes of a suffix tree of the running text: substrings that occur at least twice and are not
+   always followed by the same character. Here every window of the unique words is hashed per
+   length, and so is the window with the character that follows it, read in the running text:
+   each word is counted with its follower (the next word's first character, or the end of the
+   text), so "▁в" always before "▁" is no seed, as there. A repeat may always follow the same
+   character ("elf" in "self"): SentencePiece does not ask for left-maximality either. As in its
+   split_by_unicode_script and split_by_number, no seed mixes scripts or digits with letters
+   ("self(" and "a1" are no pieces), but a repeat always followed by such a character ("self" in
+   "self(") is not right-maximal either.
    Initial score: log(freq x length / total).
 4. EM, `num_sub_iterations` times. E-step: forward-backward over each word's lattice gives
    every piece's expected count. M-step: drop pieces expected fewer than 0.5 times, and set
@@ -60,6 +65,7 @@ from llmlab.tokenizers.unigram import (
 )
 
 UNK_PIECE = "<unk>"
+END = "\x00"  # the follower of a text's last word (a placeholder: its code is set apart, see seed_pieces)
 EXPECTED_MIN = 0.5  # SentencePiece's kExpectedFrequencyThreshold: the M-step drops rarer pieces
 DESIRED_SLACK = 1.1  # EM and pruning stop at 1.1 x the target; the final cut takes the best
 _MISSING_CHAR_GAP = 1e-4  # required characters EM dropped get scores just below the lowest
@@ -103,7 +109,8 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
     say = progress or (lambda _: None)
 
     chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
-    counts = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+    followed = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+    counts = merge_followers(followed)
     if not counts:
         raise UserError("the training corpus is empty")
     chars = required_chars(counts, character_coverage)
@@ -111,9 +118,9 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
         raise UserError(f"vocab_size {vocab_size} is too small: {len(chars)} characters are required at "
                         f"character_coverage {character_coverage} (plus {n_meta} fixed ids)")
     words = _Strings.of(list(counts), chars, weights=np.fromiter(counts.values(), np.float64, len(counts)))
-    breaks = script_breaks(words, chars, split_by_number=split_by_number) if split_by_unicode_script else None
-    pieces, seed_scores, hashes = seed_pieces(words, chars, max_piece_length=max_piece_length, seed_size=seed_size,
-                                              breaks=breaks)
+    pieces, seed_scores, hashes = seed_pieces(followed, chars, max_piece_length=max_piece_length, seed_size=seed_size,
+                                              split_by_unicode_script=split_by_unicode_script,
+                                              split_by_number=split_by_number)
     say(f"{len(counts):,} unique words, {len(chars):,} required characters, {len(pieces):,} seed pieces")
     scores = em_and_prune(words, pieces, seed_scores, hashes, chars, target=target,
                           shrinking_factor=shrinking_factor,
@@ -130,13 +137,27 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
 
 
 def count_words(texts: Iterable[str], *, normalizer: str, add_dummy_prefix: bool,
-                chunks: regex.Pattern[str] | None = None) -> Counter[str]:
-    """Unique escaped words and their counts: ["a b", "b"] -> {"▁a": 1, "▁b": 2}."""
+                chunks: regex.Pattern[str] | None = None) -> Counter[tuple[str, str]]:
+    """Unique escaped words, each with the character that follows it (the next word's first, or
+    END after a text's last word), and their counts: ["a b", "b"] -> {("▁a", "▁"): 1, ("▁b", END): 2}.
+
+    The follower matters only to the seeds: SentencePiece finds them in the running text, where a
+    word's end is followed by the next word's "▁" or by the end of the sentence.
+    """
     normalize = NORMALIZERS[normalizer]
-    counts: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for text in texts:
-        counts.update(text_words(normalize(text), add_dummy_prefix=add_dummy_prefix, chunks=chunks))
+        words = text_words(normalize(text), add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+        counts.update(zip(words, [w[0] for w in words[1:]] + [END], strict=True))
     return counts
+
+
+def merge_followers(counts: Counter[tuple[str, str]]) -> Counter[str]:
+    """The counts of the words alone: {("▁a", "▁"): 1, ("▁a", END): 2} -> {"▁a": 3}."""
+    words: Counter[str] = Counter()
+    for (word, _), n in counts.items():
+        words[word] += n
+    return words
 
 
 def required_chars(counts: Counter[str], coverage: float) -> dict[str, int]:
@@ -243,44 +264,44 @@ def script_breaks(words: _Strings, chars: dict[str, int], *, split_by_number: bo
     return breaks
 
 
-def seed_pieces(words: _Strings, chars: dict[str, int], *, max_piece_length: int, seed_size: int,
-                breaks: np.ndarray | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Seed pieces, their initial log-probabilities, and their hashes.
+def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, max_piece_length: int,
+                seed_size: int, split_by_unicode_script: bool = True,
+                split_by_number: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Seed pieces, their initial log-probabilities, and their hashes, from `count_words`' counts.
 
-    The characters, then the maximal repeats among the runs of 2..max_piece_length known
-    characters (no run crosses `breaks`) that occur at least twice, the best by freq x length,
-    as SentencePiece's suffix-array seeds. A repeat is not maximal when every occurrence extends
-    the same way: "elf" always inside "self" has the count of "self" and adds nothing.
-    Found by comparing each window's count with the count of the window one longer at the same
-    start (right extension) and at the start before (left extension).
+    The characters, then SentencePiece's suffix-array seeds, the best `seed_size` by freq x length:
+    the runs of 2..max_piece_length known characters inside a word (no run crosses a script
+    break) that occur at least twice and are right-maximal repeats of the running text, i.e. not
+    always followed by the same character. As there, the follower is read in the text itself,
+    whatever the run may hold: "▁sel" always before "f" is no seed, nor is "self" always before
+    "(" (even if "self(" is no piece), nor a word always followed by the next word's "▁"
+    ("▁в" in "▁в▁Москве"); "elf" is, when it ends "▁self" and begins "elfish".
     """
+    strings = _Strings.of([w + nx for w, nx in followed], chars,
+                          weights=np.fromiter(followed.values(), np.float64, len(followed)))
+    last = strings.offsets[1:] - 1  # each string's follower
+    breaks = (script_breaks(strings, chars, split_by_number=split_by_number) if split_by_unicode_script
+              else np.zeros(len(strings.codes), dtype=bool))
+    breaks[last] = True  # no seed holds the follower
+    follow = strings.codes.copy()  # the character after each position, for right-maximality
+    # subtle: the end of a text is a character of its own (SentencePiece's sentence boundary),
+    # not an unknown one (code 0): "x" before both is a right-maximal repeat
+    follow[last[np.fromiter((nx == END for _, nx in followed), bool, len(followed))]] = len(chars) + 1
     pieces = list(chars)
     value = [float(n) for n in chars.values()]  # characters: their count; substrings: count x length
     cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []  # (score, first position, hash, L)
-    prev = None  # the previous length's (positions, count per window, type per window, maximal per type, ...)
-
-    def emit(p: tuple) -> None:
-        _, _, _, maximal, uniq, first, freq, length = p
-        keep = (freq >= 2) & maximal
-        cands.append((freq[keep] * length, first[keep], uniq[keep], length))
-
-    # one longer than the longest piece: a repeat that always extends past the limit is not maximal
-    # either, and SentencePiece drops it with its too long extension
-    for length, pos, h in words.windows(max_piece_length + 1, breaks=breaks):
+    for length, pos, h in strings.windows(max_piece_length, breaks=breaks):
         if length == 1:
             continue
+        weight = strings.weights[strings.owner[pos]]
         uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        freq = np.bincount(inverse, weights=words.weights[words.owner[pos]])
-        count = freq[inverse]
-        if prev is not None:
-            p_pos, p_count, p_inverse, p_maximal = prev[:4]
-            for shift in (0, 1):  # 0: this window extends the shorter one to the right; 1: to the left
-                at = np.searchsorted(p_pos, pos + shift)
-                p_maximal[p_inverse[at[p_count[at] == count]]] = False
-            emit(prev)
-        prev = (pos, count, inverse, np.ones(len(uniq), dtype=bool), uniq, pos[first], freq, length)
-    if prev is not None and prev[-1] <= max_piece_length:
-        emit(prev)
+        freq = np.bincount(inverse, weights=weight)
+        _, ext_inverse = np.unique(h * _B + _TABLE[follow[pos + length]], return_inverse=True)
+        ext_freq = np.bincount(ext_inverse, weights=weight)
+        branching = np.ones(len(uniq), dtype=bool)  # not every occurrence followed by the same character
+        branching[inverse[ext_freq[ext_inverse] == freq[inverse]]] = False
+        keep = (freq >= 2) & branching
+        cands.append((freq[keep] * length, pos[first][keep], uniq[keep], length))
     hashes = [int(_TABLE[1 + k]) for k in range(len(chars))]  # a required character's hash: its table entry
     if cands:
         score = np.concatenate([c[0] for c in cands])
@@ -288,7 +309,7 @@ def seed_pieces(words: _Strings, chars: dict[str, int], *, max_piece_length: int
         h = np.concatenate([c[2] for c in cands])
         length = np.concatenate([np.full(len(c[0]), c[3]) for c in cands])
         best = np.lexsort((h, -score))[:max(seed_size - len(pieces), 0)]  # by score, ties in a fixed order
-        pieces += [words.text[p:p + n] for p, n in zip(start[best].tolist(), length[best].tolist(), strict=True)]
+        pieces += [strings.text[p:p + n] for p, n in zip(start[best].tolist(), length[best].tolist(), strict=True)]
         value += score[best].tolist()
         hashes += h[best].tolist()
     v = np.array(value)
