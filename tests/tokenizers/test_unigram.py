@@ -455,3 +455,31 @@ def test_pre_tokenizer_matches_hf():
         assert hf.encode(text).ids == ids == again.encode(text), text
         assert tok.decode(ids) == text
         assert not any(p in tok.pieces[i][0] for i in ids for p in "(),.:" if len(tok.pieces[i][0]) > 1)
+
+
+def _round_sizes(messages: list[str]) -> list[int]:
+    """The piece counts after each round's last EM sub-iteration, from train_unigram's progress."""
+    sizes = [int(m.split(": ")[1].split(" pieces")[0].replace(",", "")) for m in messages if m.startswith("round")]
+    return sizes[1::2]  # two sub-iterations per round
+
+
+def test_em_rounds_follow_sentencepiece(capfd):
+    """Seeds, EM and pruning as SentencePiece 0.2's (read from its log, "EM sub_iter=1 size=N"):
+    the same number of rounds and sizes within 1% each round. The loop stops when one more pruning
+    by 0.75 would go below 1.1 x vocab_size (meta pieces counted in); the final cut then takes the
+    best-scoring pieces of the last EM's survivors."""
+    said: list[str] = []
+    vocab = 1000
+    texts = corpus()
+    tok = train_unigram(texts, vocab, byte_fallback=True, normalizer="none", progress=said.append)
+    ours = _round_sizes(said)
+    capfd.readouterr()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab,
+                                   model_type="unigram", minloglevel=0, num_threads=1, byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False)
+    log = capfd.readouterr().err
+    theirs = [int(line.split(" size=")[1].split()[0]) for line in log.splitlines() if "EM sub_iter=1 size=" in line]
+    assert len(ours) == len(theirs) and np.allclose(ours, theirs, rtol=0.01), (ours, theirs)
+    assert int(0.75 * ours[-1]) <= int(1.1 * vocab) < int(0.75 * ours[-2])
+    assert tok.vocab_size == vocab

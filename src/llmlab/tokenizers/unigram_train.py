@@ -24,12 +24,15 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    every piece's expected count. M-step: drop pieces expected fewer than 0.5 times, and set
    score = digamma(count) - digamma(total): SentencePiece's Bayesian ("DPified") EM, a
    sparse prior that pushes rare pieces down; plain EM would use log(count / total).
-5. Prune to max(1.1 x target, shrinking_factor x size). Each piece's loss is how much the
+5. Prune to shrinking_factor x size. Each piece's loss is how much the
    corpus likelihood drops if it is removed, approximated as SentencePiece does: its Viterbi
    count moves to its second-best segmentation (the best one without the piece itself).
    Pieces never on a Viterbi path go first; pieces without an alternative (characters) stay.
-6. Repeat 4-5 until at most 1.1 x target pieces are left; keep the required characters and
-   then the best-scoring pieces.
+6. Repeat 4-5 until the next pruning would leave fewer than 1.1 x vocab_size pieces (meta
+   pieces counted in, as SentencePiece counts them: with byte fallback, 257 of 4,000); keep the
+   required characters and then the best-scoring pieces. SentencePiece 0.2 stops so (its older
+   releases pruned once more, down to 1.1 x vocab_size): the last EM runs on up to 1.47 x the
+   final size, and the final cut by score picks from more pieces.
 
 The fast part: all lattices of all unique words are flat NumPy arrays of edges (start node,
 end node, piece), built once for the seed vocabulary; each round masks out the dead pieces.
@@ -67,7 +70,7 @@ from llmlab.tokenizers.unigram import (
 UNK_PIECE = "<unk>"
 END = "\x00"  # the follower of a text's last word (a placeholder: its code is set apart, see seed_pieces)
 EXPECTED_MIN = 0.5  # SentencePiece's kExpectedFrequencyThreshold: the M-step drops rarer pieces
-DESIRED_SLACK = 1.1  # EM and pruning stop at 1.1 x the target; the final cut takes the best
+DESIRED_SLACK = 1.1  # EM and pruning stop above 1.1 x vocab_size pieces; the final cut takes the best
 _MISSING_CHAR_GAP = 1e-4  # required characters EM dropped get scores just below the lowest
 _B = np.uint64(0x9E3779B97F4A7C15)  # hash multiplier (odd)
 _TABLE = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 21, dtype=np.uint64)  # per char id
@@ -122,7 +125,7 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
                                               split_by_unicode_script=split_by_unicode_script,
                                               split_by_number=split_by_number)
     say(f"{len(counts):,} unique words, {len(chars):,} required characters, {len(pieces):,} seed pieces")
-    scores = em_and_prune(words, pieces, seed_scores, hashes, chars, target=target,
+    scores = em_and_prune(words, pieces, seed_scores, hashes, chars, desired=int(vocab_size * DESIRED_SLACK),
                           shrinking_factor=shrinking_factor,
                           num_sub_iterations=num_sub_iterations, say=say)
     final = finalize(pieces, scores, chars, target)
@@ -556,14 +559,13 @@ def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str,
 
 
 def em_and_prune(words: _Strings, pieces: list[str], scores: np.ndarray, hashes: np.ndarray,
-                 chars: dict[str, int], *, target: int, shrinking_factor: float, num_sub_iterations: int,
+                 chars: dict[str, int], *, desired: int, shrinking_factor: float, num_sub_iterations: int,
                  say: Callable[[str], None]) -> np.ndarray:
     """Scores of the pieces after EM and pruning (-inf for dead pieces)."""
     n = len(pieces)
     lengths = np.fromiter(map(len, pieces), np.int64, n)
     alive = np.ones(n, dtype=bool)
     word_edges = _Edges.build(words, hash_table(hashes, lengths, np.arange(n)), n, max_len=int(lengths.max()))
-    desired = int(target * DESIRED_SLACK)
     for rnd in range(1, 1000):
         for _ in range(num_sub_iterations):
             expected, loglik = expected_counts(word_edges, alive, _with_unk(scores, alive))
@@ -571,11 +573,10 @@ def em_and_prune(words: _Strings, pieces: list[str], scores: np.ndarray, hashes:
             word_edges = word_edges.compact(alive)
             say(f"round {rnd}: {int(alive.sum()):,} pieces, log-likelihood per word "
                 f"{loglik / words.weights.sum():.4f}")
-        if alive.sum() <= desired:
-            break
         size = int(alive.sum())
-        alive = prune(word_edges, pieces, hashes, chars, alive, scores,
-                      keep=max(desired, int(shrinking_factor * size)))
+        if int(shrinking_factor * size) <= desired:  # one more pruning would go below `desired`
+            break
+        alive = prune(word_edges, pieces, hashes, chars, alive, scores, keep=int(shrinking_factor * size))
         word_edges = word_edges.compact(alive)
     return np.where(alive, scores, -np.inf)
 
