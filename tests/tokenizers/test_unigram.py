@@ -163,15 +163,21 @@ def test_viterbi_tie_is_broken_to_a_best_path():
 @given(st.lists(st.text("abcd", min_size=1, max_size=8), min_size=1, max_size=6),
        st.lists(st.text("abc", min_size=2, max_size=4), max_size=8), st.randoms(use_true_random=False))
 def test_array_lattices_match_pure_python(words, extra, rnd):
-    """The NumPy forward-backward and Viterbi of the trainer against unigram.py's lattice."""
+    """The NumPy forward-backward and Viterbi of the trainer against unigram.py's lattice: all pieces
+    alive, then some dead (characters too: their positions get unknown-character edges back)."""
     pieces = ["a", "b", "c", *dict.fromkeys(e for e in extra)]  # "d" is unknown
     scores = np.array([-rnd.uniform(0.5, 6) for _ in pieces] + [-25.0])
     counts = Counter(words)
     edges = _edges(dict(counts), pieces)
-    alive = np.ones(len(pieces), dtype=bool)
+    for alive in (np.ones(len(pieces), dtype=bool), np.array([rnd.random() < 0.7 for _ in pieces])):
+        _check_lattices(edges, pieces, alive, scores, counts)
+
+
+def _check_lattices(edges: ut._Edges, pieces: list[str], alive: np.ndarray, scores: np.ndarray,
+                    counts: Counter[str]) -> None:
     expected, loglik = ut.expected_counts(edges, alive, scores)
     best, owner, piece = ut.viterbi_paths(edges, alive, scores)
-    vocab = {p: (i, float(scores[i])) for i, p in enumerate(pieces)}
+    vocab = {p: (i, float(scores[i])) for i, p in enumerate(pieces) if alive[i]}
     want = np.zeros(len(pieces) + 1)
     want_loglik = 0.0
     for k, (w, n) in enumerate(counts.items()):

@@ -339,12 +339,16 @@ class _Edges:
     Nodes: string k has nodes offsets[k] + k .. offsets[k + 1] + k (one per character boundary).
     An edge with piece == P (the number of pieces) is an unknown character; it is used only
     where the character's own piece (`cover`) is not alive, as SentencePiece adds unk nodes.
+    `fwd` and `bwd` hold only the live edges of the last `compact`; the unknown-character edges
+    are also kept aside (`unk`), to come back if their character's piece dies.
     """
 
     strings: _Strings
     n_pieces: int
-    fwd: dict[str, np.ndarray]  # edges sorted by (end position within the string, end node)
-    bwd: dict[str, np.ndarray]  # edges sorted by (start position within the string, descending; start node)
+    fwd: dict[str, np.ndarray]  # live edges sorted by (end position within the string, end node)
+    bwd: dict[str, np.ndarray]  # live edges sorted by (start position within the string, descending; start node)
+    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd order
+    covered: np.ndarray  # (P + 1,) pieces alive at the last `compact`: their unknown-character edges are left out
 
     @classmethod
     def build(cls, strings: _Strings, table: dict[int, tuple[np.ndarray, np.ndarray]], n_pieces: int, *,
@@ -376,18 +380,31 @@ class _Edges:
         a = start + owner
         edges = {"a": a, "b": a + length, "piece": piece, "cover": cover, "owner": owner,
                  "end": local + length, "start": local}
-        fwd = np.lexsort((edges["b"], edges["end"]))
-        bwd = np.lexsort((edges["a"], -edges["start"]))
-        return cls(strings, n_pieces, {k: v[fwd] for k, v in edges.items()}, {k: v[bwd] for k, v in edges.items()})
+        orders = np.lexsort((edges["b"], edges["end"])), np.lexsort((edges["a"], -edges["start"]))
+        fwd, bwd = ({"rank": np.arange(len(o)), **{k: v[o] for k, v in edges.items()}} for o in orders)
+        unk = tuple({k: v[e["piece"] == n_pieces] for k, v in e.items()} for e in (fwd, bwd))
+        return cls(strings, n_pieces, fwd, bwd, unk, np.zeros(n_pieces + 1, dtype=bool)).compact(
+            np.ones(n_pieces, dtype=bool))
 
     def compact(self, alive: np.ndarray) -> _Edges:
-        """Without the edges of dead pieces (unknown-character edges stay: they may be needed later)."""
+        """Only the live edges: those of live pieces, and the unknown-character edges where the
+        character's piece is dead (put back in their place, by "rank", when it has just died)."""
+        alive_ext = np.append(alive, False)
+        back = self.covered & ~alive_ext  # pieces whose unknown-character edges must come back
 
-        def keep(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            live = np.append(alive, True)[e["piece"]]
-            return {k: v[live] for k, v in e.items()}
+        def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            live = np.where(e["piece"] == self.n_pieces, ~alive_ext[e["cover"]], alive_ext[e["piece"]])
+            if not live.all():
+                e = {k: v[live] for k, v in e.items()}
+            add = back[unk["cover"]]  # cover -1 (no piece) reads back[-1]: False
+            if add.any():
+                e = {k: np.concatenate([v, unk[k][add]]) for k, v in e.items()}
+                order = np.argsort(e["rank"], kind="stable")
+                e = {k: v[order] for k, v in e.items()}
+            return e
 
-        return _Edges(self.strings, self.n_pieces, keep(self.fwd), keep(self.bwd))
+        return _Edges(self.strings, self.n_pieces, keep(self.fwd, self.unk[0]), keep(self.bwd, self.unk[1]),
+                      self.unk, alive_ext)
 
     @property
     def n_nodes(self) -> int:
@@ -413,10 +430,8 @@ class _Pass:
     layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
 
 
-def _live_pass(edges: dict[str, np.ndarray], alive: np.ndarray, *, forward: bool) -> _Pass:
-    alive_ext = np.append(alive, False)
-    live = np.where(edges["piece"] == len(alive), ~alive_ext[edges["cover"]], alive_ext[edges["piece"]])
-    e = {k: v[live] for k, v in edges.items()}
+def _live_pass(e: dict[str, np.ndarray], *, forward: bool) -> _Pass:
+    """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`)."""
     src, dst, key = (e["a"], e["b"], e["end"]) if forward else (e["b"], e["a"], e["start"])
     cuts = np.flatnonzero(np.diff(key)) + 1
     bounds = np.concatenate([[0], cuts, [len(key)]])
@@ -441,8 +456,9 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tup
     alpha[node]: log-sum over paths from the string's start; beta[node]: to its end; an edge's
     posterior is exp(alpha[a] + score + beta[b] - Z).
     """
-    fwd = _live_pass(edges.fwd, alive, forward=True)
-    bwd = _live_pass(edges.bwd, alive, forward=False)
+    edges = edges.compact(alive)
+    fwd = _live_pass(edges.fwd, forward=True)
+    bwd = _live_pass(edges.bwd, forward=False)
     alpha = np.full(edges.n_nodes, -np.inf)
     alpha[edges.first] = 0.0
     s = scores[fwd.piece]
@@ -462,7 +478,8 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tup
 def viterbi_paths(edges: _Edges, alive: np.ndarray,
                   scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best path of every string: (best score per string, owner of each path edge, its piece)."""
-    fwd = _live_pass(edges.fwd, alive, forward=True)
+    edges = edges.compact(alive)
+    fwd = _live_pass(edges.fwd, forward=True)
     best = np.full(edges.n_nodes, -np.inf)
     best[edges.first] = 0.0
     back = np.full(edges.n_nodes, -1)
