@@ -345,9 +345,9 @@ class _Edges:
 
     strings: _Strings
     n_pieces: int
-    fwd: dict[str, np.ndarray]  # live edges sorted by (end position within the string, end node)
-    bwd: dict[str, np.ndarray]  # live edges sorted by (start position within the string, descending; start node)
-    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd order
+    fwd: dict[str, np.ndarray]  # live edges sorted by "key": (end position within the string, end node)
+    bwd: dict[str, np.ndarray]  # live edges sorted by "key": (start position within the string, descending; start node)
+    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, for fwd and bwd
     covered: np.ndarray  # (P + 1,) pieces alive at the last `compact`: their unknown-character edges are left out
 
     @classmethod
@@ -370,25 +370,35 @@ class _Edges:
             starts.append(pos[hit])
             lengths.append(np.full(int(hit.sum()), length))
             pieces.append(ids[at[hit]])
+        n_nodes = len(strings.codes) + len(strings.weights)
+        longest = int(np.diff(strings.offsets).max(initial=0))
+
+        def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray,
+                    cover: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            owner = strings.owner[start]
+            local = start - strings.offsets[owner]
+            a = start + owner
+            b = a + length
+            # subtle: one int64 sort key per pass; a stable sort keeps equal keys in input order
+            # (pieces before unknown characters), so edges put back by `compact` land where they were
+            keys = (local + length) * n_nodes + b, (longest - local) * n_nodes + a
+            return tuple({"key": k[o], "a": a[o], "b": b[o], "piece": piece[o], "cover": cover[o], "owner": owner[o]}
+                         for k in keys for o in [np.argsort(k, kind="stable")])
+
         every = np.arange(len(strings.codes))  # one unknown-character edge per position
-        start = np.concatenate([*starts, every])
-        length = np.concatenate([*lengths, np.ones(len(every), np.int64)])
-        piece = np.concatenate([*pieces, np.full(len(every), n_pieces)])
-        cover = np.concatenate([np.full(len(start) - len(every), -1), char_piece])
-        owner = strings.owner[start]
-        local = start - strings.offsets[owner]
-        a = start + owner
-        edges = {"a": a, "b": a + length, "piece": piece, "cover": cover, "owner": owner,
-                 "end": local + length, "start": local}
-        orders = np.lexsort((edges["b"], edges["end"])), np.lexsort((edges["a"], -edges["start"]))
-        fwd, bwd = ({"rank": np.arange(len(o)), **{k: v[o] for k, v in edges.items()}} for o in orders)
-        unk = tuple({k: v[e["piece"] == n_pieces] for k, v in e.items()} for e in (fwd, bwd))
-        return cls(strings, n_pieces, fwd, bwd, unk, np.zeros(n_pieces + 1, dtype=bool)).compact(
-            np.ones(n_pieces, dtype=bool))
+        unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), char_piece)
+        uncovered = every[char_piece < 0]  # unknown characters: their edges are always live
+        start = np.concatenate([*starts, uncovered])
+        fwd, bwd = arrange(start, np.concatenate([*lengths, np.ones(len(uncovered), np.int64)]),
+                           np.concatenate([*pieces, np.full(len(uncovered), n_pieces)]),
+                           np.full(len(start), -1))
+        covered = np.ones(n_pieces + 1, dtype=bool)
+        covered[-1] = False
+        return cls(strings, n_pieces, fwd, bwd, unk, covered)
 
     def compact(self, alive: np.ndarray) -> _Edges:
         """Only the live edges: those of live pieces, and the unknown-character edges where the
-        character's piece is dead (put back in their place, by "rank", when it has just died)."""
+        character's piece is dead (put back in their place, by "key", when it has just died)."""
         alive_ext = np.append(alive, False)
         back = self.covered & ~alive_ext  # pieces whose unknown-character edges must come back
 
@@ -399,7 +409,7 @@ class _Edges:
             add = back[unk["cover"]]  # cover -1 (no piece) reads back[-1]: False
             if add.any():
                 e = {k: np.concatenate([v, unk[k][add]]) for k, v in e.items()}
-                order = np.argsort(e["rank"], kind="stable")
+                order = np.argsort(e["key"], kind="stable")
                 e = {k: v[order] for k, v in e.items()}
             return e
 
@@ -430,11 +440,12 @@ class _Pass:
     layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
 
 
-def _live_pass(e: dict[str, np.ndarray], *, forward: bool) -> _Pass:
+def _live_pass(e: dict[str, np.ndarray], n_nodes: int, *, forward: bool) -> _Pass:
     """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`)."""
-    src, dst, key = (e["a"], e["b"], e["end"]) if forward else (e["b"], e["a"], e["start"])
-    cuts = np.flatnonzero(np.diff(key)) + 1
-    bounds = np.concatenate([[0], cuts, [len(key)]])
+    src, dst = (e["a"], e["b"]) if forward else (e["b"], e["a"])
+    layer = e["key"] // n_nodes  # the position within the string, as `build` made the key
+    cuts = np.flatnonzero(np.diff(layer)) + 1
+    bounds = np.concatenate([[0], cuts, [len(layer)]])
     layers = []
     for lo, hi in itertools.pairwise(bounds.tolist()):
         d = dst[lo:hi]
@@ -457,8 +468,8 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tup
     posterior is exp(alpha[a] + score + beta[b] - Z).
     """
     edges = edges.compact(alive)
-    fwd = _live_pass(edges.fwd, forward=True)
-    bwd = _live_pass(edges.bwd, forward=False)
+    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
+    bwd = _live_pass(edges.bwd, edges.n_nodes, forward=False)
     alpha = np.full(edges.n_nodes, -np.inf)
     alpha[edges.first] = 0.0
     s = scores[fwd.piece]
@@ -479,7 +490,7 @@ def viterbi_paths(edges: _Edges, alive: np.ndarray,
                   scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best path of every string: (best score per string, owner of each path edge, its piece)."""
     edges = edges.compact(alive)
-    fwd = _live_pass(edges.fwd, forward=True)
+    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
     best = np.full(edges.n_nodes, -np.inf)
     best[edges.first] = 0.0
     back = np.full(edges.n_nodes, -1)
