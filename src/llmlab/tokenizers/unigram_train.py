@@ -374,7 +374,7 @@ class _Edges:
         longest = int(np.diff(strings.offsets).max(initial=0))
 
         def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray,
-                    cover: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                    **extra: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
             owner = strings.owner[start]
             local = start - strings.offsets[owner]
             a = start + owner
@@ -382,28 +382,33 @@ class _Edges:
             # subtle: one int64 sort key per pass; a stable sort keeps equal keys in input order
             # (pieces before unknown characters), so edges put back by `compact` land where they were
             keys = (local + length) * n_nodes + b, (longest - local) * n_nodes + a
-            return tuple({"key": k[o], "a": a[o], "b": b[o], "piece": piece[o], "cover": cover[o], "owner": owner[o]}
+            return tuple({"key": k[o], "a": a[o], "b": b[o], "piece": piece[o], "owner": owner[o],
+                          **{name: v[o] for name, v in extra.items()}}
                          for k in keys for o in [np.argsort(k, kind="stable")])
 
         every = np.arange(len(strings.codes))  # one unknown-character edge per position
-        unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), char_piece)
+        unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), cover=char_piece)
         uncovered = every[char_piece < 0]  # unknown characters: their edges are always live
         start = np.concatenate([*starts, uncovered])
         fwd, bwd = arrange(start, np.concatenate([*lengths, np.ones(len(uncovered), np.int64)]),
-                           np.concatenate([*pieces, np.full(len(uncovered), n_pieces)]),
-                           np.full(len(start), -1))
+                           np.concatenate([*pieces, np.full(len(uncovered), n_pieces)]))
         covered = np.ones(n_pieces + 1, dtype=bool)
         covered[-1] = False
         return cls(strings, n_pieces, fwd, bwd, unk, covered)
 
     def compact(self, alive: np.ndarray) -> _Edges:
         """Only the live edges: those of live pieces, and the unknown-character edges where the
-        character's piece is dead (put back in their place, by "key", when it has just died)."""
+        character's piece is dead (put back in their place, by "key", when it has just died).
+
+        Pieces only die, so an unknown-character edge, once live, stays live."""
+        if np.array_equal(alive, self.covered[:-1]):
+            return self
         alive_ext = np.append(alive, False)
         back = self.covered & ~alive_ext  # pieces whose unknown-character edges must come back
+        live_piece = np.append(alive, True)  # unknown-character edges (piece P) in fwd / bwd stay
 
         def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            live = np.where(e["piece"] == self.n_pieces, ~alive_ext[e["cover"]], alive_ext[e["piece"]])
+            live = live_piece[e["piece"]]
             if not live.all():
                 e = {k: v[live] for k, v in e.items()}
             add = back[unk["cover"]]  # cover -1 (no piece) reads back[-1]: False
