@@ -347,7 +347,7 @@ class _Edges:
     n_pieces: int
     fwd: dict[str, np.ndarray]  # live edges sorted by "key": (end position within the string, end node)
     bwd: dict[str, np.ndarray]  # live edges sorted by "key": (start position within the string, descending; start node)
-    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, for fwd and bwd
+    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd keys
     covered: np.ndarray  # (P + 1,) pieces alive at the last `compact`: their unknown-character edges are left out
 
     @classmethod
@@ -373,7 +373,7 @@ class _Edges:
         n_nodes = len(strings.codes) + len(strings.weights)
         longest = int(np.diff(strings.offsets).max(initial=0))
 
-        def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray,
+        def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray, *, sort: bool = True,
                     **extra: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
             owner = strings.owner[start]
             local = start - strings.offsets[owner]
@@ -384,10 +384,11 @@ class _Edges:
             keys = (local + length) * n_nodes + b, (longest - local) * n_nodes + a
             return tuple({"key": k[o], "a": a[o], "b": b[o], "piece": piece[o], "owner": owner[o],
                           **{name: v[o] for name, v in extra.items()}}
-                         for k in keys for o in [np.argsort(k, kind="stable")])
+                         for k in keys for o in [np.argsort(k, kind="stable") if sort else slice(None)])
 
         every = np.arange(len(strings.codes))  # one unknown-character edge per position
-        unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), cover=char_piece)
+        unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), sort=False,
+                      cover=char_piece)  # unsorted: `compact` sorts what it puts back
         uncovered = every[char_piece < 0]  # unknown characters: their edges are always live
         start = np.concatenate([*starts, uncovered])
         fwd, bwd = arrange(start, np.concatenate([*lengths, np.ones(len(uncovered), np.int64)]),
