@@ -377,6 +377,33 @@ def test_float32_viterbi_by_hand():
         assert [e.token for e in viterbi(lattice, float32=f32)] == [1, 2]
 
 
+def test_pruning_losses_by_hand():
+    """Words {abc: 2, ab: 3, bc: 1, c: 1}; log-probs a, b, c: -3, ab: -2, bc: -2.5, abc: -2.2.
+
+    Viterbi: abc | ab | bc | c, so freq abc 2, ab 3, bc 1, c 1 (sum 7, 7 words). Second-best
+    segmentations: abc -> ab + c (-5 beats a + bc, -5.5), ab -> a + b, bc -> b + c.
+        loss(abc) = 2/7 (log 2/7 - log (3+2)/(7+2) - log (1+2)/9)   = 0.1239
+        loss(ab)  = 3/7 (log 3/7 - 2 log (0+3)/(7+3))                = 0.6688
+        loss(bc)  = 1/7 (log 1/7 - log (0+1)/(7+1) - log (1+1)/8)   = 0.2171
+    Pruning to 3 keeps c (a character on a path) and the two largest losses: ab, bc.
+    """
+    pieces = ["a", "b", "c", "ab", "bc", "abc"]
+    words = {"abc": 2, "ab": 3, "bc": 1, "c": 1}
+    chars = {p: 1 for p in pieces if len(p) == 1}
+    hashes = np.array([int(_Strings_windows(p, chars)[-1][2][0]) for p in pieces], dtype=np.uint64)
+    scores = np.array([-3.0, -3.0, -3.0, -2.0, -2.5, -2.2])
+    alive = np.ones(6, dtype=bool)
+    loss, candidate, kept = ut.pruning_losses(_edges(words, pieces), pieces, hashes, chars, alive, scores)
+    log = math.log
+    want = {3: 3 / 7 * (log(3 / 7) - 2 * log(3 / 10)), 4: 1 / 7 * (log(1 / 7) - log(1 / 8) - log(2 / 8)),
+            5: 2 / 7 * (log(2 / 7) - log(5 / 9) - log(3 / 9))}
+    assert candidate.tolist() == [False, False, False, True, True, True]
+    assert kept.tolist() == [False, False, True, False, False, False]
+    np.testing.assert_allclose(loss[[3, 4, 5]], [want[3], want[4], want[5]], rtol=1e-12)
+    new = ut.prune(_edges(words, pieces), pieces, hashes, chars, alive, scores, keep=3)
+    assert [p for p, a in zip(pieces, new, strict=True) if a] == ["c", "ab", "bc"]
+
+
 def _seeds(texts: list[str], *, coverage: float = 1.0) -> dict[str, float]:
     """seed_pieces on `texts`: {piece: freq x length} of the seeds that are no single characters."""
     followed = ut.count_words(texts, normalizer="none", add_dummy_prefix=True)

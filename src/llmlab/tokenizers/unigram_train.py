@@ -552,13 +552,15 @@ def _with_unk(scores: np.ndarray, alive: np.ndarray) -> np.ndarray:
     return np.append(scores, scores[alive].min() - UNK_PENALTY)
 
 
-def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
-          scores: np.ndarray, *, keep: int) -> np.ndarray:
-    """SentencePiece's pruning: keep `keep` pieces, dropping those whose loss of likelihood is smallest.
+def pruning_losses(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int],
+                   alive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss, candidate, kept) per piece: SentencePiece's estimate of the likelihood lost without it.
 
-    loss(i) = freq_i / total_freq_of_words x [log p_i - sum_{j in alt(i)} log p'_j], where alt(i) is
-    the second-best segmentation of piece i, and p' are the probabilities after i's Viterbi
-    count freq_i has moved to its alternative pieces.
+    loss(i) = freq_i / total_freq_of_words x [log p_i - sum_{j in alt(i)} log p'_j], where freq are
+    Viterbi counts, p_i = freq_i / sum(freq), alt(i) is the second-best segmentation of piece i,
+    and p'_j = (freq_j + freq_i) / (sum(freq) + freq_i x (|alt(i)| - 1)): the probabilities after
+    i's count has moved to its alternative pieces. Candidates: the pieces of 2+ characters on some
+    Viterbi path whose own best segmentation is themselves; kept: the characters on some path.
     """
     sc = _with_unk(scores, alive)
     n = len(alive)
@@ -586,6 +588,14 @@ def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str,
         logprob_alt -= n_alt * logsum_alt
         loss = (freq[:n] / words.strings.weights.sum()) * (np.log(freq[:n]) - np.log(total) - logprob_alt)
     kept = alive & (lengths == 1) & (freq[:n] > 0)  # characters on some path: no alternative, always kept
+    return loss, candidate, kept
+
+
+def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
+          scores: np.ndarray, *, keep: int) -> np.ndarray:
+    """SentencePiece's pruning: keep `keep` pieces, the characters on some Viterbi path, then the
+    candidates whose loss (`pruning_losses`) is largest; the others die."""
+    loss, candidate, kept = pruning_losses(words, pieces, hashes, chars, alive, scores)
     order = np.flatnonzero(candidate)[np.argsort(-loss[candidate], kind="stable")]
     new = kept.copy()
     new[order[:max(keep - int(kept.sum()), 0)]] = True
