@@ -35,7 +35,8 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    final size, and the final cut by score picks from more pieces.
 
 The fast part: all lattices of all unique words are flat NumPy arrays of edges (start node,
-end node, piece), built once for the seed vocabulary; each round masks out the dead pieces.
+end node, piece), built once for the seed vocabulary and sorted once by one int64 key per pass;
+each M-step and pruning drops the edges of the dead pieces (the arrays shrink with the vocabulary).
 Forward and backward passes run layer by layer (the edges that end, or start, at the k-th
 character of their word), vectorised over all words at once. Substrings are found by a
 64-bit polynomial hash of random per-character values; two different substrings of the same
