@@ -782,6 +782,96 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
     return "\n".join([*lines_out, "", *checks]) + "\n", ok_all
 
 
+HELDOUT_SOURCES = {  # held-out corpora unlike the training text (English docs, Python, llmlab's synthetic languages)
+    "English prose": ["/usr/share/common-licenses/*", "/usr/share/vim/vim90/doc/*.txt"],
+    "C headers": ["/usr/include/**/*.h"],
+    "multilingual": ["/usr/share/vim/vim90/tutor/tutor.??.utf-8", "/usr/share/vim/vim90/tutor/tutor.??_??.utf-8",
+                     "/usr/share/gnupg/help.??.txt", "/usr/share/gnupg/help.??_??.txt"],
+}
+UNIGRAM_HELDOUT_MIN = 0.99  # llmlab's bytes/token over SentencePiece's, on every held-out corpus
+
+
+def heldout_corpora(mb: float = 1.0) -> dict[str, list[str]]:
+    """{name: non-empty lines}: about `mb` MB of each of HELDOUT_SOURCES' files (UTF-8 ones, hash order).
+
+    The multilingual one holds the vim tutors and GnuPG help texts in every language but English:
+    Latin with diacritics, Cyrillic, Greek, Japanese, Korean, Chinese.
+    """
+    import glob
+
+    out = {}
+    for name, patterns in HELDOUT_SOURCES.items():
+        paths = _hash_order([Path(f) for pat in patterns for f in glob.glob(pat, recursive=True)])
+        lines: list[str] = []
+        size = 0
+        for _, text in _unique_texts(paths, set()):
+            if size >= mb * MB:
+                break
+            lines += [ln for ln in text.splitlines() if ln.strip()]
+            size += len(text.encode())
+        out[name] = lines
+    return out
+
+
+def bench_unigram_heldout(corpus: Corpus, *, train_mb: float = 2.5, repeat: int = 3) -> tuple[str, bool]:
+    """Compression on held-out text unlike the training text: llmlab's Unigram trainer against SentencePiece's.
+
+    Both train on the same lines (the first `train_mb` MB of the benchmark corpus, English docs and
+    Python, plus llmlab's synthetic multilingual `training_texts`) at vocab 4,000, byte fallback on
+    both sides, identity normalisation and whitespace kept, so both encodings are lossless. Bytes per
+    token (UTF-8 bytes / tokens) on each held-out corpus, and training time: SentencePiece on one
+    thread (as llmlab) and on all cores, best of `repeat`. Target: llmlab's bytes/token at least
+    0.99x SentencePiece's on every corpus.
+    """
+    import io
+
+    import sentencepiece as spm
+
+    from llmlab.tokenizers.sp_reference import training_texts
+    from llmlab.tokenizers.unigram_train import train_unigram
+
+    vocab = 4000
+    text = corpus.train.read_bytes()[:int(train_mb * MB)].decode("utf-8", "ignore")
+    lines = [ln for ln in text.splitlines() if ln.strip()] + training_texts(chars=300_000)
+    n_train = sum(len(ln.encode()) for ln in lines)
+    cores = len(os.sched_getaffinity(0))
+
+    def train_spm(threads: int) -> bytes:
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab,
+                                       model_type="unigram", normalization_rule_name="identity",
+                                       remove_extra_whitespaces=False, byte_fallback=True, bos_id=-1, eos_id=-1,
+                                       minloglevel=2, num_threads=threads, max_sentence_length=1 << 20)
+        return buf.getvalue()
+
+    sp_one = time_call(lambda: train_spm(1), repeats=repeat)
+    sp_all = time_call(lambda: train_spm(cores), repeats=repeat)
+    ours_run = time_call(lambda: train_unigram(lines, vocab, byte_fallback=True, normalizer="none"), repeats=repeat)
+    sp = spm.SentencePieceProcessor(model_proto=sp_one.value)
+    ours = ours_run.value
+    rows: list[list[object]] = []
+    passed = True
+    for name, held in heldout_corpora().items():
+        n_bytes = sum(len(ln.encode()) for ln in held)
+        lossless = all(ours.decode(ours.encode(ln)) == ln for ln in held)
+        ours_bpt = n_bytes / sum(len(ours.encode(ln)) for ln in held)
+        sp_bpt = n_bytes / sum(len(sp.encode(ln)) for ln in held)
+        passed &= lossless and ours_bpt >= UNIGRAM_HELDOUT_MIN * sp_bpt
+        rows.append([name, f"{n_bytes / MB:.2f}", f"{ours_bpt:.3f}", f"{sp_bpt:.3f}", f"{ours_bpt / sp_bpt:.4f}",
+                     "ok" if lossless else "NO"])
+    spread = ", ".join(f"{t.min:.1f}-{max(t.times):.1f} s" for t in (ours_run, sp_one, sp_all))
+    return "\n".join([
+        f"## Unigram on held-out text (vocab {vocab}, byte fallback; trained on {n_train / MB:.2f} MB, "
+        f"{len(lines):,} lines)", "",
+        markdown_table(["held-out corpus", "MB", "llmlab bytes/token", "spm bytes/token", "llmlab / spm",
+                        "llmlab lossless"], rows, align="lrrrrc"), "",
+        f"Training, best of {repeat}: llmlab {ours_run.min:.1f} s, SentencePiece {sp_one.min:.1f} s on one thread "
+        f"({ratio(ours_run.min, sp_one.min)}), {sp_all.min:.1f} s on {cores} ({ratio(ours_run.min, sp_all.min)}); "
+        f"spread (min-max) {spread}.",
+        f"Target: llmlab / spm >= {UNIGRAM_HELDOUT_MIN} on every corpus: {'met' if passed else 'NOT met'}.", "",
+    ]), passed
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -794,6 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="merges to time the textbook trainer for (default 200; 50 with --quick)")
     parser.add_argument("--wordpiece", action="store_true", help="run only the WordPiece benchmark")
     parser.add_argument("--unigram", action="store_true", help="run only the Unigram benchmark")
+    parser.add_argument("--unigram-heldout", action="store_true",
+                        help="run only Unigram compression on held-out prose, C and multilingual text (vocab 4000)")
     parser.add_argument("--batch", action="store_true",
                         help="run only encode_batch: 1 vs 2 workers (persistent pool) vs tiktoken, ~2 MB")
     parser.add_argument("--rounds", type=int, default=3, help="--batch: rounds, each with fresh tokenizers")
@@ -816,6 +908,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.unigram:
         table, passed = bench_unigram(build_corpus(), quick=args.quick, repeat=1)
         write_results(args.output or RESULTS / ("unigram_quick.md" if args.quick else "unigram.md"), table)
+        print(table)
+        return 0 if passed else 1
+    if args.unigram_heldout:
+        table, passed = bench_unigram_heldout(build_corpus(), repeat=args.repeat)
+        write_results(args.output or RESULTS / "unigram_heldout.md", table)
         print(table)
         return 0 if passed else 1
     if args.batch:

@@ -163,15 +163,21 @@ def test_viterbi_tie_is_broken_to_a_best_path():
 @given(st.lists(st.text("abcd", min_size=1, max_size=8), min_size=1, max_size=6),
        st.lists(st.text("abc", min_size=2, max_size=4), max_size=8), st.randoms(use_true_random=False))
 def test_array_lattices_match_pure_python(words, extra, rnd):
-    """The NumPy forward-backward and Viterbi of the trainer against unigram.py's lattice."""
+    """The NumPy forward-backward and Viterbi of the trainer against unigram.py's lattice: all pieces
+    alive, then some dead (characters too: their positions get unknown-character edges back)."""
     pieces = ["a", "b", "c", *dict.fromkeys(e for e in extra)]  # "d" is unknown
     scores = np.array([-rnd.uniform(0.5, 6) for _ in pieces] + [-25.0])
     counts = Counter(words)
     edges = _edges(dict(counts), pieces)
-    alive = np.ones(len(pieces), dtype=bool)
+    for alive in (np.ones(len(pieces), dtype=bool), np.array([rnd.random() < 0.7 for _ in pieces])):
+        _check_lattices(edges, pieces, alive, scores, counts)
+
+
+def _check_lattices(edges: ut._Edges, pieces: list[str], alive: np.ndarray, scores: np.ndarray,
+                    counts: Counter[str]) -> None:
     expected, loglik = ut.expected_counts(edges, alive, scores)
     best, owner, piece = ut.viterbi_paths(edges, alive, scores)
-    vocab = {p: (i, float(scores[i])) for i, p in enumerate(pieces)}
+    vocab = {p: (i, float(scores[i])) for i, p in enumerate(pieces) if alive[i]}
     want = np.zeros(len(pieces) + 1)
     want_loglik = 0.0
     for k, (w, n) in enumerate(counts.items()):
@@ -371,23 +377,99 @@ def test_float32_viterbi_by_hand():
         assert [e.token for e in viterbi(lattice, float32=f32)] == [1, 2]
 
 
+def test_pruning_losses_by_hand():
+    """Words {abc: 2, ab: 3, bc: 1, c: 1}; log-probs a, b, c: -3, ab: -2, bc: -2.5, abc: -2.2.
+
+    Viterbi: abc | ab | bc | c, so freq abc 2, ab 3, bc 1, c 1 (sum 7, 7 words). Second-best
+    segmentations: abc -> ab + c (-5 beats a + bc, -5.5), ab -> a + b, bc -> b + c.
+        loss(abc) = 2/7 (log 2/7 - log (3+2)/(7+2) - log (1+2)/9)   = 0.1239
+        loss(ab)  = 3/7 (log 3/7 - 2 log (0+3)/(7+3))                = 0.6688
+        loss(bc)  = 1/7 (log 1/7 - log (0+1)/(7+1) - log (1+1)/8)   = 0.2171
+    Pruning to 3 keeps c (a character on a path) and the two largest losses: ab, bc.
+    """
+    pieces = ["a", "b", "c", "ab", "bc", "abc"]
+    words = {"abc": 2, "ab": 3, "bc": 1, "c": 1}
+    chars = {p: 1 for p in pieces if len(p) == 1}
+    hashes = np.array([int(_Strings_windows(p, chars)[-1][2][0]) for p in pieces], dtype=np.uint64)
+    scores = np.array([-3.0, -3.0, -3.0, -2.0, -2.5, -2.2])
+    alive = np.ones(6, dtype=bool)
+    loss, candidate, kept = ut.pruning_losses(_edges(words, pieces), pieces, hashes, chars, alive, scores)
+    log = math.log
+    want = {3: 3 / 7 * (log(3 / 7) - 2 * log(3 / 10)), 4: 1 / 7 * (log(1 / 7) - log(1 / 8) - log(2 / 8)),
+            5: 2 / 7 * (log(2 / 7) - log(5 / 9) - log(3 / 9))}
+    assert candidate.tolist() == [False, False, False, True, True, True]
+    assert kept.tolist() == [False, False, True, False, False, False]
+    np.testing.assert_allclose(loss[[3, 4, 5]], [want[3], want[4], want[5]], rtol=1e-12)
+    new = ut.prune(_edges(words, pieces), pieces, hashes, chars, alive, scores, keep=3)
+    assert [p for p, a in zip(pieces, new, strict=True) if a] == ["c", "ab", "bc"]
+
+
+def _seeds(texts: list[str], *, coverage: float = 1.0) -> dict[str, float]:
+    """seed_pieces on `texts`: {piece: freq x length} of the seeds that are no single characters."""
+    followed = ut.count_words(texts, normalizer="none", add_dummy_prefix=True)
+    chars = ut.required_chars(ut.merge_followers(followed), coverage)
+    pieces, scores, _ = ut.seed_pieces(followed, chars, max_piece_length=16, seed_size=10**6)
+    values = np.exp(scores) / np.exp(scores[:len(chars)]).sum() * sum(chars.values())  # undo the log-prob
+    return {p: round(float(v), 6) for p, v in zip(pieces[len(chars):], values[len(chars):], strict=True)}
+
+
 def test_script_breaks_and_seeds():
-    """split_by_unicode_script: no seed mixes Latin with Common ("self(" or "x."), nor digits with letters."""
-    words = {"▁self(x)": 5, "▁self.x": 5, "▁a1b": 3, "▁日本語のテキスト": 2}
-    chars = ut.required_chars(Counter(words), 1.0)
-    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
-    breaks = ut.script_breaks(strings, chars, split_by_number=True)
-    pieces, _, _ = ut.seed_pieces(strings, chars, max_piece_length=16, seed_size=1000, breaks=breaks)
-    assert pieces[len(chars):] == ["▁self", "▁日本語のテキスト", "▁a"]  # by freq x length; kana count as Han
+    """split_by_unicode_script: no seed mixes Latin with Common ("self(" or "x."), nor digits with letters.
+
+    "▁self" is followed by "(" and "." (right-maximal, 5 + 5 times); "▁a" by "1" 3 times and by
+    "▁" once; "▁日本語のテキスト" (kana count as Han) by the end of a text and by "。".
+    """
+    texts = ["self(x)"] * 5 + ["self.x"] * 5 + ["a1b"] * 3 + ["a b"] + ["日本語のテキスト"] * 2 + ["日本語のテキスト。"]
+    seeds = _seeds(texts)
+    assert seeds["▁self"] == 10 * 5 and seeds["▁a"] == 4 * 2 and seeds["▁日本語のテキスト"] == 3 * 9
+    assert not [s for s in seeds if any(c in s for c in "(.。1") and len(s) > 1]
 
 
-def test_seeds_are_maximal_repeats():
-    """"elf" occurs only inside "self": same count, so not a seed; "▁self" (maximal) is."""
-    words = {"▁self": 4, "▁selfish": 2}
-    chars = ut.required_chars(Counter(words), 1.0)
-    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
-    pieces, _, _ = ut.seed_pieces(strings, chars, max_piece_length=16, seed_size=1000)
-    assert "▁self" in pieces and "elf" not in pieces and "▁selfish" in pieces
+def test_seeds_are_right_maximal_repeats():
+    """SentencePiece's seeds are the right-maximal repeats of the running text (suffix-tree nodes).
+
+    "▁sel" is always followed by "f": no seed. "elf" (5 times) ends "▁self" and goes on in "▁selfish":
+    a seed, though always after "s" (no left-maximality). "▁selfish" always ends its text, and "▁в"
+    is always followed by the next word's "▁": no seeds, as "▁в▁" is no piece either; "▁мы" ends
+    its text once and is followed by "▁" once.
+    """
+    seeds = _seeds(["self", "self", "self selfish", "selfish", "в доме", "в доме", "мы", "мы в доме"])
+    assert "▁sel" not in seeds and seeds["▁self"] == 5 * 5 and seeds["elf"] == 5 * 3 and "▁selfish" not in seeds
+    assert "▁в" not in seeds and seeds["▁мы"] == 2 * 3
+
+
+def _brute_force_seeds(texts: list[str], chars: dict[str, int]) -> dict[str, float]:
+    """SentencePiece's rule on the running text: every substring of 2..16 characters, each known,
+    "▁" only first, no two neighbours of different scripts, occurring at least twice and followed by
+    at least two different characters (unknown characters are one character, the end of a text another)."""
+    stream = "".join("▁" + t.replace(" ", "▁") + "\0" for t in texts)
+    stream = "".join(c if c in chars or c == "\0" else "\u2585" for c in stream)
+
+    def valid(s: str) -> bool:
+        cls = [ut.script_class(c, split_by_number=True) for c in s]
+        return (all(c in chars for c in s) and "▁" not in s[1:]
+                and all(-1 in (x, y) or x == y for x, y in itertools.pairwise(cls)))
+
+    count: Counter[str] = Counter()
+    after: dict[str, set[str]] = {}
+    for i in range(len(stream)):
+        for n in range(2, 17):
+            if i + n < len(stream) and valid(sub := stream[i:i + n]):
+                count[sub] += 1
+                after.setdefault(sub, set()).add(stream[i + n])
+    return {s: float(k * len(s)) for s, k in count.items() if k >= 2 and len(after[s]) >= 2}
+
+
+@pytest.mark.parametrize("coverage", [1.0, 0.95])
+def test_seeds_match_brute_force(coverage):
+    """Random texts of a few syllables, digits, punctuation and Cyrillic: seed_pieces' seeds and their
+    freq x length are those of the brute-force scan of the running text."""
+    rng = random.Random(1)
+    syllables = ["ka", "lo", "ri", "mu", "te", "вд", "ом", "7", "42", ".", "(", "é", "q"]
+    texts = ["".join(rng.choice([*syllables, " ", " "]) for _ in range(rng.randint(1, 12))) for _ in range(150)]
+    followed = ut.count_words(texts, normalizer="none", add_dummy_prefix=True)
+    chars = ut.required_chars(ut.merge_followers(followed), coverage)
+    assert _seeds(texts, coverage=coverage) == _brute_force_seeds(texts, chars)
 
 
 def test_pre_tokenizer_matches_hf():
@@ -406,3 +488,31 @@ def test_pre_tokenizer_matches_hf():
         assert hf.encode(text).ids == ids == again.encode(text), text
         assert tok.decode(ids) == text
         assert not any(p in tok.pieces[i][0] for i in ids for p in "(),.:" if len(tok.pieces[i][0]) > 1)
+
+
+def _round_sizes(messages: list[str]) -> list[int]:
+    """The piece counts after each round's last EM sub-iteration, from train_unigram's progress."""
+    sizes = [int(m.split(": ")[1].split(" pieces")[0].replace(",", "")) for m in messages if m.startswith("round")]
+    return sizes[1::2]  # two sub-iterations per round
+
+
+def test_em_rounds_follow_sentencepiece(capfd):
+    """Seeds, EM and pruning as SentencePiece 0.2's (read from its log, "EM sub_iter=1 size=N"):
+    the same number of rounds and sizes within 1% each round. The loop stops when one more pruning
+    by 0.75 would go below 1.1 x vocab_size (meta pieces counted in); the final cut then takes the
+    best-scoring pieces of the last EM's survivors."""
+    said: list[str] = []
+    vocab = 1000
+    texts = corpus()
+    tok = train_unigram(texts, vocab, byte_fallback=True, normalizer="none", progress=said.append)
+    ours = _round_sizes(said)
+    capfd.readouterr()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab,
+                                   model_type="unigram", minloglevel=0, num_threads=1, byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False)
+    log = capfd.readouterr().err
+    theirs = [int(line.split(" size=")[1].split()[0]) for line in log.splitlines() if "EM sub_iter=1 size=" in line]
+    assert len(ours) == len(theirs) and np.allclose(ours, theirs, rtol=0.01), (ours, theirs)
+    assert int(0.75 * ours[-1]) <= int(1.1 * vocab) < int(0.75 * ours[-2])
+    assert tok.vocab_size == vocab

@@ -8,26 +8,35 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    weighted by their counts, so memory and time grow with the vocabulary of the corpus.
 2. Required characters: the most frequent characters that together make up
    `character_coverage` of all characters. The rest are unknown (<unk>, or bytes).
-3. Seed pieces: the characters, and the maximal repeats among the substrings of 2..max_piece_length
-   known characters inside words that occur at least twice, the `seed_size` best by frequency x
-   length. SentencePiece finds maximal repeats with a suffix array over the corpus; here every
-   window of the unique words is hashed per length and a repeat is dropped when a one-longer
-   window has its count (a word is never crossed). As in SentencePiece's split_by_unicode_script
-   and split_by_number, no seed mixes scripts or digits with letters ("self(" and "a1" are no pieces).
+3. Seed pieces: the characters, and the right-maximal repeats of 2..max_piece_length known
+   characters inside words, the `seed_size` best by frequency x length. SentencePiece takes the
+   nodes of a suffix tree of the running text: substrings that occur at least twice and are not
+   always followed by the same character. Here every window of the unique words is hashed per
+   length, and so is the window with the character that follows it, read in the running text:
+   each word is counted with its follower (the next word's first character, or the end of the
+   text), so "▁в" always before "▁" is no seed, as there. A repeat may always follow the same
+   character ("elf" in "self"): SentencePiece does not ask for left-maximality either. As in its
+   split_by_unicode_script and split_by_number, no seed mixes scripts or digits with letters
+   ("self(" and "a1" are no pieces), but a repeat always followed by such a character ("self" in
+   "self(") is not right-maximal either.
    Initial score: log(freq x length / total).
 4. EM, `num_sub_iterations` times. E-step: forward-backward over each word's lattice gives
    every piece's expected count. M-step: drop pieces expected fewer than 0.5 times, and set
    score = digamma(count) - digamma(total): SentencePiece's Bayesian ("DPified") EM, a
    sparse prior that pushes rare pieces down; plain EM would use log(count / total).
-5. Prune to max(1.1 x target, shrinking_factor x size). Each piece's loss is how much the
+5. Prune to shrinking_factor x size. Each piece's loss is how much the
    corpus likelihood drops if it is removed, approximated as SentencePiece does: its Viterbi
    count moves to its second-best segmentation (the best one without the piece itself).
    Pieces never on a Viterbi path go first; pieces without an alternative (characters) stay.
-6. Repeat 4-5 until at most 1.1 x target pieces are left; keep the required characters and
-   then the best-scoring pieces.
+6. Repeat 4-5 until the next pruning would leave fewer than 1.1 x vocab_size pieces (meta
+   pieces counted in, as SentencePiece counts them: with byte fallback, 257 of 4,000); keep the
+   required characters and then the best-scoring pieces. SentencePiece 0.2 stops so (its older
+   releases pruned once more, down to 1.1 x vocab_size): the last EM runs on up to 1.47 x the
+   final size, and the final cut by score picks from more pieces.
 
 The fast part: all lattices of all unique words are flat NumPy arrays of edges (start node,
-end node, piece), built once for the seed vocabulary; each round masks out the dead pieces.
+end node, piece), built once for the seed vocabulary and sorted once by one int64 key per pass;
+each M-step and pruning drops the edges of the dead pieces (the arrays shrink with the vocabulary).
 Forward and backward passes run layer by layer (the edges that end, or start, at the k-th
 character of their word), vectorised over all words at once. Substrings are found by a
 64-bit polynomial hash of random per-character values; two different substrings of the same
@@ -60,8 +69,9 @@ from llmlab.tokenizers.unigram import (
 )
 
 UNK_PIECE = "<unk>"
+END = "\x00"  # the follower of a text's last word (a placeholder: its code is set apart, see seed_pieces)
 EXPECTED_MIN = 0.5  # SentencePiece's kExpectedFrequencyThreshold: the M-step drops rarer pieces
-DESIRED_SLACK = 1.1  # EM and pruning stop at 1.1 x the target; the final cut takes the best
+DESIRED_SLACK = 1.1  # EM and pruning stop above 1.1 x vocab_size pieces; the final cut takes the best
 _MISSING_CHAR_GAP = 1e-4  # required characters EM dropped get scores just below the lowest
 _B = np.uint64(0x9E3779B97F4A7C15)  # hash multiplier (odd)
 _TABLE = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 21, dtype=np.uint64)  # per char id
@@ -103,7 +113,8 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
     say = progress or (lambda _: None)
 
     chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
-    counts = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+    followed = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+    counts = merge_followers(followed)
     if not counts:
         raise UserError("the training corpus is empty")
     chars = required_chars(counts, character_coverage)
@@ -111,11 +122,11 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
         raise UserError(f"vocab_size {vocab_size} is too small: {len(chars)} characters are required at "
                         f"character_coverage {character_coverage} (plus {n_meta} fixed ids)")
     words = _Strings.of(list(counts), chars, weights=np.fromiter(counts.values(), np.float64, len(counts)))
-    breaks = script_breaks(words, chars, split_by_number=split_by_number) if split_by_unicode_script else None
-    pieces, seed_scores, hashes = seed_pieces(words, chars, max_piece_length=max_piece_length, seed_size=seed_size,
-                                              breaks=breaks)
+    pieces, seed_scores, hashes = seed_pieces(followed, chars, max_piece_length=max_piece_length, seed_size=seed_size,
+                                              split_by_unicode_script=split_by_unicode_script,
+                                              split_by_number=split_by_number)
     say(f"{len(counts):,} unique words, {len(chars):,} required characters, {len(pieces):,} seed pieces")
-    scores = em_and_prune(words, pieces, seed_scores, hashes, chars, target=target,
+    scores = em_and_prune(words, pieces, seed_scores, hashes, chars, desired=int(vocab_size * DESIRED_SLACK),
                           shrinking_factor=shrinking_factor,
                           num_sub_iterations=num_sub_iterations, say=say)
     final = finalize(pieces, scores, chars, target)
@@ -130,13 +141,27 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
 
 
 def count_words(texts: Iterable[str], *, normalizer: str, add_dummy_prefix: bool,
-                chunks: regex.Pattern[str] | None = None) -> Counter[str]:
-    """Unique escaped words and their counts: ["a b", "b"] -> {"▁a": 1, "▁b": 2}."""
+                chunks: regex.Pattern[str] | None = None) -> Counter[tuple[str, str]]:
+    """Unique escaped words, each with the character that follows it (the next word's first, or
+    END after a text's last word), and their counts: ["a b", "b"] -> {("▁a", "▁"): 1, ("▁b", END): 2}.
+
+    The follower matters only to the seeds: SentencePiece finds them in the running text, where a
+    word's end is followed by the next word's "▁" or by the end of the sentence.
+    """
     normalize = NORMALIZERS[normalizer]
-    counts: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for text in texts:
-        counts.update(text_words(normalize(text), add_dummy_prefix=add_dummy_prefix, chunks=chunks))
+        words = text_words(normalize(text), add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+        counts.update(zip(words, [w[0] for w in words[1:]] + [END], strict=True))
     return counts
+
+
+def merge_followers(counts: Counter[tuple[str, str]]) -> Counter[str]:
+    """The counts of the words alone: {("▁a", "▁"): 1, ("▁a", END): 2} -> {"▁a": 3}."""
+    words: Counter[str] = Counter()
+    for (word, _), n in counts.items():
+        words[word] += n
+    return words
 
 
 def required_chars(counts: Counter[str], coverage: float) -> dict[str, int]:
@@ -243,44 +268,44 @@ def script_breaks(words: _Strings, chars: dict[str, int], *, split_by_number: bo
     return breaks
 
 
-def seed_pieces(words: _Strings, chars: dict[str, int], *, max_piece_length: int, seed_size: int,
-                breaks: np.ndarray | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Seed pieces, their initial log-probabilities, and their hashes.
+def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, max_piece_length: int,
+                seed_size: int, split_by_unicode_script: bool = True,
+                split_by_number: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Seed pieces, their initial log-probabilities, and their hashes, from `count_words`' counts.
 
-    The characters, then the maximal repeats among the runs of 2..max_piece_length known
-    characters (no run crosses `breaks`) that occur at least twice, the best by freq x length,
-    as SentencePiece's suffix-array seeds. A repeat is not maximal when every occurrence extends
-    the same way: "elf" always inside "self" has the count of "self" and adds nothing.
-    Found by comparing each window's count with the count of the window one longer at the same
-    start (right extension) and at the start before (left extension).
+    The characters, then SentencePiece's suffix-array seeds, the best `seed_size` by freq x length:
+    the runs of 2..max_piece_length known characters inside a word (no run crosses a script
+    break) that occur at least twice and are right-maximal repeats of the running text, i.e. not
+    always followed by the same character. As there, the follower is read in the text itself,
+    whatever the run may hold: "▁sel" always before "f" is no seed, nor is "self" always before
+    "(" (even if "self(" is no piece), nor a word always followed by the next word's "▁"
+    ("▁в" in "▁в▁Москве"); "elf" is, when it ends "▁self" and begins "elfish".
     """
+    strings = _Strings.of([w + nx for w, nx in followed], chars,
+                          weights=np.fromiter(followed.values(), np.float64, len(followed)))
+    last = strings.offsets[1:] - 1  # each string's follower
+    breaks = (script_breaks(strings, chars, split_by_number=split_by_number) if split_by_unicode_script
+              else np.zeros(len(strings.codes), dtype=bool))
+    breaks[last] = True  # no seed holds the follower
+    follow = strings.codes.copy()  # the character after each position, for right-maximality
+    # subtle: the end of a text is a character of its own (SentencePiece's sentence boundary),
+    # not an unknown one (code 0): "x" before both is a right-maximal repeat
+    follow[last[np.fromiter((nx == END for _, nx in followed), bool, len(followed))]] = len(chars) + 1
     pieces = list(chars)
     value = [float(n) for n in chars.values()]  # characters: their count; substrings: count x length
     cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []  # (score, first position, hash, L)
-    prev = None  # the previous length's (positions, count per window, type per window, maximal per type, ...)
-
-    def emit(p: tuple) -> None:
-        _, _, _, maximal, uniq, first, freq, length = p
-        keep = (freq >= 2) & maximal
-        cands.append((freq[keep] * length, first[keep], uniq[keep], length))
-
-    # one longer than the longest piece: a repeat that always extends past the limit is not maximal
-    # either, and SentencePiece drops it with its too long extension
-    for length, pos, h in words.windows(max_piece_length + 1, breaks=breaks):
+    for length, pos, h in strings.windows(max_piece_length, breaks=breaks):
         if length == 1:
             continue
+        weight = strings.weights[strings.owner[pos]]
         uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        freq = np.bincount(inverse, weights=words.weights[words.owner[pos]])
-        count = freq[inverse]
-        if prev is not None:
-            p_pos, p_count, p_inverse, p_maximal = prev[:4]
-            for shift in (0, 1):  # 0: this window extends the shorter one to the right; 1: to the left
-                at = np.searchsorted(p_pos, pos + shift)
-                p_maximal[p_inverse[at[p_count[at] == count]]] = False
-            emit(prev)
-        prev = (pos, count, inverse, np.ones(len(uniq), dtype=bool), uniq, pos[first], freq, length)
-    if prev is not None and prev[-1] <= max_piece_length:
-        emit(prev)
+        freq = np.bincount(inverse, weights=weight)
+        _, ext_inverse = np.unique(h * _B + _TABLE[follow[pos + length]], return_inverse=True)
+        ext_freq = np.bincount(ext_inverse, weights=weight)
+        branching = np.ones(len(uniq), dtype=bool)  # not every occurrence followed by the same character
+        branching[inverse[ext_freq[ext_inverse] == freq[inverse]]] = False
+        keep = (freq >= 2) & branching
+        cands.append((freq[keep] * length, pos[first][keep], uniq[keep], length))
     hashes = [int(_TABLE[1 + k]) for k in range(len(chars))]  # a required character's hash: its table entry
     if cands:
         score = np.concatenate([c[0] for c in cands])
@@ -288,7 +313,7 @@ def seed_pieces(words: _Strings, chars: dict[str, int], *, max_piece_length: int
         h = np.concatenate([c[2] for c in cands])
         length = np.concatenate([np.full(len(c[0]), c[3]) for c in cands])
         best = np.lexsort((h, -score))[:max(seed_size - len(pieces), 0)]  # by score, ties in a fixed order
-        pieces += [words.text[p:p + n] for p, n in zip(start[best].tolist(), length[best].tolist(), strict=True)]
+        pieces += [strings.text[p:p + n] for p, n in zip(start[best].tolist(), length[best].tolist(), strict=True)]
         value += score[best].tolist()
         hashes += h[best].tolist()
     v = np.array(value)
@@ -315,12 +340,16 @@ class _Edges:
     Nodes: string k has nodes offsets[k] + k .. offsets[k + 1] + k (one per character boundary).
     An edge with piece == P (the number of pieces) is an unknown character; it is used only
     where the character's own piece (`cover`) is not alive, as SentencePiece adds unk nodes.
+    `fwd` and `bwd` hold only the live edges of the last `compact`; the unknown-character edges
+    are also kept aside (`unk`), to come back if their character's piece dies.
     """
 
     strings: _Strings
     n_pieces: int
-    fwd: dict[str, np.ndarray]  # edges sorted by (end position within the string, end node)
-    bwd: dict[str, np.ndarray]  # edges sorted by (start position within the string, descending; start node)
+    fwd: dict[str, np.ndarray]  # live edges sorted by "key": (end position within the string, end node)
+    bwd: dict[str, np.ndarray]  # live edges sorted by "key": (start position within the string, descending; start node)
+    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd keys
+    covered: np.ndarray  # (P + 1,) pieces alive at the last `compact`: their unknown-character edges are left out
 
     @classmethod
     def build(cls, strings: _Strings, table: dict[int, tuple[np.ndarray, np.ndarray]], n_pieces: int, *,
@@ -342,28 +371,57 @@ class _Edges:
             starts.append(pos[hit])
             lengths.append(np.full(int(hit.sum()), length))
             pieces.append(ids[at[hit]])
+        n_nodes = len(strings.codes) + len(strings.weights)
+        longest = int(np.diff(strings.offsets).max(initial=0))
+
+        def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray, *, sort: bool = True,
+                    **extra: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+            owner = strings.owner[start]
+            local = start - strings.offsets[owner]
+            a = start + owner
+            b = a + length
+            # subtle: one int64 sort key per pass; a stable sort keeps equal keys in input order
+            # (pieces before unknown characters), so edges put back by `compact` land where they were
+            keys = (local + length) * n_nodes + b, (longest - local) * n_nodes + a
+            return tuple({"key": k[o], "a": a[o], "b": b[o], "piece": piece[o], "owner": owner[o],
+                          **{name: v[o] for name, v in extra.items()}}
+                         for k in keys for o in [np.argsort(k, kind="stable") if sort else slice(None)])
+
         every = np.arange(len(strings.codes))  # one unknown-character edge per position
-        start = np.concatenate([*starts, every])
-        length = np.concatenate([*lengths, np.ones(len(every), np.int64)])
-        piece = np.concatenate([*pieces, np.full(len(every), n_pieces)])
-        cover = np.concatenate([np.full(len(start) - len(every), -1), char_piece])
-        owner = strings.owner[start]
-        local = start - strings.offsets[owner]
-        a = start + owner
-        edges = {"a": a, "b": a + length, "piece": piece, "cover": cover, "owner": owner,
-                 "end": local + length, "start": local}
-        fwd = np.lexsort((edges["b"], edges["end"]))
-        bwd = np.lexsort((edges["a"], -edges["start"]))
-        return cls(strings, n_pieces, {k: v[fwd] for k, v in edges.items()}, {k: v[bwd] for k, v in edges.items()})
+        unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), sort=False,
+                      cover=char_piece)  # unsorted: `compact` sorts what it puts back
+        uncovered = every[char_piece < 0]  # unknown characters: their edges are always live
+        start = np.concatenate([*starts, uncovered])
+        fwd, bwd = arrange(start, np.concatenate([*lengths, np.ones(len(uncovered), np.int64)]),
+                           np.concatenate([*pieces, np.full(len(uncovered), n_pieces)]))
+        covered = np.ones(n_pieces + 1, dtype=bool)
+        covered[-1] = False
+        return cls(strings, n_pieces, fwd, bwd, unk, covered)
 
     def compact(self, alive: np.ndarray) -> _Edges:
-        """Without the edges of dead pieces (unknown-character edges stay: they may be needed later)."""
+        """Only the live edges: those of live pieces, and the unknown-character edges where the
+        character's piece is dead (put back in their place, by "key", when it has just died).
 
-        def keep(e: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            live = np.append(alive, True)[e["piece"]]
-            return {k: v[live] for k, v in e.items()}
+        Pieces only die, so an unknown-character edge, once live, stays live."""
+        if np.array_equal(alive, self.covered[:-1]):
+            return self
+        alive_ext = np.append(alive, False)
+        back = self.covered & ~alive_ext  # pieces whose unknown-character edges must come back
+        live_piece = np.append(alive, True)  # unknown-character edges (piece P) in fwd / bwd stay
 
-        return _Edges(self.strings, self.n_pieces, keep(self.fwd), keep(self.bwd))
+        def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            live = live_piece[e["piece"]]
+            if not live.all():
+                e = {k: v[live] for k, v in e.items()}
+            add = back[unk["cover"]]  # cover -1 (no piece) reads back[-1]: False
+            if add.any():
+                e = {k: np.concatenate([v, unk[k][add]]) for k, v in e.items()}
+                order = np.argsort(e["key"], kind="stable")
+                e = {k: v[order] for k, v in e.items()}
+            return e
+
+        return _Edges(self.strings, self.n_pieces, keep(self.fwd, self.unk[0]), keep(self.bwd, self.unk[1]),
+                      self.unk, alive_ext)
 
     @property
     def n_nodes(self) -> int:
@@ -389,13 +447,12 @@ class _Pass:
     layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
 
 
-def _live_pass(edges: dict[str, np.ndarray], alive: np.ndarray, *, forward: bool) -> _Pass:
-    alive_ext = np.append(alive, False)
-    live = np.where(edges["piece"] == len(alive), ~alive_ext[edges["cover"]], alive_ext[edges["piece"]])
-    e = {k: v[live] for k, v in edges.items()}
-    src, dst, key = (e["a"], e["b"], e["end"]) if forward else (e["b"], e["a"], e["start"])
-    cuts = np.flatnonzero(np.diff(key)) + 1
-    bounds = np.concatenate([[0], cuts, [len(key)]])
+def _live_pass(e: dict[str, np.ndarray], n_nodes: int, *, forward: bool) -> _Pass:
+    """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`)."""
+    src, dst = (e["a"], e["b"]) if forward else (e["b"], e["a"])
+    layer = e["key"] // n_nodes  # the position within the string, as `build` made the key
+    cuts = np.flatnonzero(np.diff(layer)) + 1
+    bounds = np.concatenate([[0], cuts, [len(layer)]])
     layers = []
     for lo, hi in itertools.pairwise(bounds.tolist()):
         d = dst[lo:hi]
@@ -417,8 +474,9 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tup
     alpha[node]: log-sum over paths from the string's start; beta[node]: to its end; an edge's
     posterior is exp(alpha[a] + score + beta[b] - Z).
     """
-    fwd = _live_pass(edges.fwd, alive, forward=True)
-    bwd = _live_pass(edges.bwd, alive, forward=False)
+    edges = edges.compact(alive)
+    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
+    bwd = _live_pass(edges.bwd, edges.n_nodes, forward=False)
     alpha = np.full(edges.n_nodes, -np.inf)
     alpha[edges.first] = 0.0
     s = scores[fwd.piece]
@@ -438,7 +496,8 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tup
 def viterbi_paths(edges: _Edges, alive: np.ndarray,
                   scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best path of every string: (best score per string, owner of each path edge, its piece)."""
-    fwd = _live_pass(edges.fwd, alive, forward=True)
+    edges = edges.compact(alive)
+    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
     best = np.full(edges.n_nodes, -np.inf)
     best[edges.first] = 0.0
     back = np.full(edges.n_nodes, -1)
@@ -494,13 +553,15 @@ def _with_unk(scores: np.ndarray, alive: np.ndarray) -> np.ndarray:
     return np.append(scores, scores[alive].min() - UNK_PENALTY)
 
 
-def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
-          scores: np.ndarray, *, keep: int) -> np.ndarray:
-    """SentencePiece's pruning: keep `keep` pieces, dropping those whose loss of likelihood is smallest.
+def pruning_losses(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int],
+                   alive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss, candidate, kept) per piece: SentencePiece's estimate of the likelihood lost without it.
 
-    loss(i) = freq_i / total_freq_of_words x [log p_i - sum_{j in alt(i)} log p'_j], where alt(i) is
-    the second-best segmentation of piece i, and p' are the probabilities after i's Viterbi
-    count freq_i has moved to its alternative pieces.
+    loss(i) = freq_i / total_freq_of_words x [log p_i - sum_{j in alt(i)} log p'_j], where freq are
+    Viterbi counts, p_i = freq_i / sum(freq), alt(i) is the second-best segmentation of piece i,
+    and p'_j = (freq_j + freq_i) / (sum(freq) + freq_i x (|alt(i)| - 1)): the probabilities after
+    i's count has moved to its alternative pieces. Candidates: the pieces of 2+ characters on some
+    Viterbi path whose own best segmentation is themselves; kept: the characters on some path.
     """
     sc = _with_unk(scores, alive)
     n = len(alive)
@@ -528,6 +589,14 @@ def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str,
         logprob_alt -= n_alt * logsum_alt
         loss = (freq[:n] / words.strings.weights.sum()) * (np.log(freq[:n]) - np.log(total) - logprob_alt)
     kept = alive & (lengths == 1) & (freq[:n] > 0)  # characters on some path: no alternative, always kept
+    return loss, candidate, kept
+
+
+def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
+          scores: np.ndarray, *, keep: int) -> np.ndarray:
+    """SentencePiece's pruning: keep `keep` pieces, the characters on some Viterbi path, then the
+    candidates whose loss (`pruning_losses`) is largest; the others die."""
+    loss, candidate, kept = pruning_losses(words, pieces, hashes, chars, alive, scores)
     order = np.flatnonzero(candidate)[np.argsort(-loss[candidate], kind="stable")]
     new = kept.copy()
     new[order[:max(keep - int(kept.sum()), 0)]] = True
@@ -535,14 +604,13 @@ def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str,
 
 
 def em_and_prune(words: _Strings, pieces: list[str], scores: np.ndarray, hashes: np.ndarray,
-                 chars: dict[str, int], *, target: int, shrinking_factor: float, num_sub_iterations: int,
+                 chars: dict[str, int], *, desired: int, shrinking_factor: float, num_sub_iterations: int,
                  say: Callable[[str], None]) -> np.ndarray:
     """Scores of the pieces after EM and pruning (-inf for dead pieces)."""
     n = len(pieces)
     lengths = np.fromiter(map(len, pieces), np.int64, n)
     alive = np.ones(n, dtype=bool)
     word_edges = _Edges.build(words, hash_table(hashes, lengths, np.arange(n)), n, max_len=int(lengths.max()))
-    desired = int(target * DESIRED_SLACK)
     for rnd in range(1, 1000):
         for _ in range(num_sub_iterations):
             expected, loglik = expected_counts(word_edges, alive, _with_unk(scores, alive))
@@ -550,11 +618,10 @@ def em_and_prune(words: _Strings, pieces: list[str], scores: np.ndarray, hashes:
             word_edges = word_edges.compact(alive)
             say(f"round {rnd}: {int(alive.sum()):,} pieces, log-likelihood per word "
                 f"{loglik / words.weights.sum():.4f}")
-        if alive.sum() <= desired:
-            break
         size = int(alive.sum())
-        alive = prune(word_edges, pieces, hashes, chars, alive, scores,
-                      keep=max(desired, int(shrinking_factor * size)))
+        if int(shrinking_factor * size) <= desired:  # one more pruning would go below `desired`
+            break
+        alive = prune(word_edges, pieces, hashes, chars, alive, scores, keep=int(shrinking_factor * size))
         word_edges = word_edges.compact(alive)
     return np.where(alive, scores, -np.inf)
 
