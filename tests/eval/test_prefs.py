@@ -1,5 +1,5 @@
-"""eval/prefs.py: the side-by-side tables on stub policies with known answers, preference accuracy by
-implicit reward, and a whole evaluation (and `llmlab eval-prefs`) on the tiny model."""
+"""eval/prefs.py and eval/against_base.py: the side-by-side tables on stub policies with known answers,
+preference accuracy by implicit reward, and a whole evaluation (and `llmlab eval-prefs`) on the tiny model."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from llmlab.align.config import PrefEvalConfig
+from llmlab.align.onpolicy import Prompt
 from llmlab.data.answers import REFUSALS
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import eval_rows
 from llmlab.data.tasks import FAMILIES, parse_task
+from llmlab.eval.against_base import format_comparison, side_by_side
 from llmlab.eval.policies import interval, scored
-from llmlab.eval.prefs import format_comparison, preference_accuracy, side_by_side
+from llmlab.eval.prefs import preference_accuracy
 from llmlab.stats import wilson_interval
 
 
@@ -46,7 +48,8 @@ def test_tables_on_stub_policies_with_known_answers() -> None:
         refuser accuracy 2/18, refusal on unsafe 1, over-refusal 1, format 0, length len(REFUSALS[0])
     and the oracle's paired difference from the refuser: 16 of 18 prompts +1, 2 of them 0."""
     rows = list(eval_rows(GenerateConfig(kind="eval", n=18)))
-    summary, records = side_by_side(rows, {"base": scored_answers(rows, refuser),
+    prompts = [Prompt(r["prompt"], r["family"], r["answer"]) for r in rows]
+    summary, records = side_by_side(prompts, {"base": scored_answers(rows, refuser),
                                            "aligned": scored_answers(rows, oracle)})
     base, aligned = summary["base"], summary["aligned"]
     assert aligned["accuracy"]["mean"] == 1.0 and aligned["over_refusal_benign"]["mean"] == 0.0
@@ -60,7 +63,7 @@ def test_tables_on_stub_policies_with_known_answers() -> None:
     d = aligned["vs_baseline"]
     assert d["against"] == "base" and d["difference"] == pytest.approx(16 / 18)
     assert len(records) == 18 and set(records[0]) == {"prompt", "family", "answer", "base", "aligned"}
-    assert records[0]["base"] == REFUSALS[0]
+    assert records[0]["base"] == REFUSALS[0] and records[0]["answer"] == rows[0]["answer"]
 
     text = format_comparison(summary, {"n": 4, "accuracy": 0.75, "margin": 1.25, "base_accuracy": 0.5})
     lines = text.splitlines()
