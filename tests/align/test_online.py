@@ -11,7 +11,8 @@ The math of align/rl.py is tested in test_rl.py; here, what the trainer builds a
   of one forward over the whole batch, in float64, for grpo, rloo and ppo (critic and shared head);
 - resume: a run stopped after step 3 and resumed from its step-2 checkpoint ends with the weights
   (PPO: and the critic) and the metric rows of an uninterrupted run;
-- rewards, the CLI's bad inputs, the logged metrics and the evaluation, the adaptive KL coefficient,
+- rewards, the CLI's bad inputs, the logged metrics and the evaluation, the commands' end-of-run evaluation
+  against the start model (eval/online_run.py, checked against policies.answer), the adaptive KL coefficient,
   the reward-hacking detector, HF policies and LoRA; torchrun with 2 processes (slow).
 
 Most runs use `stopper_dir`: the tiny random model changed so that it often closes its turn (a random

@@ -77,6 +77,30 @@ def test_tables_on_stub_policies_with_known_answers() -> None:
     assert "implicit-reward accuracy 0.750" in text
 
 
+def test_sampled_answers_and_a_trainers_rows_in_the_report() -> None:
+    """k=2 samples per prompt: the refuser's are two refusals, right only on the 2 unsafe prompts (pass@1 = 2/18);
+    the oracle's are its own answer and a refusal: pass@1 1/2 on 16 prompts and 1 on the unsafe ones (10/18),
+    pass@2 1 everywhere. The trainer's rows (`in_loop`) come as a table of their eval/* values."""
+    rows = list(eval_rows(GenerateConfig(kind="eval", n=18)))
+    prompts = [Prompt(r["prompt"], r["family"], r["answer"]) for r in rows]
+    texts = [p.text for p in prompts]
+    base = [scored(p, a, [a, a], tokens=1) for p, a in zip(texts, refuser(texts), strict=True)]
+    aligned = [scored(p, a, [a, REFUSALS[0]], tokens=1) for p, a in zip(texts, oracle(texts), strict=True)]
+    summary, _ = side_by_side(prompts, {"base": base, "aligned": aligned})
+    assert summary["base"]["pass@1"]["mean"] == pytest.approx(2 / 18)
+    assert summary["aligned"]["pass@1"]["mean"] == pytest.approx(10 / 18) and summary["aligned"]["pass@k"]["mean"] == 1
+    assert summary["aligned"]["vs_baseline"]["pass@1"]["difference"] == pytest.approx(8 / 18)
+    in_loop = {"start": {"step": 0, "eval/accuracy": 0.25, "eval/kl": 0.0},
+               "end": {"step": 4, "eval/accuracy": 0.5, "eval/kl": 0.75}}
+    text = format_comparison(summary, None, title="grpo", k=2, temperature=0.7, in_loop=in_loop)
+    lines = text.splitlines()
+    assert lines[0] == "# grpo" and "pass@1 and pass@2 from 2 answers per prompt sampled at temperature 0.7" in text
+    assert any(line.startswith("| aligned | 18 | 1.00 [") and "| 0.56 [" in line and "| 1.00 [1.00, 1.00] |" in line
+               for line in lines)
+    assert "| accuracy | 0.250 | 0.500 |" in lines and "| kl | 0.000 | 0.750 |" in lines
+    assert not any(line.startswith("| step ") for line in lines) and "preference pairs" not in text
+
+
 def test_preference_accuracy_by_implicit_reward() -> None:
     """Pair 1: r_c = -1 - -2 = 1, r_r = -5 - -2 = -3, margin 4 (right). Pair 2: r_c = 0, r_r = 1, margin -1
     (wrong). Accuracy 1/2, mean margin 1.5; the base ranks neither right (ties are not right)."""
