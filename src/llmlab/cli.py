@@ -513,7 +513,7 @@ COMMANDS: tuple[Command, ...] = (
         "grpo",
         "online RL with GRPO: G sampled answers per prompt, group-normalised advantages, no critic",
         config="llmlab.align.config:GRPOConfig",
-        run="llmlab.align.online:command",
+        run="llmlab.eval.online_run:online_command",
         flags=ONLINE_FLAGS,
         epilog="example: llmlab grpo --model runs/sft --out runs/grpo data.tasks.families=[compare,arithmetic]\n"
         "         llmlab grpo --model runs/sft --reward-model runs/rm reward.gold=0 reward.rm=1 --out runs/grpo-rm\n"
@@ -523,7 +523,7 @@ COMMANDS: tuple[Command, ...] = (
         "rloo",
         "online RL with REINFORCE leave-one-out: each answer's baseline is the mean of its siblings' rewards",
         config="llmlab.align.config:RLOOConfig",
-        run="llmlab.align.online:command",
+        run="llmlab.eval.online_run:online_command",
         flags=ONLINE_FLAGS,
         epilog="example: llmlab rloo --model runs/sft --out runs/rloo --samples 4",
     ),
@@ -531,7 +531,7 @@ COMMANDS: tuple[Command, ...] = (
         "ppo",
         "RLHF with PPO: a critic, per-token KL-shaped rewards, GAE, minibatch epochs, adaptive KL (target_kl)",
         config="llmlab.align.config:PPOConfig",
-        run="llmlab.align.online:command",
+        run="llmlab.eval.online_run:online_command",
         flags=ONLINE_FLAGS,
         epilog="example: llmlab ppo --model runs/sft --reward-model runs/rm reward.gold=0 reward.rm=1 --out runs/ppo\n"
         "         llmlab ppo --model runs/sft --out runs/ppo-gold target_kl=2 value_model=shared",

@@ -11,7 +11,8 @@ The math of align/rl.py is tested in test_rl.py; here, what the trainer builds a
   of one forward over the whole batch, in float64, for grpo, rloo and ppo (critic and shared head);
 - resume: a run stopped after step 3 and resumed from its step-2 checkpoint ends with the weights
   (PPO: and the critic) and the metric rows of an uninterrupted run;
-- rewards, the CLI's bad inputs, the logged metrics and the evaluation, the adaptive KL coefficient,
+- rewards, the CLI's bad inputs, the logged metrics and the evaluation, the commands' end-of-run evaluation
+  against the start model (eval/online_run.py, checked against policies.answer), the adaptive KL coefficient,
   the reward-hacking detector, HF policies and LoRA; torchrun with 2 processes (slow).
 
 Most runs use `stopper_dir`: the tiny random model changed so that it often closes its turn (a random
@@ -30,6 +31,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -48,6 +50,7 @@ from llmlab.align.online import (
     collate_rollouts,
     layout_mask,
     online,
+    prompt_sets,
     response_layout,
     sample_rollouts,
 )
@@ -63,6 +66,10 @@ from llmlab.align.value import PolicyWithValue
 from llmlab.cli import main
 from llmlab.config import load_config
 from llmlab.errors import UserError
+from llmlab.eval.online_run import finish_online_run
+from llmlab.eval.policies import answer, interval, summarise
+from llmlab.runs import json_safe
+from llmlab.stats import wilson_interval
 from llmlab.train.session import Session
 
 CPU = torch.device("cpu")
@@ -114,10 +121,14 @@ TINY_RUN = ["train.max_steps=1", "train.batch_size=4", "rollout.samples=2", "rol
             "eval.n_prompts=0", "sample_every=0", "train.device=cpu", "data.n=16", "train.lr=1e-3"]
 
 
+def tiny_config(algo: str, model: Path, *changes: str) -> Any:
+    """The config of a tiny run of `algo` (later changes win over TINY_RUN's)."""
+    return load_config(CONFIGS[algo], None, [f"model={model}", *TINY_RUN, *changes])
+
+
 def run_online(algo: str, model: Path, out: Path, *changes: str) -> Path:
-    """One tiny run of `algo` (later changes win over TINY_RUN's)."""
-    cfg = load_config(CONFIGS[algo], None, [f"model={model}", *TINY_RUN, *changes])
-    return online(cfg, out=out, quiet=True)
+    """One tiny run of `algo`: the trainer alone, without the commands' end-of-run evaluation."""
+    return online(tiny_config(algo, model, *changes), out=out, quiet=True)
 
 
 def metrics(run: Path) -> list[dict]:
@@ -398,7 +409,7 @@ def test_stopped_after_step_3_and_resumed_ends_as_an_uninterrupted_run(case: str
                 else ("critic/model.safetensors", "critic/score.safetensors"))
     assert {k.split(":")[0] for k in wa} == {"model.safetensors", *expected}
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert json.loads((a / "eval.json").read_text()) == json.loads((tmp_path / "B" / "eval.json").read_text())
+    assert (tmp_path / "B" / "eval.json").is_file()  # the resumed command ends with the end-of-run evaluation
 
 
 def test_resumed_run_lists_each_step_once_in_samples_jsonl(stopper_dir: Path, tmp_path: Path,
@@ -594,7 +605,7 @@ EVALUATED = {"eval/accuracy", "eval/score", "eval/pass@1", "eval/pass@2", "eval/
 def test_metrics_evaluation_and_samples(algo: str, stopper_dir: Path, tmp_path: Path) -> None:
     """Two steps with 4 held-out prompts (k=2 samples each): training rows at steps 1 and 2 with every logged
     statistic (PPO: value_loss, explained_var); evaluation rows at step 0 (where the policy is the reference:
-    KL exactly 0) and at the end; eval.md / eval.json of the start-vs-end accuracy; samples.jsonl rows."""
+    KL exactly 0) and at the end; samples.jsonl rows."""
     run = run_online(algo, stopper_dir, tmp_path / "run", "train.max_steps=2", "eval.n_prompts=4", "eval.k=2",
                      "sample_every=1", "train.eval_every=0")
     rows = metrics(run)
@@ -615,19 +626,46 @@ def test_metrics_evaluation_and_samples(algo: str, stopper_dir: Path, tmp_path: 
         assert set(r) >= EVALUATED and r["eval/n"] == 4
         assert 0 <= r["eval/pass@1"] <= r["eval/pass@2"] <= 1 and 0 <= r["eval/accuracy"] <= 1
     assert evals[0]["eval/kl"] == 0.0
-    report = json.loads((run / "eval.json").read_text())
-    assert report["n"] == 4 and report["accuracy_start"] == evals[0]["eval/accuracy"]
-    assert report["accuracy_end"] == evals[1]["eval/accuracy"]
-    assert sum(f["n"] for f in report["families"].values()) == 4
-    for key in ("start", "end"):  # the per-prompt pass@1 behind the paired difference averages to the logged one
-        assert report["pass@1"][key] == pytest.approx(evals[key == "end"]["eval/pass@1"], abs=1e-12)
-    assert report["pass@1"]["difference"] == pytest.approx(evals[1]["eval/pass@1"] - evals[0]["eval/pass@1"], abs=1e-12)
-    assert "held-out greedy accuracy and pass@1" in (run / "eval.md").read_text()
+    assert not (run / "eval.md").exists()  # the report is the commands' (eval/online_run.py), not the trainer's
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [1] * 4 + [2] * 4
     assert all({"prompt", "response", "reward", "gold", "proxy"} <= set(s) for s in samples)
     log = (run / "log.txt").read_text()
     assert "step 0: held-out accuracy" in log and f"{algo}: 16 prompts (4 held out)" in log
+
+
+def test_the_command_ends_with_the_evaluation_against_the_start_model(stopper_dir: Path, tmp_path: Path) -> None:
+    """`llmlab grpo` is the trainer, then eval/online_run.py: the final policy (the run folder) and the starting
+    model on the run's 6 held-out prompts (align.online.prompt_sets), greedily and eval.k=2 times sampled. Its
+    figures equal those of policies.answer + summarise (the core of `llmlab eval`) on the same prompts, its
+    greedy accuracies equal the trainer's own first and last eval/accuracy, and accuracy's interval is Wilson's."""
+    out = tmp_path / "run"
+    changes = [*TINY_RUN, "train.max_steps=2", "eval.n_prompts=6", "eval.k=2", "train.lr=1e-2"]
+    assert main(["grpo", "--model", str(stopper_dir), "--out", str(out), "--quiet", *changes]) == 0
+    cfg = tiny_config("grpo", stopper_dir, *changes)
+    held = prompt_sets(cfg, print)[1]
+    kw = dict(k=2, temperature=1.0, max_new_tokens=8, batch_size=cfg.rollout.batch_size, seed=0)
+    expected = summarise({"base": answer(str(stopper_dir), held, **kw), "aligned": answer(str(out), held, **kw)},
+                         baseline="base")
+    saved = json.loads((out / "eval.json").read_text())
+    gen = saved["generation"]
+    assert gen == json.loads(json.dumps(json_safe(expected)))
+    base, aligned = gen["base"], gen["aligned"]
+    assert base["accuracy"]["n"] == 6 and sum(f["n"] for f in base["families"].values()) == 6
+    assert (base["accuracy"]["lo"], base["accuracy"]["hi"]) == pytest.approx(
+        wilson_interval(round(base["accuracy"]["mean"] * 6), 6))
+    assert base["pass@1"]["n"] == 6 and aligned["vs_baseline"]["against"] == "base"
+    evals = [r for r in metrics(out) if "eval/accuracy" in r]
+    assert saved["in_loop"] == {"start": evals[0], "end": evals[-1]} and [r["step"] for r in evals] == [0, 2]
+    assert base["accuracy"]["mean"] == evals[0]["eval/accuracy"]
+    assert aligned["accuracy"]["mean"] == evals[-1]["eval/accuracy"]
+    text = (out / "eval.md").read_text()
+    assert text.startswith(f"# grpo: the final policy against {stopper_dir}")
+    assert "| policy | n | gold accuracy [95% CI] | vs baseline (paired ± SE) | pass@1 | pass@2 |" in text
+    assert f"| aligned | 6 | {interval(aligned['accuracy'])} | " in text and "| kl | 0.000 |" in text
+    records = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in records] == [p.text for p in held]
+    assert (out / "family_scores.png").is_file()
 
 
 @pytest.mark.parametrize("rollout_temperature", [
@@ -690,7 +728,15 @@ def test_prompts_from_a_file(stopper_dir: Path, rm_dir: Path, tmp_path: Path) ->
     assert "grpo: 6 prompts (2 held out)" in (run / "log.txt").read_text()
     (row,) = train_rows(run)
     assert "proxy" in row and row["reward"] == pytest.approx(row["proxy"])
-    assert all("eval/proxy" in r for r in metrics(run) if "eval/accuracy" in r)
+    evals = [r for r in metrics(run) if "eval/accuracy" in r]
+    assert all("eval/proxy" in r for r in evals)
+    cfg = tiny_config("grpo", stopper_dir, f"data.input=[{data}]", "data.eval_fraction=0.25", "eval.n_prompts=2",
+                      "eval.k=2", "train.batch_size=2", "reward.gold=0", "reward.rm=1", f"reward.reward_model={rm_dir}")
+    held = prompt_sets(cfg, print)[1]
+    aligned = finish_online_run(cfg, run, quiet=True)["generation"]["aligned"]  # the end-of-run evaluation
+    assert aligned["proxy"]["n"] == 2 and aligned["proxy"]["mean"] == pytest.approx(evals[-1]["eval/proxy"], rel=1e-5)
+    assert aligned["accuracy"]["n"] == sum(p.family is not None for p in held)  # no gold figure for the others
+    assert "proxy reward" in (run / "eval.md").read_text()
     run = run_online("grpo", stopper_dir, tmp_path / "gold", f"data.input=[{data}]", "data.strict=false",
                      "train.batch_size=2")
     log = (run / "log.txt").read_text()
@@ -890,8 +936,8 @@ def test_two_ddp_processes_equal_one(stopper_dir: Path, rm_dir: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_eval_report_families_under_two_processes(stopper_dir: Path, tmp_path: Path) -> None:
-    """4 held-out prompts of 4 families, evaluated 2 per process: eval.json covers rank 0's two prompts, so its
-    families must be those of held[0] and held[2]."""
+    """4 held-out prompts of 4 families: the in-loop evaluation takes 2 per process, but the end-of-run one
+    (eval.json), on rank 0 alone, covers all 4; the other process ends without writing."""
     from llmlab.data.config import TaskConfig
 
     held = task_world_prompts(4, seed=0, split="eval", tasks=TaskConfig(), stream="online-eval")
@@ -902,9 +948,10 @@ def test_eval_report_families_under_two_processes(stopper_dir: Path, tmp_path: P
                              str(tmp_path / "two"), *overrides],
                             env=subprocess_environment(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    families = json.loads((tmp_path / "two" / "eval.json").read_text())["families"]
-    assert {held[0].family, held[1].family} != {held[0].family, held[2].family}  # the test can tell them apart
-    assert set(families) == {held[0].family, held[2].family}
+    saved = json.loads((tmp_path / "two" / "eval.json").read_text())
+    assert saved["in_loop"]["end"]["eval/n"] == 4 and saved["generation"]["aligned"]["accuracy"]["n"] == 4
+    assert set(saved["generation"]["base"]["families"]) == {p.family for p in held}
+    assert len((tmp_path / "two" / "generations.jsonl").read_text().splitlines()) == 4
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""eval/prefs.py: the side-by-side tables on stub policies with known answers, preference accuracy by
-implicit reward, and a whole evaluation (and `llmlab eval-prefs`) on the tiny model."""
+"""eval/prefs.py and eval/against_base.py: the side-by-side tables on stub policies with known answers,
+preference accuracy by implicit reward, and a whole evaluation (and `llmlab eval-prefs`) on the tiny model."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from llmlab.align.config import PrefEvalConfig
+from llmlab.align.onpolicy import Prompt
 from llmlab.data.answers import REFUSALS
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import eval_rows
 from llmlab.data.tasks import FAMILIES, parse_task
+from llmlab.eval.against_base import format_comparison, side_by_side
 from llmlab.eval.policies import interval, scored
-from llmlab.eval.prefs import format_comparison, preference_accuracy, side_by_side
+from llmlab.eval.prefs import preference_accuracy
 from llmlab.stats import wilson_interval
 
 
@@ -46,7 +48,8 @@ def test_tables_on_stub_policies_with_known_answers() -> None:
         refuser accuracy 2/18, refusal on unsafe 1, over-refusal 1, format 0, length len(REFUSALS[0])
     and the oracle's paired difference from the refuser: 16 of 18 prompts +1, 2 of them 0."""
     rows = list(eval_rows(GenerateConfig(kind="eval", n=18)))
-    summary, records = side_by_side(rows, {"base": scored_answers(rows, refuser),
+    prompts = [Prompt(r["prompt"], r["family"], r["answer"]) for r in rows]
+    summary, records = side_by_side(prompts, {"base": scored_answers(rows, refuser),
                                            "aligned": scored_answers(rows, oracle)})
     base, aligned = summary["base"], summary["aligned"]
     assert aligned["accuracy"]["mean"] == 1.0 and aligned["over_refusal_benign"]["mean"] == 0.0
@@ -60,7 +63,7 @@ def test_tables_on_stub_policies_with_known_answers() -> None:
     d = aligned["vs_baseline"]
     assert d["against"] == "base" and d["difference"] == pytest.approx(16 / 18)
     assert len(records) == 18 and set(records[0]) == {"prompt", "family", "answer", "base", "aligned"}
-    assert records[0]["base"] == REFUSALS[0]
+    assert records[0]["base"] == REFUSALS[0] and records[0]["answer"] == rows[0]["answer"]
 
     text = format_comparison(summary, {"n": 4, "accuracy": 0.75, "margin": 1.25, "base_accuracy": 0.5})
     lines = text.splitlines()
@@ -72,6 +75,30 @@ def test_tables_on_stub_policies_with_known_answers() -> None:
                for line in lines)
     assert "pass@1" not in text  # not measured: no column
     assert "implicit-reward accuracy 0.750" in text
+
+
+def test_sampled_answers_and_a_trainers_rows_in_the_report() -> None:
+    """k=2 samples per prompt: the refuser's are two refusals, right only on the 2 unsafe prompts (pass@1 = 2/18);
+    the oracle's are its own answer and a refusal: pass@1 1/2 on 16 prompts and 1 on the unsafe ones (10/18),
+    pass@2 1 everywhere. The trainer's rows (`in_loop`) come as a table of their eval/* values."""
+    rows = list(eval_rows(GenerateConfig(kind="eval", n=18)))
+    prompts = [Prompt(r["prompt"], r["family"], r["answer"]) for r in rows]
+    texts = [p.text for p in prompts]
+    base = [scored(p, a, [a, a], tokens=1) for p, a in zip(texts, refuser(texts), strict=True)]
+    aligned = [scored(p, a, [a, REFUSALS[0]], tokens=1) for p, a in zip(texts, oracle(texts), strict=True)]
+    summary, _ = side_by_side(prompts, {"base": base, "aligned": aligned})
+    assert summary["base"]["pass@1"]["mean"] == pytest.approx(2 / 18)
+    assert summary["aligned"]["pass@1"]["mean"] == pytest.approx(10 / 18) and summary["aligned"]["pass@k"]["mean"] == 1
+    assert summary["aligned"]["vs_baseline"]["pass@1"]["difference"] == pytest.approx(8 / 18)
+    in_loop = {"start": {"step": 0, "eval/accuracy": 0.25, "eval/kl": 0.0},
+               "end": {"step": 4, "eval/accuracy": 0.5, "eval/kl": 0.75}}
+    text = format_comparison(summary, None, title="grpo", k=2, temperature=0.7, in_loop=in_loop)
+    lines = text.splitlines()
+    assert lines[0] == "# grpo" and "pass@1 and pass@2 from 2 answers per prompt sampled at temperature 0.7" in text
+    assert any(line.startswith("| aligned | 18 | 1.00 [") and "| 0.56 [" in line and "| 1.00 [1.00, 1.00] |" in line
+               for line in lines)
+    assert "| accuracy | 0.250 | 0.500 |" in lines and "| kl | 0.000 | 0.750 |" in lines
+    assert not any(line.startswith("| step ") for line in lines) and "preference pairs" not in text
 
 
 def test_preference_accuracy_by_implicit_reward() -> None:

@@ -18,7 +18,8 @@ training toolkit (train/session.py, batches.py, step.py, checkpoint.py), DDP und
     watch    the divergence detector (align/overopt.py): proxy up while gold down -> a warning (and a stop
              with hacking.stop=true)
     eval     at the start, every train.eval_every steps and at the end: held-out greedy accuracy, pass@1,
-             pass@k, proxy, KL and length (eval.md at the end: start vs end with a paired standard error)
+             pass@k, proxy, KL and length, as eval/* metric rows (the commands' end-of-run report, eval.md,
+             is eval/online_run.py's: evaluation sits above alignment)
 
 The unit of train.batch_size is a prompt: each step trains on batch_size x rollout.samples responses.
 A prompt's responses stay on one process, so group statistics need no communication.
@@ -51,8 +52,6 @@ from llmlab.align.reference import forward_tokens, sampled_token_logprobs
 from llmlab.align.rewards import Rewards, Scored
 from llmlab.align.value import PolicyWithValue, with_value
 from llmlab.errors import UserError
-from llmlab.files import write_json_atomic, write_text_atomic
-from llmlab.stats import paired_difference
 from llmlab.train import distributed as D
 from llmlab.train.batches import accumulating, global_units, plan_batches
 from llmlab.train.checkpoint import restore, resume_step, trainable_state
@@ -319,7 +318,6 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     evaluator = Evaluator(cfg, tok, held, rewards, fwd, ref_model, device, info)
     if start_step == 0 and held:
         row = evaluator(policy)
-        counters["eval_start"], counters["eval_start_row"] = evaluator.last_per_prompt, row
         s.record(0, row)
         s.log(f"step 0: {_eval_text(row, cfg.eval.k)}")
     bar = s.progress(total=tc.max_steps, desc=cfg.algo, start=start_step)
@@ -372,9 +370,6 @@ def _train(cfg: OnlineConfig, s: Session) -> Path:
     bar.close()
     if s.is_main:
         _save(trainee, policy, tok, s.run_dir)
-        if held:
-            write_eval_report(s.run_dir, counters.get("eval_start"), evaluator.last_per_prompt, evaluator.held, cfg,
-                              rows=(counters.get("eval_start_row", {}), evaluator.last_row))
         s.log(f"final policy: {s.run_dir} (llmlab chat --model {s.run_dir})")
     s.barrier()
     return s.run_dir
@@ -528,8 +523,6 @@ class Evaluator:
         self.cfg, self.tok, self.rewards, self.fwd, self.ref, self.device, self.info = (cfg, tok, rewards, fwd,
                                                                                         ref_model, device, info)
         self.held = held[info.rank:: info.world_size]
-        self.last_per_prompt: dict[str, list[float]] = {}  # "accuracy" (greedy), "pass@1": this process's prompts
-        self.last_row: dict[str, float] = {}
 
     @torch.no_grad()
     def __call__(self, policy: nn.Module) -> dict[str, float]:
@@ -552,7 +545,6 @@ class Evaluator:
             kl += float(((logp - ref) * sampled.mask[idx]).sum())
         correct = [float(x == 1.0) for x in g.gold]
         c = [sum(sg.gold[i * k + j] == 1.0 for j in range(k)) for i in range(len(mine))]
-        self.last_per_prompt = {"accuracy": correct, "pass@1": [ci / k for ci in c]}
         proxy = [x for x in g.proxy if not math.isnan(x)]
         return self._reduce([len(mine), sum(correct), sum(x for x in g.gold if not math.isnan(x)),
                              sum(ci / k for ci in c), sum(rl.pass_at_k(k, ci, k) for ci in c), kl / k,
@@ -567,7 +559,6 @@ class Evaluator:
                "eval/kl": kl_sum / n, "eval/response_len": length / n, "eval/refusal_rate": refused / n, "eval/n": n}
         if proxy_n:
             row["eval/proxy"] = proxy_sum / proxy_n
-        self.last_row = row
         return row
 
 
@@ -575,63 +566,6 @@ def _eval_text(row: dict[str, float], k: int) -> str:
     return (f"held-out accuracy {row['eval/accuracy']:.3f}, pass@1 {row['eval/pass@1']:.3f}, pass@{k} "
             f"{row[f'eval/pass@{k}']:.3f}, KL {row['eval/kl']:.3f}, length {row['eval/response_len']:.1f} tokens"
             + (f", proxy {row['eval/proxy']:.3f}" if "eval/proxy" in row else ""))
-
-
-def write_eval_report(run_dir: Path, before: dict[str, list[float]] | None, after: dict[str, list[float]],
-                      held: list[Prompt], cfg: OnlineConfig, *,
-                      rows: tuple[dict[str, float], dict[str, float]] = ({}, {})) -> None:
-    """eval.md and eval.json: held-out greedy accuracy and pass@1 at the start and the end, each with the
-    paired difference over the same prompts and its standard error (under torchrun: the prompts rank 0
-    evaluated), greedy accuracy per family, and every eval/* figure of the first and last evaluation
-    (`rows`, over every process). `before` / `after`: Evaluator.last_per_prompt."""
-    if not before or not after or len(before["accuracy"]) != len(after["accuracy"]):
-        return
-    paired = {}
-    for key in ("accuracy", "pass@1"):
-        diff, se = paired_difference(before[key], after[key])
-        paired[key] = {"start": sum(before[key]) / len(before[key]), "end": sum(after[key]) / len(after[key]),
-                       "difference": diff, "standard_error": None if math.isnan(se) else se,
-                       "z": diff / se if se and not math.isnan(se) else None}
-    families: dict[str, list[tuple[float, float]]] = {}
-    for p, b, a in zip(held, before["accuracy"], after["accuracy"], strict=False):
-        families.setdefault(p.family or "-", []).append((b, a))
-    acc = paired["accuracy"]
-    result = {"n": len(after["accuracy"]), "accuracy_start": acc["start"], "accuracy_end": acc["end"],
-              "difference": acc["difference"], "standard_error": acc["standard_error"], "z": acc["z"],
-              "pass@1": paired["pass@1"],
-              "families": {f: {"n": len(v), "start": sum(b for b, _ in v) / len(v), "end": sum(a for _, a in v) / len(v)}
-                           for f, v in sorted(families.items())},
-              "tasks": cfg.data.tasks.describe(only_changed=True) if not cfg.data.input else None,
-              "start": rows[0], "end": rows[1]}
-    write_json_atomic(run_dir / "eval.json", result)
-
-    def se(x: dict[str, Any]) -> str:
-        return f"{x['difference']:+.3f} ± {x['standard_error']:.3f}" if x["standard_error"] is not None else \
-            f"{x['difference']:+.3f}"
-
-    k = cfg.eval.k
-    lines = [f"# {cfg.algo}: held-out greedy accuracy and pass@1", "",
-             f"{result['n']} held-out prompts{' (' + result['tasks'] + ')' if result['tasks'] else ''}; pass@1 over "
-             f"{k} samples per prompt at temperature {cfg.eval.temperature:g}.", "",
-             "| | greedy accuracy | pass@1 |", "|---|---:|---:|",
-             f"| start ({cfg.model}) | {acc['start']:.3f} | {paired['pass@1']['start']:.3f} |",
-             f"| end | {acc['end']:.3f} | {paired['pass@1']['end']:.3f} |",
-             f"| difference (paired, ± standard error) | {se(acc)} | {se(paired['pass@1'])} |", "",
-             "| family | n | start | end |", "|---|---:|---:|---:|",
-             *(f"| {f} | {v['n']} | {v['start']:.3f} | {v['end']:.3f} |" for f, v in result["families"].items()), "",
-             "| held-out | start | end |", "|---|---:|---:|",
-             *(f"| {key.removeprefix('eval/')} | {v:.3f} | {rows[1].get(key, math.nan):.3f} |"
-               for key, v in rows[0].items()),
-             ""]
-    write_text_atomic(run_dir / "eval.md", "\n".join(lines))
-
-
-def command(cfg: OnlineConfig, ctx: Any) -> int:
-    """`llmlab ppo | grpo | rloo` (ctx: cli.Context)."""
-    from llmlab.train.checkpoint import with_resume
-
-    online(with_resume(cfg, ctx), out=ctx.out, quiet=ctx.quiet)
-    return 0
 
 
 def evaluate_policy(cfg: OnlineConfig, policy_dir: str) -> dict[str, float]:

@@ -9,14 +9,13 @@ this evaluation, then the training curves).
                       of their benign look-alikes, format compliance, length, each with a 95% interval, and
                       the aligned model's paired difference from the base
 
-Writes eval.md, eval.json, generations.jsonl (every prompt and both answers) and family_scores.png.
-`side_by_side` takes scored answers, so the tables are testable without a model.
+Both written by eval/against_base.py (eval.md, eval.json, generations.jsonl, family_scores.png), which
+`llmlab ppo | grpo | rloo` share (eval/online_run.py).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,10 @@ from llmlab.config import read_yaml
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import eval_rows
 from llmlab.errors import UserError
-from llmlab.eval.policies import Answered, answer_with, families_md, summarise, table_md
-from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.eval.against_base import against_base, preferences_text, train_then_evaluate
 from llmlab.model.device import pick_device
-from llmlab.runs import Run, json_safe, progress, read_metrics, start_run
-from llmlab.train.checkpoint import with_resume
-from llmlab.train.distributed import process_rank
+from llmlab.runs import Run, read_metrics, start_run
 from llmlab.viz.alignment import preference_curves_png
-from llmlab.viz.figures import family_scores_chart
 
 # ---------------------------------------------------------------------- preference accuracy
 
@@ -57,50 +52,6 @@ def preference_accuracy(policy_logps: torch.Tensor, base_logps: torch.Tensor) ->
     margins = r[:, 0] - r[:, 1]
     return {"n": int(r.shape[0]), "accuracy": float((margins > 0).float().mean()), "margin": float(margins.mean()),
             "base_accuracy": float((base_logps[:, 0] > base_logps[:, 1]).float().mean())}
-
-
-# ---------------------------------------------------------------------- side by side
-
-
-def side_by_side(rows: Sequence[dict[str, Any]], results: dict[str, list[Answered]]) -> tuple[dict[str, Any],
-                                                                                              list[dict]]:
-    """(policies.summarise of the answers, the base against the others, per-prompt records) on task-world
-    eval rows; `results` holds each model's answers to the rows' prompts (policies.answer_with / scored)."""
-    summary = summarise(results, baseline=next(iter(results)))
-    records = [{"prompt": r["prompt"], "family": r.get("family"), "answer": r.get("answer"),
-                **{name: answers[i].answer for name, answers in results.items()}} for i, r in enumerate(rows)]
-    return summary, records
-
-
-def format_comparison(summary: dict[str, Any], prefs: dict[str, float] | None) -> str:
-    """Markdown: preference accuracy, then `llmlab eval`'s tables (policies.table_md and families_md)."""
-    lines = ["# Evaluation", ""]
-    if prefs:
-        lines += [f"held-out preference pairs: {prefs['n']}; implicit-reward accuracy {prefs['accuracy']:.3f} "
-                  f"(mean margin {prefs['margin']:.3f} nats); the base ranks {prefs['base_accuracy']:.3f} right by "
-                  "raw log-prob", ""]
-    if summary:
-        lines += ["Greedy answers to held-out task-world prompts, scored by the gold scorers; 95% intervals "
-                  "(Wilson for rates, normal for means), differences paired over the same prompts.", "",
-                  table_md(summary, k=0), "", "Gold accuracy per family:", "", families_md(summary)]
-    return "\n".join(lines) + "\n"
-
-
-def write_evaluation(out_dir: Path, summary: dict[str, Any], records: list[dict],
-                     prefs: dict[str, float] | None) -> str:
-    """eval.md, eval.json, generations.jsonl and family_scores.png in `out_dir`; returns the markdown."""
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = format_comparison(summary, prefs)
-    write_text_atomic(out_dir / "eval.md", text)
-    write_json_atomic(out_dir / "eval.json", json_safe({"preferences": prefs, "generation": summary}))
-    write_text_atomic(out_dir / "generations.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    if any(s["families"] for s in summary.values()):
-        charts = {name: {"families": {**s["families"], "all": s["accuracy"]}} for name, s in summary.items()}
-        family_scores_chart(charts, out_dir / "family_scores.png", key="mean", ylabel="gold accuracy (95% CI)",
-                            title="base vs aligned on held-out prompts")
-    return text
 
 
 # ---------------------------------------------------------------------- a whole evaluation
@@ -121,21 +72,16 @@ def evaluate_run(policy: nn.Module, tok: ChatTokenizer, *, base_path: str, held_
         kwargs = {"device": device, "batch_size": eval_cfg.batch_size}
         prefs = preference_accuracy(reference_logprobs(policy, examples, tok.pad_id, **kwargs),
                                     reference_logprobs(base, examples, tok.pad_id, **kwargs))
-    rows = list(eval_rows(GenerateConfig(kind="eval", n=eval_cfg.n_prompts, seed=eval_cfg.seed, tasks=eval_cfg.tasks))) \
+    rows = eval_rows(GenerateConfig(kind="eval", n=eval_cfg.n_prompts, seed=eval_cfg.seed, tasks=eval_cfg.tasks)) \
         if eval_cfg.n_prompts else []
     prompts = [Prompt(r["prompt"], r["family"], r["answer"]) for r in rows]
-    results = {name: answer_with(model, tok, prompts, k=0, max_new_tokens=eval_cfg.max_new_tokens,
-                                 batch_size=eval_cfg.batch_size, seed=eval_cfg.seed, device=device)
-               for name, model in progress({"base": base, "aligned": policy}.items(), desc="answers", unit="model",
-                                           quiet=quiet)}
-    summary, records = side_by_side(rows, results) if rows else ({}, [])
-    text = write_evaluation(out_dir, summary, records, prefs)
-    for line in text.splitlines()[2:4]:
-        if line:
-            log(line)
-    log(f"evaluation: {out_dir / 'eval.md'}")
+    result = against_base(policy, base, tok, prompts, out_dir=out_dir, log=log, prefs=prefs,
+                          max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size, seed=eval_cfg.seed,
+                          device=device, quiet=quiet)
+    if prefs:
+        log(preferences_text(prefs))
     del base
-    return {"preferences": prefs, "generation": summary}
+    return result
 
 
 def eval_prefs(cfg: EvalPrefsConfig, *, out: Path | None = None, quiet: bool = False) -> Path:
@@ -183,12 +129,7 @@ def command(cfg: EvalPrefsConfig, ctx: Any) -> int:
 def dpo_command(cfg: DPOConfig, ctx: Any) -> int:
     """`llmlab dpo`: train (align/dpo_train.py; `resume=RUN` continues a stopped run), then, in the main
     process, `finish_dpo_run`."""
-
-    cfg = with_resume(cfg, ctx)
-    run_dir = dpo(cfg, out=ctx.out, quiet=ctx.quiet)
-    if process_rank() == 0:
-        finish_dpo_run(cfg, run_dir, quiet=ctx.quiet)
-    return 0
+    return train_then_evaluate(cfg, ctx, dpo, finish_dpo_run)
 
 
 def finish_dpo_run(cfg: DPOConfig, run_dir: Path, *, quiet: bool) -> None:
