@@ -2,7 +2,8 @@
 
 The defaults are the choice recorded in docs/experiments/demo-model/ (mixA's SFT, then DPO and GRPO
 retuned for this model: every stage beat its baseline by two standard errors on seeds 0-2, SFT reached
-0.50 / 0.38 / 0.55 gold accuracy, the whole demo took about 16 minutes on 2 idle CPU cores). `preset=quick` (`--quick`) shrinks every stage to a smoke run of the whole
+0.50 / 0.38 / 0.55 gold accuracy; the whole demo took about 5 minutes on 2 idle AMD EPYC cores, 16 on an
+older AVX2 machine). `preset=quick` (`--quick`) shrinks every stage to a smoke run of the whole
 pipeline; `preset=small` is a bigger model and longer runs for a GPU. A preset sits below the YAML file
 and the overrides (config.with_preset), so `--quick seed=2` is the quick preset with seed 2.
 """
