@@ -122,6 +122,8 @@ def test_resume_keeps_finished_stages_and_reruns_the_rest(demo_run, tmp_path, ca
 def test_resume_needs_a_demo_folder(tmp_path, capsys):
     assert main(["demo", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml there" in capsys.readouterr().err
+    assert main(["demo", "--resume", str(tmp_path), "--out", str(tmp_path / "other")]) == 2
+    assert "drop --out" in capsys.readouterr().err
 
 
 def test_the_report_card_in_a_real_browser(demo_run):

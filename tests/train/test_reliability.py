@@ -164,6 +164,16 @@ def test_resume_with_a_changed_model_shape_is_one_line(tmp_path: Path, tiny_cfg,
     assert "do not fit the model as configured now" in one_error_line(capsys)
 
 
+def test_resume_refuses_out_rather_than_ignoring_it(tmp_path: Path, tiny_cfg,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run = pretrain(tiny_cfg("train.max_steps=2", "train.eval_every=0"), out=tmp_path / "run", quiet=True)
+    steps = rows(run)[-1]["step"]
+    assert main(["pretrain", "--resume", str(run), "--out", str(tmp_path / "elsewhere"), "--quiet",
+                 "train.max_steps=3"]) == 2
+    assert "a resumed run continues in its own folder; drop --out" in one_error_line(capsys)
+    assert not (tmp_path / "elsewhere").exists() and rows(run)[-1]["step"] == steps  # nothing ran
+
+
 def test_a_corpus_of_one_paragraph_trains(tmp_path: Path, tiny_cfg) -> None:
     text = tmp_path / "one.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 60)  # one document, no blank line

@@ -207,16 +207,19 @@ def lab_config(cfg: T, ctx: Any, *, kind: str) -> T:
     resume = getattr(cfg, "resume", "")
     if not resume:
         return cfg
+    overrides, flags = changes_given(ctx)
     config = Path(resume) / "config.yaml"
     if not config.is_file():
         raise UserError(f"--resume {resume}: no config.yaml there (not an llmlab {kind} folder)")
-    overrides, flags = changes_given(ctx)
     return replace(load_config(type(cfg), config, overrides, flags=flags), resume=resume)  # type: ignore[type-var]
 
 
 def changes_given(ctx: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     """(overrides, flags) given now with --resume, less the resume itself: what goes on top of the
-    resumed folder's own config.yaml."""
+    resumed folder's own config.yaml. A resumed run continues in its own folder, so --out is refused
+    rather than silently ignored."""
+    if getattr(ctx, "out", None) is not None:
+        raise UserError(f"--out {ctx.out} with --resume: a resumed run continues in its own folder; drop --out")
     return (tuple(o for o in ctx.overrides if not o.startswith("resume=")),
             {k: v for k, v in ctx.flags.items() if k != "resume"})
 
