@@ -203,6 +203,17 @@ def test_labelled_pairs_follow_the_soft_label() -> None:
         "rubric"
 
 
+def test_principle_draws_do_not_depend_on_the_batches() -> None:
+    principles = load_constitution()
+    prompts, a, b = [f"p{i}" for i in range(6)], [f"a{i}" for i in range(6)], [f"b{i}" for i in range(6)]
+    whole = label_pairs(FixedJudge([0.9] * 6), prompts, a, b, principles, seed=3)
+    cut = [*label_pairs(FixedJudge([0.9] * 4), prompts[:4], a[:4], b[:4], principles, seed=3),
+           *label_pairs(FixedJudge([0.9] * 2), prompts[4:], a[4:], b[4:], principles, seed=3, start=4)]
+    assert [x["principle"] for x in cut] == [x["principle"] for x in whole]
+    assert [x["principle"] for x in whole] == [draw_principle(principles, 3, "label", i).name for i in range(6)]
+    assert len({x["principle"] for x in whole}) > 1  # the draws vary, so the equality above says something
+
+
 def test_agreement_with_gold_is_accuracy_and_kappa_over_the_pairs_gold_decides() -> None:
     tasks = [t for t in sample_tasks(40, seed=2) if t.family == "arithmetic"][:4]
     prompts = [t.prompt for t in tasks]

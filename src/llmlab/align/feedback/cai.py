@@ -231,10 +231,12 @@ def revision_report(summary: dict[str, Any], traces: Sequence[dict[str, Any]], e
 
 
 def label_pairs(judge: PairJudge, prompts: Sequence[str], a: Sequence[str], b: Sequence[str],
-                principles: list[Principle], *, seed: int, rubric: str = "") -> list[dict[str, Any]]:
+                principles: list[Principle], *, seed: int, rubric: str = "", start: int = 0) -> list[dict[str, Any]]:
     """One record per pair: {"prompt", "a", "b", "principle", "p_a", "consistent", "rationale"}; the
-    principle's comparison question (or `rubric` for all) is the judge's question."""
-    picked = [draw_principle(principles, seed, "label", i) for i in range(len(prompts))]
+    principle's comparison question (or `rubric` for all) is the judge's question. Pair i of the batch
+    draws its principle from (seed, start + i), its index in the whole run, so the draws do not depend
+    on how the run is cut into batches."""
+    picked = [draw_principle(principles, seed, "label", start + i) for i in range(len(prompts))]
     questions = [rubric or p.comparison for p in picked]
     verdicts = judge.compare(prompts, a, b, questions=questions)
     return [{"prompt": pr, "a": x, "b": y, "principle": "rubric" if rubric else p.name, "p_a": v.p_a,
@@ -357,10 +359,8 @@ def label(cfg: CaiLabelConfig, *, out: Path | None = None, quiet: bool = False) 
     bar = progress_bar(total=len(pairs), desc="labelling", unit="pair", quiet=quiet)
     for start in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[start: start + cfg.batch_size]
-        # each batch draws its principles from (seed + its first index, index in the batch): fixed for a
-        # given batch_size (the runs in docs/experiments/cai were labelled this way)
         done = label_pairs(judge, [c["prompt"] for c in chunk], [c["a"] for c in chunk], [c["b"] for c in chunk],
-                           principles, seed=cfg.seed + start, rubric=cfg.rubric)
+                           principles, seed=cfg.seed, rubric=cfg.rubric, start=start)
         labels += [{**d, **({"given": c["given"]} if "given" in c else {})} for d, c in zip(done, chunk, strict=True)]
         bar.update(len(chunk))
     bar.close()
