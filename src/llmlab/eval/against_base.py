@@ -74,15 +74,14 @@ def format_comparison(summary: dict[str, Any], prefs: dict[str, float] | None, *
 
 
 def write_evaluation(out_dir: Path, summary: dict[str, Any], records: list[dict], prefs: dict[str, float] | None,
-                     **text: Any) -> str:
-    """eval.md (`format_comparison(summary, prefs, **text)`), eval.json, generations.jsonl and
-    family_scores.png in `out_dir`; returns the markdown."""
+                     *, title: str = "Evaluation", k: int = 0, temperature: float = 1.0,
+                     in_loop: dict[str, dict] | None = None) -> str:
+    """eval.md (`format_comparison`), eval.json, generations.jsonl and family_scores.png in `out_dir`;
+    returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = format_comparison(summary, prefs, **text)
+    md = format_comparison(summary, prefs, title=title, k=k, temperature=temperature, in_loop=in_loop)
     write_text_atomic(out_dir / "eval.md", md)
-    saved = {"preferences": prefs, "generation": summary}
-    if text.get("in_loop"):
-        saved["in_loop"] = text["in_loop"]
+    saved = {"preferences": prefs, "generation": summary, **({"in_loop": in_loop} if in_loop else {})}
     write_json_atomic(out_dir / "eval.json", json_safe(saved))
     write_text_atomic(out_dir / "generations.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -101,16 +100,18 @@ def against_base(policy: nn.Module, base: nn.Module, tok: ChatTokenizer, prompts
     """The base and the aligned policy on `prompts` (`k` sampled answers each at `temperature` besides the
     greedy one; `proxy`: a reward model's scorer, onpolicy.rm_scorer), written by `write_evaluation`;
     returns {"preferences": prefs, "generation": the summary}."""
-    results = {name: answer_with(model, tok, prompts, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, seed=seed, device=device, proxy=proxy)
-               for name, model in progress({"base": base, "aligned": policy}.items(), desc="answers", unit="model",
-                                           quiet=quiet)} if prompts else {}
-    summary, records = side_by_side(prompts, results) if prompts else ({}, [])
-    write_evaluation(out_dir, summary, records, prefs, title=title, k=k, temperature=temperature, in_loop=in_loop)
-    if summary:
+    summary: dict[str, Any] = {}
+    records: list[dict] = []
+    if prompts:
+        results = {name: answer_with(model, tok, prompts, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size, seed=seed, device=device, proxy=proxy)
+                   for name, model in progress({"base": base, "aligned": policy}.items(), desc="answers",
+                                               unit="model", quiet=quiet)}
+        summary, records = side_by_side(prompts, results)
         acc = summary["aligned"]["accuracy"]
         log(f"held-out gold accuracy over {acc['n']} prompts: base {interval(summary['base']['accuracy'], 3)}, "
             f"aligned {interval(acc, 3)}, {difference(summary['aligned'].get('vs_baseline'))}")
+    write_evaluation(out_dir, summary, records, prefs, title=title, k=k, temperature=temperature, in_loop=in_loop)
     log(f"evaluation: {out_dir / 'eval.md'}")
     return {"preferences": prefs, "generation": summary}
 
