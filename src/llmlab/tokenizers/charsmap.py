@@ -170,7 +170,7 @@ class Charsmap:
         """SentencePiece's normalisation of `text`, as (piece, matched) in order: matched pieces are
         one source's replacement, unmatched ones runs of characters copied unchanged."""
         out: list[tuple[str, bool]] = []
-        if self._starts is None or self.leaves_unchanged(text):
+        if self.leaves_unchanged(text):
             return [(text, False)] if text else []
         pos = 0
         while True:
@@ -193,7 +193,7 @@ class Charsmap:
 
     def hf_precompiled(self, text: str) -> str:
         """HF tokenizers' `Precompiled` normalizer (see the module docstring)."""
-        if self._starts is None or self.leaves_unchanged(text) or not self._starts.search(text):
+        if self.leaves_unchanged(text) or not self._starts.search(text):  # type: ignore[union-attr]
             return text
         table = self.table
         out: list[str] = []
