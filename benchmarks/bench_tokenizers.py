@@ -698,6 +698,21 @@ def bench_wordpiece(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[st
 
 # ---------------------------------------------------------------------------------------------- Unigram
 
+def train_spm_unigram(lines: list[str], vocab: int, *, threads: int, byte_fallback: bool = False) -> bytes:
+    """A SentencePiece Unigram model (serialized) trained on `lines` as the Unigram benchmarks compare it:
+    identity normalisation, whitespace kept, no BOS/EOS pieces."""
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab,
+                                   model_type="unigram", normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False, byte_fallback=byte_fallback, bos_id=-1, eos_id=-1,
+                                   minloglevel=2, num_threads=threads, max_sentence_length=1 << 20)
+    return buf.getvalue()
+
+
 def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str, bool]:
     """llmlab's Unigram trainer against SentencePiece's and HF's UnigramTrainer: (markdown, checks ok).
 
@@ -709,7 +724,6 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
     encode MB/s (all held-out lines, warm), bytes per token and UNK rate on the held-out lines.
     Targets: training within 10x of SentencePiece, bytes/token within 2% of it.
     """
-    import io
     import tempfile
 
     import sentencepiece as spm
@@ -723,14 +737,6 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
     held = [ln for ln in corpus.heldout.read_text(encoding="utf-8").splitlines() if ln.strip()]
     n_bytes = sum(len(ln.encode()) for ln in held)
     cores = len(os.sched_getaffinity(0))
-
-    def train_spm(v: int) -> bytes:
-        buf = io.BytesIO()
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=v,
-                                       model_type="unigram", normalization_rule_name="identity",
-                                       remove_extra_whitespaces=False, bos_id=-1, eos_id=-1, minloglevel=2,
-                                       num_threads=cores, max_sentence_length=1 << 20)
-        return buf.getvalue()
 
     def train_hf(v: int) -> Any:
         tok = Tokenizer(models.Unigram())
@@ -751,7 +757,7 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
     checks: list[str] = []
     ok_all = True
     for v in [2048] if quick else [8192]:
-        sp_run = time_call(lambda v=v: train_spm(v), repeats=repeat)
+        sp_run = time_call(lambda v=v: train_spm_unigram(lines, v, threads=cores), repeats=repeat)
         sp = spm.SentencePieceProcessor(model_proto=sp_run.value)
         ours_run = time_call(lambda v=v: train_unigram(lines, v, normalizer="none"), repeats=repeat)
         hf_run = time_call(lambda v=v: train_hf(v))
@@ -823,7 +829,6 @@ def bench_unigram_heldout(corpus: Corpus, *, train_mb: float = 2.5, repeat: int 
     thread (as llmlab) and on all cores, best of `repeat`. Target: llmlab's bytes/token at least
     0.99x SentencePiece's on every corpus.
     """
-    import io
 
     import sentencepiece as spm
 
@@ -836,16 +841,9 @@ def bench_unigram_heldout(corpus: Corpus, *, train_mb: float = 2.5, repeat: int 
     n_train = sum(len(ln.encode()) for ln in lines)
     cores = len(os.sched_getaffinity(0))
 
-    def train_spm(threads: int) -> bytes:
-        buf = io.BytesIO()
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab,
-                                       model_type="unigram", normalization_rule_name="identity",
-                                       remove_extra_whitespaces=False, byte_fallback=True, bos_id=-1, eos_id=-1,
-                                       minloglevel=2, num_threads=threads, max_sentence_length=1 << 20)
-        return buf.getvalue()
-
-    sp_one = time_call(lambda: train_spm(1), repeats=repeat)
-    sp_all = time_call(lambda: train_spm(cores), repeats=repeat)
+    sp_one = time_call(lambda: train_spm_unigram(lines, vocab, threads=1, byte_fallback=True), repeats=repeat)
+    sp_all = time_call(lambda: train_spm_unigram(lines, vocab, threads=cores, byte_fallback=True),
+                       repeats=repeat)
     ours_run = time_call(lambda: train_unigram(lines, vocab, byte_fallback=True, normalizer="none"), repeats=repeat)
     sp = spm.SentencePieceProcessor(model_proto=sp_one.value)
     ours = ours_run.value
