@@ -284,8 +284,9 @@ def test_cache_gives_the_same_ids_as_a_fresh_tokenizer() -> None:
     text = " ".join(MULTILINGUAL * 3) + " hello hello hello"
     warm = tok.encode(text)
     assert tok.encode(text) == warm  # now from the cache
-    assert tok._cache  # it was used
-    tok._cache.clear()
+    assert tok.cached_chunks  # it was used
+    tok.clear_cache()
+    assert tok.cached_chunks == 0
     assert tok.encode(text) == warm
     fresh = BPETokenizer.from_merges(tok.merges, special_tokens=SPECIALS)
     assert fresh.encode(text) == warm
@@ -303,7 +304,7 @@ def test_cache_limit_clears_and_stays_correct(monkeypatch: pytest.MonkeyPatch) -
     tok = BPETokenizer.from_merges(trained().merges)
     text = " ".join(MULTILINGUAL)
     ids = tok.encode(text)
-    assert len(tok._cache) <= 3
+    assert 0 < tok.cached_chunks <= 3
     assert ids == BPETokenizer.from_merges(trained().merges).encode(text) == trained().encode(text)
 
 
@@ -336,7 +337,7 @@ def _worker_state() -> tuple[int, int]:
     from llmlab.tokenizers import base
 
     tok = base._WORKER_TOKENIZER
-    return os.getpid(), len(getattr(tok, "_cache", {}))
+    return os.getpid(), tok.cached_chunks
 
 
 def test_encode_batch_keeps_one_warm_pool_per_tokenizer() -> None:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers import fastbpe
 from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import Tokenizer
 from llmlab.tokenizers.bytelevel import to_chars, visible
@@ -94,6 +95,7 @@ class BPETokenizer(Tokenizer):
                        for rank, (a, b) in enumerate(self.merges)}
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
+        self._engine: Any = None  # the C encoder, made on the first encode (_start_engine)
 
     @classmethod
     def from_merges(cls, merges: Sequence[tuple[bytes, bytes]], *, special_tokens: Sequence[str] = (),
@@ -127,6 +129,35 @@ class BPETokenizer(Tokenizer):
         text = self._normalize(text)
         if self.add_prefix_space and text and not text.startswith(" "):
             text = " " + text
+        if (engine := self._engine or self._start_engine()) is not None:
+            try:
+                if (spec := fastbpe.SPECS.get(self.pre_tokenizer.pattern)) is not None:
+                    return engine.encode(text, spec)
+                return engine.encode_chunks(self.pre_tokenizer.split(text))
+            except ValueError:  # a lone surrogate: the Python path below names it
+                pass
+        return self._encode_python(text)
+
+    def _start_engine(self) -> Any:
+        """The C encoder (fastbpe.py), made on first use; None where it is not built or switched off."""
+        if self._engine is None and fastbpe.available():
+            merges = sorted((rank, a, b, new) for (a, b), (rank, new) in self._ranks.items())
+            self._engine = fastbpe.engine(self._byte_ids, [(a, b, new) for _, a, b, new in merges],
+                                          self.vocab if self.ignore_merges else None, _CACHE_LIMIT)
+        return self._engine
+
+    @property
+    def cached_chunks(self) -> int:
+        """How many chunks the encode cache holds (the C encoder's, or the Python path's)."""
+        return self._engine.cache_len if self._engine is not None else len(self._cache)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        if self._engine is not None:
+            self._engine.clear_cache()
+
+    def _encode_python(self, text: str) -> list[int]:
+        """The oracle of the C encoder: split with `regex`, BPE per chunk, a dict as the cache."""
         ids: list[int] = []
         cache = self._cache
         for chunk in self.pre_tokenizer.split(text):
@@ -154,7 +185,7 @@ class BPETokenizer(Tokenizer):
         ranks = self._ranks
         while len(ids) > 1:
             best = None
-            best_rank = len(ranks)
+            best_rank = len(self.merges)  # above every rank, also when a pair is listed twice
             for pair in pairwise(ids):
                 found = ranks.get(pair)
                 if found is not None and found[0] < best_rank:
@@ -262,4 +293,5 @@ class BPETokenizer(Tokenizer):
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)
         state["_cache"] = {}
+        state["_engine"] = None  # C state: each process makes its own
         return state
