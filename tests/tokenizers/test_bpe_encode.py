@@ -340,12 +340,15 @@ def _worker_state() -> tuple[int, int]:
     return os.getpid(), tok.cached_chunks
 
 
-def test_encode_batch_keeps_one_warm_pool_per_tokenizer() -> None:
-    """The workers start once, keep their chunk caches between calls, and go with the tokenizer."""
+def test_encode_batch_keeps_one_warm_pool_per_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers start once, keep their chunk caches between calls, and go with the tokenizer.
+
+    Processes are the pure-Python path's (the C encoder uses threads: test_fastbpe.py)."""
     import gc
 
     from llmlab.tokenizers import base
 
+    monkeypatch.setenv("LLMLAB_PURE_PYTHON", "1")
     tok = BPETokenizer.from_merges(trained().merges, special_tokens=SPECIALS)
     first = tok.encode_batch(TEXTS, num_workers=2)
     workers, pool = base._POOLS[id(tok)]

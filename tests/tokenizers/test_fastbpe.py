@@ -174,6 +174,28 @@ def test_a_pickled_tokenizer_makes_its_own_engine() -> None:
     assert copy.encode(CORPUS) == ids
 
 
+def test_encode_batch_runs_in_kept_threads_each_with_its_own_cache() -> None:
+    import gc
+
+    tok = tokenizer(pt.GPT2)
+    texts = [CORPUS[i:i + 300] for i in range(0, len(CORPUS), 300)]
+    expect = [tok._encode_python(t) for t in texts]
+    assert tok.encode_batch(texts, num_workers=2) == expect
+    workers, pool = tok._pool
+    threads = set(pool._threads)
+    assert workers == 2 and 1 <= len(threads) <= 2
+    assert tok.encode_batch(texts[::-1], num_workers=2) == expect[::-1]
+    assert tok._pool[1] is pool and set(pool._threads) == threads  # the same threads, kept
+    engines = [pool.submit(lambda: tok._local.engine).result() for _ in range(6)]
+    assert all(e is not None and e is not tok._engine and e.cache_len > 0 for e in engines)  # warm forks
+    tok.encode_batch(texts, num_workers=3)  # another count: another pool
+    assert tok._pool[1] is not pool
+    pool = tok._pool[1]
+    del tok
+    gc.collect()
+    assert pool._shutdown
+
+
 def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMLAB_PURE_PYTHON", "1")
     tok = tokenizer(pt.O200K_BASE)

@@ -242,6 +242,18 @@ static Py_ssize_t next_chunk(const Spec *s, const Text *t, Py_ssize_t i) {
 
 /* ------------------------------------------------------------------ growable buffers and hashing */
 
+/* Errors of the code that runs without the GIL; raise_error turns them into Python exceptions. */
+enum { ERR_NOMEM = -1, ERR_SURROGATE = -2, ERR_BUSY = -3 };
+
+static void raise_error(int code) {
+    if (code == ERR_SURROGATE)
+        PyErr_SetString(PyExc_ValueError, "lone surrogate");
+    else if (code == ERR_BUSY)
+        PyErr_SetString(PyExc_RuntimeError, "one Engine used by two threads at once; fork() one per thread");
+    else
+        PyErr_NoMemory();
+}
+
 typedef struct {
     uint32_t *v;
     size_t len, cap;
@@ -251,11 +263,8 @@ static int ids_reserve(IdBuf *b, size_t extra) {
     if (b->len + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra) cap *= 2;
-    uint32_t *v = PyMem_Realloc(b->v, cap * sizeof(uint32_t));
-    if (!v) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    uint32_t *v = PyMem_RawRealloc(b->v, cap * sizeof(uint32_t));
+    if (!v) return ERR_NOMEM;
     b->v = v;
     b->cap = cap;
     return 0;
@@ -310,20 +319,17 @@ typedef struct {
 
 static int bmap_init(BytesMap *m, size_t slots) {
     memset(m, 0, sizeof(*m));
-    m->slots = PyMem_Malloc(slots * sizeof(Slot));
-    if (!m->slots) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    m->slots = PyMem_RawMalloc(slots * sizeof(Slot));
+    if (!m->slots) return ERR_NOMEM;
     for (size_t i = 0; i < slots; i++) m->slots[i].key_len = EMPTY_SLOT;
     m->mask = slots - 1;
     return 0;
 }
 
 static void bmap_free(BytesMap *m) {
-    PyMem_Free(m->slots);
-    PyMem_Free(m->keys);
-    PyMem_Free(m->vals.v);
+    PyMem_RawFree(m->slots);
+    PyMem_RawFree(m->keys);
+    PyMem_RawFree(m->vals.v);
     memset(m, 0, sizeof(*m));
 }
 
@@ -342,11 +348,8 @@ static const Slot *bmap_get(const BytesMap *m, const uint8_t *key, size_t n, uin
 
 static int bmap_grow(BytesMap *m) {
     size_t size = (m->mask + 1) * 2;
-    Slot *slots = PyMem_Malloc(size * sizeof(Slot));
-    if (!slots) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    Slot *slots = PyMem_RawMalloc(size * sizeof(Slot));
+    if (!slots) return ERR_NOMEM;
     for (size_t i = 0; i < size; i++) slots[i].key_len = EMPTY_SLOT;
     for (size_t i = 0; i <= m->mask; i++) {
         Slot s = m->slots[i];
@@ -355,7 +358,7 @@ static int bmap_grow(BytesMap *m) {
         while (slots[j].key_len != EMPTY_SLOT) j = (j + 1) & (size - 1);
         slots[j] = s;
     }
-    PyMem_Free(m->slots);
+    PyMem_RawFree(m->slots);
     m->slots = slots;
     m->mask = size - 1;
     return 0;
@@ -367,11 +370,8 @@ static int bmap_put(BytesMap *m, const uint8_t *key, size_t n, uint64_t h, const
     if (m->keys_len + n > m->keys_cap) {
         size_t cap = m->keys_cap ? m->keys_cap : 4096;
         while (cap < m->keys_len + n) cap *= 2;
-        uint8_t *k = PyMem_Realloc(m->keys, cap);
-        if (!k) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        uint8_t *k = PyMem_RawRealloc(m->keys, cap);
+        if (!k) return ERR_NOMEM;
         m->keys = k;
         m->keys_cap = cap;
     }
@@ -396,26 +396,37 @@ static int bmap_put(BytesMap *m, const uint8_t *key, size_t n, uint64_t h, const
 
 typedef struct {
     PyObject_HEAD
+    PyObject *owner; /* a fork: the engine whose byte_ids, pairs and whole it shares (read-only) */
+    int busy;        /* encoding, with the GIL released: a second thread must not enter */
     uint32_t byte_ids[256];
     PairMap pairs;
     BytesMap whole; /* ignore_merges: a chunk that is a token is that token */
     int ignore_merges;
     BytesMap cache;
     size_t cache_limit;
+    PyObject **ints; /* the int object of each id, made on first use (shared with forks): the list of ids
+                        costs a reference each, not an allocation */
+    size_t n_ints;
     IdBuf work, out;
     uint8_t *utf8;
     size_t utf8_cap;
 } Engine;
 
 static void Engine_dealloc(Engine *self) {
-    PyMem_Free(self->pairs.keys);
-    PyMem_Free(self->pairs.rank);
-    PyMem_Free(self->pairs.merged);
-    bmap_free(&self->whole);
+    if (self->owner)
+        Py_DECREF(self->owner);
+    else {
+        PyMem_RawFree(self->pairs.keys);
+        PyMem_RawFree(self->pairs.rank);
+        PyMem_RawFree(self->pairs.merged);
+        bmap_free(&self->whole);
+        for (size_t i = 0; self->ints && i < self->n_ints; i++) Py_XDECREF(self->ints[i]);
+        PyMem_RawFree(self->ints);
+    }
     bmap_free(&self->cache);
-    PyMem_Free(self->work.v);
-    PyMem_Free(self->out.v);
-    PyMem_Free(self->utf8);
+    PyMem_RawFree(self->work.v);
+    PyMem_RawFree(self->out.v);
+    PyMem_RawFree(self->utf8);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -441,12 +452,12 @@ static long as_id(PyObject *o) {
     return v;
 }
 
-/* Engine(byte_ids, merges, whole, cache_limit): byte_ids the 256 ids of the single bytes, merges
- * [(left id, right id, merged id)] in rank order, whole {bytes: id} or None (ignore_merges). */
+/* Engine(byte_ids, ranks, whole, cache_limit): byte_ids the 256 ids of the single bytes, ranks
+ * {(left id, right id): (rank, merged id)} (bpe.py's table), whole {bytes: id} or None (ignore_merges). */
 static int Engine_init(Engine *self, PyObject *args, PyObject *kw) {
-    PyObject *byte_ids, *merges, *whole;
+    PyObject *byte_ids, *ranks, *whole;
     Py_ssize_t cache_limit;
-    if (!PyArg_ParseTuple(args, "OOOn", &byte_ids, &merges, &whole, &cache_limit)) return -1;
+    if (!PyArg_ParseTuple(args, "OOOn", &byte_ids, &ranks, &whole, &cache_limit)) return -1;
     PyObject *seq = PySequence_Fast(byte_ids, "byte_ids must be a sequence");
     if (!seq) return -1;
     if (PySequence_Fast_GET_SIZE(seq) != 256) {
@@ -461,47 +472,49 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw) {
             return -1;
         }
         self->byte_ids[b] = (uint32_t)v;
+        if ((size_t)v >= self->n_ints) self->n_ints = (size_t)v + 1;
     }
     Py_DECREF(seq);
 
-    seq = PySequence_Fast(merges, "merges must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (!PyDict_Check(ranks)) {
+        PyErr_SetString(PyExc_TypeError, "ranks must be a dict {(left, right): (rank, merged)}");
+        return -1;
+    }
     size_t size = 16;
-    while (size < (size_t)n * 2 + 2) size *= 2;
-    self->pairs.keys = PyMem_Malloc(size * sizeof(uint64_t));
-    self->pairs.rank = PyMem_Malloc(size * sizeof(uint32_t));
-    self->pairs.merged = PyMem_Malloc(size * sizeof(uint32_t));
+    while (size < (size_t)PyDict_GET_SIZE(ranks) * 2 + 2) size *= 2;
+    self->pairs.keys = PyMem_RawMalloc(size * sizeof(uint64_t));
+    self->pairs.rank = PyMem_RawMalloc(size * sizeof(uint32_t));
+    self->pairs.merged = PyMem_RawMalloc(size * sizeof(uint32_t));
     if (!self->pairs.keys || !self->pairs.rank || !self->pairs.merged) {
-        Py_DECREF(seq);
         PyErr_NoMemory();
         return -1;
     }
     for (size_t i = 0; i < size; i++) self->pairs.keys[i] = EMPTY_PAIR;
     self->pairs.mask = size - 1;
-    for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *m = PySequence_Fast_GET_ITEM(seq, r);
-        if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 3) {
-            Py_DECREF(seq);
-            PyErr_SetString(PyExc_ValueError, "each merge must be a (left, right, merged) tuple");
+    PyObject *pair, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(ranks, &pos, &pair, &value)) {
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyTuple_Check(value) ||
+            PyTuple_GET_SIZE(value) != 2) {
+            PyErr_SetString(PyExc_ValueError, "ranks: each item must be (left, right): (rank, merged)");
             return -1;
         }
-        long a = as_id(PyTuple_GET_ITEM(m, 0)), b = as_id(PyTuple_GET_ITEM(m, 1)), c = as_id(PyTuple_GET_ITEM(m, 2));
-        if (a < 0 || b < 0 || c < 0) {
-            Py_DECREF(seq);
-            return -1;
-        }
+        long a = as_id(PyTuple_GET_ITEM(pair, 0)), b = as_id(PyTuple_GET_ITEM(pair, 1));
+        long r = as_id(PyTuple_GET_ITEM(value, 0)), c = as_id(PyTuple_GET_ITEM(value, 1));
+        if (a < 0 || b < 0 || r < 0 || c < 0) return -1;
         uint64_t key = ((uint64_t)a << 32) | (uint64_t)b;
         size_t i = mix64(key) & self->pairs.mask;
-        while (self->pairs.keys[i] != EMPTY_PAIR && self->pairs.keys[i] != key) i = (i + 1) & self->pairs.mask;
-        /* a pair given twice: the later rank wins, as in bpe.py's dict */
+        while (self->pairs.keys[i] != EMPTY_PAIR) i = (i + 1) & self->pairs.mask; /* dict keys are distinct */
         self->pairs.keys[i] = key;
         self->pairs.rank[i] = (uint32_t)r;
         self->pairs.merged[i] = (uint32_t)c;
+        if ((size_t)c >= self->n_ints) self->n_ints = (size_t)c + 1;
     }
-    Py_DECREF(seq);
 
-    if (bmap_init(&self->cache, 1 << 12) < 0 || bmap_init(&self->whole, 1 << 4) < 0) return -1;
+    if (bmap_init(&self->cache, 1 << 12) < 0 || bmap_init(&self->whole, 1 << 4) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
     self->cache_limit = cache_limit > 0 ? (size_t)cache_limit : 1;
     self->ignore_merges = whole != Py_None;
     if (self->ignore_merges) {
@@ -519,11 +532,20 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw) {
             long v = as_id(value);
             if (v < 0) return -1;
             uint32_t id = (uint32_t)v;
+            if ((size_t)v >= self->n_ints) self->n_ints = (size_t)v + 1;
             const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(key);
             size_t kn = (size_t)PyBytes_GET_SIZE(key);
             uint64_t h = hash_bytes(k, kn);
-            if (!bmap_get(&self->whole, k, kn, h) && bmap_put(&self->whole, k, kn, h, &id, 1) < 0) return -1;
+            if (!bmap_get(&self->whole, k, kn, h) && bmap_put(&self->whole, k, kn, h, &id, 1) < 0) {
+                PyErr_NoMemory();
+                return -1;
+            }
         }
+    }
+    self->ints = PyMem_RawCalloc(self->n_ints, sizeof(PyObject *));
+    if (!self->ints) {
+        PyErr_NoMemory();
+        return -1;
     }
     return 0;
 }
@@ -531,7 +553,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw) {
 /* BPE of one chunk's bytes into self->work */
 static int bpe(Engine *self, const uint8_t *p, size_t n) {
     self->work.len = 0;
-    if (ids_reserve(&self->work, n) < 0) return -1;
+    if (ids_reserve(&self->work, n) < 0) return ERR_NOMEM;
     uint32_t *ids = self->work.v;
     for (size_t i = 0; i < n; i++) ids[i] = self->byte_ids[p[i]];
     while (n > 1) {
@@ -573,32 +595,31 @@ static int encode_piece(Engine *self, const uint8_t *p, size_t n) {
             val = self->whole.vals.v + w->val_off;
             nval = 1;
         } else {
-            if (bpe(self, p, n) < 0) return -1;
+            if (bpe(self, p, n) < 0) return ERR_NOMEM;
             val = self->work.v;
             nval = self->work.len;
         }
         if (self->cache.count >= self->cache_limit) bmap_clear(&self->cache);
-        if (bmap_put(&self->cache, p, n, h, val, nval) < 0) return -1;
+        if (bmap_put(&self->cache, p, n, h, val, nval) < 0) return ERR_NOMEM;
     }
-    if (ids_reserve(&self->out, nval) < 0) return -1;
+    if (ids_reserve(&self->out, nval) < 0) return ERR_NOMEM;
     memcpy(self->out.v + self->out.len, val, nval * sizeof(uint32_t));
     self->out.len += nval;
     return 0;
 }
 
-/* UTF-8 of text[s:e] into self->utf8 (or a pointer into an ASCII string); NULL + ValueError on a surrogate */
-static const uint8_t *utf8_of(Engine *self, const Text *t, int ascii, Py_ssize_t s, Py_ssize_t e, size_t *len) {
+/* UTF-8 of text[s:e]: *out points into self->utf8, or into the string itself when it is ASCII */
+static int utf8_of(Engine *self, const Text *t, int ascii, Py_ssize_t s, Py_ssize_t e, const uint8_t **out,
+                   size_t *len) {
     if (ascii) {
         *len = (size_t)(e - s);
-        return (const uint8_t *)t->data + s;
+        *out = (const uint8_t *)t->data + s;
+        return 0;
     }
     size_t need = (size_t)(e - s) * 4;
     if (need > self->utf8_cap) {
-        uint8_t *b = PyMem_Realloc(self->utf8, need);
-        if (!b) {
-            PyErr_NoMemory();
-            return NULL;
-        }
+        uint8_t *b = PyMem_RawRealloc(self->utf8, need);
+        if (!b) return ERR_NOMEM;
         self->utf8 = b;
         self->utf8_cap = need;
     }
@@ -611,10 +632,7 @@ static const uint8_t *utf8_of(Engine *self, const Text *t, int ascii, Py_ssize_t
             *o++ = (uint8_t)(0xC0 | (c >> 6));
             *o++ = (uint8_t)(0x80 | (c & 0x3F));
         } else if (c < 0x10000) {
-            if (c >= 0xD800 && c <= 0xDFFF) {
-                PyErr_SetString(PyExc_ValueError, "lone surrogate");
-                return NULL;
-            }
+            if (c >= 0xD800 && c <= 0xDFFF) return ERR_SURROGATE;
             *o++ = (uint8_t)(0xE0 | (c >> 12));
             *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
             *o++ = (uint8_t)(0x80 | (c & 0x3F));
@@ -626,7 +644,8 @@ static const uint8_t *utf8_of(Engine *self, const Text *t, int ascii, Py_ssize_t
         }
     }
     *len = (size_t)(o - self->utf8);
-    return self->utf8;
+    *out = self->utf8;
+    return 0;
 }
 
 static int text_of(PyObject *obj, Text *t, int *ascii) {
@@ -646,23 +665,49 @@ static int text_of(PyObject *obj, Text *t, int *ascii) {
 
 static int encode_span(Engine *self, const Text *t, int ascii, Py_ssize_t s, Py_ssize_t e) {
     size_t n;
-    const uint8_t *p = utf8_of(self, t, ascii, s, e, &n);
-    return p ? encode_piece(self, p, n) : -1;
+    const uint8_t *p;
+    int err = utf8_of(self, t, ascii, s, e, &p, &n);
+    return err ? err : encode_piece(self, p, n);
 }
 
-static PyObject *take_out(Engine *self) {
-    PyObject *list = PyList_New((Py_ssize_t)self->out.len);
+/* the ids out[start:end] as a list of int */
+static PyObject *id_list(Engine *self, size_t start, size_t end) {
+    PyObject *list = PyList_New((Py_ssize_t)(end - start));
     if (!list) return NULL;
-    for (size_t i = 0; i < self->out.len; i++) {
-        PyObject *v = PyLong_FromUnsignedLong(self->out.v[i]);
-        if (!v) {
-            Py_DECREF(list);
-            return NULL;
+    for (size_t i = start; i < end; i++) {
+        uint32_t id = self->out.v[i];
+        PyObject *v = id < self->n_ints ? self->ints[id] : NULL;
+        if (v)
+            Py_INCREF(v);
+        else {
+            v = PyLong_FromUnsignedLong(id);
+            if (!v) {
+                Py_DECREF(list);
+                return NULL;
+            }
+            if (id < self->n_ints) {
+                Py_INCREF(v);
+                self->ints[id] = v;
+            }
         }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, v);
+        PyList_SET_ITEM(list, (Py_ssize_t)(i - start), v);
     }
-    self->out.len = 0;
     return list;
+}
+
+/* scan text and append its ids to self->out (runs without the GIL) */
+static int encode_text(Engine *self, const Spec *spec, const Text *t, int ascii) {
+    for (Py_ssize_t i = 0; i < t->n;) {
+        Py_ssize_t e = next_chunk(spec, t, i);
+        if (e < 0) { /* findall skips a character no alternative matches */
+            i++;
+            continue;
+        }
+        int err = encode_span(self, t, ascii, i, e);
+        if (err) return err;
+        i = e;
+    }
+    return 0;
 }
 
 static int need_tables(void) {
@@ -671,46 +716,138 @@ static int need_tables(void) {
     return -1;
 }
 
-/* encode(text, spec) -> ids: scan and encode */
+/* encode(text, spec) -> ids: scan and encode, without the GIL (so threads encode in parallel) */
 static PyObject *Engine_encode(Engine *self, PyObject *args) {
     PyObject *text, *spec_obj;
     Spec spec;
     Text t;
-    int ascii;
+    int ascii, err;
     if (!PyArg_ParseTuple(args, "OO", &text, &spec_obj) || parse_spec(spec_obj, &spec) < 0 ||
         text_of(text, &t, &ascii) < 0 || need_tables() < 0)
         return NULL;
-    self->out.len = 0;
-    for (Py_ssize_t i = 0; i < t.n;) {
-        Py_ssize_t e = next_chunk(&spec, &t, i);
-        if (e < 0) { /* findall skips a character no alternative matches */
-            i++;
-            continue;
-        }
-        if (encode_span(self, &t, ascii, i, e) < 0) return NULL;
-        i = e;
+    if (self->busy) {
+        raise_error(ERR_BUSY);
+        return NULL;
     }
-    return take_out(self);
+    self->busy = 1;
+    self->out.len = 0;
+    Py_BEGIN_ALLOW_THREADS
+    err = encode_text(self, &spec, &t, ascii);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (err) {
+        raise_error(err);
+        return NULL;
+    }
+    return id_list(self, 0, self->out.len);
+}
+
+/* encode_many(texts, spec) -> [ids]: as encode for each, releasing the GIL once for all of them */
+static PyObject *Engine_encode_many(Engine *self, PyObject *args) {
+    PyObject *texts, *spec_obj, *seq, *result = NULL;
+    Spec spec;
+    if (!PyArg_ParseTuple(args, "OO", &texts, &spec_obj) || parse_spec(spec_obj, &spec) < 0 || need_tables() < 0)
+        return NULL;
+    if (!(seq = PySequence_Fast(texts, "texts must be a sequence of str"))) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Text *ts = PyMem_RawMalloc(sizeof(Text) * (size_t)(n ? n : 1));
+    int *ascii = PyMem_RawMalloc(sizeof(int) * (size_t)(n ? n : 1));
+    size_t *ends = PyMem_RawMalloc(sizeof(size_t) * (size_t)(n ? n : 1));
+    int err = 0;
+    if (!ts || !ascii || !ends) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (text_of(PySequence_Fast_GET_ITEM(seq, k), &ts[k], &ascii[k]) < 0) goto done;
+    if (self->busy) {
+        raise_error(ERR_BUSY);
+        goto done;
+    }
+    self->busy = 1;
+    self->out.len = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n && !err; k++) {
+        err = encode_text(self, &spec, &ts[k], ascii[k]);
+        ends[k] = self->out.len;
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (err) {
+        raise_error(err);
+        goto done;
+    }
+    if (!(result = PyList_New(n))) goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *ids = id_list(self, k ? ends[k - 1] : 0, ends[k]);
+        if (!ids) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, k, ids);
+    }
+done:
+    PyMem_RawFree(ts);
+    PyMem_RawFree(ascii);
+    PyMem_RawFree(ends);
+    Py_DECREF(seq);
+    return result;
 }
 
 /* encode_chunks(chunks) -> ids: chunks split elsewhere (a pattern without a scanner) */
 static PyObject *Engine_encode_chunks(Engine *self, PyObject *chunks) {
     PyObject *seq = PySequence_Fast(chunks, "chunks must be a sequence of str");
     if (!seq) return NULL;
+    if (self->busy) {
+        Py_DECREF(seq);
+        raise_error(ERR_BUSY);
+        return NULL;
+    }
     self->out.len = 0;
     for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
         Text t;
-        int ascii;
-        if (text_of(PySequence_Fast_GET_ITEM(seq, k), &t, &ascii) < 0 || encode_span(self, &t, ascii, 0, t.n) < 0) {
+        int ascii, err;
+        if (text_of(PySequence_Fast_GET_ITEM(seq, k), &t, &ascii) < 0) {
             Py_DECREF(seq);
+            return NULL;
+        }
+        if ((err = encode_span(self, &t, ascii, 0, t.n)) != 0) {
+            Py_DECREF(seq);
+            raise_error(err);
             return NULL;
         }
     }
     Py_DECREF(seq);
-    return take_out(self);
+    return id_list(self, 0, self->out.len);
+}
+
+static PyTypeObject EngineType;
+
+/* fork() -> an engine with the same tables (shared) and an empty cache of its own: one per thread */
+static PyObject *Engine_fork(Engine *self, PyObject *unused) {
+    Engine *f = (Engine *)EngineType.tp_alloc(&EngineType, 0);
+    if (!f) return NULL;
+    f->owner = self->owner ? self->owner : (PyObject *)self;
+    Py_INCREF(f->owner);
+    memcpy(f->byte_ids, self->byte_ids, sizeof(f->byte_ids));
+    f->pairs = self->pairs;
+    f->whole = self->whole;
+    f->ignore_merges = self->ignore_merges;
+    f->cache_limit = self->cache_limit;
+    f->ints = self->ints;
+    f->n_ints = self->n_ints;
+    if (bmap_init(&f->cache, 1 << 12) < 0) {
+        Py_DECREF(f);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)f;
 }
 
 static PyObject *Engine_clear_cache(Engine *self, PyObject *unused) {
+    if (self->busy) {
+        raise_error(ERR_BUSY);
+        return NULL;
+    }
     bmap_clear(&self->cache);
     Py_RETURN_NONE;
 }
@@ -719,8 +856,10 @@ static PyObject *Engine_cache_len(Engine *self, void *unused) { return PyLong_Fr
 
 static PyMethodDef Engine_methods[] = {
     {"encode", (PyCFunction)Engine_encode, METH_VARARGS, "encode(text, spec) -> ids"},
+    {"encode_many", (PyCFunction)Engine_encode_many, METH_VARARGS, "encode_many(texts, spec) -> [ids]"},
     {"encode_chunks", (PyCFunction)Engine_encode_chunks, METH_O, "encode_chunks(chunks) -> ids"},
     {"clear_cache", (PyCFunction)Engine_clear_cache, METH_NOARGS, "empty the chunk cache"},
+    {"fork", (PyCFunction)Engine_fork, METH_NOARGS, "fork() -> the same tables, an empty cache: one per thread"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -733,7 +872,7 @@ static PyTypeObject EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "llmlab.tokenizers._fastbpe.Engine",
     .tp_basicsize = sizeof(Engine),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Engine(byte_ids, merges, whole, cache_limit): byte-level BPE with a chunk cache",
+    .tp_doc = "Engine(byte_ids, ranks, whole, cache_limit): byte-level BPE with a chunk cache",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Engine_init,
     .tp_dealloc = (destructor)Engine_dealloc,

@@ -20,6 +20,8 @@ keep that file's ids; nothing here assumes the layout.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -95,7 +97,9 @@ class BPETokenizer(Tokenizer):
                        for rank, (a, b) in enumerate(self.merges)}
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
-        self._engine: Any = None  # the C encoder, made on the first encode (_start_engine)
+        self._engine: Any = None  # the first C encoder, made on the first encode (_engine_here)
+        self._local = threading.local()  # this thread's C encoder
+        self._pool: tuple[int, Any] | None = None  # encode_batch's threads: (count, executor)
 
     @classmethod
     def from_merges(cls, merges: Sequence[tuple[bytes, bytes]], *, special_tokens: Sequence[str] = (),
@@ -125,11 +129,15 @@ class BPETokenizer(Tokenizer):
 
     # ------------------------------------------------------------------ encoding
 
-    def _encode_ordinary(self, text: str) -> list[int]:
+    def _prepare(self, text: str) -> str:
         text = self._normalize(text)
         if self.add_prefix_space and text and not text.startswith(" "):
             text = " " + text
-        if (engine := self._engine or self._start_engine()) is not None:
+        return text
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        text = self._prepare(text)
+        if (engine := self._engine_here()) is not None:
             try:
                 if (spec := fastbpe.SPECS.get(self.pre_tokenizer.pattern)) is not None:
                     return engine.encode(text, spec)
@@ -138,23 +146,70 @@ class BPETokenizer(Tokenizer):
                 pass
         return self._encode_python(text)
 
-    def _start_engine(self) -> Any:
-        """The C encoder (fastbpe.py), made on first use; None where it is not built or switched off."""
-        if self._engine is None and fastbpe.available():
-            merges = sorted((rank, a, b, new) for (a, b), (rank, new) in self._ranks.items())
-            self._engine = fastbpe.engine(self._byte_ids, [(a, b, new) for _, a, b, new in merges],
-                                          self.vocab if self.ignore_merges else None, _CACHE_LIMIT)
-        return self._engine
+    def _engine_here(self) -> Any:
+        """This thread's C encoder (fastbpe.py), made on first use; None where it is not built or is
+        switched off. Threads share its tables but not its cache: each has a fork of the first."""
+        engine = getattr(self._local, "engine", None)
+        if engine is None and fastbpe.available():
+            if self._engine is None:
+                engine = self._engine = fastbpe.engine(self._byte_ids, self._ranks,
+                                                       self.vocab if self.ignore_merges else None, _CACHE_LIMIT)
+            else:
+                engine = self._engine.fork()
+            self._local.engine = engine
+        return engine
 
     @property
     def cached_chunks(self) -> int:
-        """How many chunks the encode cache holds (the C encoder's, or the Python path's)."""
-        return self._engine.cache_len if self._engine is not None else len(self._cache)
+        """How many chunks this thread's encode cache holds (the C encoder's, or the Python path's)."""
+        engine = getattr(self._local, "engine", None)
+        return engine.cache_len if engine is not None else len(self._cache)
 
     def clear_cache(self) -> None:
         self._cache.clear()
-        if self._engine is not None:
-            self._engine.clear_cache()
+        if (engine := getattr(self._local, "engine", None)) is not None:
+            engine.clear_cache()
+
+    def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs: Any) -> list[list[int]]:
+        """Encode many texts; with the C encoder and a pattern it scans itself, in threads.
+
+        The C encoder releases the GIL while it scans and merges, so threads run in parallel without
+        shipping texts and ids between processes. The threads are kept for the tokenizer's lifetime,
+        each with its own warm chunk cache. Otherwise: processes (Tokenizer.encode_batch).
+        """
+        import os
+
+        spec = fastbpe.SPECS.get(self.pre_tokenizer.pattern)
+        if spec is None or self._engine_here() is None:
+            return super().encode_batch(texts, num_workers=num_workers, **kwargs)
+        workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+        if workers <= 1 or len(texts) < 2 * workers:
+            return self._encode_slice(texts, spec, kwargs)
+        size = -(-len(texts) // (workers * 4))  # a few slices per thread: one that drew cheap texts takes more
+        slices = [texts[i:i + size] for i in range(0, len(texts), size)]
+        return [ids for part in self._thread_pool(workers).map(lambda s: self._encode_slice(s, spec, kwargs), slices)
+                for ids in part]
+
+    def _encode_slice(self, texts: Sequence[str], spec: tuple[int, ...], kwargs: dict[str, Any]) -> list[list[int]]:
+        """encode() of each text; in one C call (one GIL release for all) when nothing is special."""
+        if kwargs.get("allowed_special", ()) == () and kwargs.get("disallowed_special", "text") == "text" and (
+                set(kwargs) <= {"allowed_special", "disallowed_special"}):
+            try:
+                return self._engine_here().encode_many([self._prepare(t) for t in texts], spec)
+            except ValueError:  # a lone surrogate: encode() below names it
+                pass
+        return [self.encode(t, **kwargs) for t in texts]
+
+    def _thread_pool(self, workers: int) -> Any:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None or self._pool[0] != workers:
+            if self._pool is not None:
+                self._pool[1].shutdown(wait=False)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="llmlab-bpe")
+            weakref.finalize(self, pool.shutdown, wait=False)  # the threads go with the tokenizer
+            self._pool = (workers, pool)
+        return self._pool[1]
 
     def _encode_python(self, text: str) -> list[int]:
         """The oracle of the C encoder: split with `regex`, BPE per chunk, a dict as the cache."""
@@ -293,5 +348,9 @@ class BPETokenizer(Tokenizer):
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)
         state["_cache"] = {}
-        state["_engine"] = None  # C state: each process makes its own
+        state.update(_engine=None, _local=None, _pool=None)  # C state and threads: each process makes its own
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()

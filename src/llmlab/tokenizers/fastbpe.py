@@ -80,16 +80,16 @@ def available() -> bool:
     return _fastbpe is not None and os.environ.get("LLMLAB_PURE_PYTHON", "") in ("", "0")
 
 
-def engine(byte_ids: list[int], merges: list[tuple[int, int, int]], whole: dict[bytes, int] | None,
+def engine(byte_ids: list[int], ranks: dict[tuple[int, int], tuple[int, int]], whole: dict[bytes, int] | None,
            cache_limit: int) -> Any:
-    """A `_fastbpe.Engine`: merges as (left id, right id, merged id) in rank order; `whole` maps the
-    vocabulary's bytes to ids when a chunk that is a token is taken whole (ignore_merges)."""
+    """A `_fastbpe.Engine`: `ranks` is bpe.py's {(left id, right id): (rank, merged id)}; `whole` maps
+    the vocabulary's bytes to ids when a chunk that is a token is taken whole (ignore_merges)."""
     global _tables_set
     assert _fastbpe is not None
     if not _tables_set:
         _fastbpe.set_tables(*unicode_tables())
         _tables_set = True
-    return _fastbpe.Engine(byte_ids, merges, whole, cache_limit)
+    return _fastbpe.Engine(byte_ids, ranks, whole, cache_limit)
 
 
 def unicode_tables() -> tuple[bytes, list[list[int]]]:
