@@ -186,8 +186,9 @@ def test_encode_batch_runs_in_kept_threads_each_with_its_own_cache() -> None:
     assert workers == 2 and 1 <= len(threads) <= 2
     assert tok.encode_batch(texts[::-1], num_workers=2) == expect[::-1]
     assert tok._pool[1] is pool and set(pool._threads) == threads  # the same threads, kept
-    engines = [pool.submit(lambda: tok._local.engine).result() for _ in range(6)]
-    assert all(e is not None and e is not tok._engine and e.cache_len > 0 for e in engines)  # warm forks
+    local, first = tok._local, tok._engine
+    engines = [pool.submit(lambda: local.engine).result() for _ in range(6)]
+    assert all(e is not None and e is not first and e.cache_len > 0 for e in engines)  # warm forks of the first
     tok.encode_batch(texts, num_workers=3)  # another count: another pool
     assert tok._pool[1] is not pool
     pool = tok._pool[1]
