@@ -223,3 +223,18 @@ def test_the_tables_rebuild_when_the_cached_file_is_damaged(tmp_path, monkeypatc
     assert fastbpe.unicode_tables() == (table, folds)
     assert table[ord("a")] & 1 and table[ord("1")] & 2 and table[ord(" ")] & 4 and table[0x301] & 8
     assert folds[0] == [ord("S"), ord("s"), 0x17F]
+
+
+def test_merge_splits_equal_the_python_bpe_of_each_token() -> None:
+    """The C `merge_splits` against tiktoken_file.bpe_parts on a trained vocabulary and a hand case where
+    the lower ranks split a token into three parts (not a rank file)."""
+    from llmlab.tokenizers.tiktoken_file import bpe_parts
+
+    ranks = tokenizer(pt.GPT2).vocab
+    splits = _fastbpe.merge_splits(ranks)
+    assert set(splits) == {t for t in ranks if len(t) > 1}
+    for token, k in splits.items():
+        parts = bpe_parts(token, ranks, max_rank=ranks[token])
+        assert (parts == [token[:k], token[k:]]) if k > 0 else len(parts) == -k
+    bad = {bytes([b]): b for b in range(256)} | {b"abc": 256}
+    assert _fastbpe.merge_splits(bad) == {b"abc": -3}

@@ -953,9 +953,85 @@ static PyObject *split(PyObject *mod, PyObject *args) {
     return out;
 }
 
+/* merge_splits(ranks) -> {token: k}: tiktoken's BPE of each token of 2+ bytes over the lower ranks
+ * (the adjacent pair whose bytes have the lowest rank joins first, leftmost on a tie): k > 0 when it
+ * ends in two parts, token[:k] and token[k:] (the merge that makes the token), else -(parts).
+ * tiktoken_file.merges_from_ranks does the same in Python (bpe_parts) and is the oracle. */
+static PyObject *merge_splits(PyObject *mod, PyObject *ranks) {
+    if (!PyDict_Check(ranks)) {
+        PyErr_SetString(PyExc_TypeError, "ranks must be a dict {bytes: rank}");
+        return NULL;
+    }
+    BytesMap map;
+    if (bmap_init(&map, 1 << 4) < 0) return PyErr_NoMemory();
+    PyObject *key, *value, *out = NULL;
+    Py_ssize_t pos = 0, cap = 0;
+    size_t *starts = NULL;
+    while (PyDict_Next(ranks, &pos, &key, &value)) {
+        if (!PyBytes_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "ranks: keys must be bytes");
+            goto done;
+        }
+        long r = as_id(value);
+        if (r < 0) goto done;
+        uint32_t rank = (uint32_t)r;
+        const uint8_t *k = (const uint8_t *)PyBytes_AS_STRING(key);
+        size_t n = (size_t)PyBytes_GET_SIZE(key);
+        uint64_t h = hash_bytes(k, n);
+        if (!bmap_get(&map, k, n, h) && bmap_put(&map, k, n, h, &rank, 1) < 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if ((Py_ssize_t)n + 1 > cap) cap = (Py_ssize_t)n + 1;
+    }
+    if (!(starts = PyMem_RawMalloc(sizeof(size_t) * (size_t)(cap ? cap : 1)))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (!(out = PyDict_New())) goto done;
+    pos = 0;
+    while (PyDict_Next(ranks, &pos, &key, &value)) {
+        const uint8_t *t = (const uint8_t *)PyBytes_AS_STRING(key);
+        size_t n = (size_t)PyBytes_GET_SIZE(key), parts = n;
+        if (n < 2) continue;
+        uint32_t max_rank = (uint32_t)PyLong_AsUnsignedLong(value);
+        for (size_t i = 0; i <= n; i++) starts[i] = i; /* part i is t[starts[i]:starts[i + 1]] */
+        while (parts > 1) {
+            uint32_t best = UINT32_MAX;
+            size_t at = 0;
+            for (size_t i = 0; i + 1 < parts; i++) {
+                size_t a = starts[i], e = starts[i + 2];
+                const Slot *sl = bmap_get(&map, t + a, e - a, hash_bytes(t + a, e - a));
+                if (sl) {
+                    uint32_t r = map.vals.v[sl->val_off];
+                    if (r < max_rank && r < best) {
+                        best = r;
+                        at = i;
+                    }
+                }
+            }
+            if (best == UINT32_MAX) break;
+            memmove(&starts[at + 1], &starts[at + 2], sizeof(size_t) * (parts - at - 1));
+            parts--;
+        }
+        PyObject *split = PyLong_FromSsize_t(parts == 2 ? (Py_ssize_t)starts[1] : -(Py_ssize_t)parts);
+        if (!split || PyDict_SetItem(out, key, split) < 0) {
+            Py_XDECREF(split);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(split);
+    }
+done:
+    bmap_free(&map);
+    PyMem_RawFree(starts);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"set_tables", set_tables, METH_VARARGS, "set_tables(classes, folds): the Unicode tables of the scanner"},
     {"split", split, METH_VARARGS, "split(text, spec) -> [(start, end)] of each chunk"},
+    {"merge_splits", merge_splits, METH_O, "merge_splits(ranks) -> {token: where its merge splits it}"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -97,9 +97,10 @@ class BPETokenizer(Tokenizer):
                        for rank, (a, b) in enumerate(self.merges)}
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
-        self._engine: Any = None  # the first C encoder, made on the first encode (_engine_here)
+        self._engine: Any = None  # the first C encoder (_engine_here)
         self._local = threading.local()  # this thread's C encoder
         self._pool: tuple[int, Any] | None = None  # encode_batch's threads: (count, executor)
+        self._engine_here()  # made now, as tiktoken makes its encoder with the Encoding: not in the first encode
 
     @classmethod
     def from_merges(cls, merges: Sequence[tuple[bytes, bytes]], *, special_tokens: Sequence[str] = (),
@@ -147,8 +148,8 @@ class BPETokenizer(Tokenizer):
         return self._encode_python(text)
 
     def _engine_here(self) -> Any:
-        """This thread's C encoder (fastbpe.py), made on first use; None where it is not built or is
-        switched off. Threads share its tables but not its cache: each has a fork of the first."""
+        """This thread's C encoder (fastbpe.py); None where it is not built or is switched off. Threads
+        share its tables but not its cache: each makes a fork of the first on its first encode."""
         engine = getattr(self._local, "engine", None)
         if engine is None and fastbpe.available():
             if self._engine is None:

@@ -92,6 +92,13 @@ def engine(byte_ids: list[int], ranks: dict[tuple[int, int], tuple[int, int]], w
     return _fastbpe.Engine(byte_ids, ranks, whole, cache_limit)
 
 
+def merge_splits(ranks: dict[bytes, int]) -> dict[bytes, int] | None:
+    """For each token of 2+ bytes, where the merge that makes it splits it (tiktoken_file.py's
+    `bpe_parts` in C, for reading rank files fast), or -(parts) when its BPE is not one pair;
+    None without the C encoder."""
+    return _fastbpe.merge_splits(ranks) if available() else None
+
+
 def unicode_tables() -> tuple[bytes, list[list[int]]]:
     """(one class byte per code point, the code points `(?i:x)` matches for each x in "strevmld")."""
     import regex

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from llmlab.errors import UserError
 from llmlab.files import write_text_atomic
+from llmlab.tokenizers import fastbpe
 from llmlab.tokenizers.bpe import BPETokenizer
 from llmlab.tokenizers.pre_tokenizers import ENCODING_PATTERNS, PreTokenizer
 from llmlab.tokenizers.tiktoken_io import check_tiktoken_compatible
@@ -109,10 +110,15 @@ def merges_from_ranks(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
         raise UserError(f"a byte-level rank file holds all 256 bytes; {len(missing)} are missing, "
                         f"e.g. byte 0x{missing[0]:02X}")
     merges: list[tuple[bytes, bytes]] = []
+    splits = fastbpe.merge_splits(ranks)  # the same BPE in C; None without it
     for token, rank in sorted(ranks.items(), key=lambda t: t[1]):
         if len(token) < 2:
             continue
-        parts = bpe_parts(token, ranks, max_rank=rank)
+        if splits is None:
+            parts = bpe_parts(token, ranks, max_rank=rank)
+        else:
+            k = splits[token]
+            parts = [token[:k], token[k:]] if k > 0 else [b""] * -k
         if len(parts) != 2:
             raise UserError(f"token {token!r} (rank {rank}): the BPE of its bytes over lower ranks gives "
                             f"{len(parts)} parts, not one pair to merge; not a BPE rank file")
