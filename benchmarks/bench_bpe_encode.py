@@ -42,9 +42,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tokenizers import CACHE, MB, RESULTS, build_corpus, heldout_corpora  # noqa: E402
-
-from llmlab.bench.harness import (  # noqa: E402
+from bench_tokenizers import CACHE, MB, RESULTS, build_corpus, heldout_corpora
+from llmlab.bench.harness import (
     describe_load,
     describe_machine,
     load_average,
@@ -149,11 +148,14 @@ def measure(path: Path, text: str, *, repeats: int) -> dict[str, Any]:
     r["tiktoken warm"] = time_call(lambda: enc.encode_ordinary(text), repeats=repeats).min
     for workers in (1, 2):
         tok = ours()
-        r[f"llmlab batch {workers} first"] = time_call(lambda: tok.encode_batch(batch, num_workers=workers)).min
-        r[f"llmlab batch {workers} warm"] = time_call(lambda: tok.encode_batch(batch, num_workers=workers),
-                                                      repeats=repeats).min
-        r[f"tiktoken batch {workers}"] = time_call(lambda: enc.encode_ordinary_batch(batch, num_threads=workers),
-                                                   repeats=repeats).min
+
+        def ours_batch(tok: Any = tok, workers: int = workers) -> Any:
+            return tok.encode_batch(batch, num_workers=workers)
+
+        r[f"llmlab batch {workers} first"] = time_call(ours_batch).min
+        r[f"llmlab batch {workers} warm"] = time_call(ours_batch, repeats=repeats).min
+        r[f"tiktoken batch {workers}"] = time_call(
+            lambda workers=workers: enc.encode_ordinary_batch(batch, num_threads=workers), repeats=repeats).min
     os.environ["LLMLAB_PURE_PYTHON"] = "1"
     try:
         tok = ours()
@@ -223,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tiktoken
 
     header = (f"{time.strftime('%Y-%m-%d %H:%M')}, {describe_machine(machine_info(('tiktoken', 'tokenizers')))}; "
-              f"tiktoken {tiktoken.__version__}; {describe_load(start_load, load_average()[0])}. Vocabularies: "
-              + ", ".join(f"{n} {sum(1 for _ in open(p, 'rb')):,} ranks" for n, p in files.items())
+              f"{describe_load(start_load, load_average()[0])}. Vocabularies: "
+              + ", ".join(f"{n} {len(p.read_bytes().splitlines()):,} ranks" for n, p in files.items())
               + f" (trained by HF tokenizers with each encoding's pattern on the 10 MB benchmark corpus and {EXTRA_MB} MB"
               " of site-packages Python source).")
     md = report(results, header=header)
