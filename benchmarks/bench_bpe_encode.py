@@ -222,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{name} on {corpus_name} ({len(text.encode()) / MB:.2f} MB)")
             results[name] = results.get(name, {})
             results[name][corpus_name] = measure(path, text, repeats=args.repeats)
-    import tiktoken
 
     header = (f"{time.strftime('%Y-%m-%d %H:%M')}, {describe_machine(machine_info(('tiktoken', 'tokenizers')))}; "
               f"{describe_load(start_load, load_average()[0])}. Vocabularies: "
