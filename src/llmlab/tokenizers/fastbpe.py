@@ -58,6 +58,10 @@ TEKKEN = "|".join([  # Mistral's tekken (o200k's letters without the contraction
     r"""\s+""",
 ])
 
+# Qwen2's tokenizer.json: cl100k's (Llama 3's) split with single digits
+QWEN2 = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
+         r"""|\s+(?!\S)|\s+""")
+
 # pattern -> (contractions, letters, letter_suffix, digits_max, digits_space, punct_space, punct_tail,
 #             nonspace_runs, *whitespace alternatives); the table in the docstring reads them
 SPECS: dict[str, tuple[int, ...]] = {
@@ -67,6 +71,7 @@ SPECS: dict[str, tuple[int, ...]] = {
     pt.CL100K_BASE: (2, 2, 0, 3, 0, 1, 1, 0, 1, 2, 3, 5),
     pt.O200K_BASE: (0, 3, 1, 3, 0, 1, 2, 0, 2, 3, 4),
     TEKKEN: (0, 3, 0, 1, 0, 1, 2, 0, 2, 3, 4),
+    QWEN2: (2, 2, 0, 1, 0, 1, 1, 0, 2, 3, 4),
     pt.DIGITS: (1, 1, 0, 1, 0, 1, 0, 0, 3, 4),
     pt.WORDS: (0, 0, 0, 3, 0, 0, 0, 0, 4),
     pt.WHITESPACE: (0, 0, 0, 0, 0, 0, 0, 1),
