@@ -9,7 +9,8 @@ stood in for by a vocabulary of (about) the same size and split pattern, trained
 the Python source installed in site-packages, and written as a .tiktoken rank file. Each
 file is then read the way users read theirs: `load_tokenizer("<name>.tiktoken")` in llmlab (the
 pattern comes from the file name; a chunk that is a token is taken whole, as tiktoken does) and
-`tiktoken.load.load_tiktoken_bpe` + `tiktoken.Encoding` with OpenAI's pattern.
+`tiktoken.Encoding` with OpenAI's pattern over the ranks (read as `tiktoken.load.load_tiktoken_bpe` reads
+them, without its cache of earlier copies).
 
 Texts: three held-out corpora unlike each other (English prose from /usr/share/doc, C headers,
 and the multilingual vim tutors and GnuPG help texts), about 1 MB each.
@@ -17,7 +18,7 @@ and the multilingual vim tutors and GnuPG help texts), about 1 MB each.
 Correctness first: llmlab's ids must equal tiktoken's on every text, single and batch, before
 anything is timed. Then, one thread:
   load        reading the file into a tokenizer (llmlab: `load_tokenizer`, which also makes the C
-              encoder's tables; tiktoken: `load_tiktoken_bpe` + `Encoding`, which makes its CoreBPE);
+              encoder's tables; tiktoken: reading the ranks + `Encoding`, which makes its CoreBPE);
   first pass  a freshly loaded tokenizer's first `encode_ordinary` of the text (llmlab's chunk
               cache empty; tiktoken has no cache);
   warm        the best of 3 later calls.
@@ -106,6 +107,12 @@ def extra_training_text(mb: float = EXTRA_MB) -> str:
     return "".join(parts)
 
 
+def tiktoken_ranks(path: Path) -> dict[bytes, int]:
+    """What `tiktoken.load.load_tiktoken_bpe(path)` returns, read here: tiktoken keeps a copy of every file
+    it loads in a cache folder keyed by the path, so after a rank file is rewritten it reads the old one."""
+    return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in path.read_bytes().splitlines())}
+
+
 def texts() -> dict[str, str]:
     return {name: "\n".join(lines) for name, lines in heldout_corpora().items()}
 
@@ -117,7 +124,6 @@ def docs(text: str) -> list[str]:
 def measure(path: Path, text: str, *, repeats: int) -> dict[str, Any]:
     """Correctness, then the timings of one vocabulary on one text."""
     import tiktoken
-    import tiktoken.load
 
     from llmlab.tokenizers import load_tokenizer
     from llmlab.tokenizers.pre_tokenizers import ENCODING_PATTERNS
@@ -129,7 +135,7 @@ def measure(path: Path, text: str, *, repeats: int) -> dict[str, Any]:
 
     def theirs() -> Any:
         return tiktoken.Encoding(name, pat_str=ENCODING_PATTERNS[name], special_tokens={},
-                                 mergeable_ranks=tiktoken.load.load_tiktoken_bpe(str(path)))
+                                 mergeable_ranks=tiktoken_ranks(path))
 
     batch = docs(text)
     ref, ref_batch = theirs(), None
