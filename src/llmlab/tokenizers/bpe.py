@@ -92,9 +92,7 @@ class BPETokenizer(Tokenizer):
         self._check()
         self._id_to_bytes = {i: b for b, i in self.vocab.items()}
         self._byte_ids = [self.vocab[bytes([b])] for b in range(256)]
-        # (left id, right id) -> (rank, merged id)
-        self._ranks = {(self.vocab[a], self.vocab[b]): (rank, self.vocab[a + b])
-                       for rank, (a, b) in enumerate(self.merges)}
+        self._ranks = self._rank_table()
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
         self._engine: Any = None  # the first C encoder (_engine_here)
@@ -117,16 +115,23 @@ class BPETokenizer(Tokenizer):
         if missing:
             raise UserError(f"byte-level BPE needs all 256 bytes in the vocabulary; missing {len(missing)}, "
                             f"e.g. byte 0x{missing[0]:02X}")
-        for rank, (a, b) in enumerate(self.merges):
-            for part in (a, b, a + b):
-                if part not in self.vocab:
-                    raise UserError(f"merge {rank} ({a!r}, {b!r}): token {part!r} is not in the vocabulary")
         ids = list(self.vocab.values()) + list(self.special_tokens.values())
         if len(set(ids)) != len(ids):
             raise UserError("two tokens share one id")
         for s in self.special_tokens:
             if not s:
                 raise UserError("a special token is the empty string")
+
+    def _rank_table(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """(left id, right id) -> (rank, merged id); a merge whose tokens are not all in the vocabulary is
+        a UserError naming it."""
+        vocab = self.vocab
+        try:
+            return {(vocab[a], vocab[b]): (rank, vocab[a + b]) for rank, (a, b) in enumerate(self.merges)}
+        except KeyError:
+            rank, a, b, part = next((rank, a, b, part) for rank, (a, b) in enumerate(self.merges)
+                                    for part in (a, b, a + b) if part not in vocab)
+            raise UserError(f"merge {rank} ({a!r}, {b!r}): token {part!r} is not in the vocabulary") from None
 
     # ------------------------------------------------------------------ encoding
 

@@ -61,27 +61,33 @@ def read_ranks(path: str | Path) -> dict[bytes, int]:
     """token bytes -> rank of a .tiktoken file; a malformed line is a one-line error naming file:line."""
     path = Path(path)
     ranks: dict[bytes, int] = {}
-    token_line: dict[bytes, int] = {}
-    rank_line: dict[int, int] = {}
-    for n, line in enumerate(path.read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(path.read_bytes().splitlines(), 1) if line.strip()]
+    for n, line in lines:
         parts = line.split()
         try:
             if len(parts) != 2:
                 raise ValueError
-            token, rank = base64.b64decode(parts[0], validate=True), int(parts[1])
+            ranks[base64.b64decode(parts[0], validate=True)] = int(parts[1])
         except (ValueError, binascii.Error):
             raise UserError(f"{path}:{n}: not 'base64-token rank': {line[:60]!r}") from None
+    if not ranks:
+        raise UserError(f"{path}: no tokens in the rank file")
+    if len(ranks) != len(lines) or len(set(ranks.values())) != len(ranks):
+        _refuse_repeats(path, lines)
+    return ranks
+
+
+def _refuse_repeats(path: Path, lines: list[tuple[int, bytes]]) -> None:
+    """The UserError for the first token or rank that a rank file gives twice, naming both lines."""
+    token_line: dict[bytes, int] = {}
+    rank_line: dict[int, int] = {}
+    for n, line in lines:
+        token, rank = base64.b64decode(line.split()[0], validate=True), int(line.split()[1])
         if token in token_line:
             raise UserError(f"{path}:{n}: token {token!r} is already on line {token_line[token]}")
         if rank in rank_line:
             raise UserError(f"{path}:{n}: rank {rank} is already on line {rank_line[rank]}")
-        ranks[token] = rank
         token_line[token], rank_line[rank] = n, n
-    if not ranks:
-        raise UserError(f"{path}: no tokens in the rank file")
-    return ranks
 
 
 def bpe_parts(data: bytes, ranks: Mapping[bytes, int], max_rank: int | None = None) -> list[bytes]:
