@@ -30,6 +30,7 @@ folder, keyed by the `regex` version.
 
 from __future__ import annotations
 
+import importlib
 import os
 from array import array
 from pathlib import Path
@@ -37,8 +38,9 @@ from typing import Any
 
 from llmlab.tokenizers import pre_tokenizers as pt
 
-try:
-    from llmlab.tokenizers import _fastbpe
+try:  # by name: import-linter cannot see the compiled module and would read `from llmlab.tokenizers
+    # import _fastbpe` as an import of the package, a cycle
+    _fastbpe: Any = importlib.import_module("llmlab.tokenizers._fastbpe")
 except ImportError:  # built without a C compiler: bpe.py encodes alone
     _fastbpe = None
 
