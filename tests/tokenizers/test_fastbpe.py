@@ -238,3 +238,26 @@ def test_merge_splits_equal_the_python_bpe_of_each_token() -> None:
         assert (parts == [token[:k], token[k:]]) if k > 0 else len(parts) == -k
     bad = {bytes([b]): b for b in range(256)} | {b"abc": 256}
     assert _fastbpe.merge_splits(bad) == {b"abc": -3}
+
+
+def test_long_chunks_merge_as_the_oracle_does() -> None:
+    """Chunks past 64 bytes take the heap path (O(n log n)); it must give the pass-by-pass loop's ids, also
+    for overlapping pairs ("aaaa") and for merges listed before the merges that make their parts."""
+    rng = random.Random(3)
+    trained = tokenizer(pt.GPT2)
+    words = ["".join(rng.choices("aab", k=rng.randint(65, 400))) for _ in range(40)]
+    words += ["a" * n for n in (65, 66, 67, 200, 1001)] + ["".join(rng.choices("thequick", k=3000))]
+    for word in words:
+        assert trained.encode(word) == trained._encode_python(word)
+    for _ in range(30):  # random merge lists over a tiny alphabet, in any order
+        tokens = [b"a", b"b"]
+        merges = []
+        for _ in range(rng.randint(3, 25)):
+            a, b = rng.choice(tokens), rng.choice(tokens)
+            if a + b not in tokens:
+                tokens.append(a + b)
+                merges.append((a, b))
+        rng.shuffle(merges)
+        tok = BPETokenizer.from_merges(merges)
+        for word in words[:10]:
+            assert tok.encode(word) == tok._encode_python(word), (merges, word)

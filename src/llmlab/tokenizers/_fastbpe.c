@@ -550,12 +550,95 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
+/* min-heap of (rank << 32 | position): the pairs of a long chunk, lowest rank, then leftmost, first */
+static void heap_push(uint64_t *heap, size_t *len, uint64_t v) {
+    size_t i = (*len)++;
+    while (i > 0 && heap[(i - 1) / 2] > v) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = v;
+}
+
+static uint64_t heap_pop(uint64_t *heap, size_t *len) {
+    uint64_t top = heap[0], v = heap[--(*len)];
+    size_t i = 0, n = *len;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap[c + 1] < heap[c]) c++;
+        if (heap[c] >= v) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (n) heap[i] = v;
+    return top;
+}
+
+#define LONG_CHUNK 64 /* bytes; a longer chunk is merged with a heap, O(n log n) instead of O(n^2) */
+#define NO_NODE UINT32_MAX
+
+/* The same merges as the loop in bpe() for a long chunk: a linked list of tokens and a heap of their
+ * pairs. All pairs of the lowest rank are taken at once, in position order, so each pass merges every
+ * occurrence left to right as the loop does; an entry whose pair has changed since it was pushed is
+ * skipped (a pair's rank names the pair, and a merge makes a token that is neither of its parts). */
+static int bpe_long(Engine *self, uint32_t *ids, size_t n, size_t *out_n) {
+    uint32_t *nxt = PyMem_RawMalloc(sizeof(uint32_t) * n), *prv = PyMem_RawMalloc(sizeof(uint32_t) * n);
+    uint64_t *heap = PyMem_RawMalloc(sizeof(uint64_t) * 3 * n), *pass = PyMem_RawMalloc(sizeof(uint64_t) * 3 * n);
+    size_t len = 0;
+    uint32_t r, m;
+    int err = 0;
+    if (!nxt || !prv || !heap || !pass) {
+        err = ERR_NOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        nxt[i] = i + 1 < n ? (uint32_t)(i + 1) : NO_NODE;
+        prv[i] = i ? (uint32_t)(i - 1) : NO_NODE;
+        if (i + 1 < n && pair_lookup(&self->pairs, ids[i], ids[i + 1], &r, &m))
+            heap_push(heap, &len, (uint64_t)r << 32 | i);
+    }
+    while (len) {
+        uint64_t rank = heap[0] >> 32;
+        size_t count = 0;
+        while (len && heap[0] >> 32 == rank) pass[count++] = heap_pop(heap, &len);
+        for (size_t k = 0; k < count; k++) {
+            uint32_t i = (uint32_t)pass[k], j = nxt[i];
+            if (ids[i] == NO_NODE || j == NO_NODE || !pair_lookup(&self->pairs, ids[i], ids[j], &r, &m) ||
+                r != rank)
+                continue; /* merged away, or no longer this pair */
+            ids[i] = m;
+            ids[j] = NO_NODE;
+            nxt[i] = nxt[j];
+            if (nxt[j] != NO_NODE) prv[nxt[j]] = i;
+            if (prv[i] != NO_NODE && pair_lookup(&self->pairs, ids[prv[i]], ids[i], &r, &m))
+                heap_push(heap, &len, (uint64_t)r << 32 | prv[i]);
+            if (nxt[i] != NO_NODE && pair_lookup(&self->pairs, ids[i], ids[nxt[i]], &r, &m))
+                heap_push(heap, &len, (uint64_t)r << 32 | i);
+        }
+    }
+    size_t w = 0;
+    for (uint32_t i = 0; i != NO_NODE; i = nxt[i]) ids[w++] = ids[i];
+    *out_n = w;
+done:
+    PyMem_RawFree(nxt);
+    PyMem_RawFree(prv);
+    PyMem_RawFree(heap);
+    PyMem_RawFree(pass);
+    return err;
+}
+
 /* BPE of one chunk's bytes into self->work */
 static int bpe(Engine *self, const uint8_t *p, size_t n) {
     self->work.len = 0;
     if (ids_reserve(&self->work, n) < 0) return ERR_NOMEM;
     uint32_t *ids = self->work.v;
     for (size_t i = 0; i < n; i++) ids[i] = self->byte_ids[p[i]];
+    if (n > LONG_CHUNK) {
+        int err = bpe_long(self, ids, n, &n);
+        self->work.len = n;
+        return err;
+    }
     while (n > 1) {
         uint32_t best = UINT32_MAX, best_a = 0, best_b = 0, best_new = 0, r, m;
         for (size_t i = 0; i + 1 < n; i++)
@@ -595,7 +678,8 @@ static int encode_piece(Engine *self, const uint8_t *p, size_t n) {
             val = self->whole.vals.v + w->val_off;
             nval = 1;
         } else {
-            if (bpe(self, p, n) < 0) return ERR_NOMEM;
+            int err = bpe(self, p, n);
+            if (err) return err;
             val = self->work.v;
             nval = self->work.len;
         }
