@@ -13,10 +13,11 @@
  *       A pattern without a spec is split by `regex` and only the chunks come here (encode_chunks).
  * BPE:  the lowest-ranked adjacent pair is merged everywhere, left to right, until no pair has a
  *       rank (bpe.py's rule, which is tiktoken's for the vocabularies it reads).
- * cache: chunk bytes -> ids, cleared when it holds `cache_limit` chunks, as bpe.py's dict is.
+ * cache: chunk bytes -> ids, cleared when it holds `cache_limit` chunks, as bpe.py's dict is; chunks
+ *        longer than 256 bytes are not kept.
  *
  * Left out: a lone surrogate raises ValueError here; the caller re-runs the Python path for its
- * message. Long chunks take O(n^2) pair scans, as in bpe.py and tiktoken.
+ * message.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -663,6 +664,8 @@ static int bpe(Engine *self, const uint8_t *p, size_t n) {
     return 0;
 }
 
+#define CACHE_MAX_CHUNK 256 /* bytes: longer chunks rarely repeat, and would let the cache grow without bound */
+
 /* append the ids of one chunk (its UTF-8 bytes) to self->out */
 static int encode_piece(Engine *self, const uint8_t *p, size_t n) {
     uint64_t h = hash_bytes(p, n);
@@ -683,8 +686,10 @@ static int encode_piece(Engine *self, const uint8_t *p, size_t n) {
             val = self->work.v;
             nval = self->work.len;
         }
-        if (self->cache.count >= self->cache_limit) bmap_clear(&self->cache);
-        if (bmap_put(&self->cache, p, n, h, val, nval) < 0) return ERR_NOMEM;
+        if (n <= CACHE_MAX_CHUNK) {
+            if (self->cache.count >= self->cache_limit) bmap_clear(&self->cache);
+            if (bmap_put(&self->cache, p, n, h, val, nval) < 0) return ERR_NOMEM;
+        }
     }
     if (ids_reserve(&self->out, nval) < 0) return ERR_NOMEM;
     memcpy(self->out.v + self->out.len, val, nval * sizeof(uint32_t));
