@@ -379,33 +379,17 @@ def varied_text(corpus: Corpus, mb: float = 2.0) -> str:
     return text[:text.rfind("\n", 0, int(mb * MB)) + 1]
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_timed(fn: Callable[[], Any], pids: Sequence[int] = ()) -> dict[str, Any]:
-    """Wall seconds of fn(), this process's CPU seconds, and the CPU seconds of each of `pids` during it."""
-    before = [_proc_cpu_seconds(p) for p in pids]
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"wall": wall, "cpu": cpu, "workers": [_proc_cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]}
-
-
 def bench_batch(corpus: Corpus, *, rounds: int = 3, vocab_size: int = 8192) -> tuple[str, bool]:
-    """`encode_batch` with 1 and 2 worker processes, first call (pool start, cold caches) and the calls after
-    (the persistent pool, warm caches), next to tiktoken's `encode_ordinary_batch` with 1 and 2 threads on
-    the same ranks; `rounds` times, each with fresh tokenizers, with the load of the other processes.
+    """`encode_batch` with 1 and 2 threads (the C encoder releases the GIL; the threads stay with the
+    tokenizer, each with its own chunk cache), first call (cold caches) and the calls after (warm), next
+    to tiktoken's `encode_ordinary_batch` with 1 and 2 threads on the same ranks; `rounds` times, each with
+    fresh tokenizers, with the load of the other processes. The pure-Python path (LLMLAB_PURE_PYTHON=1)
+    spreads texts over processes instead; it is timed once per round for scale.
 
-    On a machine that others load, wall-clock speed-ups say more about them than about the pool, so the
-    CPU seconds are measured too: one worker's (this process's) against the slowest of the two workers'
-    plus this process's own (shipping texts and ids) during the same warm call. Their ratio is the
-    speed-up the pool reaches when it has the two cores to itself."""
+    On a machine that others load, wall-clock speed-ups say more about them than about the threads: the
+    load average and the cores other processes kept busy during each round are in the table."""
     import tiktoken
 
-    from llmlab.tokenizers import base
     from llmlab.tokenizers.bpe import BPETokenizer
     from llmlab.tokenizers.bpe_train import train_bpe
     from llmlab.tokenizers.pre_tokenizers import GPT2
@@ -420,54 +404,59 @@ def bench_batch(corpus: Corpus, *, rounds: int = 3, vocab_size: int = 8192) -> t
     def fresh() -> BPETokenizer:
         return BPETokenizer.from_merges(merges)
 
+    def pure_python() -> BPETokenizer:
+        os.environ["LLMLAB_PURE_PYTHON"] = "1"
+        try:
+            return fresh()
+        finally:
+            del os.environ["LLMLAB_PURE_PYTHON"]
+
     enc = tiktoken.Encoding("bench", pat_str=GPT2, special_tokens={}, mergeable_ranks=dict(fresh().vocab))
     serial = [fresh().encode(t) for t in texts]
     checks = {"llmlab encode_batch(num_workers=2) == encode one by one": fresh().encode_batch(texts, num_workers=2)
               == serial,
+              "pure-Python encode_batch(num_workers=2) == encode one by one":
+                  pure_python().encode_batch(texts, num_workers=2) == serial,
               "tiktoken encode_ordinary_batch == llmlab": enc.encode_ordinary_batch(texts, num_threads=2) == serial}
     for name, passed in checks.items():
         log(f"{name}: {'ok' if passed else 'MISMATCH'}")
 
-    columns = ["round", "load (1 min / other cores busy)", "llmlab 1 worker first / warm s",
-               "llmlab 2 workers first / warm s", "2 vs 1 worker, first / warm", "warm CPU s: 1 worker / 2 workers "
-               "(slowest + parent)", "2 vs 1 worker by CPU", "tiktoken 1 / 2 threads s", "tiktoken 2 vs 1",
-               "MB/s warm: llmlab 2 workers / tiktoken 2 threads"]
+    columns = ["round", "load (1 min / other cores busy)", "llmlab 1 thread first / warm s",
+               "llmlab 2 threads first / warm s", "2 vs 1 thread, first / warm", "tiktoken 1 / 2 threads s",
+               "tiktoken 2 vs 1", "MB/s warm: llmlab 2 threads / tiktoken 2 threads",
+               "pure Python 1 / 2 processes, warm s"]
     rows, results = [], []
     for r in range(1, rounds + 1):
         since, load = cpu_clock(), load_average()[0]
         one, two = fresh(), fresh()
         t = {"1 first": time_once(lambda one=one: one.encode_batch(texts, num_workers=1)),
-             "2 first": time_once(lambda two=two: two.encode_batch(texts, num_workers=2))}
-        pids = list(base._POOLS[id(two)][1]._processes)  # the pool's worker processes (private, for measuring)
-        one_warm = min((_cpu_timed(lambda one=one: one.encode_batch(texts, num_workers=1)) for _ in range(2)),
-                       key=lambda m: m["wall"])
-        two_warm = min((_cpu_timed(lambda two=two: two.encode_batch(texts, num_workers=2), pids) for _ in range(2)),
-                       key=lambda m: m["wall"])
-        t["1 warm"], t["2 warm"] = one_warm["wall"], two_warm["wall"]
-        cpu_one, cpu_two = one_warm["cpu"], max(two_warm["workers"]) + two_warm["cpu"]
-        t["tiktoken 1"] = time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=1), repeats=2).min
-        t["tiktoken 2"] = time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=2), repeats=2).min
+             "2 first": time_once(lambda two=two: two.encode_batch(texts, num_workers=2)),
+             "1 warm": time_call(lambda one=one: one.encode_batch(texts, num_workers=1), repeats=2).min,
+             "2 warm": time_call(lambda two=two: two.encode_batch(texts, num_workers=2), repeats=2).min,
+             "tiktoken 1": time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=1), repeats=2).min,
+             "tiktoken 2": time_call(lambda: enc.encode_ordinary_batch(texts, num_threads=2), repeats=2).min}
+        slow = pure_python()
+        t["python 1"] = time_call(lambda slow=slow: slow.encode_batch(texts, num_workers=1), warmup=1).min
+        t["python 2"] = time_call(lambda slow=slow: slow.encode_batch(texts, num_workers=2), warmup=1).min
         busy = other_cores(since)
-        del two  # its pool shuts down with it
-        results.append({"round": r, "load": load, "other_cores": busy, "seconds": t, "cpu_one": cpu_one,
-                        "cpu_two": two_warm})
-        rows.append([r, f"{load:.1f} / {busy:.1f}", f"{t['1 first']:.2f} / {t['1 warm']:.2f}",
-                     f"{t['2 first']:.2f} / {t['2 warm']:.2f}",
+        del two, slow  # their threads and processes go with them
+        results.append({"round": r, "load": load, "other_cores": busy, "seconds": t})
+        rows.append([r, f"{load:.1f} / {busy:.1f}", f"{t['1 first']:.3f} / {t['1 warm']:.3f}",
+                     f"{t['2 first']:.3f} / {t['2 warm']:.3f}",
                      f"{ratio(t['1 first'], t['2 first'])} / {ratio(t['1 warm'], t['2 warm'])}",
-                     f"{cpu_one:.2f} / {cpu_two:.2f}", ratio(cpu_one, cpu_two),
-                     f"{t['tiktoken 1']:.2f} / {t['tiktoken 2']:.2f}", ratio(t["tiktoken 1"], t["tiktoken 2"]),
-                     f"{n_mb / t['2 warm']:.2f} / {n_mb / t['tiktoken 2']:.2f}"])
+                     f"{t['tiktoken 1']:.3f} / {t['tiktoken 2']:.3f}", ratio(t["tiktoken 1"], t["tiktoken 2"]),
+                     f"{n_mb / t['2 warm']:.1f} / {n_mb / t['tiktoken 2']:.1f}",
+                     f"{t['python 1']:.2f} / {t['python 2']:.2f}"])
         log(" | ".join(map(str, rows[-1])))
-    table = (f"## encode_batch: 1 vs 2 worker processes (persistent pool) and tiktoken\n\n"
+    table = (f"## encode_batch: 1 vs 2 threads and tiktoken\n\n"
              f"{describe_machine(machine_info(('tiktoken',)))}. {n_mb:.2f} MB of varied text (held-out docs, "
              f"Python source, 7 scripts, code-mixed) as {len(texts)} documents of ~4 KB; byte-level BPE, vocab "
              f"{vocab_size}, GPT-2 pattern; tiktoken with the same ranks. First: a fresh tokenizer's first call "
-             f"(starts the pool, cold caches); warm: the faster of the next 2 calls. Load: the 1-minute load "
-             f"average at the round's start and the cores other processes kept busy during it. By CPU: one "
-             f"worker's CPU seconds / (the slowest worker's + the parent's) in the warm call, the speed-up with "
-             f"two free cores.\n\n"
+             f"(starts the threads, cold caches); warm: the faster of the next 2 calls. Load: the 1-minute load "
+             f"average at the round's start and the cores other processes kept busy during it. Pure Python: the "
+             f"C encoder switched off (LLMLAB_PURE_PYTHON=1), encode_batch in worker processes.\n\n"
              + "\n".join(f"- {name}: {'ok' if ok else 'MISMATCH'}" for name, ok in checks.items()) + "\n\n"
-             + markdown_table(columns, rows, align="rlrrrrrrrr") + "\n")
+             + markdown_table(columns, rows, align="rlrrrrrrr") + "\n")
     return table, all(checks.values())
 
 

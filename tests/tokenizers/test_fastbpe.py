@@ -187,8 +187,9 @@ def test_encode_batch_runs_in_kept_threads_each_with_its_own_cache() -> None:
     assert tok.encode_batch(texts[::-1], num_workers=2) == expect[::-1]
     assert tok._pool[1] is pool and set(pool._threads) == threads  # the same threads, kept
     local, first = tok._local, tok._engine
-    engines = [pool.submit(lambda: local.engine).result() for _ in range(6)]
-    assert all(e is not None and e is not first and e.cache_len > 0 for e in engines)  # warm forks of the first
+    engines = {id(e): e for e in (pool.submit(lambda: getattr(local, "engine", None)).result() for _ in range(6))
+               if e is not None}  # a thread that drew no slice has none
+    assert engines and all(e is not first and e.cache_len > 0 for e in engines.values())  # warm forks of the first
     tok.encode_batch(texts, num_workers=3)  # another count: another pool
     assert tok._pool[1] is not pool
     pool = tok._pool[1]

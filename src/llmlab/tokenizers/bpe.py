@@ -95,6 +95,7 @@ class BPETokenizer(Tokenizer):
         self._ranks = self._rank_table()
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
+        self._use_c = fastbpe.available()  # decided once: LLMLAB_PURE_PYTHON=1 when the tokenizer is made
         self._engine: Any = None  # the first C encoder (_engine_here)
         self._local = threading.local()  # this thread's C encoder
         self._pool: tuple[int, Any] | None = None  # encode_batch's threads: (count, executor)
@@ -156,7 +157,7 @@ class BPETokenizer(Tokenizer):
         """This thread's C encoder (fastbpe.py); None where it is not built or is switched off. Threads
         share its tables but not its cache: each makes a fork of the first on its first encode."""
         engine = getattr(self._local, "engine", None)
-        if engine is None and fastbpe.available():
+        if engine is None and self._use_c:
             if self._engine is None:
                 engine = self._engine = fastbpe.engine(self._byte_ids, self._ranks,
                                                        self.vocab if self.ignore_merges else None, _CACHE_LIMIT)
