@@ -152,5 +152,10 @@ def _build_tables() -> bytes:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except (RuntimeError, KeyError):  # no home folder to be found: the tables go in the temp folder
+        import tempfile
+
+        base = tempfile.gettempdir()
     return Path(base) / "llmlab"
