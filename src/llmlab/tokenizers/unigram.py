@@ -52,6 +52,7 @@ import regex
 
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers import fastunigram
 from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
@@ -226,6 +227,7 @@ class UnigramTokenizer(Tokenizer):
         # the largest |total| of a text of _SAFE_CHARS characters: one piece per character at most
         largest = max([abs(self.unk_score), *(abs(score) for _, score in self.vocab.values())])
         self._safe_total = _SAFE_CHARS * largest * (1 + _SAFE_CHARS * 2.0**-22)
+        self._engine: Any = None  # the C word search (fastunigram.py): made on the first encode, False if none
 
     def _check(self) -> None:
         seen: dict[str, int] = {}
@@ -261,9 +263,15 @@ class UnigramTokenizer(Tokenizer):
     def _encode_ordinary(self, text: str) -> list[int]:
         if self.float32:
             return self._encode_float32(text)
+        words = self.words(text)
+        if (engine := self._engine_here()) is not None:
+            try:
+                return engine.encode(words)
+            except ValueError:  # a lone surrogate: the Python path below names it
+                pass
         ids: list[int] = []
         cache = self._cache
-        for word in self.words(text):
+        for word in words:
             cached = cache.get(word)
             if cached is None:
                 if len(cache) >= _CACHE_LIMIT:
@@ -315,7 +323,12 @@ class UnigramTokenizer(Tokenizer):
         """Word by word: `bound`, an upper bound of |total|, is the sum of |score| of the cached paths
         taken since the total was last computed, grown by their float32 rounding (at most 2^-24 per
         sum, 2^-23 here). The exact total is replayed from the cached paths' scores only when a word
-        needs it."""
+        needs it. The C engine (fastunigram.py) walks the same way; this stays its oracle."""
+        if (engine := self._engine_here()) is not None:
+            try:
+                return engine.walk_float32(words)
+            except ValueError:  # a lone surrogate: the Python path below names it
+                pass
         ids: list[int] = []
         total = bound = 0.0
         pending: list[tuple[float, ...]] = []  # scores of the cached paths since `total`
@@ -333,6 +346,17 @@ class UnigramTokenizer(Tokenizer):
             ids += self._ids(edges, word)
             bound = abs(total)
         return ids
+
+    def _engine_here(self) -> Any:
+        """The C word search sharing this tokenizer's caches, made on first use; None where it is not
+        built or is switched off (LLMLAB_PURE_PYTHON=1 when the first text is encoded)."""
+        engine = self._engine
+        if engine is None:
+            engine = self._engine = fastunigram.available() and fastunigram.engine(
+                self.vocab, unk_score=self.unk_score, unk_id=self.unk_id, byte_ids=self._byte_ids,
+                n_ids=len(self.pieces), word_path=WordPath, safe_total=self._safe_total, cache_limit=_CACHE_LIMIT,
+                caches=(self._cache, self._paths, self._safe, self._safe_spaced))
+        return engine or None
 
     def _word_path(self, word: str) -> WordPath:
         """The cache entry of a word for `_encode_float32`."""
@@ -499,6 +523,7 @@ class UnigramTokenizer(Tokenizer):
         state["_paths"] = {}
         state["_safe"] = {}
         state["_safe_spaced"] = {}
+        state["_engine"] = None  # C state: each copy makes its own, over its own caches
         return state
 
 

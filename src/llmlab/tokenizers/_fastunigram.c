@@ -1,0 +1,699 @@
+/* llmlab.tokenizers._fastunigram: Unigram (SentencePiece) encoding's cold path in C.
+ *
+ * unigram.py and unigram_lattice.py stay the oracle; this module does the same per-word work
+ * without the interpreter, and tests compare the two (tests/tokenizers/test_fastunigram.py):
+ *
+ *   best_path        unigram_lattice.text_stable_path: the float64 Viterbi of a word, pushing each
+ *                    piece into the best and second-best totals where it ends, and the word's
+ *                    float32 `limit` (stable_path) from the gaps on its path
+ *   viterbi_float32  unigram_lattice.viterbi_float32 over the word's lattice from a running total
+ *   encode           UnigramTokenizer._encode_ordinary's loop (float64, HF): words -> cached ids
+ *   walk_float32     UnigramTokenizer._walk_float32 (SentencePiece's float32 totals)
+ *
+ * The caches are the tokenizer's own dicts (passed in at construction), filled with the same
+ * values the Python path stores (ids lists; WordPath tuples with lattice None, which the Python
+ * walk rebuilds on demand), so both paths read and write one cache and the `stable_path` bound
+ * means the same thing. The vocabulary is a trie over code points (one open-addressing table of
+ * (node, code point) -> child): its nodes are the pieces and their proper prefixes, so the search
+ * at a start stops at the first substring no piece begins with, as `piece_prefixes` does.
+ *
+ * Arithmetic: the same IEEE double operations in the same order as the Python code; float32 totals
+ * are a double sum rounded to float, as Python's array("f") store rounds. No expression here is a
+ * multiply-add whose rounding a fused instruction could change (the products are by powers of two).
+ *
+ * Left out: lone surrogates raise ValueError (the caller re-runs the Python path for its message).
+ * The GIL is held throughout (the caches are Python dicts).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define UNK (-1)
+#define SPACE 0x2581 /* "▁" */
+
+/* ------------------------------------------------------------------ the vocabulary trie */
+
+typedef struct {
+    int32_t token; /* the piece's id, or -1 for a proper prefix that is no piece */
+    double score;
+} Node;
+
+typedef struct {
+    uint64_t key; /* ((node << 21) | code point) + 1; 0 = empty */
+    int32_t child;
+} Slot;
+
+typedef struct {
+    Node *nodes;
+    Py_ssize_t n_nodes, cap_nodes;
+    Slot *slots;
+    uint64_t mask;
+    int shift;
+    Py_ssize_t n_slots;
+} Trie;
+
+static inline uint64_t slot_hash(uint64_t key, int shift) { return (key * 0x9E3779B97F4A7C15ULL) >> shift; }
+
+static inline int32_t trie_child(const Trie *t, int32_t node, uint32_t cp) {
+    uint64_t key = (((uint64_t)node << 21) | cp) + 1;
+    for (uint64_t i = slot_hash(key, t->shift);; i = (i + 1) & t->mask) {
+        const Slot *s = &t->slots[i];
+        if (s->key == key) return s->child;
+        if (!s->key) return -1;
+    }
+}
+
+static int trie_new_node(Trie *t) {
+    if (t->n_nodes == t->cap_nodes) {
+        Py_ssize_t cap = t->cap_nodes ? 2 * t->cap_nodes : 1024;
+        Node *n = PyMem_Realloc(t->nodes, (size_t)cap * sizeof(Node));
+        if (!n) return -1;
+        t->nodes = n;
+        t->cap_nodes = cap;
+    }
+    t->nodes[t->n_nodes].token = -1;
+    t->nodes[t->n_nodes].score = 0.0;
+    return (int)t->n_nodes++;
+}
+
+/* the child of `node` for `cp`, made when missing; -1 when out of memory */
+static int32_t trie_insert_child(Trie *t, int32_t node, uint32_t cp) {
+    uint64_t key = (((uint64_t)node << 21) | cp) + 1;
+    uint64_t i = slot_hash(key, t->shift);
+    for (; t->slots[i].key; i = (i + 1) & t->mask)
+        if (t->slots[i].key == key) return t->slots[i].child;
+    int child = trie_new_node(t);
+    if (child < 0) return -1;
+    t->slots[i].key = key;
+    t->slots[i].child = child;
+    t->n_slots++;
+    return child;
+}
+
+/* the trie of `pieces`, a sequence of (piece, id, score); every piece's characters sized the table */
+static int trie_build(Trie *t, PyObject *pieces) {
+    PyObject *seq = PySequence_Fast(pieces, "pieces must be a sequence of (piece, id, score)");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), chars = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(item, 0))) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "pieces: (str, int, float) tuples");
+            return -1;
+        }
+        chars += PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(item, 0));
+    }
+    int bits = 4;
+    while (((Py_ssize_t)1 << bits) < 2 * chars + 16) bits++;
+    t->slots = PyMem_Calloc((size_t)1 << bits, sizeof(Slot));
+    if (!t->slots || trie_new_node(t) < 0) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->mask = ((uint64_t)1 << bits) - 1;
+    t->shift = 64 - bits;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, k), *piece = PyTuple_GET_ITEM(item, 0);
+        long id = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        double score = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 2));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        int kind = PyUnicode_KIND(piece);
+        const void *data = PyUnicode_DATA(piece);
+        int32_t node = 0;
+        for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(piece) && node >= 0; i++)
+            node = trie_insert_child(t, node, PyUnicode_READ(kind, data, i));
+        if (node < 0) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->nodes[node].token = (int32_t)id;
+        t->nodes[node].score = score;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the engine */
+
+typedef struct {
+    PyObject_HEAD
+    Trie trie;
+    double unk_score;
+    int32_t unk_id;
+    int byte_fallback;
+    int32_t byte_ids[256];
+    PyObject **ints; /* one int object per id, reused in every ids list */
+    Py_ssize_t n_ints;
+    PyObject *word_path; /* unigram.WordPath */
+    double safe_total;
+    Py_ssize_t cache_limit;
+    PyObject *cache, *paths, *safe, *safe_spaced; /* the tokenizer's dicts */
+    /* scratch, per position of the word being searched */
+    Py_ssize_t cap;
+    double *best, *second, *back_score;
+    float *best32;
+    int32_t *back_start, *back_token;
+    /* the path found: its edges in order */
+    Py_ssize_t n_path;
+    int32_t *path_start, *path_end, *path_token;
+    double *path_score;
+} Engine;
+
+static int reserve(Engine *self, Py_ssize_t n) {
+    if (n + 1 <= self->cap) return 0;
+    Py_ssize_t cap = self->cap ? self->cap : 64;
+    while (cap < n + 1) cap *= 2;
+#define GROW(field, type)                                                      \
+    do {                                                                       \
+        type *p = PyMem_Realloc(self->field, (size_t)cap * sizeof(type));     \
+        if (!p) {                                                              \
+            PyErr_NoMemory();                                                  \
+            return -1;                                                         \
+        }                                                                      \
+        self->field = p;                                                       \
+    } while (0)
+    GROW(best, double);
+    GROW(second, double);
+    GROW(back_score, double);
+    GROW(best32, float);
+    GROW(back_start, int32_t);
+    GROW(back_token, int32_t);
+    GROW(path_start, int32_t);
+    GROW(path_end, int32_t);
+    GROW(path_token, int32_t);
+    GROW(path_score, double);
+#undef GROW
+    self->cap = cap;
+    return 0;
+}
+
+typedef struct {
+    int kind;
+    const void *data;
+    Py_ssize_t n;
+} Text;
+
+static int text_of(PyObject *obj, Text *t) {
+    if (!PyUnicode_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "words must be str");
+        return -1;
+    }
+    t->kind = PyUnicode_KIND(obj);
+    t->data = PyUnicode_DATA(obj);
+    t->n = PyUnicode_GET_LENGTH(obj);
+    return 0;
+}
+
+#define CP(t, i) ((uint32_t)PyUnicode_READ((t)->kind, (t)->data, (i)))
+
+/* self->path_* from the back pointers into n */
+static void backtrack(Engine *self, Py_ssize_t n) {
+    Py_ssize_t k = 0;
+    for (Py_ssize_t end = n; end > 0; end = self->back_start[end]) k++;
+    self->n_path = k;
+    for (Py_ssize_t end = n; end > 0; end = self->back_start[end]) {
+        k--;
+        self->path_start[k] = self->back_start[end];
+        self->path_end[k] = (int32_t)end;
+        self->path_token[k] = self->back_token[end];
+        self->path_score[k] = self->back_score[end];
+    }
+}
+
+static inline void push64(Engine *self, Py_ssize_t start, Py_ssize_t end, int32_t token, double piece) {
+    double score = self->best[start] + piece;
+    if (score > self->best[end]) { /* strictly: among equal totals the earliest start stays */
+        self->second[end] = self->best[end];
+        self->best[end] = score;
+        self->back_start[end] = (int32_t)start;
+        self->back_token[end] = token;
+        self->back_score[end] = piece;
+    } else if (score > self->second[end])
+        self->second[end] = score;
+}
+
+/* text_stable_path: the path into self->path_*, its limit into *limit */
+static int best_path(Engine *self, const Text *t, double *limit) {
+    Py_ssize_t n = t->n;
+    if (n >= INT32_MAX / 2 || reserve(self, n) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "word too long");
+        return -1;
+    }
+    const Node *nodes = self->trie.nodes;
+    self->best[0] = 0.0;
+    self->second[0] = -INFINITY;
+    for (Py_ssize_t i = 1; i <= n; i++) self->best[i] = self->second[i] = -INFINITY;
+    for (Py_ssize_t start = 0; start < n; start++) {
+        int single = 0;
+        int32_t node = 0;
+        for (Py_ssize_t end = start + 1; end <= n; end++) {
+            node = trie_child(&self->trie, node, CP(t, end - 1));
+            if (node < 0) break;
+            if (nodes[node].token < 0) continue;
+            single = single || end == start + 1;
+            push64(self, start, end, nodes[node].token, nodes[node].score);
+        }
+        if (!single) /* no other edge from `start` ends at start + 1, so pushing it last keeps the order */
+            push64(self, start, start + 1, UNK, self->unk_score);
+    }
+    backtrack(self, n);
+    if (n >= ((Py_ssize_t)1 << 22)) {
+        *limit = -INFINITY;
+        return 0;
+    }
+    /* unigram_lattice._limit: min gap on the path * 2^23 / (2n + 2) - max |best| */
+    double margin = INFINITY, largest = 0.0;
+    for (Py_ssize_t k = 0; k < self->n_path; k++) {
+        Py_ssize_t e = self->path_end[k];
+        double gap = self->best[e] - self->second[e];
+        if (gap < margin) margin = gap;
+    }
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        double a = fabs(self->best[i]);
+        if (a > largest) largest = a;
+    }
+    *limit = margin * 8388608.0 / (double)(2 * n + 2) - largest;
+    return 0;
+}
+
+static inline void push32(Engine *self, Py_ssize_t start, Py_ssize_t end, int32_t token, double piece,
+                          uint8_t *set) {
+    float cand = (float)((double)self->best32[start] + piece);
+    if (!set[end] || cand > self->best32[end]) {
+        self->best32[end] = cand;
+        set[end] = 1;
+        self->back_start[end] = (int32_t)start;
+        self->back_token[end] = token;
+        self->back_score[end] = piece;
+    }
+}
+
+/* viterbi_float32 from the running total `start`: the path into self->path_*, the total into *total */
+static int viterbi32(Engine *self, const Text *t, float start, float *total) {
+    Py_ssize_t n = t->n;
+    if (n >= INT32_MAX / 2 || reserve(self, n) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "word too long");
+        return -1;
+    }
+    uint8_t *set = (uint8_t *)self->second; /* the float64 scratch is free here: n + 1 flags fit */
+    memset(set, 0, (size_t)n + 1);
+    const Node *nodes = self->trie.nodes;
+    self->best32[0] = start;
+    for (Py_ssize_t s = 0; s < n; s++) {
+        int single = 0;
+        int32_t node = 0;
+        for (Py_ssize_t end = s + 1; end <= n; end++) {
+            node = trie_child(&self->trie, node, CP(t, end - 1));
+            if (node < 0) break;
+            if (nodes[node].token < 0) continue;
+            single = single || end == s + 1;
+            push32(self, s, end, nodes[node].token, nodes[node].score, set);
+        }
+        if (!single) push32(self, s, s + 1, UNK, self->unk_score, set);
+    }
+    backtrack(self, n);
+    *total = self->best32[n];
+    return 0;
+}
+
+static int append_id(Engine *self, PyObject *list, int32_t id) {
+    if (id < 0 || id >= self->n_ints) {
+        PyErr_SetString(PyExc_ValueError, "token id out of range");
+        return -1;
+    }
+    return PyList_Append(list, self->ints[id]);
+}
+
+/* UnigramTokenizer._ids: the ids of self->path_* over t; unknown characters as bytes or one <unk> per run */
+static PyObject *path_ids(Engine *self, const Text *t) {
+    PyObject *ids = PyList_New(0);
+    if (!ids) return NULL;
+    int in_unknown = 0;
+    for (Py_ssize_t k = 0; k < self->n_path; k++) {
+        int32_t token = self->path_token[k];
+        int err = 0;
+        if (token != UNK) {
+            err = append_id(self, ids, token);
+            in_unknown = 0;
+        } else if (self->byte_fallback) {
+            uint32_t c = CP(t, self->path_start[k]);
+            uint8_t b[4];
+            int m;
+            if (c < 0x80) {
+                b[0] = (uint8_t)c;
+                m = 1;
+            } else if (c < 0x800) {
+                b[0] = (uint8_t)(0xC0 | (c >> 6));
+                b[1] = (uint8_t)(0x80 | (c & 0x3F));
+                m = 2;
+            } else if (c < 0x10000) {
+                if (c >= 0xD800 && c <= 0xDFFF) {
+                    Py_DECREF(ids);
+                    PyErr_SetString(PyExc_ValueError, "lone surrogate");
+                    return NULL;
+                }
+                b[0] = (uint8_t)(0xE0 | (c >> 12));
+                b[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+                b[2] = (uint8_t)(0x80 | (c & 0x3F));
+                m = 3;
+            } else {
+                b[0] = (uint8_t)(0xF0 | (c >> 18));
+                b[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+                b[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+                b[3] = (uint8_t)(0x80 | (c & 0x3F));
+                m = 4;
+            }
+            for (int j = 0; j < m && !err; j++) err = append_id(self, ids, self->byte_ids[b[j]]);
+        } else if (!in_unknown) {
+            err = append_id(self, ids, self->unk_id);
+            in_unknown = 1;
+        }
+        if (err < 0) {
+            Py_DECREF(ids);
+            return NULL;
+        }
+    }
+    return ids;
+}
+
+/* out += items */
+static int extend(PyObject *out, PyObject *items) {
+    Py_ssize_t n = PyList_GET_SIZE(out);
+    return PyList_SetSlice(out, n, n, items);
+}
+
+static PyObject *path_tuples(Engine *self) {
+    PyObject *out = PyList_New(self->n_path);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < self->n_path; k++) {
+        PyObject *e = Py_BuildValue("(iiid)", self->path_start[k], self->path_end[k], self->path_token[k],
+                                    self->path_score[k]);
+        if (!e) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, e);
+    }
+    return out;
+}
+
+/* best_path(word) -> ([(start, end, token, score)], limit): text_stable_path, for tests */
+static PyObject *Engine_best_path(Engine *self, PyObject *word) {
+    Text t;
+    double limit;
+    if (text_of(word, &t) < 0 || best_path(self, &t, &limit) < 0) return NULL;
+    PyObject *path = path_tuples(self);
+    return path ? Py_BuildValue("(Nd)", path, limit) : NULL;
+}
+
+/* viterbi_float32(word, start) -> ([(start, end, token, score)], total), for tests */
+static PyObject *Engine_viterbi_float32(Engine *self, PyObject *args) {
+    PyObject *word;
+    double start;
+    Text t;
+    float total;
+    if (!PyArg_ParseTuple(args, "Od", &word, &start) || text_of(word, &t) < 0 ||
+        viterbi32(self, &t, (float)start, &total) < 0)
+        return NULL;
+    PyObject *path = path_tuples(self);
+    return path ? Py_BuildValue("(Nd)", path, (double)total) : NULL;
+}
+
+/* encode(words) -> ids: float64 paths, each word's ids cached in self->cache */
+static PyObject *Engine_encode(Engine *self, PyObject *words) {
+    if (!PyList_Check(words)) {
+        PyErr_SetString(PyExc_TypeError, "words must be a list");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(words); k++) {
+        PyObject *word = PyList_GET_ITEM(words, k);
+        PyObject *cached = PyDict_GetItemWithError(self->cache, word);
+        Text t;
+        double limit;
+        if (cached) {
+            Py_INCREF(cached);
+        } else {
+            if (PyErr_Occurred() || text_of(word, &t) < 0 || best_path(self, &t, &limit) < 0 ||
+                !(cached = path_ids(self, &t)))
+                goto fail;
+            if (PyDict_GET_SIZE(self->cache) >= self->cache_limit) PyDict_Clear(self->cache);
+            if (PyDict_SetItem(self->cache, word, cached) < 0) {
+                Py_DECREF(cached);
+                goto fail;
+            }
+        }
+        int err = extend(out, cached);
+        Py_DECREF(cached);
+        if (err < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* UnigramTokenizer._word_path: a new WordPath for `word`, stored in paths (and safe, safe_spaced) */
+static PyObject *word_path(Engine *self, PyObject *word, const Text *t) {
+    double limit;
+    if (best_path(self, t, &limit) < 0) return NULL;
+    if (PyDict_GET_SIZE(self->paths) >= self->cache_limit) {
+        PyDict_Clear(self->paths);
+        PyDict_Clear(self->safe);
+        PyDict_Clear(self->safe_spaced);
+    }
+    PyObject *ids = path_ids(self, t), *scores = PyTuple_New(self->n_path), *entry = NULL, *spent_obj = NULL,
+             *growth_obj = NULL, *limit_obj = NULL;
+    if (!ids || !scores) goto done;
+    double spent = 0.0;
+    for (Py_ssize_t k = 0; k < self->n_path; k++) {
+        PyObject *s = PyFloat_FromDouble(self->path_score[k]);
+        if (!s) goto done;
+        PyTuple_SET_ITEM(scores, k, s);
+        spent += fabs(self->path_score[k]);
+    }
+    spent_obj = PyFloat_FromDouble(spent);
+    growth_obj = PyFloat_FromDouble(1.0 + (double)self->n_path * 1.1920928955078125e-07); /* 2^-23 */
+    limit_obj = PyFloat_FromDouble(limit);
+    if (!spent_obj || !growth_obj || !limit_obj) goto done;
+    entry = PyObject_CallFunctionObjArgs(self->word_path, ids, scores, spent_obj, growth_obj, limit_obj, Py_None,
+                                         NULL);
+    if (!entry) goto done;
+    if (PyDict_SetItem(self->paths, word, entry) < 0) goto fail;
+    if (limit > self->safe_total) {
+        if (PyDict_SetItem(self->safe, word, ids) < 0) goto fail;
+        if (t->n >= 1 && CP(t, 0) == SPACE && (t->n == 1 || CP(t, 1) != SPACE)) {
+            PyObject *rest = PyUnicode_Substring(word, 1, t->n);
+            int err = rest ? PyDict_SetItem(self->safe_spaced, rest, ids) : -1;
+            Py_XDECREF(rest);
+            if (err < 0) goto fail;
+        }
+    }
+    goto done;
+fail:
+    Py_CLEAR(entry);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(scores);
+    Py_XDECREF(spent_obj);
+    Py_XDECREF(growth_obj);
+    Py_XDECREF(limit_obj);
+    return entry;
+}
+
+/* walk_float32(words) -> ids: UnigramTokenizer._walk_float32. `bound` bounds |total| from the cached
+ * paths taken as the Python walk does; the exact total is kept along (the Python walk replays it when
+ * needed: the same float32 sums in the same order) */
+static PyObject *Engine_walk_float32(Engine *self, PyObject *words) {
+    if (!PyList_Check(words)) {
+        PyErr_SetString(PyExc_TypeError, "words must be a list");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    float total = 0.0f;
+    double bound = 0.0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(words); k++) {
+        PyObject *word = PyList_GET_ITEM(words, k);
+        Text t;
+        if (text_of(word, &t) < 0) goto fail;
+        PyObject *entry = PyDict_GetItemWithError(self->paths, word);
+        if (entry)
+            Py_INCREF(entry);
+        else if (PyErr_Occurred() || !(entry = word_path(self, word, &t)))
+            goto fail;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 5) {
+            Py_DECREF(entry);
+            PyErr_SetString(PyExc_TypeError, "a cached path is not a WordPath");
+            goto fail;
+        }
+        PyObject *ids = PyTuple_GET_ITEM(entry, 0), *scores = PyTuple_GET_ITEM(entry, 1);
+        double spent = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 2));
+        double growth = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 3));
+        double limit = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 4));
+        if (PyErr_Occurred() || !PyList_Check(ids) || !PyTuple_Check(scores)) {
+            Py_DECREF(entry);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a cached path is not a WordPath");
+            goto fail;
+        }
+        int err;
+        if (bound < limit) {
+            err = extend(out, ids);
+            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scores) && !err; j++) {
+                double s = PyFloat_AsDouble(PyTuple_GET_ITEM(scores, j));
+                err = s == -1.0 && PyErr_Occurred() ? -1 : 0;
+                total = (float)((double)total + s);
+            }
+            bound = (bound + spent) * growth;
+        } else {
+            PyObject *walked = NULL;
+            err = viterbi32(self, &t, total, &total) < 0 || !(walked = path_ids(self, &t)) ? -1 : extend(out, walked);
+            Py_XDECREF(walked);
+            bound = fabs((double)total);
+        }
+        Py_DECREF(entry);
+        if (err < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *Engine_node_count(Engine *self, void *unused) { return PyLong_FromSsize_t(self->trie.n_nodes); }
+
+/* Engine(pieces, unk_score, unk_id, byte_ids, n_ids, word_path, safe_total, cache_limit,
+ *        cache, paths, safe, safe_spaced) */
+static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
+    PyObject *pieces, *byte_ids, *word_path_type, *cache, *paths, *safe, *safe_spaced;
+    double unk_score, safe_total;
+    int unk_id;
+    Py_ssize_t n_ids, cache_limit;
+    if (self->ints) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "OdiOnOdnO!O!O!O!", &pieces, &unk_score, &unk_id, &byte_ids, &n_ids,
+                          &word_path_type, &safe_total, &cache_limit, &PyDict_Type, &cache, &PyDict_Type, &paths,
+                          &PyDict_Type, &safe, &PyDict_Type, &safe_spaced))
+        return -1;
+    if (n_ids <= 0 || unk_id < 0 || unk_id >= n_ids) {
+        PyErr_SetString(PyExc_ValueError, "unk_id must be an id of the n_ids pieces");
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(byte_ids, "byte_ids must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    if (nb != 0 && nb != 256) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "byte_ids: 256 ids (byte fallback) or none");
+        return -1;
+    }
+    self->byte_fallback = nb == 256;
+    for (Py_ssize_t b = 0; b < nb; b++) self->byte_ids[b] = (int32_t)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, b));
+    Py_DECREF(seq);
+    if (PyErr_Occurred()) return -1;
+    self->ints = PyMem_Calloc((size_t)n_ids, sizeof(PyObject *));
+    if (!self->ints) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->n_ints = n_ids;
+    for (Py_ssize_t i = 0; i < n_ids; i++)
+        if (!(self->ints[i] = PyLong_FromSsize_t(i))) return -1;
+    if (trie_build(&self->trie, pieces) < 0) return -1;
+    self->unk_score = unk_score;
+    self->unk_id = unk_id;
+    self->safe_total = safe_total;
+    self->cache_limit = cache_limit;
+    Py_INCREF(word_path_type);
+    self->word_path = word_path_type;
+    Py_INCREF(cache);
+    self->cache = cache;
+    Py_INCREF(paths);
+    self->paths = paths;
+    Py_INCREF(safe);
+    self->safe = safe;
+    Py_INCREF(safe_spaced);
+    self->safe_spaced = safe_spaced;
+    return reserve(self, 256);
+}
+
+static void Engine_dealloc(Engine *self) {
+    if (self->ints) {
+        for (Py_ssize_t i = 0; i < self->n_ints; i++) Py_XDECREF(self->ints[i]);
+        PyMem_Free(self->ints);
+    }
+    PyMem_Free(self->trie.nodes);
+    PyMem_Free(self->trie.slots);
+    Py_XDECREF(self->word_path);
+    Py_XDECREF(self->cache);
+    Py_XDECREF(self->paths);
+    Py_XDECREF(self->safe);
+    Py_XDECREF(self->safe_spaced);
+    PyMem_Free(self->best);
+    PyMem_Free(self->second);
+    PyMem_Free(self->back_score);
+    PyMem_Free(self->best32);
+    PyMem_Free(self->back_start);
+    PyMem_Free(self->back_token);
+    PyMem_Free(self->path_start);
+    PyMem_Free(self->path_end);
+    PyMem_Free(self->path_token);
+    PyMem_Free(self->path_score);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"encode", (PyCFunction)Engine_encode, METH_O, "encode(words) -> ids: float64 paths (HF), cached per word"},
+    {"walk_float32", (PyCFunction)Engine_walk_float32, METH_O,
+     "walk_float32(words) -> ids: SentencePiece's float32 totals, WordPath cache"},
+    {"best_path", (PyCFunction)Engine_best_path, METH_O, "best_path(word) -> (edges, limit): text_stable_path"},
+    {"viterbi_float32", (PyCFunction)Engine_viterbi_float32, METH_VARARGS,
+     "viterbi_float32(word, start) -> (edges, total)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"node_count", (getter)Engine_node_count, NULL, "trie nodes: the pieces and their proper prefixes", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "llmlab.tokenizers._fastunigram.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Engine(pieces, unk_score, unk_id, byte_ids, n_ids, word_path, safe_total, cache_limit, cache, paths, "
+              "safe, safe_spaced): Unigram word search with the tokenizer's caches",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_fastunigram", "Unigram encoding's word search in C (see fastunigram.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastunigram(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
