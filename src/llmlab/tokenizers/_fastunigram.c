@@ -10,6 +10,8 @@
  *   encode           UnigramTokenizer._encode_ordinary's loop (float64, HF): words -> cached ids
  *   walk_float32     UnigramTokenizer._walk_float32 (SentencePiece's float32 totals)
  *
+ *   walk_text        the same over escaped text, cut into words here (sp_text.cut_words)
+ *
  * The caches are the tokenizer's own dicts (passed in at construction), filled with the same
  * values the Python path stores (ids lists; WordPath tuples with lattice None, which the Python
  * walk rebuilds on demand), so both paths read and write one cache and the `stable_path` bound
@@ -485,8 +487,12 @@ static PyObject *word_path(Engine *self, PyObject *word, const Text *t) {
     growth_obj = PyFloat_FromDouble(1.0 + (double)self->n_path * 1.1920928955078125e-07); /* 2^-23 */
     limit_obj = PyFloat_FromDouble(limit);
     if (!spent_obj || !growth_obj || !limit_obj) goto done;
-    entry = PyObject_CallFunctionObjArgs(self->word_path, ids, scores, spent_obj, growth_obj, limit_obj, Py_None,
-                                         NULL);
+    /* WordPath(...) without its Python-level __new__: tuple.__new__(WordPath, (ids, ..., None)) */
+    PyObject *fields = PyTuple_Pack(6, ids, scores, spent_obj, growth_obj, limit_obj, Py_None);
+    PyObject *args = fields ? PyTuple_Pack(1, fields) : NULL;
+    entry = args ? PyTuple_Type.tp_new((PyTypeObject *)self->word_path, args, NULL) : NULL;
+    Py_XDECREF(fields);
+    Py_XDECREF(args);
     if (!entry) goto done;
     if (PyDict_SetItem(self->paths, word, entry) < 0) goto fail;
     if (limit > self->safe_total) {
@@ -510,63 +516,78 @@ done:
     return entry;
 }
 
-/* walk_float32(words) -> ids: UnigramTokenizer._walk_float32. `bound` bounds |total| from the cached
- * paths taken as the Python walk does; the exact total is kept along (the Python walk replays it when
- * needed: the same float32 sums in the same order) */
+/* One word of UnigramTokenizer._walk_float32: `bound` bounds |total| from the cached paths taken, as
+ * the Python walk does; the exact total is kept along (the Python walk replays it when needed: the
+ * same float32 sums in the same order). */
+static int walk_word(Engine *self, PyObject *out, PyObject *word, float *total, double *bound) {
+    Text t;
+    if (text_of(word, &t) < 0) return -1;
+    PyObject *entry = PyDict_GetItemWithError(self->paths, word);
+    if (entry)
+        Py_INCREF(entry);
+    else if (PyErr_Occurred() || !(entry = word_path(self, word, &t)))
+        return -1;
+    int err = -1;
+    PyObject *ids, *scores;
+    double spent, growth, limit;
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 5 || !PyList_Check(ids = PyTuple_GET_ITEM(entry, 0)) ||
+        !PyTuple_Check(scores = PyTuple_GET_ITEM(entry, 1))) {
+        PyErr_SetString(PyExc_TypeError, "a cached path is not a WordPath");
+        goto done;
+    }
+    spent = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 2));
+    growth = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 3));
+    limit = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 4));
+    if (PyErr_Occurred()) goto done;
+    if (*bound < limit) {
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scores); j++) {
+            double score = PyFloat_AsDouble(PyTuple_GET_ITEM(scores, j));
+            if (score == -1.0 && PyErr_Occurred()) goto done;
+            *total = (float)((double)*total + score);
+        }
+        err = extend(out, ids);
+        *bound = (*bound + spent) * growth;
+    } else {
+        PyObject *walked = NULL;
+        err = viterbi32(self, &t, *total, total) < 0 || !(walked = path_ids(self, &t)) ? -1 : extend(out, walked);
+        Py_XDECREF(walked);
+        *bound = fabs((double)*total);
+    }
+done:
+    Py_DECREF(entry);
+    return err;
+}
+
+/* walk_float32(words) -> ids: UnigramTokenizer._walk_float32 */
 static PyObject *Engine_walk_float32(Engine *self, PyObject *words) {
     if (!PyList_Check(words)) {
         PyErr_SetString(PyExc_TypeError, "words must be a list");
         return NULL;
     }
     PyObject *out = PyList_New(0);
-    if (!out) return NULL;
     float total = 0.0f;
     double bound = 0.0;
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(words); k++) {
-        PyObject *word = PyList_GET_ITEM(words, k);
-        Text t;
-        if (text_of(word, &t) < 0) goto fail;
-        PyObject *entry = PyDict_GetItemWithError(self->paths, word);
-        if (entry)
-            Py_INCREF(entry);
-        else if (PyErr_Occurred() || !(entry = word_path(self, word, &t)))
-            goto fail;
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 5) {
-            Py_DECREF(entry);
-            PyErr_SetString(PyExc_TypeError, "a cached path is not a WordPath");
-            goto fail;
-        }
-        PyObject *ids = PyTuple_GET_ITEM(entry, 0), *scores = PyTuple_GET_ITEM(entry, 1);
-        double spent = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 2));
-        double growth = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 3));
-        double limit = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 4));
-        if (PyErr_Occurred() || !PyList_Check(ids) || !PyTuple_Check(scores)) {
-            Py_DECREF(entry);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a cached path is not a WordPath");
-            goto fail;
-        }
-        int err;
-        if (bound < limit) {
-            err = extend(out, ids);
-            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(scores) && !err; j++) {
-                double s = PyFloat_AsDouble(PyTuple_GET_ITEM(scores, j));
-                err = s == -1.0 && PyErr_Occurred() ? -1 : 0;
-                total = (float)((double)total + s);
-            }
-            bound = (bound + spent) * growth;
-        } else {
-            PyObject *walked = NULL;
-            err = viterbi32(self, &t, total, &total) < 0 || !(walked = path_ids(self, &t)) ? -1 : extend(out, walked);
-            Py_XDECREF(walked);
-            bound = fabs((double)total);
-        }
-        Py_DECREF(entry);
-        if (err < 0) goto fail;
+    for (Py_ssize_t k = 0; out && k < PyList_GET_SIZE(words); k++)
+        if (walk_word(self, out, PyList_GET_ITEM(words, k), &total, &bound) < 0) Py_CLEAR(out);
+    return out;
+}
+
+/* walk_text(escaped) -> ids: walk_float32(sp_text.cut_words(escaped)), the words cut here: before
+ * each run of "\u2581" */
+static PyObject *Engine_walk_text(Engine *self, PyObject *text) {
+    Text t;
+    if (text_of(text, &t) < 0) return NULL;
+    PyObject *out = PyList_New(0);
+    float total = 0.0f;
+    double bound = 0.0;
+    for (Py_ssize_t i = 0, j; out && i < t.n; i = j) {
+        for (j = i; j < t.n && CP(&t, j) == SPACE; j++);
+        while (j < t.n && CP(&t, j) != SPACE) j++;
+        PyObject *word = i == 0 && j == t.n ? Py_NewRef(text) : PyUnicode_Substring(text, i, j);
+        if (!word || walk_word(self, out, word, &total, &bound) < 0) Py_CLEAR(out);
+        Py_XDECREF(word);
     }
     return out;
-fail:
-    Py_DECREF(out);
-    return NULL;
 }
 
 static PyObject *Engine_node_count(Engine *self, void *unused) { return PyLong_FromSsize_t(self->trie.n_nodes); }
@@ -586,6 +607,10 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
                           &word_path_type, &safe_total, &cache_limit, &PyDict_Type, &cache, &PyDict_Type, &paths,
                           &PyDict_Type, &safe, &PyDict_Type, &safe_spaced))
         return -1;
+    if (!PyType_Check(word_path_type) || !PyType_IsSubtype((PyTypeObject *)word_path_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "word_path must be a tuple type (unigram.WordPath)");
+        return -1;
+    }
     if (n_ids <= 0 || unk_id < 0 || unk_id >= n_ids) {
         PyErr_SetString(PyExc_ValueError, "unk_id must be an id of the n_ids pieces");
         return -1;
@@ -657,6 +682,8 @@ static PyMethodDef Engine_methods[] = {
     {"encode", (PyCFunction)Engine_encode, METH_O, "encode(words) -> ids: float64 paths (HF), cached per word"},
     {"walk_float32", (PyCFunction)Engine_walk_float32, METH_O,
      "walk_float32(words) -> ids: SentencePiece's float32 totals, WordPath cache"},
+    {"walk_text", (PyCFunction)Engine_walk_text, METH_O,
+     "walk_text(escaped) -> ids: walk_float32 of the text cut before each run of U+2581"},
     {"best_path", (PyCFunction)Engine_best_path, METH_O, "best_path(word) -> (edges, limit): text_stable_path"},
     {"viterbi_float32", (PyCFunction)Engine_viterbi_float32, METH_VARARGS,
      "viterbi_float32(word, start) -> (edges, total)"},

@@ -296,6 +296,11 @@ class UnigramTokenizer(Tokenizer):
         normalizer = self.text_normalizer
         if normalizer is not None and self._cuts_exact:  # .model files: `words` is cut_words(normalized)
             normalized = normalizer(text)
+            if (engine := self._engine_here()) is not None:
+                try:
+                    return engine.walk_text(normalized)  # cut_words and _walk_float32 in one C call
+                except ValueError:  # a lone surrogate: the Python path below names it
+                    pass
             if len(normalized) <= _SAFE_CHARS and normalized[:1] == SPACE and _RUN not in normalized:
                 ids: list[int] = []
                 spaced = self._safe_spaced
