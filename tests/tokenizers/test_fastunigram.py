@@ -1,0 +1,135 @@
+"""The C word search (_fastunigram.c, fastunigram.py) against its oracle, unigram.py's Python path.
+
+Three levels: the search of one word (`best_path` == unigram_lattice.text_stable_path, path and
+float32 limit bit for bit; `viterbi_float32` == the lattice's float32 Viterbi from any running
+total, the total bit for bit), then whole tokenizers (a C-built one against a twin made with
+LLMLAB_PURE_PYTHON=1) on seeded random text over a mixed alphabet (1- to 4-byte UTF-8, unknown
+characters, runs of spaces), in SentencePiece's float32 mode and HF's float64 mode: the same ids
+cold and warm, and the same cache entries (the C path fills the tokenizer's own caches).
+Vocabulary scores come from a coarse set, so exact and near ties abound.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from llmlab.errors import UserError
+from llmlab.tokenizers import unigram
+from llmlab.tokenizers.sp_text import SPACE, SentencePieceNormalizer
+from llmlab.tokenizers.unigram import UnigramTokenizer
+from llmlab.tokenizers.unigram_lattice import build_lattice, piece_prefixes, text_stable_path, viterbi_float32
+
+pytest.importorskip("llmlab.tokenizers._fastunigram", reason="the C word search is not built")
+
+ALPHABET = "ab" + SPACE + "é日😀"  # what pieces are made of: 1, 3, 2, 3 and 4 UTF-8 bytes
+TEXT_ALPHABET = "ab é日😀x\u0301"  # "x" and U+0301 are in no piece: unknown characters
+SCORES = [-0.5, -1.0, -1.5, -2.25, -3.0, -2.0 - 2**-10]
+
+
+def random_pieces(rng: random.Random, n: int, alphabet: str = ALPHABET) -> dict[str, float]:
+    pieces = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))): rng.choice(SCORES) for _ in range(n)}
+    for c in ALPHABET[:4]:  # most characters have a piece of their own; "😀" sometimes not
+        pieces.setdefault(c, -8.0)
+    return pieces
+
+
+def random_text(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(TEXT_ALPHABET) for _ in range(n))
+
+
+def make(pieces: dict[str, float], *, float32: bool, byte_fallback: bool, python: bool,
+         monkeypatch: pytest.MonkeyPatch) -> UnigramTokenizer:
+    """A tokenizer as .model files load (float32, SentencePiece's whitespace) or as HF files do
+    (float64); `python`: the oracle, made with LLMLAB_PURE_PYTHON=1 when its engine is decided."""
+    byte_pieces = [(f"<0x{b:02X}>", 0.0) for b in range(256)] if byte_fallback else []
+    normalizer = SentencePieceNormalizer(None, add_dummy_prefix=True, remove_extra_whitespaces=False) if float32 else None
+    tok = UnigramTokenizer([("<unk>", 0.0), *byte_pieces, *pieces.items()], normalizer="none", float32=float32,
+                           byte_fallback=byte_fallback, text_normalizer=normalizer)
+    with monkeypatch.context() as m:
+        m.setenv("LLMLAB_PURE_PYTHON", "1" if python else "0")
+        assert (tok._engine_here() is None) == python
+    return tok
+
+
+def cache_entries(tok: UnigramTokenizer) -> tuple:
+    """The caches the two paths fill; WordPath without its lattice (the C path leaves it to be rebuilt)."""
+    paths = {w: tuple(p[:5]) for w, p in tok._paths.items()}
+    return tok._cache, paths, tok._safe, tok._safe_spaced
+
+
+def test_best_path_equals_text_stable_path_bit_for_bit():
+    """Path and limit of the one-pass search, random vocabularies and words (ties, unknown characters,
+    prefixes that are no piece, astral characters); exact ties give limit <= 0 on both sides."""
+    rng = random.Random(5)
+    ties = 0
+    for case in range(400):
+        pieces = random_pieces(rng, rng.randint(1, 14), ALPHABET if case % 2 else "ab")  # "ab": many ties
+        tok = make(pieces, float32=True, byte_fallback=False, python=False, monkeypatch=pytest.MonkeyPatch())
+        word = random_text(rng, rng.randint(0, 30)).replace(" ", SPACE) if case % 2 else "".join(
+            rng.choice("aab") for _ in range(rng.randint(0, 30)))
+        expected = text_stable_path(word, tok._prefixes, max_len=tok.max_len, unk_score=tok.unk_score)
+        path, limit = tok._engine.best_path(word)
+        assert path == [tuple(e) for e in expected[0]], word
+        assert limit == expected[1] or (limit != limit and expected[1] != expected[1]), word
+        ties += limit <= 0
+    assert ties > 20  # the coarse scores make exact ties common: the limit's sign is tested too
+
+
+def test_viterbi_float32_equals_the_lattice_oracle():
+    """From running totals up to 2^26 (float32 spacing 8 there): the same path, the same float32 total."""
+    rng = random.Random(6)
+    for _ in range(300):
+        pieces = random_pieces(rng, rng.randint(1, 14))
+        tok = make(pieces, float32=True, byte_fallback=False, python=False, monkeypatch=pytest.MonkeyPatch())
+        word = random_text(rng, rng.randint(0, 25)).replace(" ", SPACE)
+        start = unigram.to_float32(-rng.choice([0.0, 1.0, 2.0**12, 2.0**20, 2.0**26]) * rng.random())
+        lattice = build_lattice(word, piece_prefixes(tok.vocab), max_len=tok.max_len, unk_score=tok.unk_score,
+                                prefix_closed=True)
+        edges, total = viterbi_float32(lattice, start=start)
+        assert tok._engine.viterbi_float32(word, start) == ([tuple(e) for e in edges], total), (word, start)
+
+
+@pytest.mark.parametrize("float32", [True, False], ids=["float32", "float64"])
+@pytest.mark.parametrize("byte_fallback", [False, True], ids=["unk", "byte_fallback"])
+def test_c_path_equals_python_path_on_random_text(float32, byte_fallback, monkeypatch):
+    """Random vocabularies, texts of random words (repeated, so caches are hit) with "z" words whose
+    scores push the float32 total to millions (cached paths past their limit are walked again)."""
+    rng = random.Random(7 + 2 * float32 + byte_fallback)
+    for case in range(30):
+        pieces = random_pieces(rng, rng.randint(4, 24))
+        pieces[SPACE + "z"] = -rng.choice([2.0**10, 2.0**16, 2.0**21])
+        c, py = (make(pieces, float32=float32, byte_fallback=byte_fallback, python=p, monkeypatch=monkeypatch)
+                 for p in (False, True))
+        words = [random_text(rng, rng.randint(1, 7)) for _ in range(10)] + ["z", "z"]
+        texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 200))) for _ in range(8)]
+        texts += [" " * rng.randint(1, 3) + t + "  " for t in texts[:3]] + [random_text(rng, 60) for _ in range(4)]
+        expected = [py.encode(t) for t in texts]
+        assert [c.encode(t) for t in texts] == expected, case  # cold, then warming as it goes
+        assert [c.encode(t) for t in reversed(texts)] == expected[::-1], case  # warm
+        assert cache_entries(c) == cache_entries(py), case
+
+
+def test_cache_limit_clears_all_caches(monkeypatch):
+    """A cache that reaches the limit is emptied (with the safe-word caches), as in the Python path."""
+    monkeypatch.setattr(unigram, "_CACHE_LIMIT", 3)
+    pieces = {"▁a": -1.0, "▁b": -1.5, "a": -2.0, "b": -2.0, "▁": -3.0}
+    c, py = (make(pieces, float32=True, byte_fallback=False, python=p, monkeypatch=monkeypatch) for p in (False, True))
+    for text in ["a b ab ba", "aa bb", "a", "bab abab a b"]:
+        assert c.encode(text) == py.encode(text)
+        assert cache_entries(c) == cache_entries(py) and len(c._paths) <= 3
+
+
+def test_copies_make_their_own_engine_and_surrogates_still_refused(monkeypatch):
+    """A pickled tokenizer (encode_batch's workers) carries no C state and makes its own engine over its
+    own caches; a lone surrogate is refused with the Python path's UserError."""
+    pieces = {"▁a": -1.0, "a": -2.0, "▁": -3.0, "é": -2.5}
+    tok = make(pieces, float32=True, byte_fallback=True, python=False, monkeypatch=monkeypatch)
+    ids = tok.encode("a éa a")
+    copy = pickle.loads(pickle.dumps(tok))
+    assert copy._engine is None and copy._paths == {}
+    assert copy.encode("a éa a") == ids and copy._engine is not None and copy._engine is not tok._engine
+    with pytest.raises(UserError, match="surrogate"):
+        tok.encode("a \ud800 a")
