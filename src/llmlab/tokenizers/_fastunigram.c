@@ -13,7 +13,7 @@
  *   walk_text        the same over escaped text, cut into words here (sp_text.cut_words)
  *
  * The caches are the tokenizer's own dicts (passed in at construction), filled with the same
- * values the Python path stores (ids lists; WordPath tuples with lattice None, which the Python
+ * values the Python path stores (ids tuples; WordPath tuples with lattice None, which the Python
  * walk rebuilds on demand), so both paths read and write one cache and the `stable_path` bound
  * means the same thing. The vocabulary is a trie over code points (one open-addressing table of
  * (node, code point) -> child): its nodes are the pieces and their proper prefixes, so the search
@@ -386,6 +386,17 @@ static PyObject *path_ids(Engine *self, const Text *t) {
     return ids;
 }
 
+/* path_ids as a tuple, the form the caches keep: ints only, so it is untracked by the garbage collector
+ * at once (CPython untracks such tuples itself, at their first collection) */
+static PyObject *path_ids_tuple(Engine *self, const Text *t) {
+    PyObject *ids = path_ids(self, t);
+    if (!ids) return NULL;
+    PyObject *tuple = PyList_AsTuple(ids);
+    Py_DECREF(ids);
+    if (tuple) PyObject_GC_UnTrack(tuple);
+    return tuple;
+}
+
 /* out += items */
 static int extend(PyObject *out, PyObject *items) {
     Py_ssize_t n = PyList_GET_SIZE(out);
@@ -446,7 +457,7 @@ static PyObject *Engine_encode(Engine *self, PyObject *words) {
             Py_INCREF(cached);
         } else {
             if (PyErr_Occurred() || text_of(word, &t) < 0 || best_path(self, &t, &limit) < 0 ||
-                !(cached = path_ids(self, &t)))
+                !(cached = path_ids_tuple(self, &t)))
                 goto fail;
             if (PyDict_GET_SIZE(self->cache) >= self->cache_limit) PyDict_Clear(self->cache);
             if (PyDict_SetItem(self->cache, word, cached) < 0) {
@@ -473,7 +484,7 @@ static PyObject *word_path(Engine *self, PyObject *word, const Text *t) {
         PyDict_Clear(self->safe);
         PyDict_Clear(self->safe_spaced);
     }
-    PyObject *ids = path_ids(self, t), *scores = PyTuple_New(self->n_path), *entry = NULL, *spent_obj = NULL,
+    PyObject *ids = path_ids_tuple(self, t), *scores = PyTuple_New(self->n_path), *entry = NULL, *spent_obj = NULL,
              *growth_obj = NULL, *limit_obj = NULL;
     if (!ids || !scores) goto done;
     double spent = 0.0;
@@ -483,17 +494,18 @@ static PyObject *word_path(Engine *self, PyObject *word, const Text *t) {
         PyTuple_SET_ITEM(scores, k, s);
         spent += fabs(self->path_score[k]);
     }
+    PyObject_GC_UnTrack(scores); /* floats only, as path_ids_tuple's ints */
     spent_obj = PyFloat_FromDouble(spent);
     growth_obj = PyFloat_FromDouble(1.0 + (double)self->n_path * 1.1920928955078125e-07); /* 2^-23 */
     limit_obj = PyFloat_FromDouble(limit);
     if (!spent_obj || !growth_obj || !limit_obj) goto done;
-    /* WordPath(...) without its Python-level __new__: tuple.__new__(WordPath, (ids, ..., None)) */
-    PyObject *fields = PyTuple_Pack(6, ids, scores, spent_obj, growth_obj, limit_obj, Py_None);
-    PyObject *args = fields ? PyTuple_Pack(1, fields) : NULL;
-    entry = args ? PyTuple_Type.tp_new((PyTypeObject *)self->word_path, args, NULL) : NULL;
-    Py_XDECREF(fields);
-    Py_XDECREF(args);
+    /* WordPath(ids, scores, spent, growth, limit, None) without its Python-level __new__: allocated as
+     * tuple.__new__(WordPath, ...) allocates it (a tuple subclass has the tuple's layout) */
+    entry = ((PyTypeObject *)self->word_path)->tp_alloc((PyTypeObject *)self->word_path, 6);
     if (!entry) goto done;
+    PyObject *fields[6] = {ids, scores, spent_obj, growth_obj, limit_obj, Py_None};
+    for (int j = 0; j < 6; j++) PyTuple_SET_ITEM(entry, j, Py_NewRef(fields[j]));
+    PyObject_GC_UnTrack(entry); /* it holds only untracked objects: no cycle can pass through it */
     if (PyDict_SetItem(self->paths, word, entry) < 0) goto fail;
     if (limit > self->safe_total) {
         if (PyDict_SetItem(self->safe, word, ids) < 0) goto fail;
@@ -530,7 +542,7 @@ static int walk_word(Engine *self, PyObject *out, PyObject *word, float *total, 
     int err = -1;
     PyObject *ids, *scores;
     double spent, growth, limit;
-    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 5 || !PyList_Check(ids = PyTuple_GET_ITEM(entry, 0)) ||
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 5 || !PyTuple_Check(ids = PyTuple_GET_ITEM(entry, 0)) ||
         !PyTuple_Check(scores = PyTuple_GET_ITEM(entry, 1))) {
         PyErr_SetString(PyExc_TypeError, "a cached path is not a WordPath");
         goto done;

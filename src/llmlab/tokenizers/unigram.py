@@ -84,7 +84,7 @@ class WordPath(NamedTuple):
     order, sum |score|, the growth factor of a bound of |total| over its sums (1 + len(scores) 2^-23),
     the |total| below which the path holds (`stable_path`), and the lattice when it never holds."""
 
-    ids: list[int]
+    ids: tuple[int, ...]
     scores: tuple[float, ...]
     spent: float
     growth: float
@@ -220,10 +220,11 @@ class UnigramTokenizer(Tokenizer):
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
             self.unk_score = to_float32(self.unk_score)
         self._normalize = NORMALIZERS[normalizer]
-        self._cache: dict[str, list[int]] = {}
+        # the caches hold tuples: ints only, so the garbage collector stops tracking them (a cold pass makes many)
+        self._cache: dict[str, tuple[int, ...]] = {}
         self._paths: dict[str, WordPath] = {}  # float32 mode: paths depend on the total before them
-        self._safe: dict[str, list[int]] = {}  # float32 mode: the ids of paths no short text changes
-        self._safe_spaced: dict[str, list[int]] = {}  # the same, of words "▁" + key
+        self._safe: dict[str, tuple[int, ...]] = {}  # float32 mode: the ids of paths no short text changes
+        self._safe_spaced: dict[str, tuple[int, ...]] = {}  # the same, of words "▁" + key
         # the largest |total| of a text of _SAFE_CHARS characters: one piece per character at most
         largest = max([abs(self.unk_score), *(abs(score) for _, score in self.vocab.values())])
         self._safe_total = _SAFE_CHARS * largest * (1 + _SAFE_CHARS * 2.0**-22)
@@ -276,7 +277,7 @@ class UnigramTokenizer(Tokenizer):
             if cached is None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cached = cache[word] = self._ids(self._best_path(word)[0], word)
+                cached = cache[word] = tuple(self._ids(self._best_path(word)[0], word))
             ids += cached
         return ids
 
@@ -372,7 +373,7 @@ class UnigramTokenizer(Tokenizer):
             self._safe_spaced.clear()
         edges, limit = self._best_path(word)
         scores = tuple(e.score for e in edges)
-        path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
+        path = cache[word] = WordPath(tuple(self._ids(edges, word)), scores, sum(map(abs, scores)),
                                       1.0 + len(scores) * 2.0**-23, limit, self.lattice(word) if limit <= 0 else None)
         if limit > self._safe_total:
             self._safe[word] = path.ids
