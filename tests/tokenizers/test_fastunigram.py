@@ -133,3 +133,16 @@ def test_copies_make_their_own_engine_and_surrogates_still_refused(monkeypatch):
     assert copy.encode("a éa a") == ids and copy._engine is not None and copy._engine is not tok._engine
     with pytest.raises(UserError, match="surrogate"):
         tok.encode("a \ud800 a")
+
+
+def test_threads_sharing_one_tokenizer_get_the_python_paths_ids(monkeypatch):
+    """Four threads encode through one engine (a call made while another runs, after a thread switch in
+    a garbage collection, is refused and takes the Python path): the ids of the serial Python path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(9)
+    pieces = random_pieces(rng, 30)
+    c, py = (make(pieces, float32=True, byte_fallback=True, python=p, monkeypatch=monkeypatch) for p in (False, True))
+    texts = [" ".join(random_text(rng, rng.randint(1, 6)) for _ in range(40)) for _ in range(400)]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(c.encode, texts)) == [py.encode(t) for t in texts]

@@ -24,7 +24,8 @@
  * multiply-add whose rounding a fused instruction could change (the products are by powers of two).
  *
  * Left out: lone surrogates raise ValueError (the caller re-runs the Python path for its message).
- * The GIL is held throughout (the caches are Python dicts).
+ * The GIL is held throughout (the caches are Python dicts); a call made while another runs (a thread
+ * switch inside a garbage collection) raises ValueError too, and the caller takes the Python path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -147,6 +148,8 @@ static int trie_build(Trie *t, PyObject *pieces) {
 
 typedef struct {
     PyObject_HEAD
+    int busy; /* a method is running: another thread's call (after a switch in a garbage collection's
+                 finalizer) would overwrite the scratch below, so it is refused */
     Trie trie;
     double unk_score;
     int32_t unk_id;
@@ -419,7 +422,7 @@ static PyObject *path_tuples(Engine *self) {
 }
 
 /* best_path(word) -> ([(start, end, token, score)], limit): text_stable_path, for tests */
-static PyObject *Engine_best_path(Engine *self, PyObject *word) {
+static PyObject *do_best_path(Engine *self, PyObject *word) {
     Text t;
     double limit;
     if (text_of(word, &t) < 0 || best_path(self, &t, &limit) < 0) return NULL;
@@ -428,7 +431,7 @@ static PyObject *Engine_best_path(Engine *self, PyObject *word) {
 }
 
 /* viterbi_float32(word, start) -> ([(start, end, token, score)], total), for tests */
-static PyObject *Engine_viterbi_float32(Engine *self, PyObject *args) {
+static PyObject *do_viterbi_float32(Engine *self, PyObject *args) {
     PyObject *word;
     double start;
     Text t;
@@ -441,7 +444,7 @@ static PyObject *Engine_viterbi_float32(Engine *self, PyObject *args) {
 }
 
 /* encode(words) -> ids: float64 paths, each word's ids cached in self->cache */
-static PyObject *Engine_encode(Engine *self, PyObject *words) {
+static PyObject *do_encode(Engine *self, PyObject *words) {
     if (!PyList_Check(words)) {
         PyErr_SetString(PyExc_TypeError, "words must be a list");
         return NULL;
@@ -571,7 +574,7 @@ done:
 }
 
 /* walk_float32(words) -> ids: UnigramTokenizer._walk_float32 */
-static PyObject *Engine_walk_float32(Engine *self, PyObject *words) {
+static PyObject *do_walk_float32(Engine *self, PyObject *words) {
     if (!PyList_Check(words)) {
         PyErr_SetString(PyExc_TypeError, "words must be a list");
         return NULL;
@@ -586,7 +589,7 @@ static PyObject *Engine_walk_float32(Engine *self, PyObject *words) {
 
 /* walk_text(escaped) -> ids: walk_float32(sp_text.cut_words(escaped)), the words cut here: before
  * each run of "\u2581" */
-static PyObject *Engine_walk_text(Engine *self, PyObject *text) {
+static PyObject *do_walk_text(Engine *self, PyObject *text) {
     Text t;
     if (text_of(text, &t) < 0) return NULL;
     PyObject *out = PyList_New(0);
@@ -601,6 +604,30 @@ static PyObject *Engine_walk_text(Engine *self, PyObject *text) {
     }
     return out;
 }
+
+/* The methods, each refused while another runs (the caller then takes the Python path) */
+static int enter(Engine *self) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_ValueError, "the engine is in use by another thread");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+#define GUARDED(name)                                                    \
+    static PyObject *Engine_##name(Engine *self, PyObject *arg) {        \
+        if (enter(self) < 0) return NULL;                                \
+        PyObject *result = do_##name(self, arg);                         \
+        self->busy = 0;                                                  \
+        return result;                                                   \
+    }
+GUARDED(best_path)
+GUARDED(viterbi_float32)
+GUARDED(encode)
+GUARDED(walk_float32)
+GUARDED(walk_text)
+#undef GUARDED
 
 static PyObject *Engine_node_count(Engine *self, void *unused) { return PyLong_FromSsize_t(self->trie.n_nodes); }
 

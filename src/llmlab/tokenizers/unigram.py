@@ -23,6 +23,9 @@ total before the word, so each cached path carries the range of totals it holds 
 (unigram_lattice.stable_path); a word met past that range, or whose best path is an exact tie, is
 walked again from the exact total.
 
+A word not cached yet is searched in C where `_fastunigram` is built (fastunigram.py): the same
+search and the same loops over the same caches, with this module's Python path as the oracle.
+
 A character no piece covers gets a lattice node of its own with score min(score) - 10
 (SentencePiece's kUnkPenalty). With `byte_fallback` it becomes its UTF-8 bytes as <0xNN>
 pieces, so nothing is unknown; otherwise it is `<unk>`, and a run of unknown characters is
@@ -268,7 +271,7 @@ class UnigramTokenizer(Tokenizer):
         if (engine := self._engine_here()) is not None:
             try:
                 return engine.encode(words)
-            except ValueError:  # a lone surrogate: the Python path below names it
+            except ValueError:  # a lone surrogate (the Python path names it), or the engine busy in another thread
                 pass
         ids: list[int] = []
         cache = self._cache
@@ -292,7 +295,8 @@ class UnigramTokenizer(Tokenizer):
         words whose range covers that (`_safe`: nearly all) need no total at all, and such a text
         is their cached ids joined. Most normalised text of a .model file is "▁w▁w▁w", one "▁"
         before each word: it is cut with str.split, and the words looked up without their "▁"
-        (`_safe_spaced`), which saves the regex of `cut_words`.
+        (`_safe_spaced`), which saves the regex of `cut_words`. With the C engine, cutting and walking
+        are one call (`walk_text`), warm or cold.
         """
         normalizer = self.text_normalizer
         if normalizer is not None and self._cuts_exact:  # .model files: `words` is cut_words(normalized)
@@ -300,7 +304,7 @@ class UnigramTokenizer(Tokenizer):
             if (engine := self._engine_here()) is not None:
                 try:
                     return engine.walk_text(normalized)  # cut_words and _walk_float32 in one C call
-                except ValueError:  # a lone surrogate: the Python path below names it
+                except ValueError:  # a lone surrogate (the Python path names it), or the engine busy in another thread
                     pass
             if len(normalized) <= _SAFE_CHARS and normalized[:1] == SPACE and _RUN not in normalized:
                 ids: list[int] = []
@@ -333,7 +337,7 @@ class UnigramTokenizer(Tokenizer):
         if (engine := self._engine_here()) is not None:
             try:
                 return engine.walk_float32(words)
-            except ValueError:  # a lone surrogate: the Python path below names it
+            except ValueError:  # a lone surrogate (the Python path names it), or the engine busy in another thread
                 pass
         ids: list[int] = []
         total = bound = 0.0
