@@ -144,7 +144,82 @@ static int trie_build(Trie *t, PyObject *pieces) {
     return 0;
 }
 
-/* ------------------------------------------------------------------ the engine */
+/* ------------------------------------------------------------------ shared by both engines */
+
+/* the UTF-8 bytes of code point c into b: their number; -1 (ValueError) for a lone surrogate */
+static int utf8_bytes(uint32_t c, uint8_t b[4]) {
+    if (c < 0x80) {
+        b[0] = (uint8_t)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        b[0] = (uint8_t)(0xC0 | (c >> 6));
+        b[1] = (uint8_t)(0x80 | (c & 0x3F));
+        return 2;
+    }
+    if (c < 0x10000) {
+        if (c >= 0xD800 && c <= 0xDFFF) {
+            PyErr_SetString(PyExc_ValueError, "lone surrogate");
+            return -1;
+        }
+        b[0] = (uint8_t)(0xE0 | (c >> 12));
+        b[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        b[2] = (uint8_t)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    b[0] = (uint8_t)(0xF0 | (c >> 18));
+    b[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+    b[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+    b[3] = (uint8_t)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* one int object per id 0..n-1, reused in every ids list and tuple */
+static PyObject **make_ints(Py_ssize_t n) {
+    PyObject **ints = PyMem_Calloc((size_t)n, sizeof(PyObject *));
+    if (!ints) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!(ints[i] = PyLong_FromSsize_t(i))) return ints; /* the caller frees what was made */
+    return ints;
+}
+
+static void free_ints(PyObject **ints, Py_ssize_t n) {
+    if (!ints) return;
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(ints[i]);
+    PyMem_Free(ints);
+}
+
+/* byte_ids: 256 ids (byte fallback on) or none */
+static int read_byte_ids(PyObject *obj, int32_t out[256], int *fallback) {
+    PyObject *seq = PySequence_Fast(obj, "byte_ids must be a sequence");
+    if (!seq) return -1;
+    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    if (nb != 0 && nb != 256) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "byte_ids: 256 ids (byte fallback) or none");
+        return -1;
+    }
+    *fallback = nb == 256;
+    for (Py_ssize_t b = 0; b < nb; b++) out[b] = (int32_t)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, b));
+    Py_DECREF(seq);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* a method call refused while another runs on the same engine (a thread switch inside a garbage
+ * collection would let a second call overwrite the scratch); the caller takes the Python path */
+static int enter(int *busy) {
+    if (*busy) {
+        PyErr_SetString(PyExc_ValueError, "the engine is in use by another thread");
+        return -1;
+    }
+    *busy = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the Unigram engine */
 
 typedef struct {
     PyObject_HEAD
@@ -349,32 +424,11 @@ static PyObject *path_ids(Engine *self, const Text *t) {
             err = append_id(self, ids, token);
             in_unknown = 0;
         } else if (self->byte_fallback) {
-            uint32_t c = CP(t, self->path_start[k]);
             uint8_t b[4];
-            int m;
-            if (c < 0x80) {
-                b[0] = (uint8_t)c;
-                m = 1;
-            } else if (c < 0x800) {
-                b[0] = (uint8_t)(0xC0 | (c >> 6));
-                b[1] = (uint8_t)(0x80 | (c & 0x3F));
-                m = 2;
-            } else if (c < 0x10000) {
-                if (c >= 0xD800 && c <= 0xDFFF) {
-                    Py_DECREF(ids);
-                    PyErr_SetString(PyExc_ValueError, "lone surrogate");
-                    return NULL;
-                }
-                b[0] = (uint8_t)(0xE0 | (c >> 12));
-                b[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-                b[2] = (uint8_t)(0x80 | (c & 0x3F));
-                m = 3;
-            } else {
-                b[0] = (uint8_t)(0xF0 | (c >> 18));
-                b[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
-                b[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-                b[3] = (uint8_t)(0x80 | (c & 0x3F));
-                m = 4;
+            int m = utf8_bytes(CP(t, self->path_start[k]), b);
+            if (m < 0) {
+                Py_DECREF(ids);
+                return NULL;
             }
             for (int j = 0; j < m && !err; j++) err = append_id(self, ids, self->byte_ids[b[j]]);
         } else if (!in_unknown) {
@@ -605,29 +659,18 @@ static PyObject *do_walk_text(Engine *self, PyObject *text) {
     return out;
 }
 
-/* The methods, each refused while another runs (the caller then takes the Python path) */
-static int enter(Engine *self) {
-    if (self->busy) {
-        PyErr_SetString(PyExc_ValueError, "the engine is in use by another thread");
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
-}
-
-#define GUARDED(name)                                                    \
-    static PyObject *Engine_##name(Engine *self, PyObject *arg) {        \
-        if (enter(self) < 0) return NULL;                                \
+#define GUARDED(type, name)                                              \
+    static PyObject *type##_##name(type *self, PyObject *arg) {          \
+        if (enter(&self->busy) < 0) return NULL;                         \
         PyObject *result = do_##name(self, arg);                         \
         self->busy = 0;                                                  \
         return result;                                                   \
     }
-GUARDED(best_path)
-GUARDED(viterbi_float32)
-GUARDED(encode)
-GUARDED(walk_float32)
-GUARDED(walk_text)
-#undef GUARDED
+GUARDED(Engine, best_path)
+GUARDED(Engine, viterbi_float32)
+GUARDED(Engine, encode)
+GUARDED(Engine, walk_float32)
+GUARDED(Engine, walk_text)
 
 static PyObject *Engine_node_count(Engine *self, void *unused) { return PyLong_FromSsize_t(self->trie.n_nodes); }
 
@@ -654,26 +697,9 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_ValueError, "unk_id must be an id of the n_ids pieces");
         return -1;
     }
-    PyObject *seq = PySequence_Fast(byte_ids, "byte_ids must be a sequence");
-    if (!seq) return -1;
-    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
-    if (nb != 0 && nb != 256) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "byte_ids: 256 ids (byte fallback) or none");
-        return -1;
-    }
-    self->byte_fallback = nb == 256;
-    for (Py_ssize_t b = 0; b < nb; b++) self->byte_ids[b] = (int32_t)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, b));
-    Py_DECREF(seq);
-    if (PyErr_Occurred()) return -1;
-    self->ints = PyMem_Calloc((size_t)n_ids, sizeof(PyObject *));
-    if (!self->ints) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    if (read_byte_ids(byte_ids, self->byte_ids, &self->byte_fallback) < 0) return -1;
     self->n_ints = n_ids;
-    for (Py_ssize_t i = 0; i < n_ids; i++)
-        if (!(self->ints[i] = PyLong_FromSsize_t(i))) return -1;
+    if (!(self->ints = make_ints(n_ids)) || PyErr_Occurred()) return -1;
     if (trie_build(&self->trie, pieces) < 0) return -1;
     self->unk_score = unk_score;
     self->unk_id = unk_id;
@@ -693,10 +719,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
 }
 
 static void Engine_dealloc(Engine *self) {
-    if (self->ints) {
-        for (Py_ssize_t i = 0; i < self->n_ints; i++) Py_XDECREF(self->ints[i]);
-        PyMem_Free(self->ints);
-    }
+    free_ints(self->ints, self->n_ints);
     PyMem_Free(self->trie.nodes);
     PyMem_Free(self->trie.slots);
     Py_XDECREF(self->word_path);
