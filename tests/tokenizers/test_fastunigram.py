@@ -1,4 +1,5 @@
-"""The C word search (_fastunigram.c, fastunigram.py) against its oracle, unigram.py's Python path.
+"""The C word search (_fastunigram.c, fastunigram.py) against its oracle, unigram.py's Python path;
+and its SentencePiece BPE merges by score (`ScoreBPE`) against sp_bpe.py's.
 
 Three levels: the search of one word (`best_path` == unigram_lattice.text_stable_path, path and
 float32 limit bit for bit; `viterbi_float32` == the lattice's float32 Viterbi from any running
@@ -18,6 +19,7 @@ import pytest
 
 from llmlab.errors import UserError
 from llmlab.tokenizers import unigram
+from llmlab.tokenizers.sp_bpe import SentencePieceBPE
 from llmlab.tokenizers.sp_text import SPACE, SentencePieceNormalizer
 from llmlab.tokenizers.unigram import UnigramTokenizer
 from llmlab.tokenizers.unigram_lattice import build_lattice, piece_prefixes, text_stable_path, viterbi_float32
@@ -146,3 +148,59 @@ def test_threads_sharing_one_tokenizer_get_the_python_paths_ids(monkeypatch):
     texts = [" ".join(random_text(rng, rng.randint(1, 6)) for _ in range(40)) for _ in range(400)]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(c.encode, texts)) == [py.encode(t) for t in texts]
+
+
+def make_bpe(pieces: dict[str, float], *, unused: set[str], byte_fallback: bool, unk: bool, python: bool,
+             monkeypatch: pytest.MonkeyPatch) -> SentencePieceBPE:
+    """A SentencePiece BPE as .model files load (merges by score); `python`: the oracle."""
+    names = ["<unk>", *(f"<0x{b:02X}>" for b in range(256) if byte_fallback), *pieces]
+    scores = [0.0] * (len(names) - len(pieces)) + list(pieces.values())
+    normalizer = SentencePieceNormalizer(None, add_dummy_prefix=True, remove_extra_whitespaces=False)
+    tok = SentencePieceBPE(names, scores=scores, normalizer=normalizer, unk_id=0 if unk else None,
+                           byte_fallback=byte_fallback, special_tokens={"<unk>": 0},
+                           unused=[names.index(p) for p in unused], sentencepiece_decode=True)
+    with monkeypatch.context() as m:
+        m.setenv("LLMLAB_PURE_PYTHON", "1" if python else "0")
+        assert (tok._engine_here() is None) == python
+    return tok
+
+
+@pytest.mark.parametrize("byte_fallback", [False, True], ids=["unk", "byte_fallback"])
+def test_score_bpe_equals_sp_bpe_python_on_random_text(byte_fallback, monkeypatch):
+    """Random pieces with coarse scores (ties go to the leftmost pair), some UNUSED (split back into the
+    pair last pushed for them), pieces across "▁" in some cases (the text is then one word, uncached):
+    the same ids as sp_bpe.py's merges, cold and warm, and the same word cache."""
+    rng = random.Random(11 + byte_fallback)
+    for case in range(40):
+        pieces = {rng.choice(["", SPACE]) + "".join(rng.choice("abé日😀") for _ in range(rng.randint(1, 4))):
+                  rng.choice([-1.0, -2.0, -3.0, -2.5]) for _ in range(rng.randint(4, 40))}
+        for c in ALPHABET[:4]:
+            pieces.setdefault(c, -9.0)
+        if case % 3 == 0:  # one word per text: no cut is exact
+            pieces[f"a{SPACE}b"] = -0.5
+        unused = set(rng.sample(sorted(pieces), k=min(len(pieces), rng.randint(0, 4))))
+        c, py = (make_bpe(pieces, unused=unused, byte_fallback=byte_fallback, unk=True, python=p,
+                          monkeypatch=monkeypatch) for p in (False, True))
+        assert c._split == (case % 3 != 0)
+        words = [random_text(rng, rng.randint(1, 8)) for _ in range(12)]
+        texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 60))) for _ in range(6)]
+        texts += [" " * rng.randint(1, 3) + t + "  " for t in texts[:2]] + [random_text(rng, 80) for _ in range(3)]
+        expected = [py.encode(t) for t in texts]
+        assert [c.encode(t) for t in texts] == expected, case
+        assert [c.encode(t) for t in reversed(texts)] == expected[::-1], case
+        assert c._cache == py._cache, case
+
+
+def test_score_bpe_by_hand_and_its_refusals(monkeypatch):
+    """pieces ▁t -1, ▁th -2, ▁the -3, he -4: "the" -> ▁ t h e -> ▁t h e -> ▁th e -> ▁the. With ▁th
+    UNUSED, ▁the still forms, then splits back into ▁th + e, and ▁th into ▁t + h. An unknown character
+    without byte fallback or unknown piece is refused with the Python path's UserError."""
+    pieces = {"▁t": -1.0, "▁th": -2.0, "▁the": -3.0, "he": -4.0, "▁": -5.0, "t": -6.0, "h": -6.0, "e": -6.0}
+    tok = make_bpe(pieces, unused=set(), byte_fallback=False, unk=True, python=False, monkeypatch=monkeypatch)
+    assert [tok.pieces[i] for i in tok.encode("the")] == ["▁the"]
+    tok = make_bpe(pieces, unused={"▁th", "▁the"}, byte_fallback=False, unk=True, python=False,
+                   monkeypatch=monkeypatch)
+    assert [tok.pieces[i] for i in tok.encode("the")] == ["▁t", "h", "e"]
+    tok = make_bpe(pieces, unused=set(), byte_fallback=False, unk=False, python=False, monkeypatch=monkeypatch)
+    with pytest.raises(UserError, match="no unknown piece"):
+        tok.encode("the x")

@@ -770,17 +770,336 @@ static PyTypeObject EngineType = {
     .tp_getset = Engine_getset,
 };
 
+/* ------------------------------------------------------------------ SentencePiece BPE (.model files)
+ *
+ * sp_bpe.SentencePieceBPE with scores (no merge list), its oracle: each character of a word starts as
+ * a symbol; repeatedly the adjacent pair whose concatenation is the piece of highest score merges
+ * (ties: the leftmost), through a heap of (-score, left, right, size) with stale entries skipped. A
+ * symbol is a span of the word, its piece found by walking the trie over the span. An UNUSED piece
+ * formed by a pair is split back into the pair last pushed for it (`rev`, SentencePiece's rev_merge).
+ * The same trie type as the Unigram engine's: (piece, id, score) of the pieces text can produce. */
+
+typedef struct {
+    double key; /* -score */
+    int32_t left, right, size;
+} Merge;
+
+static inline int merge_less(const Merge *a, const Merge *b) {
+    if (a->key != b->key) return a->key < b->key;
+    if (a->left != b->left) return a->left < b->left;
+    if (a->right != b->right) return a->right < b->right;
+    return a->size < b->size;
+}
+
+typedef struct {
+    PyObject_HEAD
+    int busy;
+    Trie trie;
+    uint8_t *unused; /* per id: an UNUSED piece */
+    int32_t unk_id;  /* -1: none (an unknown character without byte fallback raises ValueError) */
+    int byte_fallback;
+    int32_t byte_ids[256];
+    PyObject **ints;
+    Py_ssize_t n_ints;
+    Py_ssize_t cache_limit;
+    PyObject *cache; /* the tokenizer's word -> ids tuple dict */
+    /* scratch per word: symbol i spans [i, i + len[i]) while alive (len > 0) */
+    Py_ssize_t cap;
+    int32_t *len, *nxt, *prv;
+    Merge *heap;
+    Py_ssize_t n_heap, cap_heap;
+    int32_t *rev; /* pairs (trie node of an unused piece, length of its left part), latest last */
+    Py_ssize_t n_rev, cap_rev;
+    int32_t *ids;
+    Py_ssize_t n_ids, cap_ids;
+} ScoreBPE;
+
+/* the trie node of text[s:e], or -1 */
+static int32_t span_node(const Trie *trie, const Text *t, Py_ssize_t s, Py_ssize_t e) {
+    int32_t node = 0;
+    for (Py_ssize_t i = s; i < e && node >= 0; i++) node = trie_child(trie, node, CP(t, i));
+    return node;
+}
+
+static int grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
+    if (need <= *cap) return 0;
+    Py_ssize_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *q = PyMem_Realloc(*p, (size_t)c * size);
+    if (!q) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static int heap_push(ScoreBPE *self, Merge m) {
+    if (grow((void **)&self->heap, &self->cap_heap, self->n_heap + 1, sizeof(Merge)) < 0) return -1;
+    Py_ssize_t i = self->n_heap++;
+    while (i > 0) {
+        Py_ssize_t parent = (i - 1) / 2;
+        if (!merge_less(&m, &self->heap[parent])) break;
+        self->heap[i] = self->heap[parent];
+        i = parent;
+    }
+    self->heap[i] = m;
+    return 0;
+}
+
+static Merge heap_pop(ScoreBPE *self) {
+    Merge top = self->heap[0], last = self->heap[--self->n_heap];
+    Py_ssize_t i = 0, n = self->n_heap;
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && merge_less(&self->heap[c + 1], &self->heap[c])) c++;
+        if (!merge_less(&self->heap[c], &last)) break;
+        self->heap[i] = self->heap[c];
+        i = c;
+    }
+    if (n) self->heap[i] = last;
+    return top;
+}
+
+/* SentencePieceBPE._priority and push: the pair (left, right) onto the heap when it forms a piece */
+static int push_pair(ScoreBPE *self, const Text *t, int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return 0;
+    int32_t node = span_node(&self->trie, t, left, right + self->len[right]);
+    if (node < 0) return 0;
+    const Node *piece = &self->trie.nodes[node];
+    if (piece->token < 0) return 0;
+    if (self->unused[piece->token]) {
+        if (grow((void **)&self->rev, &self->cap_rev, 2 * (self->n_rev + 1), sizeof(int32_t)) < 0) return -1;
+        self->rev[2 * self->n_rev] = node;
+        self->rev[2 * self->n_rev + 1] = self->len[left];
+        self->n_rev++;
+    }
+    Merge m = {-piece->score, left, right, self->len[left] + self->len[right]};
+    return heap_push(self, m);
+}
+
+static int emit(ScoreBPE *self, int32_t id) {
+    if (grow((void **)&self->ids, &self->cap_ids, self->n_ids + 1, sizeof(int32_t)) < 0) return -1;
+    self->ids[self->n_ids++] = id;
+    return 0;
+}
+
+/* SentencePieceBPE._piece_ids of text[s:e] */
+static int piece_ids(ScoreBPE *self, const Text *t, Py_ssize_t s, Py_ssize_t e) {
+    int32_t node = span_node(&self->trie, t, s, e);
+    if (node >= 0 && self->trie.nodes[node].token >= 0) {
+        int32_t id = self->trie.nodes[node].token;
+        if (!self->unused[id]) return emit(self, id);
+        for (Py_ssize_t k = self->n_rev - 1; k >= 0; k--) /* split back into the pair last pushed */
+            if (self->rev[2 * k] == node) {
+                Py_ssize_t mid = s + self->rev[2 * k + 1];
+                return piece_ids(self, t, s, mid) < 0 ? -1 : piece_ids(self, t, mid, e);
+            }
+        return emit(self, id); /* never merged: a single character */
+    }
+    if (self->byte_fallback) {
+        for (Py_ssize_t i = s; i < e; i++) {
+            uint8_t b[4];
+            int m = utf8_bytes(CP(t, i), b);
+            if (m < 0) return -1;
+            for (int j = 0; j < m; j++)
+                if (emit(self, self->byte_ids[b[j]]) < 0) return -1;
+        }
+        return 0;
+    }
+    if (self->unk_id < 0) {
+        PyErr_SetString(PyExc_ValueError, "a character that is no piece, and no unknown piece");
+        return -1;
+    }
+    return emit(self, self->unk_id);
+}
+
+/* SentencePieceBPE._encode_word (scores): the word's ids into self->ids */
+static int bpe_word(ScoreBPE *self, const Text *t) {
+    Py_ssize_t n = t->n;
+    self->n_ids = self->n_heap = self->n_rev = 0;
+    if (n >= INT32_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "word too long");
+        return -1;
+    }
+    if (n + 1 > self->cap) { /* len, nxt and prv share one capacity, set once all three have it */
+        Py_ssize_t cap = self->cap, len_cap = cap, nxt_cap = cap, prv_cap = cap;
+        if (grow((void **)&self->len, &len_cap, n + 1, sizeof(int32_t)) < 0 ||
+            grow((void **)&self->nxt, &nxt_cap, n + 1, sizeof(int32_t)) < 0 ||
+            grow((void **)&self->prv, &prv_cap, n + 1, sizeof(int32_t)) < 0)
+            return -1;
+        self->cap = len_cap;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        self->len[i] = 1;
+        self->nxt[i] = i + 1 < n ? (int32_t)(i + 1) : -1;
+        self->prv[i] = (int32_t)(i - 1);
+    }
+    if (n >= 2) {
+        for (Py_ssize_t i = 0; i + 1 < n; i++)
+            if (push_pair(self, t, (int32_t)i, (int32_t)(i + 1)) < 0) return -1;
+        while (self->n_heap) {
+            Merge m = heap_pop(self);
+            int32_t l = m.left, r = m.right;
+            if (!self->len[l] || !self->len[r] || self->len[l] + self->len[r] != m.size || self->nxt[l] != r)
+                continue; /* stale */
+            self->len[l] += self->len[r];
+            self->len[r] = 0;
+            self->nxt[l] = self->nxt[r];
+            if (self->nxt[r] >= 0) self->prv[self->nxt[r]] = l;
+            if (push_pair(self, t, self->prv[l], l) < 0 || push_pair(self, t, l, self->nxt[l]) < 0) return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i += self->len[i])
+        if (piece_ids(self, t, i, i + self->len[i]) < 0) return -1;
+    return 0;
+}
+
+static PyObject *ids_list(ScoreBPE *self) {
+    PyObject *out = PyList_New(self->n_ids);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < self->n_ids; k++) {
+        int32_t id = self->ids[k];
+        if (id < 0 || id >= self->n_ints) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_ValueError, "token id out of range");
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, Py_NewRef(self->ints[id]));
+    }
+    return out;
+}
+
+/* encode_word(word) -> ids, no cache */
+static PyObject *do_encode_word(ScoreBPE *self, PyObject *word) {
+    Text t;
+    if (text_of(word, &t) < 0 || bpe_word(self, &t) < 0) return NULL;
+    return ids_list(self);
+}
+
+/* encode_text(escaped) -> ids: SentencePieceBPE._encode_normalized (before _fuse): words cut before
+ * each run of "\u2581", each word's ids cached (a tuple, untracked by the garbage collector) */
+static PyObject *do_encode_text(ScoreBPE *self, PyObject *text) {
+    Text t;
+    if (text_of(text, &t) < 0) return NULL;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0, j; out && i < t.n; i = j) {
+        for (j = i; j < t.n && CP(&t, j) == SPACE; j++);
+        while (j < t.n && CP(&t, j) != SPACE) j++;
+        PyObject *word = i == 0 && j == t.n ? Py_NewRef(text) : PyUnicode_Substring(text, i, j);
+        PyObject *hit = word ? PyDict_GetItemWithError(self->cache, word) : NULL;
+        Text w;
+        if (hit) {
+            Py_INCREF(hit);
+        } else if (!word || PyErr_Occurred() || text_of(word, &w) < 0 || bpe_word(self, &w) < 0) {
+            Py_CLEAR(out);
+        } else {
+            PyObject *ids = ids_list(self);
+            hit = ids ? PyList_AsTuple(ids) : NULL;
+            Py_XDECREF(ids);
+            if (hit) PyObject_GC_UnTrack(hit);
+            if (hit && PyDict_GET_SIZE(self->cache) >= self->cache_limit) PyDict_Clear(self->cache);
+            if (!hit || PyDict_SetItem(self->cache, word, hit) < 0) Py_CLEAR(out);
+        }
+        if (out && extend(out, hit) < 0) Py_CLEAR(out);
+        Py_XDECREF(hit);
+        Py_XDECREF(word);
+    }
+    return out;
+}
+
+GUARDED(ScoreBPE, encode_word)
+GUARDED(ScoreBPE, encode_text)
+
+/* ScoreBPE(pieces, unused, unk_id, byte_ids, n_ids, cache_limit, cache): pieces as the Unigram
+ * engine's, `unused` the ids of UNUSED pieces, unk_id -1 for none */
+static int ScoreBPE_init(ScoreBPE *self, PyObject *args, PyObject *kwargs) {
+    PyObject *pieces, *unused, *byte_ids, *cache;
+    int unk_id;
+    Py_ssize_t n_ids, cache_limit;
+    if (self->ints) {
+        PyErr_SetString(PyExc_RuntimeError, "ScoreBPE is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "OOiOnnO!", &pieces, &unused, &unk_id, &byte_ids, &n_ids, &cache_limit, &PyDict_Type,
+                          &cache))
+        return -1;
+    if (n_ids <= 0 || unk_id < -1 || unk_id >= n_ids) {
+        PyErr_SetString(PyExc_ValueError, "unk_id must be -1 or an id of the n_ids pieces");
+        return -1;
+    }
+    if (read_byte_ids(byte_ids, self->byte_ids, &self->byte_fallback) < 0) return -1;
+    self->n_ints = n_ids;
+    if (!(self->ints = make_ints(n_ids)) || PyErr_Occurred()) return -1;
+    if (!(self->unused = PyMem_Calloc((size_t)n_ids, 1))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(unused, "unused must be a sequence of ids");
+    if (!seq) return -1;
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+        Py_ssize_t id = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k));
+        if (id >= 0 && id < n_ids) self->unused[id] = 1;
+    }
+    Py_DECREF(seq);
+    if (PyErr_Occurred() || trie_build(&self->trie, pieces) < 0) return -1;
+    for (Py_ssize_t i = 0; i < self->trie.n_nodes; i++)
+        if (self->trie.nodes[i].token >= n_ids) {
+            PyErr_SetString(PyExc_ValueError, "a piece's id is not below n_ids");
+            return -1;
+        }
+    self->unk_id = unk_id;
+    self->cache_limit = cache_limit;
+    Py_INCREF(cache);
+    self->cache = cache;
+    return 0;
+}
+
+static void ScoreBPE_dealloc(ScoreBPE *self) {
+    free_ints(self->ints, self->n_ints);
+    PyMem_Free(self->trie.nodes);
+    PyMem_Free(self->trie.slots);
+    PyMem_Free(self->unused);
+    Py_XDECREF(self->cache);
+    PyMem_Free(self->len);
+    PyMem_Free(self->nxt);
+    PyMem_Free(self->prv);
+    PyMem_Free(self->heap);
+    PyMem_Free(self->rev);
+    PyMem_Free(self->ids);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef ScoreBPE_methods[] = {
+    {"encode_word", (PyCFunction)ScoreBPE_encode_word, METH_O, "encode_word(word) -> ids (no cache)"},
+    {"encode_text", (PyCFunction)ScoreBPE_encode_text, METH_O,
+     "encode_text(escaped) -> ids: words cut before each run of U+2581, cached"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScoreBPEType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "llmlab.tokenizers._fastunigram.ScoreBPE",
+    .tp_basicsize = sizeof(ScoreBPE),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "ScoreBPE(pieces, unused, unk_id, byte_ids, n_ids, cache_limit, cache): SentencePiece BPE by score",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ScoreBPE_init,
+    .tp_dealloc = (destructor)ScoreBPE_dealloc,
+    .tp_methods = ScoreBPE_methods,
+};
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_fastunigram", "Unigram encoding's word search in C (see fastunigram.py).", -1, NULL,
 };
 
 PyMODINIT_FUNC PyInit__fastunigram(void) {
-    if (PyType_Ready(&EngineType) < 0) return NULL;
+    if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&ScoreBPEType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
-    Py_INCREF(&EngineType);
-    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
-        Py_DECREF(&EngineType);
+    if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0 ||
+        PyModule_AddObjectRef(m, "ScoreBPE", (PyObject *)&ScoreBPEType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
