@@ -12,6 +12,9 @@
  *
  *   walk_text        the same over escaped text, cut into words here (sp_text.cut_words)
  *
+ * and, on the same piece trie, SentencePiece's BPE of `.model` files (ScoreBPE: merges by score,
+ * sp_bpe.py's oracle; at the end of this file).
+ *
  * The caches are the tokenizer's own dicts (passed in at construction), filled with the same
  * values the Python path stores (ids tuples; WordPath tuples with lattice None, which the Python
  * walk rebuilds on demand), so both paths read and write one cache and the `stable_path` bound

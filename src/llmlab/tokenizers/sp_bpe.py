@@ -19,6 +19,8 @@ The text is the normalised, "▁"-escaped text (sp_text.SentencePieceNormalizer 
 sp_hf.HFTextPipeline for tokenizer.json). It is encoded word by word, words cut before each run of
 "▁", with a cache: exact whenever no piece has "▁" after another character (checked; otherwise the
 text is encoded whole), since then no merge crosses a cut and merges on either side do not interact.
+For `.model` files the merges run in C where `_fastunigram` is built (fastunigram.score_bpe); this
+module's Python path stays its oracle.
 
 Decoding: .model files as SentencePiece decodes (sp_text.sp_decode: " ⁇ " for the unknown piece,
 control pieces dropped, the first piece's "▁"); tokenizer.json files as HF's decoder Sequence
