@@ -9,7 +9,6 @@
  *   viterbi_float32  unigram_lattice.viterbi_float32 over the word's lattice from a running total
  *   encode           UnigramTokenizer._encode_ordinary's loop (float64, HF): words -> cached ids
  *   walk_float32     UnigramTokenizer._walk_float32 (SentencePiece's float32 totals)
- *
  *   walk_text        the same over escaped text, cut into words here (sp_text.cut_words)
  *
  * and, on the same piece trie, SentencePiece's BPE of `.model` files (ScoreBPE: merges by score,
@@ -24,7 +23,8 @@
  *
  * Arithmetic: the same IEEE double operations in the same order as the Python code; float32 totals
  * are a double sum rounded to float, as Python's array("f") store rounds. No expression here is a
- * multiply-add whose rounding a fused instruction could change (the products are by powers of two).
+ * multiply-add whose rounding a fused instruction could change (a product is by a power of two, or
+ * nothing is added to it).
  *
  * Left out: lone surrogates raise ValueError (the caller re-runs the Python path for its message).
  * The GIL is held throughout (the caches are Python dicts); a call made while another runs (a thread
