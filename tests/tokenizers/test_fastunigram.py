@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import pickle
 import random
+from collections.abc import Callable
+from functools import cache
 
 import pytest
 
 from llmlab.errors import UserError
+from llmlab.tokenizers import sp_reference as ref
 from llmlab.tokenizers import unigram
+from llmlab.tokenizers.hf_io import from_hf_json
 from llmlab.tokenizers.sp_bpe import SentencePieceBPE
 from llmlab.tokenizers.sp_text import SPACE, SentencePieceNormalizer
 from llmlab.tokenizers.unigram import UnigramTokenizer
+from llmlab.tokenizers.unigram_io import load_sentencepiece_model
 from llmlab.tokenizers.unigram_lattice import build_lattice, piece_prefixes, text_stable_path, viterbi_float32
 
 pytest.importorskip("llmlab.tokenizers._fastunigram", reason="the C word search is not built")
@@ -204,3 +209,37 @@ def test_score_bpe_by_hand_and_its_refusals(monkeypatch):
     tok = make_bpe(pieces, unused=set(), byte_fallback=False, unk=False, python=False, monkeypatch=monkeypatch)
     with pytest.raises(UserError, match="no unknown piece"):
         tok.encode("the x")
+
+
+@cache
+def sp_model(kind: str, rule: str) -> bytes:
+    options = ref.LLAMA_OPTIONS if kind == "bpe" else {"byte_fallback": True, "normalization_rule_name": rule}
+    return ref.train_model(kind, vocab_size=1000 if kind == "bpe" else 800, texts=ref.training_texts(30_000),
+                           **options)
+
+
+ARTIFACTS: dict[str, Callable[[], object]] = {
+    "unigram nmt_nfkc": lambda: load_sentencepiece_model(sp_model("unigram", "nmt_nfkc")),
+    "unigram identity": lambda: load_sentencepiece_model(sp_model("unigram", "identity")),
+    "HF Precompiled": lambda: from_hf_json(ref.hf_json(sp_model("unigram", "nmt_nfkc"), "auto")),
+    "SP BPE": lambda: load_sentencepiece_model(sp_model("bpe", "identity")),
+}
+
+
+@pytest.mark.parametrize("name", list(ARTIFACTS))
+def test_c_path_equals_python_path_on_the_parity_inputs(name, monkeypatch):
+    """Real models trained by sentencepiece (and the HF file transformers converts one to): the parity
+    strings and a sample of the code-point sweep give the same ids through both paths, cold and warm."""
+    pytest.importorskip("sentencepiece")
+    if name.startswith("HF"):
+        pytest.importorskip("transformers")
+    c = ARTIFACTS[name]()
+    with monkeypatch.context() as m:
+        m.setenv("LLMLAB_PURE_PYTHON", "1")
+        py = ARTIFACTS[name]()
+        assert py._engine_here() is None
+    assert c._engine_here() is not None
+    texts = ref.parity_texts() + ref.codepoint_sweep()[::24]
+    expected = [py.encode(t, allowed_special="all") for t in texts]
+    for _ in range(2):  # cold, then warm
+        assert [c.encode(t, allowed_special="all") for t in texts] == expected
