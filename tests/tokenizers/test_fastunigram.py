@@ -6,7 +6,8 @@ float32 limit bit for bit; `viterbi_float32` == the lattice's float32 Viterbi fr
 total, the total bit for bit), then whole tokenizers (a C-built one against a twin made with
 LLMLAB_PURE_PYTHON=1) on seeded random text over a mixed alphabet (1- to 4-byte UTF-8, unknown
 characters, runs of spaces), in SentencePiece's float32 mode and HF's float64 mode: the same ids
-cold and warm, and the same cache entries (the C path fills the tokenizer's own caches).
+cold and warm, and the same cache entries (the C path fills the tokenizer's own caches); and real
+models trained by sentencepiece on the parity strings and a sample of the code-point sweep.
 Vocabulary scores come from a coarse set, so exact and near ties abound.
 """
 
