@@ -19,6 +19,8 @@ The text is the normalised, "▁"-escaped text (sp_text.SentencePieceNormalizer 
 sp_hf.HFTextPipeline for tokenizer.json). It is encoded word by word, words cut before each run of
 "▁", with a cache: exact whenever no piece has "▁" after another character (checked; otherwise the
 text is encoded whole), since then no merge crosses a cut and merges on either side do not interact.
+For `.model` files the merges run in C where `_fastunigram` is built (fastunigram.score_bpe); this
+module's Python path stays its oracle.
 
 Decoding: .model files as SentencePiece decodes (sp_text.sp_decode: " ⁇ " for the unknown piece,
 control pieces dropped, the first piece's "▁"); tokenizer.json files as HF's decoder Sequence
@@ -37,6 +39,7 @@ import regex
 
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic
+from llmlab.tokenizers import fastunigram
 from llmlab.tokenizers.added_tokens import read_added_tokens
 from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer
 from llmlab.tokenizers.sp_hf import read_pipeline
@@ -98,7 +101,8 @@ class SentencePieceBPE(Tokenizer):
         if unk_id is not None:
             self._symbol_ids[self.pieces[unk_id]] = unk_id
         self._split = cuts_are_exact(self.vocab)
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, tuple[int, ...]] = {}  # tuples: ints only, so the garbage collector drops them
+        self._engine: Any = None  # .model files: the C merges (fastunigram.py), made on first use; False if none
 
     # ------------------------------------------------------------------ encoding
 
@@ -116,6 +120,11 @@ class SentencePieceBPE(Tokenizer):
         return self._encode_normalized(self.normalizer(text, at_start=False))  # type: ignore[call-arg]
 
     def _encode_normalized(self, normalized: str) -> list[int]:
+        if (engine := self._engine_here()) is not None:
+            try:
+                return self._fuse(engine.encode_text(normalized) if self._split else engine.encode_word(normalized))
+            except ValueError:  # a lone surrogate, an unknown character without an unknown piece (the Python
+                pass  # path below names them), or the engine busy in another thread
         if not self._split:
             return self._fuse(self._encode_word(normalized))
         ids: list[int] = []
@@ -125,9 +134,20 @@ class SentencePieceBPE(Tokenizer):
             if hit is None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                hit = cache[word] = self._encode_word(word)
+                hit = cache[word] = tuple(self._encode_word(word))
             ids += hit
         return self._fuse(ids)
+
+    def _engine_here(self) -> Any:
+        """The C merges by score sharing this tokenizer's cache, made on first use; None for HF's merge
+        lists, or where it is not built or is switched off (LLMLAB_PURE_PYTHON=1 at the first encode)."""
+        engine = self._engine
+        if engine is None:
+            engine = self._engine = self._scores is not None and fastunigram.available() and fastunigram.score_bpe(
+                self.vocab, scores=self._scores, unused=self._unused, unk_id=self.unk_id,
+                byte_ids=self._byte_ids if self.byte_fallback else [], n_ids=len(self.pieces),
+                cache_limit=_CACHE_LIMIT, cache=self._cache)
+        return engine or None
 
     def _fuse(self, ids: list[int]) -> list[int]:
         """One unknown per run of them, over the whole text (words are cut, runs are not): HF's
@@ -264,6 +284,7 @@ class SentencePieceBPE(Tokenizer):
     def __getstate__(self) -> dict[str, Any]:  # for encode_batch's worker processes: no cache
         state = dict(self.__dict__)
         state["_cache"] = {}
+        state["_engine"] = None  # C state: each copy makes its own, over its own cache
         return state
 
 

@@ -23,6 +23,9 @@ total before the word, so each cached path carries the range of totals it holds 
 (unigram_lattice.stable_path); a word met past that range, or whose best path is an exact tie, is
 walked again from the exact total.
 
+A word not cached yet is searched in C where `_fastunigram` is built (fastunigram.py): the same
+search and the same loops over the same caches, with this module's Python path as the oracle.
+
 A character no piece covers gets a lattice node of its own with score min(score) - 10
 (SentencePiece's kUnkPenalty). With `byte_fallback` it becomes its UTF-8 bytes as <0xNN>
 pieces, so nothing is unknown; otherwise it is `<unk>`, and a run of unknown characters is
@@ -52,6 +55,7 @@ import regex
 
 from llmlab.errors import UserError
 from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.tokenizers import fastunigram
 from llmlab.tokenizers.added_tokens import added_token
 from llmlab.tokenizers.base import PrefixStreamDecoder, StreamDecoder, Tokenizer, refuse_lone_surrogates
 from llmlab.tokenizers.normalizers import HF_NORMALIZER_TYPES, NORMALIZERS
@@ -83,7 +87,7 @@ class WordPath(NamedTuple):
     order, sum |score|, the growth factor of a bound of |total| over its sums (1 + len(scores) 2^-23),
     the |total| below which the path holds (`stable_path`), and the lattice when it never holds."""
 
-    ids: list[int]
+    ids: tuple[int, ...]
     scores: tuple[float, ...]
     spent: float
     growth: float
@@ -219,13 +223,15 @@ class UnigramTokenizer(Tokenizer):
         if float32:  # SentencePiece: const float unk_score = min_score() - kUnkPenalty
             self.unk_score = to_float32(self.unk_score)
         self._normalize = NORMALIZERS[normalizer]
-        self._cache: dict[str, list[int]] = {}
+        # the caches hold tuples: ints only, so the garbage collector stops tracking them (a cold pass makes many)
+        self._cache: dict[str, tuple[int, ...]] = {}
         self._paths: dict[str, WordPath] = {}  # float32 mode: paths depend on the total before them
-        self._safe: dict[str, list[int]] = {}  # float32 mode: the ids of paths no short text changes
-        self._safe_spaced: dict[str, list[int]] = {}  # the same, of words "▁" + key
+        self._safe: dict[str, tuple[int, ...]] = {}  # float32 mode: the ids of paths no short text changes
+        self._safe_spaced: dict[str, tuple[int, ...]] = {}  # the same, of words "▁" + key
         # the largest |total| of a text of _SAFE_CHARS characters: one piece per character at most
         largest = max([abs(self.unk_score), *(abs(score) for _, score in self.vocab.values())])
         self._safe_total = _SAFE_CHARS * largest * (1 + _SAFE_CHARS * 2.0**-22)
+        self._engine: Any = None  # the C word search (fastunigram.py): made on the first encode, False if none
 
     def _check(self) -> None:
         seen: dict[str, int] = {}
@@ -261,14 +267,20 @@ class UnigramTokenizer(Tokenizer):
     def _encode_ordinary(self, text: str) -> list[int]:
         if self.float32:
             return self._encode_float32(text)
+        words = self.words(text)
+        if (engine := self._engine_here()) is not None:
+            try:
+                return engine.encode(words)
+            except ValueError:  # a lone surrogate (the Python path names it), or the engine busy in another thread
+                pass
         ids: list[int] = []
         cache = self._cache
-        for word in self.words(text):
+        for word in words:
             cached = cache.get(word)
             if cached is None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cached = cache[word] = self._ids(self._best_path(word)[0], word)
+                cached = cache[word] = tuple(self._ids(self._best_path(word)[0], word))
             ids += cached
         return ids
 
@@ -283,11 +295,17 @@ class UnigramTokenizer(Tokenizer):
         words whose range covers that (`_safe`: nearly all) need no total at all, and such a text
         is their cached ids joined. Most normalised text of a .model file is "▁w▁w▁w", one "▁"
         before each word: it is cut with str.split, and the words looked up without their "▁"
-        (`_safe_spaced`), which saves the regex of `cut_words`.
+        (`_safe_spaced`), which saves the regex of `cut_words`. With the C engine, cutting and walking
+        are one call (`walk_text`), warm or cold.
         """
         normalizer = self.text_normalizer
         if normalizer is not None and self._cuts_exact:  # .model files: `words` is cut_words(normalized)
             normalized = normalizer(text)
+            if (engine := self._engine_here()) is not None:
+                try:
+                    return engine.walk_text(normalized)  # cut_words and _walk_float32 in one C call
+                except ValueError:  # a lone surrogate (the Python path names it), or the engine busy in another thread
+                    pass
             if len(normalized) <= _SAFE_CHARS and normalized[:1] == SPACE and _RUN not in normalized:
                 ids: list[int] = []
                 spaced = self._safe_spaced
@@ -315,7 +333,12 @@ class UnigramTokenizer(Tokenizer):
         """Word by word: `bound`, an upper bound of |total|, is the sum of |score| of the cached paths
         taken since the total was last computed, grown by their float32 rounding (at most 2^-24 per
         sum, 2^-23 here). The exact total is replayed from the cached paths' scores only when a word
-        needs it."""
+        needs it. The C engine (fastunigram.py) walks the same way; this stays its oracle."""
+        if (engine := self._engine_here()) is not None:
+            try:
+                return engine.walk_float32(words)
+            except ValueError:  # a lone surrogate (the Python path names it), or the engine busy in another thread
+                pass
         ids: list[int] = []
         total = bound = 0.0
         pending: list[tuple[float, ...]] = []  # scores of the cached paths since `total`
@@ -334,6 +357,17 @@ class UnigramTokenizer(Tokenizer):
             bound = abs(total)
         return ids
 
+    def _engine_here(self) -> Any:
+        """The C word search sharing this tokenizer's caches, made on first use; None where it is not
+        built or is switched off (LLMLAB_PURE_PYTHON=1 when the first text is encoded)."""
+        engine = self._engine
+        if engine is None:
+            engine = self._engine = fastunigram.available() and fastunigram.engine(
+                self.vocab, unk_score=self.unk_score, unk_id=self.unk_id, byte_ids=self._byte_ids,
+                n_ids=len(self.pieces), word_path=WordPath, safe_total=self._safe_total, cache_limit=_CACHE_LIMIT,
+                caches=(self._cache, self._paths, self._safe, self._safe_spaced))
+        return engine or None
+
     def _word_path(self, word: str) -> WordPath:
         """The cache entry of a word for `_encode_float32`."""
         cache = self._paths
@@ -343,7 +377,7 @@ class UnigramTokenizer(Tokenizer):
             self._safe_spaced.clear()
         edges, limit = self._best_path(word)
         scores = tuple(e.score for e in edges)
-        path = cache[word] = WordPath(self._ids(edges, word), scores, sum(map(abs, scores)),
+        path = cache[word] = WordPath(tuple(self._ids(edges, word)), scores, sum(map(abs, scores)),
                                       1.0 + len(scores) * 2.0**-23, limit, self.lattice(word) if limit <= 0 else None)
         if limit > self._safe_total:
             self._safe[word] = path.ids
@@ -499,6 +533,7 @@ class UnigramTokenizer(Tokenizer):
         state["_paths"] = {}
         state["_safe"] = {}
         state["_safe_spaced"] = {}
+        state["_engine"] = None  # C state: each copy makes its own, over its own caches
         return state
 
 
