@@ -2,7 +2,7 @@
 #   make demo   set up .venv (llmlab + the hf extra) and run the whole lab on built-in data
 #   make test   set up .venv (llmlab + the dev extra), then ruff, lint-imports and pytest
 # A second run skips the set-up that is already done (stamp files in .venv); a changed setup.py or C
-# source (src/llmlab/tokenizers/_fastbpe.c, _fastunigram.c) installs again, which compiles it.
+# source (src/llmlab/tokenizers/_fast*.c, _fastcommon.h) installs again, which compiles it.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,11 +19,11 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==2.13.0"
 	@touch $@
 
-$(VENV)/.hf: pyproject.toml setup.py src/llmlab/tokenizers/_fastbpe.c src/llmlab/tokenizers/_fastunigram.c $(VENV)/.torch
+$(VENV)/.hf: pyproject.toml setup.py $(wildcard src/llmlab/tokenizers/_fast*.[ch]) $(VENV)/.torch
 	$(PIP) install --quiet -e ".[hf]"
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml setup.py src/llmlab/tokenizers/_fastbpe.c src/llmlab/tokenizers/_fastunigram.c $(VENV)/.torch
+$(VENV)/.dev: pyproject.toml setup.py $(wildcard src/llmlab/tokenizers/_fast*.[ch]) $(VENV)/.torch
 	$(PIP) install --quiet -e ".[dev]"
 	@touch $@ $(VENV)/.hf
 

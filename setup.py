@@ -7,7 +7,10 @@ still succeeds and BPE and Unigram encode in pure Python (bpe.py, unigram.py), t
 
 from setuptools import Extension, setup
 
+COMMON = "src/llmlab/tokenizers/_fastcommon.h"  # what both share
+
 setup(ext_modules=[
-    Extension("llmlab.tokenizers._fastbpe", ["src/llmlab/tokenizers/_fastbpe.c"], optional=True),
-    Extension("llmlab.tokenizers._fastunigram", ["src/llmlab/tokenizers/_fastunigram.c"], optional=True),
+    Extension("llmlab.tokenizers._fastbpe", ["src/llmlab/tokenizers/_fastbpe.c"], depends=[COMMON], optional=True),
+    Extension("llmlab.tokenizers._fastunigram", ["src/llmlab/tokenizers/_fastunigram.c"], depends=[COMMON],
+              optional=True),
 ])

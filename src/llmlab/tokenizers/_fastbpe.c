@@ -21,6 +21,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_fastcommon.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -714,23 +716,9 @@ static int utf8_of(Engine *self, const Text *t, int ascii, Py_ssize_t s, Py_ssiz
     }
     uint8_t *o = self->utf8;
     for (Py_ssize_t i = s; i < e; i++) {
-        uint32_t c = CP(t, i);
-        if (c < 0x80)
-            *o++ = (uint8_t)c;
-        else if (c < 0x800) {
-            *o++ = (uint8_t)(0xC0 | (c >> 6));
-            *o++ = (uint8_t)(0x80 | (c & 0x3F));
-        } else if (c < 0x10000) {
-            if (c >= 0xD800 && c <= 0xDFFF) return ERR_SURROGATE;
-            *o++ = (uint8_t)(0xE0 | (c >> 12));
-            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-            *o++ = (uint8_t)(0x80 | (c & 0x3F));
-        } else {
-            *o++ = (uint8_t)(0xF0 | (c >> 18));
-            *o++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
-            *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-            *o++ = (uint8_t)(0x80 | (c & 0x3F));
-        }
+        int m = utf8_bytes(CP(t, i), o);
+        if (m < 0) return ERR_SURROGATE;
+        o += m;
     }
     *len = (size_t)(o - self->utf8);
     *out = self->utf8;

@@ -32,6 +32,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_fastcommon.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -149,32 +151,11 @@ static int trie_build(Trie *t, PyObject *pieces) {
 
 /* ------------------------------------------------------------------ shared by both engines */
 
-/* the UTF-8 bytes of code point c into b: their number; -1 (ValueError) for a lone surrogate */
-static int utf8_bytes(uint32_t c, uint8_t b[4]) {
-    if (c < 0x80) {
-        b[0] = (uint8_t)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        b[0] = (uint8_t)(0xC0 | (c >> 6));
-        b[1] = (uint8_t)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        if (c >= 0xD800 && c <= 0xDFFF) {
-            PyErr_SetString(PyExc_ValueError, "lone surrogate");
-            return -1;
-        }
-        b[0] = (uint8_t)(0xE0 | (c >> 12));
-        b[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-        b[2] = (uint8_t)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    b[0] = (uint8_t)(0xF0 | (c >> 18));
-    b[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
-    b[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-    b[3] = (uint8_t)(0x80 | (c & 0x3F));
-    return 4;
+/* utf8_bytes (_fastcommon.h), with the ValueError for a lone surrogate */
+static int utf8_or_error(uint32_t c, uint8_t b[4]) {
+    int m = utf8_bytes(c, b);
+    if (m < 0) PyErr_SetString(PyExc_ValueError, "lone surrogate");
+    return m;
 }
 
 /* one int object per id 0..n-1, reused in every ids list and tuple */
@@ -428,7 +409,7 @@ static PyObject *path_ids(Engine *self, const Text *t) {
             in_unknown = 0;
         } else if (self->byte_fallback) {
             uint8_t b[4];
-            int m = utf8_bytes(CP(t, self->path_start[k]), b);
+            int m = utf8_or_error(CP(t, self->path_start[k]), b);
             if (m < 0) {
                 Py_DECREF(ids);
                 return NULL;
@@ -905,7 +886,7 @@ static int piece_ids(ScoreBPE *self, const Text *t, Py_ssize_t s, Py_ssize_t e) 
     if (self->byte_fallback) {
         for (Py_ssize_t i = s; i < e; i++) {
             uint8_t b[4];
-            int m = utf8_bytes(CP(t, i), b);
+            int m = utf8_or_error(CP(t, i), b);
             if (m < 0) return -1;
             for (int j = 0; j < m; j++)
                 if (emit(self, self->byte_ids[b[j]]) < 0) return -1;

@@ -30,19 +30,15 @@ folder, keyed by the `regex` version.
 
 from __future__ import annotations
 
-import importlib
 import os
 from array import array
 from pathlib import Path
 from typing import Any
 
+from llmlab.tokenizers import compiled
 from llmlab.tokenizers import pre_tokenizers as pt
 
-try:  # by name: import-linter cannot see the compiled module and would read `from llmlab.tokenizers
-    # import _fastbpe` as an import of the package, a cycle
-    _fastbpe: Any = importlib.import_module("llmlab.tokenizers._fastbpe")
-except ImportError:  # built without a C compiler: bpe.py encodes alone
-    _fastbpe = None
+_fastbpe: Any = compiled.load("_fastbpe")
 
 # the class bits of _fastbpe.c: (bit, the regex class it stands for)
 _CLASSES = ((1, r"\p{L}"), (2, r"\p{N}"), (4, r"\s"), (8, r"\p{M}"), (16, r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]"),
@@ -84,7 +80,7 @@ _tables_set = False
 
 def available() -> bool:
     """Whether the C encoder can be used (built, and not switched off by LLMLAB_PURE_PYTHON=1)."""
-    return _fastbpe is not None and os.environ.get("LLMLAB_PURE_PYTHON", "") in ("", "0")
+    return compiled.enabled(_fastbpe)
 
 
 def engine(byte_ids: list[int], ranks: dict[tuple[int, int], tuple[int, int]], whole: dict[bytes, int] | None,

@@ -18,19 +18,17 @@ compiled module (no C compiler at install time) or with LLMLAB_PURE_PYTHON=1, Py
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-try:
-    from llmlab.tokenizers import _fastunigram
-except ImportError:  # built without a C compiler: unigram.py encodes alone
-    _fastunigram = None
+from llmlab.tokenizers import compiled
+
+_fastunigram: Any = compiled.load("_fastunigram")  # None where it was not built: unigram.py encodes alone
 
 
 def available() -> bool:
     """Whether the C search can be used (built, and not switched off by LLMLAB_PURE_PYTHON=1)."""
-    return _fastunigram is not None and os.environ.get("LLMLAB_PURE_PYTHON", "") in ("", "0")
+    return compiled.enabled(_fastunigram)
 
 
 def engine(vocab: Mapping[str, tuple[int, float]], *, unk_score: float, unk_id: int, byte_ids: list[int],
