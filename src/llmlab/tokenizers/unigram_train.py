@@ -48,7 +48,6 @@ Left out: split_digits, sentence sampling (input_sentence_size), user-defined sy
 
 from __future__ import annotations
 
-import itertools
 import os
 import unicodedata
 from collections import Counter
@@ -415,9 +414,9 @@ class _Edges:
 
     strings: _Strings
     n_pieces: int
-    fwd: dict[str, np.ndarray]  # live edges sorted by "key": (end position within the string, end node)
-    bwd: dict[str, np.ndarray]  # live edges sorted by "key": (start position within the string, descending; start node)
-    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd keys
+    fwd: dict[str, np.ndarray]  # live edges sorted by ("layer": end position within the string, end node "b")
+    bwd: dict[str, np.ndarray]  # live edges sorted by ("layer": longest - start position, start node "a")
+    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd layers
     covered: np.ndarray  # (P + 1,) pieces alive at the last `compact`: their unknown-character edges are left out
 
     @classmethod
@@ -445,6 +444,8 @@ class _Edges:
             pieces.append(ids[at[hit]])
         n_nodes = len(strings.codes) + len(strings.weights)
         longest = int(np.diff(strings.offsets).max(initial=0))
+        # int32 where it fits: half the bytes to copy in every `compact` and to read in every pass
+        index = np.int32 if max(n_nodes, n_pieces + 1, longest + 1) < 2**31 else np.int64
 
         def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray, *, sort: bool = True,
                     **extra: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -452,13 +453,12 @@ class _Edges:
             local = start - strings.offsets[owner]
             a = start + owner
             b = a + length
-            # subtle: one int64 sort key per pass, (layer, node); a stable sort keeps equal keys in
-            # input order (pieces before unknown characters), so edges put back by `compact` land
-            # where they were
+            # subtle: each pass sorted by (layer, node) and stable, so equal keys keep their input
+            # order (pieces before unknown characters) and edges put back by `compact` land where they were
             def one(layer: np.ndarray, node: np.ndarray) -> dict[str, np.ndarray]:
                 o = _stable_order(layer, node) if sort else slice(None)
-                return {"key": layer[o] * n_nodes + node[o], "a": a[o], "b": b[o], "piece": piece[o],
-                        "owner": owner[o], **{name: v[o] for name, v in extra.items()}}
+                return {name: v[o].astype(index) for name, v in
+                        {"layer": layer, "a": a, "b": b, "piece": piece, "owner": owner, **extra}.items()}
 
             fwd, bwd = _side_by_side(pool, lambda: one(local + length, b), lambda: one(longest - local, a))
             return fwd, bwd
@@ -476,7 +476,7 @@ class _Edges:
 
     def compact(self, alive: np.ndarray, pool: Executor | None = None) -> _Edges:
         """Only the live edges: those of live pieces, and the unknown-character edges where the
-        character's piece is dead (put back in their place, by "key", when it has just died).
+        character's piece is dead (put back in their place, by layer and node, when it has just died).
 
         Pieces only die, so an unknown-character edge, once live, stays live."""
         if np.array_equal(alive, self.covered[:-1]):
@@ -485,18 +485,19 @@ class _Edges:
         back = self.covered & ~alive_ext  # pieces whose unknown-character edges must come back
         live_piece = np.append(alive, True)  # unknown-character edges (piece P) in fwd / bwd stay
 
-        def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray], node: str) -> dict[str, np.ndarray]:
             live = live_piece[e["piece"]]
             if not live.all():
                 e = {k: v[live] for k, v in e.items()}
             add = back[unk["cover"]]  # cover -1 (no piece) reads back[-1]: False
             if add.any():
                 e = {k: np.concatenate([v, unk[k][add]]) for k, v in e.items()}
-                order = np.argsort(e["key"], kind="stable")
+                order = _stable_order(e["layer"], e[node])
                 e = {k: v[order] for k, v in e.items()}
             return e
 
-        fwd, bwd = _side_by_side(pool, lambda: keep(self.fwd, self.unk[0]), lambda: keep(self.bwd, self.unk[1]))
+        fwd, bwd = _side_by_side(pool, lambda: keep(self.fwd, self.unk[0], "b"),
+                                 lambda: keep(self.bwd, self.unk[1], "a"))
         return _Edges(self.strings, self.n_pieces, fwd, bwd, self.unk, alive_ext)
 
     @property
@@ -515,8 +516,9 @@ class _Edges:
 def _stable_order(layer: np.ndarray, node: np.ndarray) -> np.ndarray:
     """np.argsort(layer * n_nodes + node, kind="stable"), in two stable passes, several times faster.
 
-    The edges come in a few runs of ascending nodes (one per piece length), which timsort merges;
-    then a radix sort by layer (16-bit) keeps each layer's edges in node order, ties in input order.
+    `build`'s edges come in a few runs of ascending nodes (one per piece length), which timsort
+    merges; then a radix sort by layer (16-bit) keeps each layer's edges in node order, ties in
+    input order.
     """
     by_node = np.argsort(node, kind="stable")
     layer = layer[by_node]
@@ -536,17 +538,21 @@ class _Pass:
     layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
 
 
-def _live_pass(e: dict[str, np.ndarray], n_nodes: int, *, forward: bool) -> _Pass:
-    """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`)."""
+def _live_pass(e: dict[str, np.ndarray], *, forward: bool) -> _Pass:
+    """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`).
+
+    A group is a run of edges into one node; a layer's nodes are its own, so layers begin groups.
+    """
     src, dst = (e["a"], e["b"]) if forward else (e["b"], e["a"])
-    layer = e["key"] // n_nodes  # the position within the string, as `build` made the key
-    cuts = np.flatnonzero(np.diff(layer)) + 1
-    bounds = np.concatenate([[0], cuts, [len(layer)]])
-    layers = []
-    for lo, hi in itertools.pairwise(bounds.tolist()):
-        d = dst[lo:hi]
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(d)) + 1])
-        layers.append((int(lo), int(hi), starts, d[starts]))
+    layer = e["layer"]
+    if not len(layer):
+        return _Pass(src, dst, e["piece"], e["owner"], [])
+    bounds = np.unique(np.searchsorted(layer, np.arange(layer[0], layer[-1] + 2)))  # layer is sorted
+    group = np.flatnonzero(np.concatenate([[True], dst[1:] != dst[:-1]]))
+    at = np.searchsorted(group, bounds).tolist()
+    nodes = dst[group]
+    layers = [(lo, hi, group[i:j] - lo, nodes[i:j])
+              for lo, hi, i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), at[:-1], at[1:], strict=True)]
     return _Pass(src, dst, e["piece"], e["owner"], layers)
 
 
@@ -578,7 +584,7 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
     edges = edges.compact(alive, pool)
 
     def sweep(e: dict[str, np.ndarray], forward: bool) -> tuple[_Pass, np.ndarray]:
-        one = _live_pass(e, edges.n_nodes, forward=forward)
+        one = _live_pass(e, forward=forward)
         v = np.full(edges.n_nodes, -np.inf)
         v[edges.first if forward else edges.last] = 0.0
         s = scores[one.piece]
@@ -605,7 +611,7 @@ def viterbi_paths(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
                   pool: Executor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best path of every string: (best score per string, owner of each path edge, its piece)."""
     edges = edges.compact(alive, pool)
-    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
+    fwd = _live_pass(edges.fwd, forward=True)
     best = np.full(edges.n_nodes, -np.inf)
     best[edges.first] = 0.0
     back = np.full(edges.n_nodes, -1)
