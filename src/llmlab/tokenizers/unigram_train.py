@@ -323,15 +323,15 @@ def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, ma
 
     def repeats(length: int, pos: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(score, first position, hash, L) of the right-maximal repeats of `length` characters."""
-        weight = strings.weights[strings.owner[pos]]
-        uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        freq = np.bincount(inverse, weights=weight)
-        _, ext_inverse = np.unique(h * _B + _TABLE[follow[pos + length]], return_inverse=True)
-        ext_freq = np.bincount(ext_inverse, weights=weight)
-        branching = np.ones(len(uniq), dtype=bool)  # not every occurrence followed by the same character
-        branching[inverse[ext_freq[ext_inverse] == freq[inverse]]] = False
-        keep = (freq >= 2) & branching
-        return freq[keep] * length, pos[first][keep], uniq[keep], length
+        order = np.argsort(h)
+        h_sorted = h[order]
+        group = np.flatnonzero(np.concatenate([[True], h_sorted[1:] != h_sorted[:-1]]))  # one per distinct run
+        first = np.minimum.reduceat(order, group)  # its first occurrence
+        freq = np.add.reduceat(strings.weights[strings.owner[pos[order]]], group)  # exact: sums of counts
+        follower = follow[pos[order] + length]
+        branching = np.minimum.reduceat(follower, group) != np.maximum.reduceat(follower, group)
+        keep = (freq >= 2) & branching  # not every occurrence followed by the same character
+        return freq[keep] * length, pos[first[keep]], h_sorted[group[keep]], length
 
     cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
     waiting: list[Future[tuple[np.ndarray, np.ndarray, np.ndarray, int]]] = []
