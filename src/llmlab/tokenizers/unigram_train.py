@@ -43,7 +43,16 @@ character of their word), vectorised over all words at once. Substrings are foun
 length collide with probability ~n^2 / 2^65 (about 1e-7 for a million of them).
 `unigram.py`'s pure-Python lattice is the oracle these are tested against.
 
-Left out: split_digits, sentence sampling (input_sentence_size), user-defined symbols, multithreading.
+Threads (`workers`): the work splits in two independent halves at every step, side by side in a
+thread pool, never by summing partial results: the forward and the backward pass, the two
+orders of the edges when they are sorted or compacted, the words' Viterbi paths and the pieces'
+second-best ones; and the seed counts per window length. Every sum runs over the same numbers in
+the same order, so the model is the same bit for bit with any number of threads (more than two
+add nothing). NumPy lets go of the GIL in its loops over large arrays; the Python between them
+holds it, so two threads reach well under 2x, and on a machine whose cores are busy with other
+work threads may gain nothing.
+
+Left out: split_digits, sentence sampling (input_sentence_size), user-defined symbols.
 """
 
 from __future__ import annotations
