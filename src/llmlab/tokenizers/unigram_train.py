@@ -195,18 +195,22 @@ def merge_followers(counts: Counter[tuple[str, str]]) -> Counter[str]:
 
 
 def required_chars(counts: Counter[str], coverage: float) -> dict[str, int]:
-    """The most frequent characters, in order, until they make up `coverage` of all (as SentencePiece)."""
-    chars: Counter[str] = Counter()
-    for word, n in counts.items():
-        for c, k in Counter(word).items():
-            chars[c] += k * n
-    total = sum(chars.values())
+    """The most frequent characters, in order, until they make up `coverage` of all (as SentencePiece);
+    ties by code point."""
+    points = np.frombuffer("".join(counts).encode("utf-32-le"), dtype=np.uint32)
+    weights = np.repeat(np.fromiter(counts.values(), np.float64, len(counts)),
+                        np.fromiter(map(len, counts), np.int64, len(counts)))
+    freq = np.bincount(points, weights=weights)  # one bin per code point; exact: sums of counts below 2^53
+    uniq = np.flatnonzero(freq)
+    freq = freq[uniq].astype(np.int64)
+    order = np.lexsort((uniq, -freq))
+    total = int(freq.sum())
     out: dict[str, int] = {}
     covered = 0
-    for c, n in sorted(chars.items(), key=lambda t: (-t[1], t[0])):
+    for c, n in zip(uniq[order].tolist(), freq[order].tolist(), strict=True):
         if covered / total >= coverage:
             break
-        out[c] = n
+        out[chr(c)] = n
         covered += n
     return out
 
@@ -225,11 +229,9 @@ class _Strings:
     def of(cls, strings: Sequence[str], chars: dict[str, int], *, weights: np.ndarray | None = None) -> _Strings:
         text = "".join(strings)
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        known = np.array(sorted(ord(c) for c in chars), dtype=np.uint32)
-        rank = {ord(c): i for i, c in enumerate(chars)}  # by frequency
-        ids = np.array([1 + rank[int(p)] for p in known], dtype=np.int64)
-        at = np.minimum(np.searchsorted(known, points), max(len(known) - 1, 0))
-        codes = np.where(known[at] == points, ids[at], 0) if len(known) else np.zeros(len(points), np.int64)
+        code_of = np.zeros(max(int(points.max(initial=0)), *map(ord, chars), 0) + 1, np.int64)  # per code point
+        code_of[np.fromiter(map(ord, chars), np.int64, len(chars))] = np.arange(1, len(chars) + 1)  # by frequency
+        codes = code_of[points]
         lengths = np.fromiter((len(s) for s in strings), np.int64, len(strings))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         owner = np.repeat(np.arange(len(strings)), lengths)
