@@ -87,6 +87,7 @@ DESIRED_SLACK = 1.1  # EM and pruning stop above 1.1 x vocab_size pieces; the fi
 _MISSING_CHAR_GAP = 1e-4  # required characters EM dropped get scores just below the lowest
 _B = np.uint64(0x9E3779B97F4A7C15)  # hash multiplier (odd)
 _TABLE = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 21, dtype=np.uint64)  # per char id
+_CHUNK = 1 << 20  # edges per chunk of the E-step's posteriors (8 MB of float64)
 _F = TypeVar("_F")
 _G = TypeVar("_G")
 
@@ -571,7 +572,7 @@ class _Pass:
     dst: np.ndarray  # node written
     piece: np.ndarray
     owner: np.ndarray
-    layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
+    layers: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]  # (lo, hi, group starts from lo, sizes, nodes)
 
 
 def _live_pass(e: dict[str, np.ndarray], *, forward: bool) -> _Pass:
@@ -587,7 +588,8 @@ def _live_pass(e: dict[str, np.ndarray], *, forward: bool) -> _Pass:
     group = np.flatnonzero(np.concatenate([[True], dst[1:] != dst[:-1]]))
     at = np.searchsorted(group, bounds).tolist()
     nodes = dst[group]
-    layers = [(lo, hi, group[i:j] - lo, nodes[i:j])
+    sizes = np.diff(np.append(group, len(dst)))
+    layers = [(lo, hi, group[i:j] - lo, sizes[i:j], nodes[i:j])
               for lo, hi, i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), at[:-1], at[1:], strict=True)]
     return _Pass(src, dst, e["piece"], e["owner"], layers)
 
@@ -603,10 +605,11 @@ def _side_by_side(pool: Executor | None, f: Callable[[], _F], g: Callable[[], _G
     return f(), later.result()
 
 
-def _grouped_logsumexp(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _grouped_logsumexp(v: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """log(sum(exp(group))) of each group of `v` (overwritten): `starts` and `sizes` of the groups."""
     m = np.maximum.reduceat(v, starts)
-    sizes = np.diff(np.append(starts, len(v)))
-    return m + np.log(np.add.reduceat(np.exp(v - np.repeat(m, sizes)), starts))
+    v -= np.repeat(m, sizes)
+    return m + np.log(np.add.reduceat(np.exp(v, out=v), starts))
 
 
 def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
@@ -624,8 +627,8 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
         v = np.full(edges.n_nodes, -np.inf)
         v[edges.first if forward else edges.last] = 0.0
         s = scores[one.piece]
-        for lo, hi, starts, nodes in one.layers:
-            v[nodes] = _grouped_logsumexp(v[one.src[lo:hi]] + s[lo:hi], starts)
+        for lo, hi, starts, sizes, nodes in one.layers:
+            v[nodes] = _grouped_logsumexp(v[one.src[lo:hi]] + s[lo:hi], starts, sizes)
         return one, v
 
     # forward (alpha) and backward (beta) are independent: side by side in `pool`
@@ -633,12 +636,22 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
     z = alpha[edges.last]
     w = edges.strings.weights
 
-    def posterior(part: slice) -> np.ndarray:
-        src, dst, piece, owner = fwd.src[part], fwd.dst[part], fwd.piece[part], fwd.owner[part]
-        return np.exp(alpha[src] + scores[piece] + beta[dst] - z[owner]) * w[owner]
+    post = np.empty(len(fwd.src))
 
-    half = slice(None, len(fwd.src) // 2), slice(len(fwd.src) // 2, None)
-    post = np.concatenate(_side_by_side(pool, lambda: posterior(half[0]), lambda: posterior(half[1])))
+    def posterior(lo: int, hi: int) -> None:
+        """post[lo:hi] = exp(alpha[a] + score + beta[b] - z) x weight, in chunks: small temporaries
+        are reused by the allocator, large ones cost fresh pages every time."""
+        for start in range(lo, hi, _CHUNK):
+            part = slice(start, min(start + _CHUNK, hi))
+            x, owner = post[part], fwd.owner[part]
+            np.take(alpha, fwd.src[part], out=x)
+            x += scores[fwd.piece[part]]
+            x += beta[fwd.dst[part]]
+            x -= z[owner]
+            np.exp(x, out=x)
+            x *= w[owner]
+
+    _side_by_side(pool, lambda: posterior(0, len(post) // 2), lambda: posterior(len(post) // 2, len(post)))
     # subtle: one bincount over all edges in their order, so the sums (and the scores) are the same with threads
     return np.bincount(fwd.piece, weights=post, minlength=len(scores)), float(np.dot(w, z))
 
@@ -652,10 +665,9 @@ def viterbi_paths(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
     best[edges.first] = 0.0
     back = np.full(edges.n_nodes, -1)
     s = scores[fwd.piece]
-    for lo, hi, starts, nodes in fwd.layers:
+    for lo, hi, starts, sizes, nodes in fwd.layers:
         v = best[fwd.src[lo:hi]] + s[lo:hi]
         m = np.maximum.reduceat(v, starts)
-        sizes = np.diff(np.append(starts, hi - lo))
         group = np.repeat(np.arange(len(starts)), sizes)
         at = np.flatnonzero(v == m[group])
         first = at[np.concatenate([[True], group[at][1:] != group[at][:-1]])]  # first best edge per group
