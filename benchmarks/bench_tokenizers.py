@@ -713,13 +713,26 @@ def train_spm_unigram(lines: list[str], vocab: int, *, threads: int, byte_fallba
     return buf.getvalue()
 
 
+def time_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Timing]:
+    """Each of `fns` once per round, round after round, so that other work on a shared machine
+    slows them alike; the value of each is its last call's."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    values: dict[str, Any] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time_call(fn)
+            times[name] += t.times
+            values[name] = t.value
+    return {name: Timing(tuple(ts), value=values[name]) for name, ts in times.items()}
+
+
 def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str, bool]:
     """llmlab's Unigram trainer against SentencePiece's and HF's UnigramTrainer: (markdown, checks ok).
 
     All three train on the same non-empty lines (SentencePiece's sentences), identity
     normalisation, no removal of extra spaces, the same vocab size (SentencePiece's <unk>, and
     HF's too, counted in it); SentencePiece, llmlab and HF on all cores (llmlab also once on one
-    thread), best of `repeat` (HF: one run). Correctness first: the SentencePiece model loaded
+    thread), best of `repeat` interleaved rounds (HF and llmlab on one thread: one run). Correctness first: the SentencePiece model loaded
     into llmlab must encode the held-out lines exactly as SentencePiece, llmlab's saved
     tokenizer.json must encode them in HF as in llmlab, and llmlab's model on all cores must be
     its one-thread model, pieces and scores. Then encode MB/s (all held-out lines, warm), bytes
@@ -760,9 +773,10 @@ def bench_unigram(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[str,
     checks: list[str] = []
     ok_all = True
     for v in [2048] if quick else [8192]:
-        sp_run = time_call(lambda v=v: train_spm_unigram(lines, v, threads=cores), repeats=repeat)
+        runs = time_rounds({"spm": lambda v=v: train_spm_unigram(lines, v, threads=cores),
+                            "ours": lambda v=v: train_unigram(lines, v, normalizer="none", workers=cores)}, repeat)
+        sp_run, ours_run = runs["spm"], runs["ours"]
         sp = spm.SentencePieceProcessor(model_proto=sp_run.value)
-        ours_run = time_call(lambda v=v: train_unigram(lines, v, normalizer="none", workers=cores), repeats=repeat)
         one_run = time_call(lambda v=v: train_unigram(lines, v, normalizer="none", workers=1))
         hf_run = time_call(lambda v=v: train_hf(v))
         ours = ours_run.value
@@ -838,7 +852,8 @@ def bench_unigram_heldout(corpus: Corpus, *, train_mb: float = 2.5, repeat: int 
     Python, plus llmlab's synthetic multilingual `training_texts`) at vocab 4,000, byte fallback on
     both sides, identity normalisation and whitespace kept, so both encodings are lossless. Bytes per
     token (UTF-8 bytes / tokens) on each held-out corpus, and training time: SentencePiece on one
-    thread and on all cores, llmlab too (its models on both must be the same), best of `repeat`.
+    thread and on all cores, llmlab too (its models on both must be the same), best of `repeat`
+    interleaved rounds.
     Target: llmlab's bytes/token at least 0.99x SentencePiece's on every corpus.
     """
 
@@ -854,13 +869,12 @@ def bench_unigram_heldout(corpus: Corpus, *, train_mb: float = 2.5, repeat: int 
     cores = len(os.sched_getaffinity(0))
 
     load_start = load_average()[0]
-    sp_one = time_call(lambda: train_spm_unigram(lines, vocab, threads=1, byte_fallback=True), repeats=repeat)
-    sp_all = time_call(lambda: train_spm_unigram(lines, vocab, threads=cores, byte_fallback=True),
-                       repeats=repeat)
-    ours_one = time_call(lambda: train_unigram(lines, vocab, byte_fallback=True, normalizer="none", workers=1),
-                         repeats=repeat)
-    ours_run = time_call(lambda: train_unigram(lines, vocab, byte_fallback=True, normalizer="none", workers=cores),
-                         repeats=repeat)
+    runs = time_rounds({
+        "spm 1": lambda: train_spm_unigram(lines, vocab, threads=1, byte_fallback=True),
+        "spm all": lambda: train_spm_unigram(lines, vocab, threads=cores, byte_fallback=True),
+        "ours 1": lambda: train_unigram(lines, vocab, byte_fallback=True, normalizer="none", workers=1),
+        "ours all": lambda: train_unigram(lines, vocab, byte_fallback=True, normalizer="none", workers=cores)}, repeat)
+    sp_one, sp_all, ours_one, ours_run = runs["spm 1"], runs["spm all"], runs["ours 1"], runs["ours all"]
     load_end = load_average()[0]
     sp = spm.SentencePieceProcessor(model_proto=sp_one.value)
     ours = ours_run.value
