@@ -653,7 +653,8 @@ def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
 
     _side_by_side(pool, lambda: posterior(0, len(post) // 2), lambda: posterior(len(post) // 2, len(post)))
     # subtle: one bincount over all edges in their order, so the sums (and the scores) are the same with threads
-    return np.bincount(fwd.piece, weights=post, minlength=len(scores)), float(np.dot(w, z))
+    # subtle: (w * z).sum(), not np.dot: BLAS's threads would spin on the cores the pool needs
+    return np.bincount(fwd.piece, weights=post, minlength=len(scores)), float((w * z).sum())
 
 
 def viterbi_paths(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
