@@ -35,7 +35,7 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    final size, and the final cut by score picks from more pieces.
 
 The fast part: all lattices of all unique words are flat NumPy arrays of edges (start node,
-end node, piece), built once for the seed vocabulary and sorted once by one int64 key per pass;
+end node, piece), built once for the seed vocabulary and sorted once per pass by (layer, node);
 each M-step and pruning drops the edges of the dead pieces (the arrays shrink with the vocabulary).
 Forward and backward passes run layer by layer (the edges that end, or start, at the k-th
 character of their word), vectorised over all words at once. Substrings are found by a
@@ -48,9 +48,9 @@ thread pool, never by summing partial results: the forward and the backward pass
 orders of the edges when they are sorted or compacted, the words' Viterbi paths and the pieces'
 second-best ones; and the seed counts per window length. Every sum runs over the same numbers in
 the same order, so the model is the same bit for bit with any number of threads (more than two
-add nothing). NumPy lets go of the GIL in its loops over large arrays; the Python between them
-holds it, so two threads reach well under 2x, and on a machine whose cores are busy with other
-work threads may gain nothing.
+add little). NumPy lets go of the GIL in its loops over large arrays; the Python between them
+holds it: two threads on an idle 2-core machine train 1.4-1.5x faster than one, and on a machine
+whose cores are busy with other work they may gain nothing.
 
 Left out: split_digits, sentence sampling (input_sentence_size), user-defined symbols.
 """
@@ -410,7 +410,7 @@ def prefix_hashes(pieces: Sequence[str], chars: dict[str, int]) -> dict[int, np.
 
     A window of a word that is none of these begins no piece longer than L: `_Strings.windows`
     stops growing it. Most windows stop after a few characters, so the lookups of longer ones
-    (binary searches in tables of ~10^5 hashes) shrink to the few that may still match.
+    shrink to the few that may still match.
     """
     strings = _Strings.of(pieces, chars)
     start, size = strings.offsets[:-1], np.diff(strings.offsets)
@@ -497,8 +497,7 @@ class _Edges:
                 o = _stable_order(layer, node) if sort else slice(None)
                 return {"layer": layer.astype(index)[o], **{name: v[o] for name, v in columns.items()}}
 
-            fwd, bwd = _side_by_side(pool, lambda: one(local + length, b), lambda: one(longest - local, a))
-            return fwd, bwd
+            return _side_by_side(pool, lambda: one(local + length, b), lambda: one(longest - local, a))
 
         every = np.arange(len(strings.codes))  # one unknown-character edge per position
         unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), sort=False,
@@ -551,7 +550,7 @@ class _Edges:
 
 
 def _stable_order(layer: np.ndarray, node: np.ndarray) -> np.ndarray:
-    """np.argsort(layer * n_nodes + node, kind="stable"), in two stable passes, several times faster.
+    """np.argsort(layer * n_nodes + node, kind="stable"), in two cheaper stable passes.
 
     `build`'s edges come in a few runs of ascending nodes (one per piece length), which timsort
     merges; then a radix sort by layer (16-bit) keeps each layer's edges in node order, ties in
