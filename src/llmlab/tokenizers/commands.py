@@ -110,7 +110,7 @@ def _train_other(cfg: TrainTokenizerConfig, run: Any, texts: list[str] | None) -
     start = time.perf_counter()
     kw: dict[str, Any] = {"special_tokens": cfg.resolved_special_tokens}
     if cfg.algo == "unigram":
-        kw.update(byte_fallback=cfg.resolved_byte_fallback, pre_tokenizer=cfg.pre_tokenizer)
+        kw.update(byte_fallback=cfg.resolved_byte_fallback, pre_tokenizer=cfg.pre_tokenizer, workers=cfg.workers or None)
     else:  # wordpiece (the config refused the options it does not take)
         kw.update(score=cfg.score, min_frequency=cfg.min_frequency)
     tok = train_tokenizer(cfg.algo, texts, vocab_size=cfg.vocab_size, **kw)

@@ -36,7 +36,7 @@ class TrainTokenizerConfig:
     normalizer: Literal["none", "nfc", "nfkc", "lowercase"] = "none"  # bpe only
     # left as is with algo=wordpiece: BERT's [PAD] [UNK] [CLS] [SEP] [MASK] instead
     special_tokens: tuple[str, ...] = _BPE_SPECIALS
-    workers: int = 0  # processes for counting words; 0: one per core for files
+    workers: int = 0  # bpe: processes counting words (0: one per core for files); unigram: threads (0: one per core)
     errors: Literal["strict", "replace"] = "strict"  # non-UTF-8 bytes in the input
     # unigram: characters in no piece become <0xNN> byte pieces (None: on, so no text is lost; false gives <unk>)
     byte_fallback: bool | None = None

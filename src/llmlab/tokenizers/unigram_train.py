@@ -35,7 +35,7 @@ Reference: Kudo 2018, "Subword Regularization" (arXiv:1804.10959) sec. 3.2, and 
    final size, and the final cut by score picks from more pieces.
 
 The fast part: all lattices of all unique words are flat NumPy arrays of edges (start node,
-end node, piece), built once for the seed vocabulary and sorted once by one int64 key per pass;
+end node, piece), built once for the seed vocabulary and sorted once per pass by (layer, node);
 each M-step and pruning drops the edges of the dead pieces (the arrays shrink with the vocabulary).
 Forward and backward passes run layer by layer (the edges that end, or start, at the k-th
 character of their word), vectorised over all words at once. Substrings are found by a
@@ -43,16 +43,28 @@ character of their word), vectorised over all words at once. Substrings are foun
 length collide with probability ~n^2 / 2^65 (about 1e-7 for a million of them).
 `unigram.py`'s pure-Python lattice is the oracle these are tested against.
 
-Left out: split_digits, sentence sampling (input_sentence_size), user-defined symbols, multithreading.
+Threads (`workers`): the work splits in two independent halves at every step, side by side in a
+thread pool, never by summing partial results: the forward and the backward pass, the two
+orders of the edges when they are sorted or compacted, the words' Viterbi paths and the pieces'
+second-best ones; and the seed counts per window length. Every sum runs over the same numbers in
+the same order, so the model is the same bit for bit with any number of threads (more than two
+add little). NumPy lets go of the GIL in its loops over large arrays; the Python between them
+holds it: two threads on an idle 2-core machine train 1.4-1.5x faster than one, and on a machine
+whose cores are busy with other work they may gain nothing.
+
+Left out: split_digits, sentence sampling (input_sentence_size), user-defined symbols.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import regex
@@ -75,13 +87,16 @@ DESIRED_SLACK = 1.1  # EM and pruning stop above 1.1 x vocab_size pieces; the fi
 _MISSING_CHAR_GAP = 1e-4  # required characters EM dropped get scores just below the lowest
 _B = np.uint64(0x9E3779B97F4A7C15)  # hash multiplier (odd)
 _TABLE = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 21, dtype=np.uint64)  # per char id
+_CHUNK = 1 << 20  # edges per chunk of the E-step's posteriors (8 MB of float64)
+_F = TypeVar("_F")
+_G = TypeVar("_G")
 
 
 def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool = False,
                   character_coverage: float = 0.9995, max_piece_length: int = 16, seed_size: int = 1_000_000,
                   shrinking_factor: float = 0.75, num_sub_iterations: int = 2, special_tokens: Sequence[str] = (),
                   normalizer: str = "nfkc", add_dummy_prefix: bool = True, split_by_unicode_script: bool = True,
-                  split_by_number: bool = True, pre_tokenizer: str | None = None,
+                  split_by_number: bool = True, pre_tokenizer: str | None = None, workers: int | None = None,
                   progress: Callable[[str], None] | None = None) -> UnigramTokenizer:
     """Train a Unigram tokenizer on `texts` (each one a "sentence" with its own "▁" prefix).
 
@@ -92,6 +107,8 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
     no piece mixes scripts ("self(" or "x." are no pieces), nor digits with letters ("a1").
     `pre_tokenizer` (an llmlab pre-tokenizer name) cuts texts into chunks first; the tokenizer
     keeps it, so pieces never cross chunks in training or encoding.
+    `workers` threads (default: one per core; 1: none) share the NumPy work; the model is the same
+    for any number, bit for bit.
     """
     if isinstance(texts, str):  # one text, not an iterable of its characters
         texts = [texts]
@@ -110,31 +127,45 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
         raise UserError(f"special tokens must be distinct and not {UNK_PIECE!r}: {list(special_tokens)}")
     if normalizer not in NORMALIZERS:
         raise UserError(f"unknown normalizer {normalizer!r}; choose one of {', '.join(NORMALIZERS)}")
+    if workers is not None and workers < 1:
+        raise UserError(f"workers must be at least 1, got {workers}")
     say = progress or (lambda _: None)
 
-    chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
-    followed = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
-    counts = merge_followers(followed)
-    if not counts:
-        raise UserError("the training corpus is empty")
-    chars = required_chars(counts, character_coverage)
-    if len(chars) > target:
-        raise UserError(f"vocab_size {vocab_size} is too small: {len(chars)} characters are required at "
-                        f"character_coverage {character_coverage} (plus {n_meta} fixed ids)")
-    words = _Strings.of(list(counts), chars, weights=np.fromiter(counts.values(), np.float64, len(counts)))
-    pieces, seed_scores, hashes = seed_pieces(followed, chars, max_piece_length=max_piece_length, seed_size=seed_size,
-                                              split_by_unicode_script=split_by_unicode_script,
-                                              split_by_number=split_by_number)
-    say(f"{len(counts):,} unique words, {len(chars):,} required characters, {len(pieces):,} seed pieces")
-    scores = em_and_prune(words, pieces, seed_scores, hashes, chars, desired=int(vocab_size * DESIRED_SLACK),
-                          shrinking_factor=shrinking_factor,
-                          num_sub_iterations=num_sub_iterations, say=say)
+    with _thread_pool(workers) as pool:
+        chunks = None if pre_tokenizer is None else regex.compile(chunk_pattern(pre_tokenizer))
+        followed = count_words(texts, normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, chunks=chunks)
+        counts = merge_followers(followed)
+        if not counts:
+            raise UserError("the training corpus is empty")
+        chars = required_chars(counts, character_coverage)
+        if len(chars) > target:
+            raise UserError(f"vocab_size {vocab_size} is too small: {len(chars)} characters are required at "
+                            f"character_coverage {character_coverage} (plus {n_meta} fixed ids)")
+        words = _Strings.of(list(counts), chars, weights=np.fromiter(counts.values(), np.float64, len(counts)))
+        pieces, seed_scores, hashes = seed_pieces(followed, chars, max_piece_length=max_piece_length,
+                                                  seed_size=seed_size, split_by_unicode_script=split_by_unicode_script,
+                                                  split_by_number=split_by_number, pool=pool)
+        say(f"{len(counts):,} unique words, {len(chars):,} required characters, {len(pieces):,} seed pieces")
+        scores = em_and_prune(words, pieces, seed_scores, hashes, chars, desired=int(vocab_size * DESIRED_SLACK),
+                              shrinking_factor=shrinking_factor, num_sub_iterations=num_sub_iterations, say=say,
+                              pool=pool)
     final = finalize(pieces, scores, chars, target)
     meta = [(UNK_PIECE, 0.0), *((s, 0.0) for s in special_tokens),
             *((byte_piece(b), 0.0) for b in range(256) if byte_fallback)]
     return UnigramTokenizer(meta + final, unk_id=0, byte_fallback=byte_fallback,
                             special_tokens={s: 1 + i for i, s in enumerate(special_tokens)},
                             normalizer=normalizer, add_dummy_prefix=add_dummy_prefix, pre_tokenizer=pre_tokenizer)
+
+
+@contextmanager
+def _thread_pool(workers: int | None) -> Iterator[Executor | None]:
+    """Threads for the trainer's NumPy work: `workers` of them (None: one per core); None for one."""
+    n = workers if workers is not None else len(os.sched_getaffinity(0))
+    if n <= 1:
+        yield None
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="llmlab-unigram") as pool:
+        yield pool
 
 
 # ---------------------------------------------------------------------- words, characters, seeds
@@ -165,18 +196,22 @@ def merge_followers(counts: Counter[tuple[str, str]]) -> Counter[str]:
 
 
 def required_chars(counts: Counter[str], coverage: float) -> dict[str, int]:
-    """The most frequent characters, in order, until they make up `coverage` of all (as SentencePiece)."""
-    chars: Counter[str] = Counter()
-    for word, n in counts.items():
-        for c, k in Counter(word).items():
-            chars[c] += k * n
-    total = sum(chars.values())
+    """The most frequent characters, in order, until they make up `coverage` of all (as SentencePiece);
+    ties by code point."""
+    points = np.frombuffer("".join(counts).encode("utf-32-le"), dtype=np.uint32)
+    weights = np.repeat(np.fromiter(counts.values(), np.float64, len(counts)),
+                        np.fromiter(map(len, counts), np.int64, len(counts)))
+    freq = np.bincount(points, weights=weights)  # one bin per code point; exact: sums of counts below 2^53
+    uniq = np.flatnonzero(freq)
+    freq = freq[uniq].astype(np.int64)
+    order = np.lexsort((uniq, -freq))
+    total = int(freq.sum())
     out: dict[str, int] = {}
     covered = 0
-    for c, n in sorted(chars.items(), key=lambda t: (-t[1], t[0])):
+    for c, n in zip(uniq[order].tolist(), freq[order].tolist(), strict=True):
         if covered / total >= coverage:
             break
-        out[c] = n
+        out[chr(c)] = n
         covered += n
     return out
 
@@ -195,20 +230,20 @@ class _Strings:
     def of(cls, strings: Sequence[str], chars: dict[str, int], *, weights: np.ndarray | None = None) -> _Strings:
         text = "".join(strings)
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        known = np.array(sorted(ord(c) for c in chars), dtype=np.uint32)
-        rank = {ord(c): i for i, c in enumerate(chars)}  # by frequency
-        ids = np.array([1 + rank[int(p)] for p in known], dtype=np.int64)
-        at = np.minimum(np.searchsorted(known, points), max(len(known) - 1, 0))
-        codes = np.where(known[at] == points, ids[at], 0) if len(known) else np.zeros(len(points), np.int64)
+        code_of = np.zeros(max(int(points.max(initial=0)), *map(ord, chars), 0) + 1, np.int64)  # per code point
+        code_of[np.fromiter(map(ord, chars), np.int64, len(chars))] = np.arange(1, len(chars) + 1)  # by frequency
+        codes = code_of[points]
         lengths = np.fromiter((len(s) for s in strings), np.int64, len(strings))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         owner = np.repeat(np.arange(len(strings)), lengths)
         return cls(text, codes, owner, offsets, np.ones(len(strings)) if weights is None else weights)
 
-    def windows(self, max_len: int, *,
-                breaks: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def windows(self, max_len: int, *, breaks: np.ndarray | None = None,
+                prefixes: dict[int, np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(L, start positions, hashes) of every run of L known characters inside one string,
-        in ascending position order; with `breaks`, no run crosses a position where it is True."""
+        in ascending position order; with `breaks`, no run crosses a position where it is True.
+        With `prefixes` (`prefix_hashes`), a run grows past L characters only if it begins some
+        piece longer than L: the lattice builder looks up only the runs that may still be pieces."""
         ends = self.offsets[1:][self.owner]
         pos = np.flatnonzero(self.codes > 0)
         h = _TABLE[self.codes[pos]]
@@ -216,6 +251,9 @@ class _Strings:
             if not pos.size:
                 return
             yield length, pos, h
+            if prefixes is not None:
+                ok = _member(h, prefixes.get(length, _NO_HASHES))
+                pos, h = pos[ok], h[ok]
             nxt = pos + length
             ok = nxt < ends[pos]
             pos, h, nxt = pos[ok], h[ok], nxt[ok]
@@ -269,8 +307,8 @@ def script_breaks(words: _Strings, chars: dict[str, int], *, split_by_number: bo
 
 
 def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, max_piece_length: int,
-                seed_size: int, split_by_unicode_script: bool = True,
-                split_by_number: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
+                seed_size: int, split_by_unicode_script: bool = True, split_by_number: bool = True,
+                pool: Executor | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Seed pieces, their initial log-probabilities, and their hashes, from `count_words`' counts.
 
     The characters, then SentencePiece's suffix-array seeds, the best `seed_size` by freq x length:
@@ -280,6 +318,7 @@ def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, ma
     whatever the run may hold: "▁sel" always before "f" is no seed, nor is "self" always before
     "(" (even if "self(" is no piece), nor a word always followed by the next word's "▁"
     ("▁в" in "▁в▁Москве"); "elf" is, when it ends "▁self" and begins "elfish".
+    With `pool`, the window lengths are counted side by side.
     """
     strings = _Strings.of([w + nx for w, nx in followed], chars,
                           weights=np.fromiter(followed.values(), np.float64, len(followed)))
@@ -293,19 +332,31 @@ def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, ma
     follow[last[np.fromiter((nx == END for _, nx in followed), bool, len(followed))]] = len(chars) + 1
     pieces = list(chars)
     value = [float(n) for n in chars.values()]  # characters: their count; substrings: count x length
-    cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []  # (score, first position, hash, L)
+
+    def repeats(length: int, pos: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(score, first position, hash, L) of the right-maximal repeats of `length` characters."""
+        order = np.argsort(h)
+        h_sorted = h[order]
+        group = np.flatnonzero(np.concatenate([[True], h_sorted[1:] != h_sorted[:-1]]))  # one per distinct run
+        first = np.minimum.reduceat(order, group)  # its first occurrence
+        freq = np.add.reduceat(strings.weights[strings.owner[pos[order]]], group)  # exact: sums of counts
+        follower = follow[pos[order] + length]
+        branching = np.minimum.reduceat(follower, group) != np.maximum.reduceat(follower, group)
+        keep = (freq >= 2) & branching  # not every occurrence followed by the same character
+        return freq[keep] * length, pos[first[keep]], h_sorted[group[keep]], length
+
+    cands: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+    waiting: list[Future[tuple[np.ndarray, np.ndarray, np.ndarray, int]]] = []
     for length, pos, h in strings.windows(max_piece_length, breaks=breaks):
         if length == 1:
             continue
-        weight = strings.weights[strings.owner[pos]]
-        uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        freq = np.bincount(inverse, weights=weight)
-        _, ext_inverse = np.unique(h * _B + _TABLE[follow[pos + length]], return_inverse=True)
-        ext_freq = np.bincount(ext_inverse, weights=weight)
-        branching = np.ones(len(uniq), dtype=bool)  # not every occurrence followed by the same character
-        branching[inverse[ext_freq[ext_inverse] == freq[inverse]]] = False
-        keep = (freq >= 2) & branching
-        cands.append((freq[keep] * length, pos[first][keep], uniq[keep], length))
+        if pool is None:
+            cands.append(repeats(length, pos, h))
+            continue
+        waiting.append(pool.submit(repeats, length, pos, h))
+        if len(waiting) > 2:  # bound memory: the windows of a few lengths at most wait for a thread
+            cands.append(waiting.pop(0).result())
+    cands += [job.result() for job in waiting]
     hashes = [int(_TABLE[1 + k]) for k in range(len(chars))]  # a required character's hash: its table entry
     if cands:
         score = np.concatenate([c[0] for c in cands])
@@ -318,6 +369,59 @@ def seed_pieces(followed: Counter[tuple[str, str]], chars: dict[str, int], *, ma
         hashes += h[best].tolist()
     v = np.array(value)
     return pieces, np.log(v) - np.log(v.sum()), np.array(hashes, dtype=np.uint64)
+
+
+_NO_HASHES = np.zeros(0, np.uint64)
+
+
+def _member(h: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
+    """h[i] in sorted_hashes, for each i."""
+    return _find(sorted_hashes, h)[1]
+
+
+def _find(sorted_hashes: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(at, hit): sorted_hashes[at] == h where hit, `at` the first such index, as a binary search
+    (np.searchsorted) finds it, but in a few reads per query instead of ~17.
+
+    The hashes are uniform, so their top bits make a bucket index, mostly empty buckets and ones
+    of one hash: a query reads its bucket's first hash; only queries that miss it in a bucket of several
+    (a few percent) fall back to the binary search.
+    """
+    n = len(sorted_hashes)
+    if not n:
+        return np.zeros(len(h), np.int64), np.zeros(len(h), dtype=bool)
+    bits = n.bit_length() + 2  # 2 to 8 buckets per hash: few buckets hold several
+    shift = np.uint64(64 - bits)
+    bounds = np.searchsorted(sorted_hashes, np.arange(1 << bits, dtype=np.uint64) << shift)
+    bucket = (h >> shift).astype(np.int64)
+    at = bounds[bucket]
+    size = np.append(bounds[1:], n)[bucket] - at
+    at = np.minimum(at, n - 1)
+    hit = sorted_hashes[at] == h
+    again = np.flatnonzero(~hit & (size > 1))
+    if again.size:
+        at[again] = np.minimum(np.searchsorted(sorted_hashes, h[again]), n - 1)
+        hit[again] = sorted_hashes[at[again]] == h[again]
+    return at, hit
+
+
+def prefix_hashes(pieces: Sequence[str], chars: dict[str, int]) -> dict[int, np.ndarray]:
+    """{L: sorted hashes of the first L characters of every piece longer than L}.
+
+    A window of a word that is none of these begins no piece longer than L: `_Strings.windows`
+    stops growing it. Most windows stop after a few characters, so the lookups of longer ones
+    shrink to the few that may still match.
+    """
+    strings = _Strings.of(pieces, chars)
+    start, size = strings.offsets[:-1], np.diff(strings.offsets)
+    h = _TABLE[strings.codes[start]]
+    out = {}
+    for length in range(1, int(size.max(initial=0))):
+        longer = size > length
+        start, size, h = start[longer], size[longer], h[longer]
+        out[length] = np.unique(h)
+        h = h * _B + _TABLE[strings.codes[start + length]]
+    return out
 
 
 def hash_table(hashes: np.ndarray, lengths: np.ndarray, ids: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -346,23 +450,25 @@ class _Edges:
 
     strings: _Strings
     n_pieces: int
-    fwd: dict[str, np.ndarray]  # live edges sorted by "key": (end position within the string, end node)
-    bwd: dict[str, np.ndarray]  # live edges sorted by "key": (start position within the string, descending; start node)
-    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd keys
+    fwd: dict[str, np.ndarray]  # live edges sorted by ("layer": end position within the string, end node "b")
+    bwd: dict[str, np.ndarray]  # live edges sorted by ("layer": longest - start position, start node "a")
+    unk: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # every unknown-character edge, fwd and bwd layers
     covered: np.ndarray  # (P + 1,) pieces alive at the last `compact`: their unknown-character edges are left out
 
     @classmethod
     def build(cls, strings: _Strings, table: dict[int, tuple[np.ndarray, np.ndarray]], n_pieces: int, *,
-              max_len: int, skip_whole: bool = False) -> _Edges:
-        """`skip_whole` leaves out the edge that is a whole string (for second-best segmentations)."""
+              max_len: int, skip_whole: bool = False, prefixes: dict[int, np.ndarray] | None = None,
+              pool: Executor | None = None) -> _Edges:
+        """`skip_whole` leaves out the edge that is a whole string (for second-best segmentations).
+        `prefixes`, the `prefix_hashes` of the pieces in `table`, and `pool` (the two passes' edges
+        arranged side by side) only save time."""
         starts, lengths, pieces = [], [], []
         char_piece = np.full(len(strings.codes), -1, np.int64)
-        for length, pos, h in strings.windows(max_len):
+        for length, pos, h in strings.windows(max_len, prefixes=prefixes):
             if length not in table:
                 continue
             sorted_h, ids = table[length]
-            at = np.minimum(np.searchsorted(sorted_h, h), len(sorted_h) - 1)
-            hit = sorted_h[at] == h
+            at, hit = _find(sorted_h, h)
             if length == 1:
                 char_piece[pos[hit]] = ids[at[hit]]
             if skip_whole:
@@ -373,6 +479,8 @@ class _Edges:
             pieces.append(ids[at[hit]])
         n_nodes = len(strings.codes) + len(strings.weights)
         longest = int(np.diff(strings.offsets).max(initial=0))
+        # int32 where it fits: half the bytes to copy in every `compact` and to read in every pass
+        index = np.int32 if max(n_nodes, n_pieces + 1, longest + 1) < 2**31 else np.int64
 
         def arrange(start: np.ndarray, length: np.ndarray, piece: np.ndarray, *, sort: bool = True,
                     **extra: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -380,12 +488,16 @@ class _Edges:
             local = start - strings.offsets[owner]
             a = start + owner
             b = a + length
-            # subtle: one int64 sort key per pass; a stable sort keeps equal keys in input order
-            # (pieces before unknown characters), so edges put back by `compact` land where they were
-            keys = (local + length) * n_nodes + b, (longest - local) * n_nodes + a
-            return tuple({"key": k[o], "a": a[o], "b": b[o], "piece": piece[o], "owner": owner[o],
-                          **{name: v[o] for name, v in extra.items()}}
-                         for k in keys for o in [np.argsort(k, kind="stable") if sort else slice(None)])
+            # subtle: each pass sorted by (layer, node) and stable, so equal keys keep their input
+            # order (pieces before unknown characters) and edges put back by `compact` land where they were
+            columns = {name: v.astype(index, copy=False) for name, v in
+                       {"a": a, "b": b, "piece": piece, "owner": owner, **extra}.items()}
+
+            def one(layer: np.ndarray, node: np.ndarray) -> dict[str, np.ndarray]:
+                o = _stable_order(layer, node) if sort else slice(None)
+                return {"layer": layer.astype(index)[o], **{name: v[o] for name, v in columns.items()}}
+
+            return _side_by_side(pool, lambda: one(local + length, b), lambda: one(longest - local, a))
 
         every = np.arange(len(strings.codes))  # one unknown-character edge per position
         unk = arrange(every, np.ones(len(every), np.int64), np.full(len(every), n_pieces), sort=False,
@@ -398,9 +510,9 @@ class _Edges:
         covered[-1] = False
         return cls(strings, n_pieces, fwd, bwd, unk, covered)
 
-    def compact(self, alive: np.ndarray) -> _Edges:
+    def compact(self, alive: np.ndarray, pool: Executor | None = None) -> _Edges:
         """Only the live edges: those of live pieces, and the unknown-character edges where the
-        character's piece is dead (put back in their place, by "key", when it has just died).
+        character's piece is dead (put back in their place, by layer and node, when it has just died).
 
         Pieces only die, so an unknown-character edge, once live, stays live."""
         if np.array_equal(alive, self.covered[:-1]):
@@ -409,19 +521,20 @@ class _Edges:
         back = self.covered & ~alive_ext  # pieces whose unknown-character edges must come back
         live_piece = np.append(alive, True)  # unknown-character edges (piece P) in fwd / bwd stay
 
-        def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def keep(e: dict[str, np.ndarray], unk: dict[str, np.ndarray], node: str) -> dict[str, np.ndarray]:
             live = live_piece[e["piece"]]
             if not live.all():
                 e = {k: v[live] for k, v in e.items()}
             add = back[unk["cover"]]  # cover -1 (no piece) reads back[-1]: False
             if add.any():
                 e = {k: np.concatenate([v, unk[k][add]]) for k, v in e.items()}
-                order = np.argsort(e["key"], kind="stable")
+                order = _stable_order(e["layer"], e[node])
                 e = {k: v[order] for k, v in e.items()}
             return e
 
-        return _Edges(self.strings, self.n_pieces, keep(self.fwd, self.unk[0]), keep(self.bwd, self.unk[1]),
-                      self.unk, alive_ext)
+        fwd, bwd = _side_by_side(pool, lambda: keep(self.fwd, self.unk[0], "b"),
+                                 lambda: keep(self.bwd, self.unk[1], "a"))
+        return _Edges(self.strings, self.n_pieces, fwd, bwd, self.unk, alive_ext)
 
     @property
     def n_nodes(self) -> int:
@@ -436,6 +549,20 @@ class _Edges:
         return self.strings.offsets[1:] + np.arange(len(self.strings.weights))
 
 
+def _stable_order(layer: np.ndarray, node: np.ndarray) -> np.ndarray:
+    """np.argsort(layer * n_nodes + node, kind="stable"), in two cheaper stable passes.
+
+    `build`'s edges come in a few runs of ascending nodes (one per piece length), which timsort
+    merges; then a radix sort by layer (16-bit) keeps each layer's edges in node order, ties in
+    input order.
+    """
+    by_node = np.argsort(node, kind="stable")
+    layer = layer[by_node]
+    if layer.max(initial=0) < 1 << 15:
+        layer = layer.astype(np.int16)
+    return by_node[np.argsort(layer, kind="stable")]
+
+
 @dataclass(frozen=True)
 class _Pass:
     """The live edges of one pass, with their layers and groups (reduceat boundaries)."""
@@ -444,68 +571,103 @@ class _Pass:
     dst: np.ndarray  # node written
     piece: np.ndarray
     owner: np.ndarray
-    layers: list[tuple[int, int, np.ndarray, np.ndarray]]  # (lo, hi, group starts relative to lo, dst nodes)
+    layers: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]  # (lo, hi, group starts from lo, sizes, nodes)
 
 
-def _live_pass(e: dict[str, np.ndarray], n_nodes: int, *, forward: bool) -> _Pass:
-    """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`)."""
+def _live_pass(e: dict[str, np.ndarray], *, forward: bool) -> _Pass:
+    """The layers of compacted edges `e` (`_Edges.fwd` with `forward`, else `_Edges.bwd`).
+
+    A group is a run of edges into one node; a layer's nodes are its own, so layers begin groups.
+    """
     src, dst = (e["a"], e["b"]) if forward else (e["b"], e["a"])
-    layer = e["key"] // n_nodes  # the position within the string, as `build` made the key
-    cuts = np.flatnonzero(np.diff(layer)) + 1
-    bounds = np.concatenate([[0], cuts, [len(layer)]])
-    layers = []
-    for lo, hi in itertools.pairwise(bounds.tolist()):
-        d = dst[lo:hi]
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(d)) + 1])
-        layers.append((int(lo), int(hi), starts, d[starts]))
+    layer = e["layer"]
+    if not len(layer):
+        return _Pass(src, dst, e["piece"], e["owner"], [])
+    bounds = np.unique(np.searchsorted(layer, np.arange(layer[0], layer[-1] + 2)))  # layer is sorted
+    group = np.flatnonzero(np.concatenate([[True], dst[1:] != dst[:-1]]))
+    at = np.searchsorted(group, bounds).tolist()
+    nodes = dst[group]
+    sizes = np.diff(np.append(group, len(dst)))
+    layers = [(lo, hi, group[i:j] - lo, sizes[i:j], nodes[i:j])
+              for lo, hi, i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), at[:-1], at[1:], strict=True)]
     return _Pass(src, dst, e["piece"], e["owner"], layers)
 
 
-def _grouped_logsumexp(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _side_by_side(pool: Executor | None, f: Callable[[], _F], g: Callable[[], _G]) -> tuple[_F, _G]:
+    """(f(), g()): g in `pool` while f runs in this thread, or one after the other without a pool.
+
+    NumPy lets go of the GIL inside its loops over large arrays, so two such jobs use two cores.
+    """
+    if pool is None:
+        return f(), g()
+    later = pool.submit(g)
+    return f(), later.result()
+
+
+def _grouped_logsumexp(v: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """log(sum(exp(group))) of each group of `v` (overwritten): `starts` and `sizes` of the groups."""
     m = np.maximum.reduceat(v, starts)
-    sizes = np.diff(np.append(starts, len(v)))
-    return m + np.log(np.add.reduceat(np.exp(v - np.repeat(m, sizes)), starts))
+    v -= np.repeat(m, sizes)
+    return m + np.log(np.add.reduceat(np.exp(v, out=v), starts))
 
 
-def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, float]:
+def expected_counts(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
+                    pool: Executor | None = None) -> tuple[np.ndarray, float]:
     """E-step: each piece's expected count over all strings (weighted), and the log-likelihood.
 
     `scores` has one entry per piece plus the unknown-character score at the end.
     alpha[node]: log-sum over paths from the string's start; beta[node]: to its end; an edge's
     posterior is exp(alpha[a] + score + beta[b] - Z).
     """
-    edges = edges.compact(alive)
-    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
-    bwd = _live_pass(edges.bwd, edges.n_nodes, forward=False)
-    alpha = np.full(edges.n_nodes, -np.inf)
-    alpha[edges.first] = 0.0
-    s = scores[fwd.piece]
-    for lo, hi, starts, nodes in fwd.layers:
-        alpha[nodes] = _grouped_logsumexp(alpha[fwd.src[lo:hi]] + s[lo:hi], starts)
-    beta = np.full(edges.n_nodes, -np.inf)
-    beta[edges.last] = 0.0
-    s = scores[bwd.piece]
-    for lo, hi, starts, nodes in bwd.layers:
-        beta[nodes] = _grouped_logsumexp(beta[bwd.src[lo:hi]] + s[lo:hi], starts)
+    edges = edges.compact(alive, pool)
+
+    def sweep(e: dict[str, np.ndarray], forward: bool) -> tuple[_Pass, np.ndarray]:
+        one = _live_pass(e, forward=forward)
+        v = np.full(edges.n_nodes, -np.inf)
+        v[edges.first if forward else edges.last] = 0.0
+        s = scores[one.piece]
+        for lo, hi, starts, sizes, nodes in one.layers:
+            v[nodes] = _grouped_logsumexp(v[one.src[lo:hi]] + s[lo:hi], starts, sizes)
+        return one, v
+
+    # forward (alpha) and backward (beta) are independent: side by side in `pool`
+    (fwd, alpha), (_, beta) = _side_by_side(pool, lambda: sweep(edges.fwd, True), lambda: sweep(edges.bwd, False))
     z = alpha[edges.last]
     w = edges.strings.weights
-    post = np.exp(alpha[fwd.src] + scores[fwd.piece] + beta[fwd.dst] - z[fwd.owner]) * w[fwd.owner]
-    return np.bincount(fwd.piece, weights=post, minlength=len(scores)), float(np.dot(w, z))
+
+    post = np.empty(len(fwd.src))
+
+    def posterior(lo: int, hi: int) -> None:
+        """post[lo:hi] = exp(alpha[a] + score + beta[b] - z) x weight, in chunks: small temporaries
+        are reused by the allocator, large ones cost fresh pages every time."""
+        for start in range(lo, hi, _CHUNK):
+            part = slice(start, min(start + _CHUNK, hi))
+            x, owner = post[part], fwd.owner[part]
+            np.take(alpha, fwd.src[part], out=x)
+            x += scores[fwd.piece[part]]
+            x += beta[fwd.dst[part]]
+            x -= z[owner]
+            np.exp(x, out=x)
+            x *= w[owner]
+
+    _side_by_side(pool, lambda: posterior(0, len(post) // 2), lambda: posterior(len(post) // 2, len(post)))
+    # subtle: one bincount over all edges in their order, so the sums (and the scores) are the same with threads
+    # subtle: (w * z).sum(), not np.dot: BLAS's threads would spin on the cores the pool needs
+    return np.bincount(fwd.piece, weights=post, minlength=len(scores)), float((w * z).sum())
 
 
-def viterbi_paths(edges: _Edges, alive: np.ndarray,
-                  scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def viterbi_paths(edges: _Edges, alive: np.ndarray, scores: np.ndarray,
+                  pool: Executor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best path of every string: (best score per string, owner of each path edge, its piece)."""
-    edges = edges.compact(alive)
-    fwd = _live_pass(edges.fwd, edges.n_nodes, forward=True)
+    edges = edges.compact(alive, pool)
+    fwd = _live_pass(edges.fwd, forward=True)
     best = np.full(edges.n_nodes, -np.inf)
     best[edges.first] = 0.0
     back = np.full(edges.n_nodes, -1)
     s = scores[fwd.piece]
-    for lo, hi, starts, nodes in fwd.layers:
+    for lo, hi, starts, sizes, nodes in fwd.layers:
         v = best[fwd.src[lo:hi]] + s[lo:hi]
         m = np.maximum.reduceat(v, starts)
-        sizes = np.diff(np.append(starts, hi - lo))
         group = np.repeat(np.arange(len(starts)), sizes)
         at = np.flatnonzero(v == m[group])
         first = at[np.concatenate([[True], group[at][1:] != group[at][:-1]])]  # first best edge per group
@@ -553,8 +715,8 @@ def _with_unk(scores: np.ndarray, alive: np.ndarray) -> np.ndarray:
     return np.append(scores, scores[alive].min() - UNK_PENALTY)
 
 
-def pruning_losses(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int],
-                   alive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pruning_losses(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
+                   scores: np.ndarray, pool: Executor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(loss, candidate, kept) per piece: SentencePiece's estimate of the likelihood lost without it.
 
     loss(i) = freq_i / total_freq_of_words x [log p_i - sum_{j in alt(i)} log p'_j], where freq are
@@ -565,16 +727,22 @@ def pruning_losses(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: 
     """
     sc = _with_unk(scores, alive)
     n = len(alive)
-    _, owner, piece = viterbi_paths(words, alive, sc)
-    freq = np.bincount(piece, weights=words.strings.weights[owner], minlength=n + 1)
-    freq[n] = 0.0  # unknown characters: no piece to move counts to
     lengths = np.fromiter(map(len, pieces), np.int64, n)
     multi = np.flatnonzero(alive & (lengths >= 2))
-    # the second-best segmentation of each live piece: its best one without the edge of itself
-    strings = _Strings.of([pieces[i] for i in multi.tolist()], chars)
-    lattice = _Edges.build(strings, hash_table(hashes, lengths, np.flatnonzero(alive)), n,
-                           max_len=int(lengths.max()), skip_whole=True)
-    alt_score, alt_string, alt_piece = viterbi_paths(lattice, alive, sc)
+
+    def second_best() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The second-best segmentation of each live piece: its best one without the edge of itself."""
+        strings = _Strings.of([pieces[i] for i in multi.tolist()], chars)
+        live = np.flatnonzero(alive)
+        lattice = _Edges.build(strings, hash_table(hashes, lengths, live), n, max_len=int(lengths.max()),
+                               skip_whole=True, prefixes=prefix_hashes([pieces[i] for i in live.tolist()], chars))
+        return viterbi_paths(lattice, alive, sc)
+
+    # subtle: the jobs side by side get no pool themselves (a job waiting on the pool that runs it could wait forever)
+    (_, owner, piece), (alt_score, alt_string, alt_piece) = _side_by_side(
+        pool, lambda: viterbi_paths(words, alive, sc), second_best)
+    freq = np.bincount(piece, weights=words.strings.weights[owner], minlength=n + 1)
+    freq[n] = 0.0  # unknown characters: no piece to move counts to
     alt_owner = multi[alt_string]
     split = np.zeros(n, dtype=bool)
     split[multi] = alt_score > scores[multi]  # the piece's own best segmentation is not itself
@@ -593,10 +761,10 @@ def pruning_losses(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: 
 
 
 def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str, int], alive: np.ndarray,
-          scores: np.ndarray, *, keep: int) -> np.ndarray:
+          scores: np.ndarray, *, keep: int, pool: Executor | None = None) -> np.ndarray:
     """SentencePiece's pruning: keep `keep` pieces, the characters on some Viterbi path, then the
     candidates whose loss (`pruning_losses`) is largest; the others die."""
-    loss, candidate, kept = pruning_losses(words, pieces, hashes, chars, alive, scores)
+    loss, candidate, kept = pruning_losses(words, pieces, hashes, chars, alive, scores, pool)
     order = np.flatnonzero(candidate)[np.argsort(-loss[candidate], kind="stable")]
     new = kept.copy()
     new[order[:max(keep - int(kept.sum()), 0)]] = True
@@ -605,24 +773,25 @@ def prune(words: _Edges, pieces: list[str], hashes: np.ndarray, chars: dict[str,
 
 def em_and_prune(words: _Strings, pieces: list[str], scores: np.ndarray, hashes: np.ndarray,
                  chars: dict[str, int], *, desired: int, shrinking_factor: float, num_sub_iterations: int,
-                 say: Callable[[str], None]) -> np.ndarray:
-    """Scores of the pieces after EM and pruning (-inf for dead pieces)."""
+                 say: Callable[[str], None], pool: Executor | None = None) -> np.ndarray:
+    """Scores of the pieces after EM and pruning (-inf for dead pieces); `pool` only saves time."""
     n = len(pieces)
     lengths = np.fromiter(map(len, pieces), np.int64, n)
     alive = np.ones(n, dtype=bool)
-    word_edges = _Edges.build(words, hash_table(hashes, lengths, np.arange(n)), n, max_len=int(lengths.max()))
+    word_edges = _Edges.build(words, hash_table(hashes, lengths, np.arange(n)), n, max_len=int(lengths.max()),
+                              prefixes=prefix_hashes(pieces, chars), pool=pool)
     for rnd in range(1, 1000):
         for _ in range(num_sub_iterations):
-            expected, loglik = expected_counts(word_edges, alive, _with_unk(scores, alive))
+            expected, loglik = expected_counts(word_edges, alive, _with_unk(scores, alive), pool)
             alive, scores = m_step(expected, alive)
-            word_edges = word_edges.compact(alive)
+            word_edges = word_edges.compact(alive, pool)
             say(f"round {rnd}: {int(alive.sum()):,} pieces, log-likelihood per word "
                 f"{loglik / words.weights.sum():.4f}")
         size = int(alive.sum())
         if int(shrinking_factor * size) <= desired:  # one more pruning would go below `desired`
             break
-        alive = prune(word_edges, pieces, hashes, chars, alive, scores, keep=int(shrinking_factor * size))
-        word_edges = word_edges.compact(alive)
+        alive = prune(word_edges, pieces, hashes, chars, alive, scores, keep=int(shrinking_factor * size), pool=pool)
+        word_edges = word_edges.compact(alive, pool)
     return np.where(alive, scores, -np.inf)
 
 
