@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from llmlab.data.config import GenerateConfig
 from llmlab.data.corpora import pretrain_documents
 from llmlab.errors import UserError
+from llmlab.tokenizers import unigram_arrays as ua
 from llmlab.tokenizers import unigram_train as ut
 from llmlab.tokenizers.hf_io import load_tokenizer
 from llmlab.tokenizers.unigram import UNK, UnigramTokenizer, build_lattice, nbest_paths, viterbi
@@ -119,21 +120,21 @@ def test_nbest_and_sampling_by_hand():
         tok.encode_sample("aa")
 
 
-def _edges(words: dict[str, int], pieces: list[str]) -> ut._Edges:
+def _edges(words: dict[str, int], pieces: list[str]) -> ua.Edges:
     """The trainer's array lattices of `words` for `pieces` (single characters listed first)."""
     chars = {p: 1 for p in pieces if len(p) == 1}
     hashes = []
     for p in pieces:
         *_, (_, _, h) = _Strings_windows(p, chars)
         hashes.append(int(h[0]))
-    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
+    strings = ua.Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
     lengths = np.array([len(p) for p in pieces])
-    return ut._Edges.build(strings, ut.hash_table(np.array(hashes, dtype=np.uint64), lengths,
+    return ua.Edges.build(strings, ua.hash_table(np.array(hashes, dtype=np.uint64), lengths,
                                                   np.arange(len(pieces))), len(pieces), max_len=int(lengths.max()))
 
 
 def _Strings_windows(piece: str, chars: dict[str, int]):
-    return list(ut._Strings.of([piece], chars).windows(len(piece)))
+    return list(ua.Strings.of([piece], chars).windows(len(piece)))
 
 
 def test_em_expected_counts_by_hand():
@@ -145,7 +146,7 @@ def test_em_expected_counts_by_hand():
     pieces = ["a", "b", "ab"]
     edges = _edges({"ab": 1, "a": 2}, pieces)
     scores = np.log([0.5, 0.5, 0.25, 1e-9])  # last: unknown characters
-    expected, loglik = ut.expected_counts(edges, np.ones(3, dtype=bool), scores)
+    expected, loglik = ua.expected_counts(edges, np.ones(3, dtype=bool), scores)
     np.testing.assert_allclose(expected[:3], [2.5, 0.5, 0.5])
     assert loglik == pytest.approx(3 * math.log(0.5))
 
@@ -154,7 +155,7 @@ def test_viterbi_tie_is_broken_to_a_best_path():
     """"aa" with a = -0.5 and aa = -1.0: a + a and aa both score -1.0 (the tie that hypothesis found);
     the array Viterbi returns -1.0 and one of the two segmentations."""
     edges = _edges({"aa": 1}, ["a", "aa"])
-    best, owner, piece = ut.viterbi_paths(edges, np.ones(2, dtype=bool), np.array([-0.5, -1.0, -25.0]))
+    best, owner, piece = ua.viterbi_paths(edges, np.ones(2, dtype=bool), np.array([-0.5, -1.0, -25.0]))
     assert best[0] == pytest.approx(-1.0)
     assert sorted(piece[owner == 0].tolist()) in ([0, 0], [1])
 
@@ -173,10 +174,10 @@ def test_array_lattices_match_pure_python(words, extra, rnd):
         _check_lattices(edges, pieces, alive, scores, counts)
 
 
-def _check_lattices(edges: ut._Edges, pieces: list[str], alive: np.ndarray, scores: np.ndarray,
+def _check_lattices(edges: ua.Edges, pieces: list[str], alive: np.ndarray, scores: np.ndarray,
                     counts: Counter[str]) -> None:
-    expected, loglik = ut.expected_counts(edges, alive, scores)
-    best, owner, piece = ut.viterbi_paths(edges, alive, scores)
+    expected, loglik = ua.expected_counts(edges, alive, scores)
+    best, owner, piece = ua.viterbi_paths(edges, alive, scores)
     vocab = {p: (i, float(scores[i])) for i, p in enumerate(pieces) if alive[i]}
     want = np.zeros(len(pieces) + 1)
     want_loglik = 0.0

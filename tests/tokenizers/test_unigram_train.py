@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmlab.tokenizers import unigram_train as ut
+from llmlab.tokenizers import unigram_arrays as ua
 from llmlab.tokenizers.sp_reference import training_texts
 from llmlab.tokenizers.unigram_train import train_unigram
 
@@ -42,14 +42,14 @@ def test_threads_give_the_same_model():
 
 
 def test_find_is_a_binary_search():
-    """_find's bucket index against np.searchsorted: hits, misses, duplicates, the extreme hashes."""
+    """find_hashes's bucket index against np.searchsorted: hits, misses, duplicates, the extreme hashes."""
     rng = np.random.default_rng(0)
     for n in (0, 1, 2, 5, 1000, 20_000):
         table = np.sort(np.concatenate([rng.integers(0, 2**64, n, dtype=np.uint64),
                                         np.array([7, 7, 2**64 - 1, 2**63], dtype=np.uint64)[:n]]))
         queries = np.concatenate([rng.integers(0, 2**64, 3000, dtype=np.uint64), table,
                                   np.array([0, 7, 2**64 - 1], dtype=np.uint64)])
-        at, hit = ut._find(table, queries)
+        at, hit = ua.find_hashes(table, queries)
         want = np.minimum(np.searchsorted(table, queries), max(len(table) - 1, 0))
         want_hit = table[want] == queries if len(table) else np.zeros(len(queries), dtype=bool)
         assert hit.tolist() == want_hit.tolist()
@@ -66,14 +66,14 @@ def test_prefixes_only_save_time():
     words = {"▁abcab": 3, "▁cabd": 2, "▁abababc": 1, "▁d": 4}
     pieces = ["▁", "a", "b", "c", "d", "ab", "abc", "cab", "▁ab", "bab", "ababab"]
     chars = {p: 1 for p in pieces if len(p) == 1}
-    hashes = np.array([int(list(ut._Strings.of([p], chars).windows(len(p)))[-1][2][0]) for p in pieces],
+    hashes = np.array([int(list(ua.Strings.of([p], chars).windows(len(p)))[-1][2][0]) for p in pieces],
                       dtype=np.uint64)
-    strings = ut._Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
+    strings = ua.Strings.of(list(words), chars, weights=np.array(list(words.values()), dtype=float))
     lengths = np.array([len(p) for p in pieces])
-    table = ut.hash_table(hashes, lengths, np.arange(len(pieces)))
-    plain = ut._Edges.build(strings, table, len(pieces), max_len=6)
-    fast = ut._Edges.build(strings, table, len(pieces), max_len=6, prefixes=ut.prefix_hashes(pieces, chars))
-    assert ut.prefix_hashes(["abc", "ab", "b"], chars).keys() == {1, 2}
+    table = ua.hash_table(hashes, lengths, np.arange(len(pieces)))
+    plain = ua.Edges.build(strings, table, len(pieces), max_len=6)
+    fast = ua.Edges.build(strings, table, len(pieces), max_len=6, prefixes=ua.prefix_hashes(pieces, chars))
+    assert ua.prefix_hashes(["abc", "ab", "b"], chars).keys() == {1, 2}
     for e, f in ((plain.fwd, fast.fwd), (plain.bwd, fast.bwd)):
         assert e.keys() == f.keys() and all(np.array_equal(e[k], f[k]) for k in e)
     assert len(fast.fwd["piece"]) == 36
