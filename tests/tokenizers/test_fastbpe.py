@@ -262,3 +262,16 @@ def test_long_chunks_merge_as_the_oracle_does() -> None:
         tok = BPETokenizer.from_merges(merges)
         for word in words[:10]:
             assert tok.encode(word) == tok._encode_python(word), (merges, word)
+
+
+def test_threads_that_share_a_tokenizer_each_get_the_right_ids() -> None:
+    """Four threads calling encode on one tokenizer at once (each gets a fork of the engine, with the GIL
+    let go while it encodes) give the ids one thread gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = tokenizer(pt.O200K_BASE)
+    texts = random_texts(400, seed=5) + [CORPUS[i:i + 700] for i in range(0, len(CORPUS), 700)]
+    expect = [tok._encode_python(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(tok.encode, texts)) == expect
