@@ -1030,6 +1030,14 @@ static PyObject *split(PyObject *mod, PyObject *args) {
     return out;
 }
 
+/* the rank of t[a:e] when it is a token ranked below max_rank, else UINT32_MAX */
+static uint32_t rank_below(const BytesMap *map, const uint8_t *t, size_t a, size_t e, uint32_t max_rank) {
+    const Slot *sl = bmap_get(map, t + a, e - a, hash_bytes(t + a, e - a));
+    if (!sl) return UINT32_MAX;
+    uint32_t r = map->vals.v[sl->val_off];
+    return r < max_rank ? r : UINT32_MAX;
+}
+
 /* merge_splits(ranks) -> {token: k}: tiktoken's BPE of each token of 2+ bytes over the lower ranks
  * (the adjacent pair whose bytes have the lowest rank joins first, leftmost on a tie): k > 0 when it
  * ends in two parts, token[:k] and token[k:] (the merge that makes the token), else -(parts).
@@ -1044,6 +1052,7 @@ static PyObject *merge_splits(PyObject *mod, PyObject *ranks) {
     PyObject *key, *value, *out = NULL;
     Py_ssize_t pos = 0, cap = 0;
     size_t *starts = NULL;
+    uint32_t *joined = NULL;
     while (PyDict_Next(ranks, &pos, &key, &value)) {
         if (!PyBytes_Check(key)) {
             PyErr_SetString(PyExc_TypeError, "ranks: keys must be bytes");
@@ -1061,7 +1070,9 @@ static PyObject *merge_splits(PyObject *mod, PyObject *ranks) {
         }
         if ((Py_ssize_t)n + 1 > cap) cap = (Py_ssize_t)n + 1;
     }
-    if (!(starts = PyMem_RawMalloc(sizeof(size_t) * (size_t)(cap ? cap : 1)))) {
+    starts = PyMem_RawMalloc(sizeof(size_t) * (size_t)(cap ? cap : 1));
+    joined = PyMem_RawMalloc(sizeof(uint32_t) * (size_t)(cap ? cap : 1));
+    if (!starts || !joined) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1072,24 +1083,24 @@ static PyObject *merge_splits(PyObject *mod, PyObject *ranks) {
         size_t n = (size_t)PyBytes_GET_SIZE(key), parts = n;
         if (n < 2) continue;
         uint32_t max_rank = (uint32_t)PyLong_AsUnsignedLong(value);
-        for (size_t i = 0; i <= n; i++) starts[i] = i; /* part i is t[starts[i]:starts[i + 1]] */
+        /* part i is t[starts[i]:starts[i + 1]]; joined[i] the rank of parts i and i + 1 together (or none):
+         * after a join only the two pairs around it change, so each step costs two look-ups */
+        for (size_t i = 0; i <= n; i++) starts[i] = i;
+        for (size_t i = 0; i + 1 < n; i++) joined[i] = rank_below(&map, t, starts[i], starts[i + 2], max_rank);
         while (parts > 1) {
             uint32_t best = UINT32_MAX;
             size_t at = 0;
-            for (size_t i = 0; i + 1 < parts; i++) {
-                size_t a = starts[i], e = starts[i + 2];
-                const Slot *sl = bmap_get(&map, t + a, e - a, hash_bytes(t + a, e - a));
-                if (sl) {
-                    uint32_t r = map.vals.v[sl->val_off];
-                    if (r < max_rank && r < best) {
-                        best = r;
-                        at = i;
-                    }
+            for (size_t i = 0; i + 1 < parts; i++)
+                if (joined[i] < best) {
+                    best = joined[i];
+                    at = i;
                 }
-            }
             if (best == UINT32_MAX) break;
             memmove(&starts[at + 1], &starts[at + 2], sizeof(size_t) * (parts - at - 1));
+            memmove(&joined[at + 1], &joined[at + 2], sizeof(uint32_t) * (parts >= at + 3 ? parts - at - 3 : 0));
             parts--;
+            if (at + 1 < parts) joined[at] = rank_below(&map, t, starts[at], starts[at + 2], max_rank);
+            if (at > 0) joined[at - 1] = rank_below(&map, t, starts[at - 1], starts[at + 1], max_rank);
         }
         PyObject *split = PyLong_FromSsize_t(parts == 2 ? (Py_ssize_t)starts[1] : -(Py_ssize_t)parts);
         if (!split || PyDict_SetItem(out, key, split) < 0) {
@@ -1102,6 +1113,7 @@ static PyObject *merge_splits(PyObject *mod, PyObject *ranks) {
 done:
     bmap_free(&map);
     PyMem_RawFree(starts);
+    PyMem_RawFree(joined);
     return out;
 }
 
