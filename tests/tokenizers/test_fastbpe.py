@@ -26,7 +26,7 @@ _fastbpe = pytest.importorskip("llmlab.tokenizers._fastbpe", reason="the C encod
 
 PATTERNS = list(fastbpe.SPECS)
 NAMES = {pt.GPT2: "gpt2", pt.R50K_BASE: "r50k", pt.CL100K: "cl100k/llama3", pt.CL100K_BASE: "cl100k_base",
-         pt.O200K_BASE: "o200k", fastbpe.TEKKEN: "tekken", fastbpe.QWEN2: "qwen2", pt.DIGITS: "digits", pt.WORDS: "words",
+         pt.O200K_BASE: "o200k", pt.TEKKEN: "tekken", pt.QWEN2: "qwen2", pt.DIGITS: "digits", pt.WORDS: "words",
          pt.WHITESPACE: "whitespace"}
 
 

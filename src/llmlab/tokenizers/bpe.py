@@ -39,6 +39,7 @@ from llmlab.tokenizers.regex_engines import warn_engine_differences
 from llmlab.tokenizers.tiktoken_io import to_tiktoken
 
 _CACHE_LIMIT = 1 << 20  # chunks; the cache is cleared when it grows past this
+_PLAIN_CALL = {"allowed_special": (), "disallowed_special": "text"}  # encode's defaults: no special tokens
 
 # tokenizer.json steps that `save` writes and hf_io.py reads back (hf_io.py describes the format):
 # "a space before the text unless it starts with one", as an HF pre-tokenizer step
@@ -96,6 +97,7 @@ class BPETokenizer(Tokenizer):
         self._normalize = NORMALIZERS[normalizer]
         self._cache: dict[str, list[int]] = {}
         self._use_c = fastbpe.available()  # decided once: LLMLAB_PURE_PYTHON=1 when the tokenizer is made
+        self._spec = fastbpe.SPECS.get(self.pre_tokenizer.pattern)  # the C scanner's, or None: split by regex
         self._engine: Any = None  # the first C encoder (_engine_here)
         self._local = threading.local()  # this thread's C encoder
         self._pool: tuple[int, Any] | None = None  # encode_batch's threads: (count, executor)
@@ -146,8 +148,8 @@ class BPETokenizer(Tokenizer):
         text = self._prepare(text)
         if (engine := self._engine_here()) is not None:
             try:
-                if (spec := fastbpe.SPECS.get(self.pre_tokenizer.pattern)) is not None:
-                    return engine.encode(text, spec)
+                if self._spec is not None:
+                    return engine.encode(text, self._spec)
                 return engine.encode_chunks(self.pre_tokenizer.split(text))
             except ValueError:  # a lone surrogate: the Python path below names it
                 pass
@@ -186,23 +188,21 @@ class BPETokenizer(Tokenizer):
         """
         import os
 
-        spec = fastbpe.SPECS.get(self.pre_tokenizer.pattern)
-        if spec is None or self._engine_here() is None:
+        if self._spec is None or self._engine_here() is None:
             return super().encode_batch(texts, num_workers=num_workers, **kwargs)
         workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
         if workers <= 1 or len(texts) < 2 * workers:
-            return self._encode_slice(texts, spec, kwargs)
+            return self._encode_slice(texts, kwargs)
         size = -(-len(texts) // (workers * 4))  # a few slices per thread: one that drew cheap texts takes more
         slices = [texts[i:i + size] for i in range(0, len(texts), size)]
-        return [ids for part in self._thread_pool(workers).map(lambda s: self._encode_slice(s, spec, kwargs), slices)
+        return [ids for part in self._thread_pool(workers).map(lambda s: self._encode_slice(s, kwargs), slices)
                 for ids in part]
 
-    def _encode_slice(self, texts: Sequence[str], spec: tuple[int, ...], kwargs: dict[str, Any]) -> list[list[int]]:
+    def _encode_slice(self, texts: Sequence[str], kwargs: dict[str, Any]) -> list[list[int]]:
         """encode() of each text; in one C call (one GIL release for all) when nothing is special."""
-        if kwargs.get("allowed_special", ()) == () and kwargs.get("disallowed_special", "text") == "text" and (
-                set(kwargs) <= {"allowed_special", "disallowed_special"}):
+        if {**_PLAIN_CALL, **kwargs} == _PLAIN_CALL:
             try:
-                return self._engine_here().encode_many([self._prepare(t) for t in texts], spec)
+                return self._engine_here().encode_many([self._prepare(t) for t in texts], self._spec)
             except ValueError:  # a lone surrogate: encode() below names it
                 pass
         return [self.encode(t, **kwargs) for t in texts]

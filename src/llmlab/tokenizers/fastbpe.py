@@ -46,20 +46,6 @@ _CLASSES = ((1, r"\p{L}"), (2, r"\p{N}"), (4, r"\s"), (8, r"\p{M}"), (16, r"[\p{
 _FOLD_LETTERS = "strevmld"  # what `(?i:x)` may match in a contraction
 _TABLE_VERSION = 1  # bump when _CLASSES changes: the cached tables are rebuilt
 
-TEKKEN = "|".join([  # Mistral's tekken (o200k's letters without the contraction, single digits)
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*""",
-    r"""\p{N}""",
-    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-    r"""\s*[\r\n]+""",
-    r"""\s+(?!\S)""",
-    r"""\s+""",
-])
-
-# Qwen2's tokenizer.json: cl100k's (Llama 3's) split with single digits
-QWEN2 = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
-         r"""|\s+(?!\S)|\s+""")
-
 # pattern -> (contractions, letters, letter_suffix, digits_max, digits_space, punct_space, punct_tail,
 #             nonspace_runs, *whitespace alternatives); the table in the docstring reads them
 SPECS: dict[str, tuple[int, ...]] = {
@@ -68,8 +54,8 @@ SPECS: dict[str, tuple[int, ...]] = {
     pt.CL100K: (2, 2, 0, 3, 0, 1, 1, 0, 2, 3, 4),  # also Llama 3's
     pt.CL100K_BASE: (2, 2, 0, 3, 0, 1, 1, 0, 1, 2, 3, 5),
     pt.O200K_BASE: (0, 3, 1, 3, 0, 1, 2, 0, 2, 3, 4),
-    TEKKEN: (0, 3, 0, 1, 0, 1, 2, 0, 2, 3, 4),
-    QWEN2: (2, 2, 0, 1, 0, 1, 1, 0, 2, 3, 4),
+    pt.TEKKEN: (0, 3, 0, 1, 0, 1, 2, 0, 2, 3, 4),
+    pt.QWEN2: (2, 2, 0, 1, 0, 1, 1, 0, 2, 3, 4),
     pt.DIGITS: (1, 1, 0, 1, 0, 1, 0, 0, 3, 4),
     pt.WORDS: (0, 0, 0, 3, 0, 0, 0, 0, 4),
     pt.WHITESPACE: (0, 0, 0, 0, 0, 0, 0, 1),

@@ -96,5 +96,21 @@ O200K_BASE = "|".join([
     r"""\s+(?!\S)""",
     r"""\s+""",
 ])
+# Split patterns of other published tokenizers (read through hf_io; fastbpe.py scans them in C), written
+# from their published files; no copy could be downloaded here to compare the strings with.
+TEKKEN = "|".join([  # Mistral's tekken (o200k's letters without the contraction, single digits)
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*""",
+    r"""\p{N}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
+
+# Qwen2's tokenizer.json: cl100k's (Llama 3's) split with single digits
+QWEN2 = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
+         r"""|\s+(?!\S)|\s+""")
+
 ENCODING_PATTERNS: dict[str, str] = {"gpt2": R50K_BASE, "r50k_base": R50K_BASE, "p50k_base": R50K_BASE,
                                      "p50k_edit": R50K_BASE, "cl100k_base": CL100K_BASE, "o200k_base": O200K_BASE}

@@ -109,6 +109,11 @@ def bpe_parts(data: bytes, ranks: Mapping[bytes, int], max_rank: int | None = No
     return parts
 
 
+def _split(parts: list[bytes]) -> int:
+    """Where a token's BPE parts split it when they are a pair, else -(number of parts): merge_splits' code."""
+    return len(parts[0]) if len(parts) == 2 else -len(parts)
+
+
 def merges_from_ranks(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
     """The merge list, in rank order, that makes each token of several bytes (see the module docstring)."""
     missing = [b for b in range(256) if bytes([b]) not in ranks]
@@ -116,19 +121,15 @@ def merges_from_ranks(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
         raise UserError(f"a byte-level rank file holds all 256 bytes; {len(missing)} are missing, "
                         f"e.g. byte 0x{missing[0]:02X}")
     merges: list[tuple[bytes, bytes]] = []
-    splits = fastbpe.merge_splits(ranks)  # the same BPE in C; None without it
+    splits = fastbpe.merge_splits(ranks) or {token: _split(bpe_parts(token, ranks, max_rank=rank))
+                                               for token, rank in ranks.items() if len(token) > 1}
     for token, rank in sorted(ranks.items(), key=lambda t: t[1]):
         if len(token) < 2:
             continue
-        if splits is None:
-            parts = bpe_parts(token, ranks, max_rank=rank)
-        else:
-            k = splits[token]
-            parts = [token[:k], token[k:]] if k > 0 else [b""] * -k
-        if len(parts) != 2:
+        if (k := splits[token]) < 0:
             raise UserError(f"token {token!r} (rank {rank}): the BPE of its bytes over lower ranks gives "
-                            f"{len(parts)} parts, not one pair to merge; not a BPE rank file")
-        merges.append((parts[0], parts[1]))
+                            f"{-k} parts, not one pair to merge; not a BPE rank file")
+        merges.append((token[:k], token[k:]))
     return merges
 
 
