@@ -1,7 +1,7 @@
 """BPE encoding against tiktoken with OpenAI's split patterns, at the real vocabulary sizes.
 
-    .venv/bin/python benchmarks/bench_bpe_encode.py            # about 2 minutes (training the vocabularies once)
-    .venv/bin/python benchmarks/bench_bpe_encode.py --quick    # r50k only, smaller texts
+    .venv/bin/python benchmarks/bench_bpe_encode.py            # about a minute; the first run also trains the vocabularies (2 more)
+    .venv/bin/python benchmarks/bench_bpe_encode.py --quick    # r50k only, 200 KB texts; under a minute
 
 The real rank files (r50k_base, cl100k_base, o200k_base) cannot be downloaded here, so each is
 stood in for by a vocabulary of (about) the same size and split pattern, trained by HF
@@ -138,7 +138,7 @@ def measure(path: Path, text: str, *, repeats: int) -> dict[str, Any]:
                                  mergeable_ranks=tiktoken_ranks(path))
 
     batch = docs(text)
-    ref, ref_batch = theirs(), None
+    ref = theirs()
     expect = ref.encode_ordinary(text)
     ref_batch = ref.encode_ordinary_batch(batch, num_threads=1)
     checks = {"single": ours().encode_ordinary(text) == expect,

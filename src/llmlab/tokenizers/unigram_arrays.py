@@ -15,8 +15,9 @@ orders of the edges when they are sorted or compacted, the words' Viterbi paths 
 second-best ones; and the seed counts per window length. Every sum runs over the same numbers in
 the same order, so the model is the same bit for bit with any number of threads (more than two
 add little). NumPy lets go of the GIL in its loops over large arrays; the Python between them
-holds it: two threads on an idle 2-core machine train 1.4-1.5x faster than one, and on a machine
-whose cores are busy with other work they may gain nothing.
+holds it: two threads on an idle 2-core machine train 1.3-1.4x faster than one (1.43x on 10 MB,
+1.33x on the held-out set: benchmarks/results/unigram*.md), and on a machine whose cores are busy
+with other work they may gain nothing.
 """
 
 from __future__ import annotations
