@@ -116,20 +116,25 @@ def _check_pref_field(row: dict[str, Any], key: str) -> str | None:
     return f"{key!r} must be a string or a list of messages, got {_kind(value)}"
 
 
+def is_probability(value: Any) -> bool:
+    """A number in [0, 1]: not a bool, not nan (which JSON lets through as NaN), not infinite.
+
+    >>> [is_probability(v) for v in (0.25, 1, True, "0.5", float("nan"), 1.5)]
+    [True, True, False, False, False, False]
+    """
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value <= 1.0
+
+
 def _check_probability(row: dict[str, Any], key: str) -> str | None:
-    """An optional number in [0, 1] (not a bool, not nan).
+    """An optional number in [0, 1].
 
     >>> _check_probability({"p_chosen": 1.5}, "p_chosen")
     "'p_chosen' must be a number in [0, 1], got 1.5"
     """
-    if key not in row:
+    if key not in row or is_probability(value := row[key]):
         return None
-    value = row[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{key!r} must be a number in [0, 1], got {_kind(value)}"
-    if not 0.0 <= value <= 1.0:  # subtle: also refuses nan, which JSON lets through as NaN
-        return f"{key!r} must be a number in [0, 1], got {value}"
-    return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"{key!r} must be a number in [0, 1], got {value if number else _kind(value)}"
 
 
 def check_prefs(row: Any) -> str | None:

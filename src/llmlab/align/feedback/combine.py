@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.data.loaders import iter_jsonl
+from llmlab.data.schemas import is_probability
 from llmlab.errors import DataError
 from llmlab.stats import bootstrap_interval, cohen_kappa, fleiss_kappa
 
@@ -70,7 +71,7 @@ def label_row(row: Any, where: str) -> tuple[Pair, float] | None:
         if row.get("label") not in LABELS:
             return None
         p_a = {"a": 1.0, "b": 0.0, "tie": 0.5}[row["label"]]
-    if isinstance(p_a, bool) or not isinstance(p_a, int | float) or not 0.0 <= p_a <= 1.0:
+    if not is_probability(p_a):
         raise DataError(f"{where}: 'p_a' must be a number in [0, 1], got {p_a!r}")
     return (row["prompt"], row["a"], row["b"]), float(p_a)
 
