@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The constitutional-AI experiment on the task world, as run (CPU, 2 busy cores). WORK holds copies of the
 # finished 0.16M demo run's sft/ and dpo/ (demo-dpo/) folders; DEMO is that run (read only).
+# `cai label` has since drawn each pair's principle by its index in the run (not in its batch), so its labels
+# no longer match the ones recorded here; rerun.sh is this script again with the current commands.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/tmp/cai_exp}
@@ -28,22 +30,24 @@ llmlab sft --model judge2 --input judge-data/judge_sft.jsonl --out judge3 train.
 llmlab cai label --model sft --judge judge3 --prompts "$DEMO/data/eval.jsonl" --out judge-eval-judge3 device=cpu
 
 # 3. RL-CAI: pairs of the CAI-SFT model's answers on 600 train-split prompts labelled by the taught judge -> DPO
+#    (`cai label` now writes soft labels, p_chosen, which the demo config's rpo_alpha > 0 refuses: DPO trains on
+#    the hard labels, data.soft_labels=false, as the recorded runs did before soft labels existed)
 llmlab cai label --model cai-sft --judge judge --config tasks.yaml --out label n=600 device=cpu
 llmlab dpo --config "$DEMO/dpo/config.yaml" --model cai-sft --input label/prefs.jsonl --out cai-dpo \
-    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu data.soft_labels=false
 
 #    RL-CAI alone: the SFT model's own answers, labelled by the same judge -> DPO from the SFT model
 llmlab cai label --model sft --judge judge --config tasks.yaml --out label-sft n=600 device=cpu
 llmlab dpo --config "$DEMO/dpo/config.yaml" --model sft --input label-sft/prefs.jsonl --out rlcai-dpo \
-    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu data.soft_labels=false
 
 #    again with the 420-step judge (judge2), for both starting points
 llmlab cai label --model cai-sft --judge judge2 --config tasks.yaml --out label2 n=600 device=cpu
 llmlab dpo --config "$DEMO/dpo/config.yaml" --model cai-sft --input label2/prefs.jsonl --out cai-dpo2 \
-    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu data.soft_labels=false
 llmlab cai label --model sft --judge judge2 --config tasks.yaml --out label-sft2 n=600 device=cpu
 llmlab dpo --config "$DEMO/dpo/config.yaml" --model sft --input label-sft2/prefs.jsonl --out rlcai2-dpo \
-    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu
+    eval.n_pairs=0 eval.n_prompts=0 train.device=cpu data.soft_labels=false
 
 # 4. held-out evaluation against the gold labels (240 eval-split prompts, the demo report's)
 python "$HERE/evaluate.py" . eval.json sft=sft demo-dpo=demo-dpo:sft cai-sft=cai-sft:sft cai-dpo=cai-dpo:cai-sft \
