@@ -9,6 +9,7 @@ total before it, so the cache keeps each path with the range of totals it is sur
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -41,9 +42,14 @@ def whole_text(tok: UnigramTokenizer, text: str) -> list[int]:
 
 
 def cold(tok: UnigramTokenizer) -> UnigramTokenizer:
-    tok._paths.clear()
-    tok._cache.clear()
-    return tok
+    """A copy with every word cache empty (and its own C engine, if any): what a first encode sees."""
+    return pickle.loads(pickle.dumps(tok))
+
+
+@pytest.fixture(autouse=True, params=["C", "pure Python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: with the C word search (when built) and with unigram.py's own, the C path's oracle."""
+    monkeypatch.setenv("LLMLAB_PURE_PYTHON", "1" if request.param == "pure Python" else "0")
 
 
 # "▁ab": ▁a + b = -2 beats ▁ab = -(2 + 2^-10) by 2^-10 in exact arithmetic; "▁c" moves the total by -1024
@@ -74,7 +80,7 @@ def test_cached_word_past_its_limit_is_walked_again():
     text = "c " * 32 + "ab"
     assert tok.encode(text) == whole_text(tok, text) == [ids["▁c"]] * 32 + [ids["▁ab"]]
     assert tok.encode("ab c " * 3) == whole_text(tok, "ab c " * 3)  # the same word early again: cached path
-    assert tok.encode(text) == whole_text(cold(tok), text)
+    assert tok.encode(text) == cold(tok).encode(text) == whole_text(tok, text)
 
 
 def test_safe_words_are_joined_only_in_short_texts():
@@ -134,7 +140,7 @@ def test_pieces_across_spaces_are_not_cut():
     tok = sp_style({"a▁b": -1.0, "▁a": -1.5, "▁b": -1.5, "▁▁": -0.5, "▁": -2.0, "a": -3.0, "b": -3.0})
     assert not tok._cuts_exact
     for text in ["a b", "a  b", "b a b a", "a b " * 50, "x a b"]:
-        assert tok.encode(text) == whole_text(tok, text) == whole_text(cold(tok), text) == tok.encode(text), text
+        assert tok.encode(text) == whole_text(tok, text) == cold(tok).encode(text) == tok.encode(text), text
 
 
 def test_unknown_characters_and_byte_fallback_in_cached_words():
