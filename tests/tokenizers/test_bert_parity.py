@@ -73,6 +73,8 @@ def test_each_setting_encodes_the_sweep_and_each_code_point_as_hf(setting, tmp_p
     expected = [e.ids for e in hf.encode_batch(alone, add_special_tokens=False)]
     assert [hex(POINTS[k]) for k, s in enumerate(alone) if ours.encode(s, allowed_special="all") != expected[k]] == []
 
+PYTHON_UNICODE = tuple(map(int, unicodedata.unidata_version.split(".")))  # (14, 0, 0) on Python 3.11
+
 
 def test_where_python_and_hf_tables_differ():
     """Hand-checked cases, one per way the versions differ (Unicode 8.0 categories, 9.0 NFD, 17.0 case)."""
@@ -83,10 +85,13 @@ def test_where_python_and_hf_tables_differ():
     assert norm("a\u1734\u07fd") == "a\u07fd"  # Mn in 8.0 (Mc since 14.0) is stripped; U+07FD (Mn, 11.0) is not
     assert nfd("a\u0301\u0323") == "a\u0323\u0301"  # canonical order: combining class 220 before 230
     assert nfd("a\u0301\u1dfa") == "a\u0301\u1dfa"  # 230 then 218: U+1DFA is from 14.0, a starter for 9.0
-    assert unicodedata.normalize("NFD", "a\u0301\u1dfa") == "a\u1dfa\u0301"  # which Python's NFD reorders
+    if PYTHON_UNICODE >= (14, 0):  # Python 3.10's tables (13.0) do not have U+1DFA either
+        assert unicodedata.normalize("NFD", "a\u0301\u1dfa") == "a\u1dfa\u0301"  # which Python's NFD reorders
     assert bert_lowercase("\u1c89\ua7cbΣ") == "\u1c8a\u0264σ"  # Unicode 16.0 case pairs; Σ -> σ per character
 
 
+@pytest.mark.skipif(PYTHON_UNICODE < (14, 0),
+                    reason="the expected changes are those up to Unicode 14.0 (Python 3.11's tables)")
 def test_the_generated_tables_agree_with_this_pythons_unicodedata():
     """Independent of HF: where a code point's category did not change since 8.0, the tables hold
     exactly Python's classes; the changes are the few UCD release notes list."""
