@@ -692,16 +692,11 @@ def bench_wordpiece(corpus: Corpus, *, quick: bool, repeat: int = 1) -> tuple[st
 def train_spm_unigram(lines: list[str], vocab: int, *, threads: int, byte_fallback: bool = False) -> bytes:
     """A SentencePiece Unigram model (serialized) trained on `lines` as the Unigram benchmarks compare it:
     identity normalisation, whitespace kept, no BOS/EOS pieces."""
-    import io
+    from llmlab.tokenizers.sp_reference import train_model
 
-    import sentencepiece as spm
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab,
-                                   model_type="unigram", normalization_rule_name="identity",
-                                   remove_extra_whitespaces=False, byte_fallback=byte_fallback, bos_id=-1, eos_id=-1,
-                                   minloglevel=2, num_threads=threads, max_sentence_length=1 << 20)
-    return buf.getvalue()
+    return train_model("unigram", vocab_size=vocab, texts=lines, num_threads=threads,
+                       normalization_rule_name="identity", remove_extra_whitespaces=False,
+                       byte_fallback=byte_fallback, bos_id=-1, eos_id=-1, max_sentence_length=1 << 20)
 
 
 def time_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Timing]:

@@ -67,14 +67,16 @@ def codepoint_sweep(chunk: int = 64) -> list[str]:
             "".join(chr(c) for c in points[i:i + chunk]) for i in range(0, len(points), chunk)]
 
 
-def train_model(model_type: str, *, vocab_size: int, texts: list[str] | None = None, **options: Any) -> bytes:
-    """A SentencePiece model trained by sentencepiece on `texts` (default: `training_texts()`)."""
+def train_model(model_type: str, *, vocab_size: int, texts: list[str] | None = None, num_threads: int = 1,
+                **options: Any) -> bytes:
+    """A SentencePiece model trained by sentencepiece on `texts` (default: `training_texts()`); one
+    thread unless asked, so that the model does not depend on the machine."""
     import sentencepiece as spm  # the reference library, needed only here
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts if texts is not None else training_texts()),
                                    model_writer=buf, vocab_size=vocab_size, model_type=model_type, minloglevel=2,
-                                   num_threads=1, **options)
+                                   num_threads=num_threads, **options)
     return buf.getvalue()
 
 

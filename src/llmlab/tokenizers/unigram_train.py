@@ -147,8 +147,9 @@ def train_unigram(texts: Iterable[str], vocab_size: int, *, byte_fallback: bool 
 
 @contextmanager
 def _thread_pool(workers: int | None) -> Iterator[Executor | None]:
-    """Threads for the trainer's NumPy work: `workers` of them (None: one per core); None for one."""
-    n = workers if workers is not None else len(os.sched_getaffinity(0))
+    """Threads for the trainer's NumPy work: `workers` of them (None: one per core, as bpe_train counts);
+    None for one. EM and pruning run two halves side by side, so only the seed counts use more than two."""
+    n = workers if workers is not None else (os.cpu_count() or 1)
     if n <= 1:
         yield None
         return
