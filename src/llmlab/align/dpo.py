@@ -138,10 +138,20 @@ def soft_label_loss(fn: Callable[..., Loss], p_chosen: torch.Tensor, pc: torch.T
     Robust DPO and KTO take no soft labels (their table entries say so): robust's eps is a flip rate
     to be corrected for, not a target, and KTO's losses are per response, not per pair.
     """
-    p = p_chosen.to(device=pc.device, dtype=pc.dtype)
     losses, chosen_rewards, rejected_rewards = fn(pc, pr, rc, rr, **kwargs)
     swapped, _, _ = fn(pr, pc, rr, rc, **kwargs)
-    return p * losses + (1.0 - p) * swapped, chosen_rewards, rejected_rewards
+    return expected_over_label(p_chosen, losses, swapped), chosen_rewards, rejected_rewards
+
+
+def expected_over_label(p_chosen: torch.Tensor, as_labelled: torch.Tensor, swapped: torch.Tensor) -> torch.Tensor:
+    """p L(chosen, rejected) + (1 - p) L(rejected, chosen): a pair's loss in expectation over a label that
+    is right with probability p (the soft-label rule of DPO's losses and of reward_model's Bradley-Terry).
+
+    >>> expected_over_label(torch.tensor([1.0, 0.25]), torch.tensor([2.0, 2.0]), torch.tensor([6.0, 6.0]))
+    tensor([2., 5.])
+    """
+    p = p_chosen.to(device=as_labelled.device, dtype=as_labelled.dtype)
+    return p * as_labelled + (1.0 - p) * swapped
 
 
 DEFAULT_LABEL_SMOOTHING = 0.1  # cdpo / robust with label_smoothing unset; at 0 both are plain sigmoid DPO

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.align.dpo import expected_over_label
 from llmlab.align.models import ChatTokenizer, hf_tokenizer_ids, merged_state_dict, sequence_lengths
 from llmlab.config import read_yaml
 from llmlab.errors import UserError
@@ -65,8 +66,7 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, *, marg
     hard = -F.logsigmoid(r_chosen - r_rejected - margin)
     if p_chosen is None:
         return hard
-    p = p_chosen.to(device=hard.device, dtype=hard.dtype)
-    return p * hard + (1.0 - p) * -F.logsigmoid(r_rejected - r_chosen - margin)
+    return expected_over_label(p_chosen, hard, -F.logsigmoid(r_rejected - r_chosen - margin))
 
 
 def pairwise_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:

@@ -155,10 +155,10 @@ def bt_negative_log_posterior(q: Any, r: Any, items_a: Any, items_b: Any, src: A
                               prior_q: float, prior_r: float) -> Any:
     """The objective of the fit (torch tensors): -sum [p log s(r d) + (1 - p) log s(-r d)] + priors,
     d = q[items_a] - q[items_b], r = r[src], one entry per (source, pair) label."""
-    import torch.nn.functional as F  # torch only for the bt method
+    from llmlab.align.reward_model import bradley_terry_loss  # torch only for the bt method
 
     z = r[src] * (q[items_a] - q[items_b])
-    nll = -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z)).sum()
+    nll = bradley_terry_loss(z, z.new_zeros(()), p_chosen=p).sum()  # soft Bradley-Terry of each label
     return nll + 0.5 * prior_q * (q * q).sum() + 0.5 * prior_r * ((r - 1) ** 2).sum()
 
 
