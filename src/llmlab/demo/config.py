@@ -117,9 +117,10 @@ class DemoConfig:
         check(self.n_onpolicy >= 0, f"n_onpolicy must be >= 0, got {self.n_onpolicy}")
         for name in ("pretrain_chars", "n_sft", "n_prefs", "n_eval", "n_eval_prompts", "k", "max_new_tokens"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        check(self.samples >= 2 and self.rl_samples >= 2 and self.grpo_samples >= 2,
-              "samples, rl_samples and grpo_samples must be at least 2")
-        check(self.onpolicy_temperature > 0 and self.grpo_temperature > 0, "temperatures must be positive (sampling)")
+        for name in ("samples", "rl_samples", "grpo_samples"):  # a group needs two answers to compare
+            check(getattr(self, name) >= 2, f"{name} must be at least 2, got {getattr(self, name)}")
+        for name in ("onpolicy_temperature", "grpo_temperature"):
+            check(getattr(self, name) > 0, f"{name} must be positive (it samples), got {getattr(self, name)}")
         for name in ("grpo_steps", "ppo_steps", "rm_steps", "rl_batch_size", "grpo_batch_size"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         check(0.0 <= self.length_bias <= 1.0, f"length_bias must be in [0, 1], got {self.length_bias}")

@@ -15,7 +15,6 @@ Writes eval.md, eval.json, generations.jsonl (every prompt and both answers) and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from torch import nn
 from llmlab.align.models import ChatTokenizer
 from llmlab.align.onpolicy import Prompt
 from llmlab.eval.policies import Answered, answer_with, difference, families_md, interval, summarise, table_md
-from llmlab.files import write_json_atomic, write_text_atomic
+from llmlab.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llmlab.runs import json_safe, progress
 from llmlab.train.checkpoint import with_resume
 from llmlab.train.distributed import process_rank
@@ -83,8 +82,7 @@ def write_evaluation(out_dir: Path, summary: dict[str, Any], records: list[dict]
     write_text_atomic(out_dir / "eval.md", md)
     saved = {"preferences": prefs, "generation": summary, **({"in_loop": in_loop} if in_loop else {})}
     write_json_atomic(out_dir / "eval.json", json_safe(saved))
-    write_text_atomic(out_dir / "generations.jsonl",
-                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl_atomic(out_dir / "generations.jsonl", records)
     if any(s["families"] for s in summary.values()):
         charts = {name: {"families": {**s["families"], "all": s["accuracy"]}} for name, s in summary.items()}
         family_scores_chart(charts, out_dir / "family_scores.png", key="mean", ylabel="gold accuracy (95% CI)",
