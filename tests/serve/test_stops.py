@@ -10,8 +10,8 @@ from llmlab.serve.stops import StopStrings
 
 def _run(stops: list[str], pieces: list[str]) -> tuple[list[str], bool]:
     s, out = StopStrings(stops), []
-    for piece in pieces:
-        text, hit = s.push(piece)
+    for i, piece in enumerate(pieces):
+        text, hit = s.push(piece, final=i == len(pieces) - 1)  # the last piece ends the generation
         out.append(text)
         if hit:
             return out, True
@@ -36,6 +36,12 @@ def test_hand_cases() -> None:
     s = StopStrings(["abc", "bd"])
     assert s.push("xab") == ("x", False)  # "ab" may begin "abc", "b" may begin "bd": the longer tail is held
     assert s.push("d") == ("a", True)  # "abd" has "bd" at 1: the answer is "x" + "a"
+    s = StopStrings(["a", "\na\n"])
+    assert s.push("\na") == ("", False)  # "a" is there, but "\na\n" may be starting before it: all held
+    assert s.push("\n") == ("", True)  # it was: the answer is "", not "\n"
+    s = StopStrings(["a", "\na\n"])
+    assert s.push("\na") == ("", False)
+    assert s.push("b") == ("\n", True)  # it was not: the answer ends before "a"
     assert StopStrings([]).push("anything") == ("anything", False)
     assert StopStrings([""]).push("a") == ("a", False)  # an empty stop string stops nothing
 

@@ -205,13 +205,13 @@ async def _pieces(engine: EngineThread, submitted: Submitted, served: ServedMode
             if event.finished:
                 finished = True
                 text += decoder.flush()
-            safe, hit = stops.push(text)
+            safe, hit = stops.push(text, final=event.finished)
             if hit:
                 yield Piece(safe, "stop", n)
                 return
             if event.finished:
                 reason = "length" if event.finish_reason == "length" else "stop"
-                yield Piece(safe + stops.flush(), reason, n)
+                yield Piece(safe, reason, n)
                 return
             if safe:
                 yield Piece(safe, None, n)
