@@ -252,3 +252,15 @@ def test_c_path_equals_python_path_on_the_parity_inputs(name, monkeypatch):
     expected = [py.encode(t, allowed_special="all") for t in texts]
     for _ in range(2):  # cold, then warm
         assert [c.encode(t, allowed_special="all") for t in texts] == expected
+
+
+def test_a_piece_id_past_the_id_count_is_refused_when_the_engines_are_made() -> None:
+    """Both engines check every piece's id against the id table they index (one check, in the trie)."""
+    from llmlab.tokenizers import _fastunigram
+
+    pieces = [("a", 0, -1.0), ("b", 5, -1.0)]  # id 5 of 2
+    with pytest.raises(ValueError, match="not below n_ids"):
+        _fastunigram.Engine(pieces, -20.0, 0, [], 2, unigram.WordPath, 1e9, 100, {}, {}, {}, {})
+    with pytest.raises(ValueError, match="not below n_ids"):
+        _fastunigram.ScoreBPE(pieces, [], 0, [], 2, 100, {})
+    assert _fastunigram.ScoreBPE(pieces, [], 0, [], 6, 100, {}) is not None  # 6 ids: fine

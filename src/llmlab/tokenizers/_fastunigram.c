@@ -100,8 +100,9 @@ static int32_t trie_insert_child(Trie *t, int32_t node, uint32_t cp) {
     return child;
 }
 
-/* the trie of `pieces`, a sequence of (piece, id, score); every piece's characters sized the table */
-static int trie_build(Trie *t, PyObject *pieces) {
+/* the trie of `pieces`, a sequence of (piece, id, score) with ids below n_ids; every piece's characters
+ * sized the table */
+static int trie_build(Trie *t, PyObject *pieces, Py_ssize_t n_ids) {
     PyObject *seq = PySequence_Fast(pieces, "pieces must be a sequence of (piece, id, score)");
     if (!seq) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), chars = 0;
@@ -128,6 +129,8 @@ static int trie_build(Trie *t, PyObject *pieces) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, k), *piece = PyTuple_GET_ITEM(item, 0);
         long id = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
         double score = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 2));
+        if (!PyErr_Occurred() && (id < 0 || id >= n_ids))
+            PyErr_SetString(PyExc_ValueError, "a piece's id is not below n_ids");
         if (PyErr_Occurred()) {
             Py_DECREF(seq);
             return -1;
@@ -684,7 +687,7 @@ static int Engine_init(Engine *self, PyObject *args, PyObject *kwargs) {
     if (read_byte_ids(byte_ids, self->byte_ids, &self->byte_fallback) < 0) return -1;
     self->n_ints = n_ids;
     if (!(self->ints = make_ints(n_ids)) || PyErr_Occurred()) return -1;
-    if (trie_build(&self->trie, pieces) < 0) return -1;
+    if (trie_build(&self->trie, pieces, n_ids) < 0) return -1;
     self->unk_score = unk_score;
     self->unk_id = unk_id;
     self->safe_total = safe_total;
@@ -1028,12 +1031,7 @@ static int ScoreBPE_init(ScoreBPE *self, PyObject *args, PyObject *kwargs) {
         if (id >= 0 && id < n_ids) self->unused[id] = 1;
     }
     Py_DECREF(seq);
-    if (PyErr_Occurred() || trie_build(&self->trie, pieces) < 0) return -1;
-    for (Py_ssize_t i = 0; i < self->trie.n_nodes; i++)
-        if (self->trie.nodes[i].token >= n_ids) {
-            PyErr_SetString(PyExc_ValueError, "a piece's id is not below n_ids");
-            return -1;
-        }
+    if (PyErr_Occurred() || trie_build(&self->trie, pieces, n_ids) < 0) return -1;
     self->unk_id = unk_id;
     self->cache_limit = cache_limit;
     Py_INCREF(cache);
